@@ -1,0 +1,45 @@
+# The study in two commands:  `make all` (the full study -> reports/)  and  `make test`.
+# Every target builds its own virtual environment from requirements.txt first.
+
+SHELL := /bin/bash
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV ?= .venv
+PY := $(VENV)/bin/python
+INSTALLED := $(VENV)/.installed
+FORCE_FLAG := $(if $(FORCE),--force,)
+
+.PHONY: all smoke test lint lab bench clean
+
+$(INSTALLED): requirements.txt pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements.txt
+	$(PY) -m pip install --quiet --no-deps -e .
+	@touch $@
+
+## all: run the full study (download or RAVDESS_DIR, every notebook, HTML into reports/)
+all: $(INSTALLED)
+	$(PY) -m ser_utils pipeline --profile full $(FORCE_FLAG)
+
+## smoke: the same pipeline on generated data and a tiny model, offline (build/smoke-reports/)
+smoke: $(INSTALLED)
+	$(PY) -m ser_utils pipeline --profile smoke $(FORCE_FLAG)
+
+## test: ruff, the unit tests, and every notebook on the smoke profile through nbval
+test: $(INSTALLED) lint
+	SER_PROFILE=smoke $(PY) -m pytest tests notebooks --nbval-lax -p no:cacheprovider
+
+lint: $(INSTALLED)
+	$(PY) -m ruff check ser_utils tests benchmarks notebooks
+
+## lab: open the notebooks in JupyterLab
+lab: $(INSTALLED)
+	$(PY) -m jupyter lab notebooks/
+
+## bench: the speed benchmarks (ratios against a baseline measured in the same run)
+bench: $(INSTALLED)
+	@for b in benchmarks/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
+
+## clean: remove caches, smoke output and executed notebooks (keeps .venv and reports/)
+clean:
+	rm -rf .cache build .pytest_cache .ruff_cache

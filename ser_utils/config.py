@@ -1,0 +1,138 @@
+"""Profiles, paths and environment overrides.
+
+Two profiles exist (see DESIGN.md):
+
+* ``full``  - the real study: RAVDESS (downloaded with kagglehub, or ``RAVDESS_DIR``) and the pretrained
+  ``facebook/wav2vec2-base`` (or ``SER_MODEL``, a hub name or a local directory).
+* ``smoke`` - the whole pipeline in minutes, offline, on a generated corpus and a tiny randomly
+  initialised wav2vec2. Its numbers mean nothing.
+
+Environment variables (all optional):
+
+========================  =========================================================================
+``SER_PROFILE``           profile used when a notebook or command does not name one (default ``full``)
+``RAVDESS_DIR``           local RAVDESS copy; skips the kagglehub download (full profile)
+``SER_MODEL``             wav2vec2 checkpoint: hub name or local directory (full profile)
+``SER_WORK_DIR``          where caches, checkpoints and generated data go (default ``<repo>/.cache``)
+``SER_REPORTS_DIR``       where reports and result tables go (default ``reports/``, smoke: ``build/``)
+========================  =========================================================================
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+PROFILES = ("full", "smoke")
+DEFAULT_MODEL = "facebook/wav2vec2-base"
+KAGGLE_DATASET = "uwrfkaggler/ravdess-emotional-speech-audio"
+
+
+@dataclass(frozen=True)
+class Profile:
+    """Everything that differs between the full study and the smoke run.
+
+    Attributes
+    ----------
+    name : ``"full"`` or ``"smoke"``.
+    data_dir : corpus directory, or ``None`` to download RAVDESS with kagglehub.
+    model : wav2vec2 checkpoint, a hub name or a local directory.
+    work_dir : caches (features, embeddings), checkpoints and generated data.
+    reports_dir : HTML reports; result tables go to ``reports_dir / "results"``.
+    """
+
+    name: str
+    data_dir: Path | None
+    model: str
+    work_dir: Path
+    reports_dir: Path
+    seed: int = 0
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def is_smoke(self) -> bool:
+        return self.name == "smoke"
+
+    @property
+    def results_dir(self) -> Path:
+        return self.reports_dir / "results"
+
+    @property
+    def cache_dir(self) -> Path:
+        return self.work_dir / "cache"
+
+    @property
+    def models_dir(self) -> Path:
+        return self.work_dir / "models"
+
+    def describe_data(self) -> str:
+        """The data source as a reader should see it: relative to the repo, or by name."""
+        if self.data_dir is None:
+            return f"kagglehub:{KAGGLE_DATASET}"
+        return display_path(self.data_dir)
+
+    def describe_model(self) -> str:
+        return display_path(self.model) if Path(self.model).exists() else self.model
+
+
+def display_path(path: str | os.PathLike) -> str:
+    """``path`` relative to the repository when possible, so reports never show a machine's paths."""
+    path = Path(path).resolve()
+    try:
+        return os.path.relpath(path, REPO_ROOT)
+    except ValueError:  # another drive (Windows)
+        return path.name
+
+
+def _env_path(name: str) -> Path | None:
+    value = os.environ.get(name, "").strip()
+    return Path(value).expanduser().resolve() if value else None
+
+
+def _model_from_env() -> str | None:
+    """``SER_MODEL``: an existing local directory is made absolute, anything else is a hub name."""
+    value = os.environ.get("SER_MODEL", "").strip()
+    if not value:
+        return None
+    local = Path(value).expanduser()
+    return str(local.resolve()) if local.exists() else value
+
+
+def get_profile(name: str | None = None, **overrides) -> Profile:
+    """Build the profile ``name`` (default: ``$SER_PROFILE`` or ``"full"``) with env overrides applied.
+
+    Relative paths in environment variables are resolved against the current directory. Keyword
+    arguments replace fields (``data_dir``, ``model``, ...) after that; ``None`` values are ignored,
+    so notebook parameters can be passed straight through.
+    """
+    overrides = {k: v for k, v in overrides.items() if v is not None}
+    if "data_dir" in overrides:
+        overrides["data_dir"] = Path(overrides["data_dir"]).expanduser().resolve()
+    return replace(_base_profile(name), **overrides)
+
+
+def _base_profile(name: str | None) -> Profile:
+    name = (name or os.environ.get("SER_PROFILE") or "full").strip().lower()
+    if name not in PROFILES:
+        raise ValueError(f"unknown profile {name!r}; choose one of {PROFILES}")
+    work_root = _env_path("SER_WORK_DIR") or REPO_ROOT / ".cache"
+    work_dir = work_root / name
+    reports_override = _env_path("SER_REPORTS_DIR")
+    if name == "smoke":
+        # Smoke output never lands in reports/: those are the real study's, and they are committed.
+        return Profile(
+            name="smoke",
+            data_dir=work_dir / "corpus",
+            model=str(work_dir / "tiny-wav2vec2"),
+            work_dir=work_dir,
+            reports_dir=reports_override or REPO_ROOT / "build" / "smoke-reports",
+        )
+    return Profile(
+        name="full",
+        data_dir=_env_path("RAVDESS_DIR"),
+        model=_model_from_env() or DEFAULT_MODEL,
+        work_dir=work_dir,
+        reports_dir=reports_override or REPO_ROOT / "reports",
+    )

@@ -1,0 +1,246 @@
+"""RAVDESS corpus: file-name grammar, discovery, validation and download.
+
+A RAVDESS file name has seven two-digit fields, ``MM-VV-EE-II-SS-RR-AA``:
+modality (03 = audio-only), vocal channel (01 = speech, 02 = song), emotion (01-08), intensity
+(01 normal, 02 strong), statement (01/02), repetition (01/02) and actor (01-24; odd = male).
+"""
+
+from __future__ import annotations
+
+import re
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import soundfile as sf
+
+from .config import KAGGLE_DATASET, Profile
+
+EMOTIONS: tuple[str, ...] = (
+    "neutral", "calm", "happy", "sad", "angry", "fearful", "disgust", "surprised",
+)
+INTENSITIES = ("normal", "strong")
+AUDIO_SUFFIXES = (".wav", ".flac")
+N_ACTORS = 24
+CLIPS_PER_ACTOR = 60
+N_CLIPS = N_ACTORS * CLIPS_PER_ACTOR
+
+_NAME = re.compile(r"^(\d{2})-(\d{2})-(\d{2})-(\d{2})-(\d{2})-(\d{2})-(\d{2})$")
+_FIELDS = ("modality", "vocal_channel", "emotion_code", "intensity_code", "statement", "repetition",
+           "actor")
+_RANGES = {"modality": (1, 3), "vocal_channel": (1, 2), "emotion_code": (1, 8),
+           "intensity_code": (1, 2), "statement": (1, 2), "repetition": (1, 2), "actor": (1, N_ACTORS)}
+
+
+class InvalidFilenameError(ValueError):
+    """A file name that does not follow the RAVDESS grammar."""
+
+
+class CorpusError(RuntimeError):
+    """A corpus directory that cannot be used (empty, or not RAVDESS at all)."""
+
+
+class DownloadError(RuntimeError):
+    """RAVDESS could not be downloaded; the message says how to use a local copy."""
+
+
+def parse_filename(name: str | Path) -> dict:
+    """Parse a RAVDESS file name (with or without folder and extension) into its fields.
+
+    Returns a dict with the seven integer codes plus ``emotion`` (name), ``intensity``
+    (``"normal"``/``"strong"``), ``gender`` (``"male"`` for odd actors) and ``stem``.
+
+    >>> parse_filename("Actor_01/03-01-05-02-01-01-01.wav")["emotion"]
+    'angry'
+    """
+    stem = Path(name).stem
+    match = _NAME.match(stem)
+    if match is None:
+        raise InvalidFilenameError(
+            f"{name!s}: not a RAVDESS file name (expected seven two-digit fields like "
+            "03-01-05-02-01-01-12)"
+        )
+    fields = dict(zip(_FIELDS, map(int, match.groups()), strict=True))
+    for key, (low, high) in _RANGES.items():
+        if not low <= fields[key] <= high:
+            raise InvalidFilenameError(f"{name!s}: {key} = {fields[key]:02d} is outside {low:02d}-{high:02d}")
+    if fields["emotion_code"] == 1 and fields["intensity_code"] == 2:
+        raise InvalidFilenameError(f"{name!s}: RAVDESS has no strong-intensity neutral clip")
+    return {
+        "stem": stem,
+        **fields,
+        "emotion": EMOTIONS[fields["emotion_code"] - 1],
+        "intensity": INTENSITIES[fields["intensity_code"] - 1],
+        "gender": "male" if fields["actor"] % 2 else "female",
+    }
+
+
+def ravdess_stem(emotion: int, intensity: int, statement: int, repetition: int, actor: int) -> str:
+    """The file stem of an audio-only speech clip (the inverse of :func:`parse_filename`)."""
+    return f"03-01-{emotion:02d}-{intensity:02d}-{statement:02d}-{repetition:02d}-{actor:02d}"
+
+
+def expected_stems(actors=range(1, N_ACTORS + 1)) -> list[str]:
+    """The 60 audio-only speech stems of each actor: neutral has normal intensity only."""
+    return [
+        ravdess_stem(emotion, intensity, statement, repetition, actor)
+        for actor in actors
+        for emotion in range(1, 9)
+        for intensity in ((1,) if emotion == 1 else (1, 2))
+        for statement in (1, 2)
+        for repetition in (1, 2)
+    ]
+
+
+def discover(root: str | Path) -> pd.DataFrame:
+    """Find every audio-only speech clip under ``root`` (WAV or FLAC, any depth).
+
+    Returns one row per clip, sorted by actor and name, with columns ``path``, ``file``, ``stem``,
+    the parsed fields (see :func:`parse_filename`), ``duration`` (s), ``sample_rate`` (Hz) and
+    ``channels``. The Kaggle copy holds every actor folder twice, so clips are de-duplicated by file
+    name (the copy nearest to ``root`` wins). Files that are skipped - names outside the grammar,
+    unreadable audio - are reported in a warning and listed in ``df.attrs["skipped"]`` as
+    ``(relative path, reason)`` pairs; ``df.attrs["duplicates"]`` counts the dropped copies and
+    ``df.attrs["not_speech"]`` the song/video files that were left out.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise CorpusError(f"{root}: not a directory")
+    files = sorted(
+        (p for p in root.rglob("*") if p.suffix.lower() in AUDIO_SUFFIXES and p.is_file()),
+        key=lambda p: (len(p.relative_to(root).parts), str(p)),
+    )
+    rows, skipped, seen = [], [], set()
+    duplicates = not_speech = 0
+    for path in files:
+        rel = str(path.relative_to(root))
+        try:
+            fields = parse_filename(path)
+        except InvalidFilenameError as err:
+            skipped.append((rel, str(err).split(": ", 1)[-1]))
+            continue
+        if fields["modality"] != 3 or fields["vocal_channel"] != 1:
+            not_speech += 1
+            continue
+        if path.name in seen:
+            duplicates += 1
+            continue
+        try:
+            info = sf.info(str(path))
+        except Exception as err:  # soundfile raises several types for broken files
+            skipped.append((rel, f"unreadable audio ({err})"))
+            continue
+        seen.add(path.name)
+        rows.append({"path": str(path), "file": path.name, **fields,
+                     "duration": info.frames / info.samplerate, "sample_rate": info.samplerate,
+                     "channels": info.channels})
+    if skipped:
+        listed = "\n".join(f"  {rel}: {why}" for rel, why in skipped[:20])
+        more = f"\n  ... and {len(skipped) - 20} more" if len(skipped) > 20 else ""
+        warnings.warn(f"{root}: skipped {len(skipped)} file(s):\n{listed}{more}", stacklevel=2)
+    columns = ["path", "file", "stem", *_FIELDS, "emotion", "intensity", "gender", "duration",
+               "sample_rate", "channels"]
+    df = pd.DataFrame(rows, columns=columns).sort_values(["actor", "stem"], ignore_index=True)
+    df["emotion"] = pd.Categorical(df["emotion"], categories=EMOTIONS)
+    df.attrs.update(root=str(root), skipped=skipped, duplicates=duplicates, not_speech=not_speech)
+    return df
+
+
+@dataclass
+class CorpusReport:
+    """What :func:`validate` found; ``str(report)`` is the human-readable summary."""
+
+    n_clips: int
+    n_actors: int
+    n_emotions: int
+    missing: list[str] = field(default_factory=list)
+    extra: list[str] = field(default_factory=list)
+    skipped: list = field(default_factory=list)
+    duplicates: int = 0
+
+    @property
+    def complete(self) -> bool:
+        return not self.missing and not self.extra and self.n_clips == N_CLIPS
+
+    def __str__(self) -> str:
+        lines = [
+            f"clips: {self.n_clips} (expected {N_CLIPS})",
+            f"actors: {self.n_actors} (expected {N_ACTORS})",
+            f"emotions: {self.n_emotions} (expected {len(EMOTIONS)})",
+            f"duplicate copies ignored: {self.duplicates}",
+        ]
+        if self.missing:
+            lines.append(f"missing: {len(self.missing)} clip(s), e.g. {', '.join(self.missing[:5])}")
+        if self.extra:
+            lines.append(f"unexpected: {len(self.extra)} clip(s), e.g. {', '.join(self.extra[:5])}")
+        if self.skipped:
+            lines.append(f"skipped files: {len(self.skipped)}")
+        lines.append("status: complete" if self.complete else "status: PARTIAL corpus")
+        return "\n".join(lines)
+
+
+def validate(df: pd.DataFrame, *, strict: bool = False) -> CorpusReport:
+    """Check a :func:`discover` table against RAVDESS's known shape (1,440 clips, 24 x 60, 8 emotions).
+
+    A partial corpus is usable: it gives a warning that says what is missing, or raises
+    :class:`CorpusError` when ``strict``. An empty table always raises.
+    """
+    if df.empty:
+        raise CorpusError(f"{df.attrs.get('root', 'corpus')}: no RAVDESS audio-only speech files found")
+    present = set(df["stem"])
+    expected = set(expected_stems())
+    report = CorpusReport(
+        n_clips=len(df), n_actors=df["actor"].nunique(), n_emotions=df["emotion"].nunique(),
+        missing=sorted(expected - present), extra=sorted(present - expected),
+        skipped=list(df.attrs.get("skipped", [])), duplicates=int(df.attrs.get("duplicates", 0)),
+    )
+    if not report.complete:
+        message = f"RAVDESS corpus is not complete:\n{report}"
+        if strict:
+            raise CorpusError(message)
+        warnings.warn(message, stacklevel=2)
+    return report
+
+
+def download_ravdess() -> Path:
+    """Download RAVDESS speech with kagglehub (cached by kagglehub) and return its directory."""
+    try:
+        import kagglehub
+
+        return Path(kagglehub.dataset_download(KAGGLE_DATASET))
+    except Exception as err:  # network, credentials, kagglehub errors: all mean "use a local copy"
+        raise DownloadError(
+            f"could not download RAVDESS ({KAGGLE_DATASET}) with kagglehub: {err}\n"
+            "If you have a local copy, point the study at it with RAVDESS_DIR, e.g.\n"
+            "    RAVDESS_DIR=/path/to/ravdess make all\n"
+            "(any folder holding the RAVDESS .wav or .flac files, at any depth)."
+        ) from err
+
+
+def locate_corpus(profile: Profile) -> Path:
+    """The corpus directory of ``profile``: a local folder, a generated smoke corpus, or a download."""
+    if profile.is_smoke:
+        from .synthetic import make_synthetic_corpus
+
+        return make_synthetic_corpus(profile.data_dir, **profile.extra.get("synthetic", {}))
+    if profile.data_dir is not None:
+        if not profile.data_dir.is_dir():
+            raise CorpusError(f"RAVDESS_DIR={profile.data_dir} is not a directory")
+        return profile.data_dir
+    return download_ravdess()
+
+
+def load_corpus(profile: Profile) -> pd.DataFrame:
+    """Locate (or download, or generate) the profile's corpus and return its :func:`discover` table."""
+    return discover(locate_corpus(profile))
+
+
+def balanced_class_weights(labels: np.ndarray, n_classes: int = len(EMOTIONS)) -> np.ndarray:
+    """``n / (k * count)`` per class, as scikit-learn's ``class_weight="balanced"``; shape ``(k,)``."""
+    counts = np.bincount(labels, minlength=n_classes).astype(float)
+    weights = np.zeros(n_classes)
+    present = counts > 0
+    weights[present] = counts.sum() / (present.sum() * counts[present])
+    return weights

@@ -1,0 +1,145 @@
+"""The one way to score, and the tidy result tables every notebook writes.
+
+Layout under a profile's ``results_dir`` (``reports/results`` for the full study):
+
+* ``metrics/<group>.csv`` - one row per system, protocol and fold (:data:`METRIC_COLUMNS`).
+* ``predictions/<system>.csv`` - one row per test clip and fold: ``system, protocol, fold, stem,
+  actor, emotion, predicted`` (what confusion matrices, per-actor accuracy and significance tests
+  are computed from).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from sklearn.metrics import confusion_matrix, f1_score
+
+from .corpus import EMOTIONS
+
+METRIC_COLUMNS = ["system", "protocol", "fold", "accuracy", "uar", "macro_f1", "n_test", "status",
+                  "note"]
+PREDICTION_COLUMNS = ["system", "protocol", "fold", "stem", "actor", "emotion", "predicted"]
+
+
+@dataclass(frozen=True)
+class Scores:
+    """Accuracy (WA), unweighted average recall (UAR), macro-F1 and the confusion matrix.
+
+    ``confusion[i, j]`` counts clips of true class ``labels[i]`` predicted as ``labels[j]``.
+    UAR and macro-F1 average over the classes present in the true labels; predictions of any
+    other class count as errors.
+    """
+
+    accuracy: float
+    uar: float
+    macro_f1: float
+    n: int
+    confusion: np.ndarray
+    labels: tuple[str, ...]
+
+    def as_dict(self) -> dict:
+        return {"accuracy": self.accuracy, "uar": self.uar, "macro_f1": self.macro_f1, "n_test": self.n}
+
+
+def score(y_true: Sequence, y_pred: Sequence, labels: Sequence[str] = EMOTIONS) -> Scores:
+    """Score predictions against true labels (both emotion names, or both class indices)."""
+    y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
+    if y_true.shape != y_pred.shape or y_true.ndim != 1:
+        raise ValueError(f"y_true {y_true.shape} and y_pred {y_pred.shape} must be 1-D and match")
+    if len(y_true) == 0:
+        raise ValueError("cannot score an empty set of predictions")
+    labels = tuple(labels)
+    if np.issubdtype(y_true.dtype, np.integer):
+        y_true, y_pred = np.asarray(labels)[y_true], np.asarray(labels)[y_pred]
+    unknown = set(np.unique(y_true)) - set(labels)
+    if unknown:
+        raise ValueError(f"true labels {sorted(unknown)} are not among {labels}")
+    present = [c for c in labels if c in set(y_true)]
+    cm = confusion_matrix(y_true, y_pred, labels=list(labels))
+    recalls = [cm[i, i] / cm[i].sum() for i, c in enumerate(labels) if c in present]
+    return Scores(
+        accuracy=float(np.mean(y_true == y_pred)),
+        uar=float(np.mean(recalls)),
+        macro_f1=float(f1_score(y_true, y_pred, labels=present, average="macro", zero_division=0)),
+        n=len(y_true),
+        confusion=cm,
+        labels=labels,
+    )
+
+
+def metric_row(system: str, protocol: str, fold: int, scores: Scores, note: str = "") -> dict:
+    """One tidy row of :data:`METRIC_COLUMNS` for a scored fold."""
+    return {"system": system, "protocol": protocol, "fold": fold, **scores.as_dict(), "status": "ok",
+            "note": note}
+
+
+def not_run_rows(system: str, protocols: Iterable[str], reason: str) -> list[dict]:
+    """Rows that say a system was *not run* and why, in place of numbers."""
+    return [{"system": system, "protocol": p, "fold": np.nan, "accuracy": np.nan, "uar": np.nan,
+             "macro_f1": np.nan, "n_test": 0, "status": "not run", "note": reason} for p in protocols]
+
+
+def write_metrics(rows: Iterable[dict], results_dir: str | Path, group: str) -> Path:
+    """Write ``rows`` to ``results_dir/metrics/<group>.csv`` (replacing that group's earlier rows)."""
+    path = Path(results_dir) / "metrics" / f"{group}.csv"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pd.DataFrame(list(rows), columns=METRIC_COLUMNS).to_csv(path, index=False, float_format="%.6g")
+    return path
+
+
+def write_predictions(predictions: pd.DataFrame, results_dir: str | Path, system: str) -> Path:
+    """Write per-clip predictions of one system (:data:`PREDICTION_COLUMNS`)."""
+    missing = set(PREDICTION_COLUMNS) - set(predictions.columns)
+    if missing:
+        raise ValueError(f"predictions lack columns {sorted(missing)}")
+    path = Path(results_dir) / "predictions" / f"{system}.csv"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    predictions[PREDICTION_COLUMNS].to_csv(path, index=False)
+    return path
+
+
+def read_metrics(results_dir: str | Path) -> pd.DataFrame:
+    """Every metrics CSV under ``results_dir`` in one table (empty table if there are none)."""
+    files = sorted((Path(results_dir) / "metrics").glob("*.csv"))
+    if not files:
+        return pd.DataFrame(columns=METRIC_COLUMNS)
+    return pd.concat([pd.read_csv(f, keep_default_na=False, na_values=[""]) for f in files],
+                     ignore_index=True)
+
+
+def read_predictions(results_dir: str | Path, systems: Iterable[str] | None = None) -> pd.DataFrame:
+    """Per-clip predictions of ``systems`` (default: all) in one table."""
+    folder = Path(results_dir) / "predictions"
+    files = sorted(folder.glob("*.csv")) if systems is None else [folder / f"{s}.csv" for s in systems]
+    if not files:
+        return pd.DataFrame(columns=PREDICTION_COLUMNS)
+    return pd.concat([pd.read_csv(f, dtype={"stem": str}) for f in files], ignore_index=True)
+
+
+def summarise(metrics: pd.DataFrame) -> pd.DataFrame:
+    """Mean and standard deviation over folds per system and protocol.
+
+    Returns one row per (system, protocol) with ``<metric>_mean``, ``<metric>_std``, ``folds`` and
+    ``status`` (``"not run"`` rows keep their reason in ``note`` and carry no numbers).
+    """
+    rows = []
+    for (system, protocol), group in metrics.groupby(["system", "protocol"], sort=False):
+        done = group[group["status"] == "ok"]
+        row = {"system": system, "protocol": protocol, "folds": len(done),
+               "status": "ok" if len(done) else "not run",
+               "note": "" if len(done) else "; ".join(sorted(set(group["note"].dropna())))}
+        for metric in ("accuracy", "uar", "macro_f1"):
+            values = done[metric].astype(float)
+            row[f"{metric}_mean"] = values.mean() if len(values) else np.nan
+            row[f"{metric}_std"] = values.std(ddof=1) if len(values) > 1 else np.nan
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def summed_confusion(predictions: pd.DataFrame, labels: Sequence[str] = EMOTIONS) -> np.ndarray:
+    """Confusion matrix summed over folds (rows: true class, columns: predicted)."""
+    return confusion_matrix(predictions["emotion"], predictions["predicted"], labels=list(labels))

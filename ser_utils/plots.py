@@ -1,0 +1,93 @@
+"""Figures shared by the notebooks. Each function returns a matplotlib ``Figure``."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import librosa
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import seaborn as sns
+
+from .audio import SAMPLE_RATE, load_audio
+from .corpus import EMOTIONS
+
+
+def count_bars(meta: pd.DataFrame, columns: Sequence[str] = ("emotion", "actor", "gender", "intensity")):
+    """Clip counts per value of each column, one panel per column."""
+    fig, axes = plt.subplots(1, len(columns), figsize=(4.2 * len(columns), 3.2),
+                             gridspec_kw={"width_ratios": [max(meta[c].nunique(), 2) for c in columns]})
+    for ax, column in zip(np.atleast_1d(axes), columns, strict=True):
+        counts = meta[column].value_counts(sort=False).sort_index()
+        ax.bar(counts.index.astype(str), counts.to_numpy(), color="#4C72B0")
+        ax.set_title(f"clips per {column}")
+        ax.tick_params(axis="x", rotation=90 if len(counts) > 4 else 0)
+    fig.tight_layout()
+    return fig
+
+
+def duration_hist(meta: pd.DataFrame):
+    """Histogram of clip durations in seconds, by emotion."""
+    fig, ax = plt.subplots(figsize=(8, 3.2))
+    sns.histplot(meta, x="duration", hue="emotion", multiple="stack", bins=30, ax=ax,
+                 hue_order=EMOTIONS)
+    ax.set_xlabel("duration (s)")
+    fig.tight_layout()
+    return fig
+
+
+def log_mel_db(wave: np.ndarray, n_mels: int = 64) -> np.ndarray:
+    """Log-mel spectrogram in dB (25 ms window, 10 ms hop at 16 kHz); shape ``(n_mels, frames)``."""
+    mel = librosa.feature.melspectrogram(y=wave, sr=SAMPLE_RATE, n_fft=400, hop_length=160,
+                                         n_mels=n_mels)
+    return librosa.power_to_db(mel, ref=np.max)
+
+
+def examples_per_emotion(meta: pd.DataFrame, actor: int | None = None, statement: int = 1):
+    """Waveform and log-mel spectrogram of one clip per emotion (same actor and sentence)."""
+    actor = actor if actor is not None else int(meta["actor"].min())
+    rows = meta[(meta["actor"] == actor) & (meta["statement"] == statement)
+                & (meta["intensity"] == "normal") & (meta["repetition"] == 1)]
+    fig, axes = plt.subplots(2, len(EMOTIONS), figsize=(2.3 * len(EMOTIONS), 4.2), sharey="row")
+    for col, emotion in enumerate(EMOTIONS):
+        match = rows[rows["emotion"] == emotion]
+        axes[0, col].set_title(emotion)
+        if match.empty:
+            continue
+        wave = load_audio(match["path"].iloc[0])
+        axes[0, col].plot(np.arange(len(wave)) / SAMPLE_RATE, wave, lw=0.4, color="#333")
+        axes[1, col].imshow(log_mel_db(wave), origin="lower", aspect="auto", cmap="magma",
+                            extent=(0, len(wave) / SAMPLE_RATE, 0, 64))
+        axes[1, col].set_xlabel("s")
+    axes[0, 0].set_ylabel("amplitude")
+    axes[1, 0].set_ylabel("mel band")
+    fig.suptitle(f"actor {actor:02d}, statement {statement}, normal intensity")
+    fig.tight_layout()
+    return fig
+
+
+def by_emotion_box(stats: pd.DataFrame, columns: Sequence[str], labels: Sequence[str] | None = None):
+    """Box plots of per-clip statistics by emotion, one panel per column."""
+    fig, axes = plt.subplots(1, len(columns), figsize=(5.5 * len(columns), 3.4))
+    for ax, column, label in zip(np.atleast_1d(axes), columns, labels or columns, strict=True):
+        sns.boxplot(stats, x="emotion", y=column, order=EMOTIONS, ax=ax, color="#8fb3d9", fliersize=2)
+        ax.set_ylabel(label)
+        ax.tick_params(axis="x", rotation=45)
+    fig.tight_layout()
+    return fig
+
+
+def confusion_heatmap(confusion: np.ndarray, labels: Sequence[str] = EMOTIONS, title: str = "",
+                      normalize: bool = True, ax=None):
+    """Confusion matrix as a heat map; rows (true class) normalised to sum to 1 when ``normalize``."""
+    matrix = confusion / np.maximum(confusion.sum(1, keepdims=True), 1) if normalize else confusion
+    if ax is None:
+        _, ax = plt.subplots(figsize=(5.2, 4.4))
+    sns.heatmap(matrix, annot=True, fmt=".2f" if normalize else "d", cmap="Blues", vmin=0,
+                vmax=1 if normalize else None, xticklabels=labels, yticklabels=labels, cbar=False, ax=ax)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(title)
+    ax.figure.tight_layout()
+    return ax.figure

@@ -1,0 +1,49 @@
+"""Shared fixtures: real data from ../shared/data when present, generated corpora otherwise."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from ser_utils.config import REPO_ROOT
+from ser_utils.corpus import discover
+from ser_utils.synthetic import make_synthetic_corpus
+
+SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
+RAVDESS_16K = SHARED_DATA / "ravdess-16k"
+RAVDESS_48K_SAMPLE = SHARED_DATA / "ravdess-48k-sample"
+STEREO_SAMPLES = ("03-01-02-01-01-02-01", "03-01-08-01-02-02-01", "03-01-02-01-02-02-05",
+                  "03-01-03-01-02-01-20", "03-01-06-01-01-02-20")
+
+
+def _require(path: Path) -> Path:
+    if not path.is_dir():
+        pytest.skip(f"real data not found at {path} (see ../shared/data/README.md)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def ravdess_16k() -> Path:
+    return _require(RAVDESS_16K)
+
+
+@pytest.fixture(scope="session")
+def ravdess_48k_sample() -> Path:
+    return _require(RAVDESS_48K_SAMPLE)
+
+
+@pytest.fixture(scope="session")
+def real_meta(ravdess_16k):
+    return discover(ravdess_16k)
+
+
+@pytest.fixture(scope="session")
+def synthetic_corpus(tmp_path_factory) -> Path:
+    """24 actors x 60 clips of 0.6 s generated speech-like audio at 16 kHz."""
+    return make_synthetic_corpus(tmp_path_factory.mktemp("synthetic"), seconds=0.6)
+
+
+@pytest.fixture(scope="session")
+def synthetic_meta(synthetic_corpus):
+    return discover(synthetic_corpus)

@@ -1,0 +1,124 @@
+import numpy as np
+import pytest
+import soundfile as sf
+
+from ser_utils.audio import (
+    AudioError,
+    SilentAudioError,
+    collate,
+    crop,
+    load_audio,
+    normalize,
+)
+from tests.conftest import STEREO_SAMPLES
+
+
+def test_real_48k_samples_load_as_16k_mono(ravdess_48k_sample):
+    files = sorted(ravdess_48k_sample.rglob("*.wav"))
+    assert len(files) == 8
+    stereo = 0
+    for path in files:
+        info = sf.info(str(path))
+        assert info.samplerate == 48000
+        stereo += info.channels == 2
+        wave = load_audio(path)
+        assert wave.dtype == np.float32 and wave.ndim == 1
+        assert abs(len(wave) - info.frames / 3) <= 1
+        assert np.isfinite(wave).all() and np.abs(wave).max() <= 1.0
+    assert stereo == len(STEREO_SAMPLES) == 5
+
+
+def test_real_stereo_files_are_down_mixed(ravdess_48k_sample, tmp_path):
+    # RAVDESS's stereo files carry the same signal twice; down-mixing must give exactly that signal.
+    path = next(ravdess_48k_sample.rglob(f"{STEREO_SAMPLES[0]}.wav"))
+    data, rate = sf.read(str(path), dtype="float32")
+    assert data.shape[1] == 2
+    left = _write(tmp_path / "left.wav", data[:, 0], rate, subtype="FLOAT")
+    assert np.allclose(load_audio(path), load_audio(left), atol=1e-6)
+
+
+def test_different_channels_are_averaged(tmp_path):
+    t = np.arange(24000) / 48000
+    left, right = 0.4 * np.sin(2 * np.pi * 300 * t), 0.2 * np.sin(2 * np.pi * 700 * t)
+    stereo = _write(tmp_path / "stereo.wav", np.stack([left, right], axis=1), 48000, subtype="FLOAT")
+    mono = _write(tmp_path / "mono.wav", (left + right) / 2, 48000, subtype="FLOAT")
+    only_left = _write(tmp_path / "left.wav", left, 48000, subtype="FLOAT")
+    assert np.allclose(load_audio(stereo), load_audio(mono), atol=1e-6)
+    assert not np.allclose(load_audio(stereo), load_audio(only_left), atol=1e-2)
+
+
+def test_48k_sample_matches_the_16k_reference_copy(ravdess_48k_sample, ravdess_16k):
+    # ../shared/data/ravdess-16k was made from the same originals (soxr VHQ, channels averaged).
+    for path in sorted(ravdess_48k_sample.rglob("*.wav")):
+        ours = load_audio(path)
+        reference = load_audio(next(ravdess_16k.rglob(f"{path.stem}.flac")))
+        assert len(ours) == len(reference)
+        assert np.corrcoef(ours, reference)[0, 1] > 0.999
+        assert np.max(np.abs(ours - reference)) < 2e-3
+
+
+@pytest.mark.parametrize("rate, channels", [(44100, 1), (48000, 2), (8000, 1), (16000, 1)])
+def test_resampled_sine_keeps_its_frequency(tmp_path, rate, channels):
+    freq = 440.0
+    t = np.arange(int(2.0 * rate)) / rate
+    tone = 0.5 * np.sin(2 * np.pi * freq * t)
+    path = tmp_path / f"tone_{rate}.flac"
+    sf.write(str(path), np.stack([tone] * channels, axis=1), rate)
+    wave = load_audio(path)
+    assert len(wave) == 32000
+    spectrum = np.abs(np.fft.rfft(wave * np.hanning(len(wave))))
+    peak_hz = np.argmax(spectrum) * 16000 / len(wave)
+    assert abs(peak_hz - freq) <= 1.0
+    assert abs(np.abs(wave[1000:-1000]).max() - 0.5) < 0.01
+
+
+def _write(path, data, rate=16000, subtype="PCM_16"):
+    sf.write(str(path), data, rate, subtype=subtype)
+    return path
+
+
+def _text(path):
+    path.write_text("hello, not audio")
+    return path
+
+
+@pytest.mark.parametrize("make, error, fragment", [
+    (lambda d: d / "missing.wav", AudioError, "no such file"),
+    (lambda d: _text(d / "text.wav"), AudioError, "not a readable"),
+    (lambda d: _write(d / "empty.wav", np.zeros(0)), AudioError, "empty"),
+    (lambda d: _write(d / "silent.wav", np.zeros(16000)), SilentAudioError, "silent"),
+    (lambda d: _write(d / "nan.wav", np.full(1600, np.nan, np.float32), subtype="FLOAT"),
+     AudioError, "NaN"),
+    (lambda d: _write(d / "long.wav", np.ones(16000 * 3) * 0.1), AudioError, "max_seconds"),
+])
+def test_bad_input_raises_a_clear_error_naming_the_file(tmp_path, make, error, fragment):
+    path = make(tmp_path)
+    with pytest.raises(error, match=fragment) as err:
+        load_audio(path, max_seconds=2.0)
+    assert path.name in str(err.value)
+
+
+def test_silent_clips_load_when_allowed(tmp_path):
+    path = _write(tmp_path / "silent.wav", np.zeros(8000))
+    assert np.all(load_audio(path, allow_silent=True) == 0)
+
+
+def test_collate_pads_at_the_end_and_keeps_lengths():
+    batch, lengths = collate([np.ones(3), 2 * np.ones(5)])
+    assert batch.shape == (2, 5) and batch.dtype.is_floating_point
+    assert lengths.tolist() == [3, 5]
+    assert batch[0].tolist() == [1, 1, 1, 0, 0]
+
+
+def test_crop_is_centred_without_rng_and_seeded_with_it():
+    wave = np.arange(10.0)
+    assert crop(wave, 4).tolist() == [3, 4, 5, 6]
+    assert crop(wave, 20) is wave
+    a = crop(wave, 4, np.random.default_rng(1))
+    b = crop(wave, 4, np.random.default_rng(1))
+    assert len(a) == 4 and np.array_equal(a, b)
+
+
+def test_normalize_gives_zero_mean_unit_variance():
+    wave = normalize(np.random.default_rng(0).normal(3.0, 0.2, 16000))
+    assert abs(wave.mean()) < 1e-5 and abs(wave.std() - 1) < 1e-3

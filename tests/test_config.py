@@ -1,0 +1,50 @@
+from pathlib import Path
+
+import pytest
+
+from ser_utils.config import DEFAULT_MODEL, REPO_ROOT, display_path, get_profile
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch):
+    for name in ("SER_PROFILE", "RAVDESS_DIR", "SER_MODEL", "SER_WORK_DIR", "SER_REPORTS_DIR"):
+        monkeypatch.delenv(name, raising=False)
+
+
+def test_full_profile_defaults():
+    profile = get_profile()
+    assert profile.name == "full" and not profile.is_smoke
+    assert profile.data_dir is None
+    assert profile.model == DEFAULT_MODEL
+    assert profile.reports_dir == REPO_ROOT / "reports"
+    assert profile.describe_data() == "kagglehub:uwrfkaggler/ravdess-emotional-speech-audio"
+
+
+def test_environment_overrides(monkeypatch, tmp_path):
+    monkeypatch.setenv("RAVDESS_DIR", str(tmp_path))
+    monkeypatch.setenv("SER_MODEL", str(tmp_path))
+    monkeypatch.setenv("SER_WORK_DIR", str(tmp_path / "work"))
+    profile = get_profile("full")
+    assert profile.data_dir == tmp_path.resolve()
+    assert profile.model == str(tmp_path.resolve())
+    assert profile.cache_dir == tmp_path / "work" / "full" / "cache"
+    monkeypatch.setenv("SER_MODEL", "someone/wav2vec2-large")
+    assert get_profile("full").model == "someone/wav2vec2-large"
+
+
+def test_smoke_profile_never_writes_into_reports(monkeypatch):
+    monkeypatch.setenv("SER_PROFILE", "smoke")
+    profile = get_profile()
+    assert profile.is_smoke
+    assert REPO_ROOT / "reports" not in profile.results_dir.parents
+
+
+def test_keyword_overrides_and_bad_names(tmp_path):
+    assert get_profile("full", data_dir=str(tmp_path), model=None).data_dir == tmp_path.resolve()
+    with pytest.raises(ValueError, match="unknown profile"):
+        get_profile("huge")
+
+
+def test_display_path_is_relative_to_the_repository():
+    assert display_path(REPO_ROOT / "reports" / "x.html") == str(Path("reports") / "x.html")
+    assert display_path(REPO_ROOT.parent / "shared" / "data") == str(Path("..") / "shared" / "data")

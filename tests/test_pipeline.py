@@ -1,0 +1,68 @@
+import json
+import subprocess
+import sys
+
+import nbformat
+import pytest
+
+from ser_utils.config import REPO_ROOT, get_profile
+from ser_utils.pipeline import NOTEBOOKS, NotebookFailed, run_notebook, run_pipeline
+
+
+@pytest.mark.parametrize("name", NOTEBOOKS)
+def test_notebooks_start_with_parameters_and_carry_no_outputs(name):
+    path = REPO_ROOT / "notebooks" / f"{name}.ipynb"
+    if not path.exists():
+        pytest.fail(f"{path.name} is missing")
+    notebook = nbformat.read(path, as_version=4)
+    first = notebook.cells[0]
+    assert first.cell_type == "code" and "parameters" in first.metadata.get("tags", [])
+    assert "profile = None" in first.source
+    for cell in notebook.cells:
+        if cell.cell_type == "code":
+            assert not cell.outputs and cell.execution_count is None, f"{name} has outputs"
+
+
+@pytest.fixture
+def smoke_dirs(monkeypatch, tmp_path):
+    monkeypatch.setenv("SER_WORK_DIR", str(tmp_path / "work"))
+    monkeypatch.setenv("SER_REPORTS_DIR", str(tmp_path / "reports"))
+    return tmp_path
+
+
+def test_pipeline_renders_reports_and_skips_unchanged_notebooks(smoke_dirs, capsys):
+    steps = run_pipeline("smoke", only=["01"])
+    html = smoke_dirs / "reports" / "01_download.html"
+    assert [(s.name, s.status) for s in steps] == [("01_download", "ran")]
+    page = html.read_text()
+    assert "SMOKE PROFILE" in page and "status: complete" in page
+    assert str(REPO_ROOT) not in page  # reports never show this machine's paths
+    assert (smoke_dirs / "reports" / "results" / "corpus.csv").is_file()
+    assert run_pipeline("smoke", only=["01"])[0].status == "skipped"
+    assert run_pipeline("smoke", only=["01"], force=True)[0].status == "ran"
+
+
+def test_a_failing_notebook_is_named_and_kept(smoke_dirs):
+    broken = nbformat.v4.new_notebook(cells=[
+        nbformat.v4.new_code_cell("profile = None", metadata={"tags": ["parameters"]}),
+        nbformat.v4.new_code_cell("x = 1"),
+        nbformat.v4.new_code_cell("raise RuntimeError('boom')"),
+    ], metadata={"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}})
+    nbformat.write(broken, smoke_dirs / "99_broken.ipynb")
+    with pytest.raises(NotebookFailed, match=r"99_broken failed in cell .*RuntimeError: boom") as err:
+        run_notebook(get_profile("smoke"), "99_broken", notebook_dir=smoke_dirs)
+    kept = smoke_dirs / "work" / "smoke" / "executed" / "99_broken.ipynb"
+    assert kept.is_file() and str(kept) in str(err.value)
+
+
+def test_cli_validates_a_corpus(ravdess_16k):
+    done = subprocess.run([sys.executable, "-m", "ser_utils", "validate", str(ravdess_16k)],
+                          capture_output=True, text=True, check=True)
+    assert "clips: 1440" in done.stdout and "status: complete" in done.stdout
+
+
+def test_cli_writes_a_synthetic_corpus(tmp_path):
+    subprocess.run([sys.executable, "-m", "ser_utils", "synth", str(tmp_path), "--actors", "2",
+                    "--seconds", "0.3"], check=True, capture_output=True)
+    assert len(list(tmp_path.rglob("*.wav"))) == 120
+    assert json.loads((tmp_path / "synthetic.json").read_text())["actors"] == [1, 2]
