@@ -1,0 +1,134 @@
+"""On-disk cache of per-file arrays, keyed by the file's *content* and the parameters that made them.
+
+Used for handcrafted features and frozen wav2vec2 embeddings: a second run reads the cache, a changed
+file or a changed parameter recomputes only what changed, and an interrupted run resumes where it
+stopped (each file's result is written as soon as it exists).
+
+Layout: ``root / namespace / <params digest> / <content digest>.npy`` plus ``params.json`` in each
+parameter folder, so a reader can tell what a folder holds.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import warnings
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from joblib import Parallel, delayed
+from tqdm.auto import tqdm
+
+
+def file_digest(path: str | Path) -> str:
+    """BLAKE2b digest (32 hex chars) of a file's bytes: the same audio under any name or folder
+    shares one cache entry, and an edited file gets a new one."""
+    with open(path, "rb") as handle:
+        return hashlib.file_digest(handle, lambda: hashlib.blake2b(digest_size=16)).hexdigest()
+
+
+def params_digest(params: dict) -> str:
+    """Stable digest of a JSON-serialisable parameter dict (key order does not matter)."""
+    text = json.dumps(params, sort_keys=True, default=str)
+    return hashlib.blake2b(text.encode(), digest_size=8).hexdigest()
+
+
+class ArrayCache:
+    """Arrays keyed by file content, in a folder dedicated to one parameter set.
+
+    >>> cache = ArrayCache(tmp_dir, "mfcc", {"n_mfcc": 40})       # doctest: +SKIP
+    >>> cache.get(digest) is None; cache.put(digest, features)     # doctest: +SKIP
+    """
+
+    def __init__(self, root: str | Path, namespace: str, params: dict):
+        self.params = params
+        self.dir = Path(root) / namespace / params_digest(params)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        manifest = self.dir / "params.json"
+        if not manifest.exists():
+            manifest.write_text(json.dumps(params, indent=1, sort_keys=True, default=str))
+
+    def _path(self, digest: str) -> Path:
+        return self.dir / f"{digest}.npy"
+
+    def get(self, digest: str) -> np.ndarray | None:
+        path = self._path(digest)
+        if not path.is_file():
+            return None
+        try:
+            return np.load(path, allow_pickle=False)
+        except (OSError, ValueError):  # a half-written file from a killed run: recompute it
+            path.unlink(missing_ok=True)
+            return None
+
+    def put(self, digest: str, array: np.ndarray) -> None:
+        # Write then rename, so a killed run never leaves a truncated entry under the real name.
+        tmp = self.dir / f".{digest}.{os.getpid()}.tmp.npy"
+        np.save(tmp, np.asarray(array))
+        tmp.replace(self._path(digest))
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self.dir.glob("*.npy"))
+
+
+@dataclass
+class MapResult:
+    """What :func:`cached_map` produced: arrays for the files that worked, reasons for those that
+    did not, and how many came from the cache."""
+
+    arrays: dict[str, np.ndarray] = field(default_factory=dict)
+    failures: dict[str, str] = field(default_factory=dict)
+    hits: int = 0
+    computed: int = 0
+
+
+def cached_map(func: Callable[[str], np.ndarray], paths: Iterable[str | Path], cache: ArrayCache, *,
+               n_jobs: int = -1, desc: str = "files", progress: bool = True) -> MapResult:
+    """Apply ``func(path) -> array`` to every file, reading and filling ``cache``.
+
+    Missing entries are computed in parallel (joblib processes; ``n_jobs=1`` runs in-process). A file
+    whose ``func`` raises is reported by name in a warning and skipped; the run goes on.
+    Returns arrays keyed by the path strings given.
+    """
+    paths = [str(p) for p in paths]
+    result = MapResult()
+    todo = []
+    for path in paths:
+        try:
+            digest = file_digest(path)
+        except OSError as err:
+            result.failures[path] = f"cannot read file ({err})"
+            continue
+        cached = cache.get(digest)
+        if cached is None:
+            todo.append((path, digest))
+        else:
+            result.arrays[path] = cached
+            result.hits += 1
+    if todo:
+        jobs = Parallel(n_jobs=n_jobs, return_as="generator", batch_size="auto")(
+            delayed(_safe_call)(func, path) for path, _ in todo
+        )
+        for (path, digest), (array, error) in tqdm(zip(todo, jobs, strict=True), total=len(todo),
+                                                   desc=desc, disable=not progress):
+            if error is not None:
+                result.failures[path] = error
+                continue
+            cache.put(digest, array)
+            result.arrays[path] = array
+            result.computed += 1
+    if result.failures:
+        listed = "\n".join(f"  {p}: {why}" for p, why in list(result.failures.items())[:20])
+        warnings.warn(f"{desc}: {len(result.failures)} file(s) failed and were skipped:\n{listed}",
+                      stacklevel=2)
+    return result
+
+
+def _safe_call(func: Callable[[str], np.ndarray], path: str) -> tuple[np.ndarray | None, str | None]:
+    try:
+        return np.asarray(func(path)), None
+    except Exception as err:  # any failure of one file is reported, never fatal for the run
+        return None, f"{type(err).__name__}: {err}"
