@@ -128,3 +128,31 @@ def frame_rms_db(wave: np.ndarray, frame: int = 400, hop: int = 160) -> np.ndarr
     frames = np.lib.stride_tricks.sliding_window_view(wave, frame)[::hop]
     rms = np.sqrt(np.mean(frames.astype(np.float64) ** 2, axis=1))
     return 20 * np.log10(np.maximum(rms, 1e-10))
+
+
+def load_many(paths: Sequence[str | Path], n_jobs: int = -1,
+              **kwargs) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+    """:func:`load_audio` over many files in parallel (joblib threads: decoding releases the GIL).
+
+    Returns ``(waves, failures)``: arrays keyed by the path strings given, and the reason for each
+    file that could not be loaded (reported, never fatal for the run).
+    """
+    from joblib import Parallel, delayed
+
+    def attempt(path: str):
+        try:
+            return load_audio(path, **kwargs), None
+        except AudioError as err:
+            return None, str(err)
+
+    paths = [str(p) for p in paths]
+    results = Parallel(n_jobs=n_jobs, prefer="threads")(delayed(attempt)(p) for p in paths)
+    waves = {p: w for p, (w, _) in zip(paths, results, strict=True) if w is not None}
+    failures = {p: e for p, (_, e) in zip(paths, results, strict=True) if e is not None}
+    if failures:
+        import warnings
+
+        listed = "\n".join(f"  {e}" for e in list(failures.values())[:20])
+        warnings.warn(f"{len(failures)} file(s) could not be loaded and were skipped:\n{listed}",
+                      stacklevel=2)
+    return waves, failures

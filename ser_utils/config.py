@@ -77,6 +77,12 @@ class Profile:
         return display_path(self.model) if Path(self.model).exists() else self.model
 
 
+def with_overrides(settings, **overrides):
+    """A copy of the dataclass ``settings`` with the non-``None`` overrides applied, so notebook
+    parameters left at ``None`` keep the defaults."""
+    return replace(settings, **{k: v for k, v in overrides.items() if v is not None})
+
+
 def display_path(path: str | os.PathLike) -> str:
     """``path`` relative to the repository when possible, so reports never show a machine's paths."""
     path = Path(path).resolve()

@@ -143,3 +143,9 @@ def summarise(metrics: pd.DataFrame) -> pd.DataFrame:
 def summed_confusion(predictions: pd.DataFrame, labels: Sequence[str] = EMOTIONS) -> np.ndarray:
     """Confusion matrix summed over folds (rows: true class, columns: predicted)."""
     return confusion_matrix(predictions["emotion"], predictions["predicted"], labels=list(labels))
+
+
+def metrics_from_predictions(predictions: pd.DataFrame, labels: Sequence[str] = EMOTIONS) -> list[dict]:
+    """One :func:`metric_row` per (system, protocol, fold) of a predictions table."""
+    return [metric_row(system, protocol, int(fold), score(group["emotion"], group["predicted"], labels))
+            for (system, protocol, fold), group in predictions.groupby(["system", "protocol", "fold"])]

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-from .corpus import EMOTIONS, expected_stems, parse_filename
+from .corpus import expected_stems, parse_filename
 
 #: Per emotion: (pitch factor, level in dBFS, syllables per second, pitch movement, tilt dB/octave)
 EMOTION_CUES: dict[str, tuple[float, float, float, float, float]] = {
@@ -87,4 +87,21 @@ def make_synthetic_corpus(root: str | Path, *, actors=range(1, 25), seconds: flo
     return root
 
 
-__all__ = ["EMOTIONS", "EMOTION_CUES", "make_synthetic_corpus", "synthesize_clip"]
+
+
+def make_tiny_wav2vec2(directory: str | Path, seed: int = 0) -> Path:
+    """Save a tiny randomly initialised wav2vec2 (and its feature-extractor settings) to ``directory``,
+    loadable with ``from_pretrained`` offline, like a downloaded checkpoint. Reused if present."""
+    import torch
+    from transformers import Wav2Vec2FeatureExtractor, Wav2Vec2Model
+
+    from .model import tiny_backbone_config
+
+    directory = Path(directory)
+    if (directory / "config.json").is_file() and (directory / "preprocessor_config.json").is_file():
+        return directory
+    torch.manual_seed(seed)
+    Wav2Vec2Model(tiny_backbone_config()).save_pretrained(directory)
+    Wav2Vec2FeatureExtractor(feature_size=1, sampling_rate=16_000, padding_value=0.0, do_normalize=True,
+                             return_attention_mask=False).save_pretrained(directory)
+    return directory

@@ -1,0 +1,343 @@
+"""Fine-tuning loop for :class:`~ser_utils.model.EmotionClassifier` (Hugging Face ``accelerate``).
+
+One loop for CPU, one GPU, or several GPUs / machines (``accelerate launch``): AdamW with separate
+learning rates for backbone and head, warm-up then decay, gradient clipping, bf16 mixed precision on
+CUDA, gradient accumulation, random crops in training and full clips in evaluation, length-grouped
+batches, early stopping on validation UAR keeping the best checkpoint, a JSON log line per epoch,
+and resume after an interruption.
+
+A fold's output folder holds ``best/`` (the model directory), ``log.jsonl``, ``state.json`` and,
+while training runs, ``last/`` (the accelerate state for resuming). ``done.json`` marks a finished
+fold, whose test predictions are then reused instead of trained again.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from .audio import SAMPLE_RATE, collate, crop, normalize
+from .evaluate import score
+from .model import EmotionClassifier, ModelConfig
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Optimisation settings (learning rates per parameter group, schedule, crops, early stopping).
+
+    ``max_seconds`` crops training clips at random (``None``: whole clips); evaluation always uses
+    whole clips. ``mixed_precision="auto"`` is bf16 on CUDA and off on CPU.
+    """
+
+    epochs: int = 15
+    batch_size: int = 8
+    grad_accum: int = 1
+    lr_backbone: float = 3e-5
+    lr_head: float = 1e-3
+    weight_decay: float = 0.01
+    warmup_ratio: float = 0.1
+    schedule: str = "linear"  # "linear" (warm-up then linear decay) | "constant"
+    max_seconds: float | None = 3.0
+    clip_grad: float = 1.0
+    patience: int = 4
+    mixed_precision: str = "auto"
+    seed: int = 0
+    eval_batch_size: int = 16
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+#: The original write-up's optimisation: one AdamW learning rate for everything, no schedule,
+#: whole clips.
+ORIGINAL_TRAINING = TrainConfig(lr_backbone=2e-5, lr_head=2e-5, warmup_ratio=0.0, schedule="constant",
+                                max_seconds=None, clip_grad=0.0)
+
+
+class ClipDataset(Dataset):
+    """Waveforms + labels; in training each item is a random crop of at most ``max_samples``.
+
+    Items are ``(normalised waveform, label, index)``.
+    """
+
+    def __init__(self, waves: Sequence[np.ndarray], labels: Sequence[int], *, max_samples: int | None = None,
+                 train: bool = False, normalise: bool = True, seed: int = 0):
+        self.waves, self.labels = list(waves), np.asarray(labels, dtype=np.int64)
+        self.max_samples, self.train, self.normalise = max_samples, train, normalise
+        self.rng = np.random.default_rng(seed)
+
+    def __len__(self) -> int:
+        return len(self.waves)
+
+    def lengths(self) -> list[int]:
+        cap = self.max_samples if self.train and self.max_samples else None
+        return [min(len(w), cap) if cap else len(w) for w in self.waves]
+
+    def __getitem__(self, index: int):
+        wave = self.waves[index]
+        if self.train and self.max_samples:
+            wave = crop(wave, self.max_samples, self.rng)
+        return (normalize(wave) if self.normalise else wave), int(self.labels[index]), index
+
+
+class LengthGroupedBatches(Sampler):
+    """Batches of similar length (less padding, less wasted compute).
+
+    Training: shuffle, sort within windows of ``50 * batch_size`` clips, cut into batches, shuffle
+    the batches (the window keeps batches random, as in Hugging Face's LengthGroupedSampler).
+    Evaluation (``shuffle=False``): sorted by length. ``epoch`` seeds each epoch's order.
+    """
+
+    def __init__(self, lengths: Sequence[int], batch_size: int, *, shuffle: bool, seed: int = 0):
+        self.lengths, self.batch_size, self.shuffle, self.seed = np.asarray(lengths), batch_size, shuffle, seed
+        self.epoch = 0
+
+    def _batches(self) -> list[list[int]]:
+        if not self.shuffle:
+            order = np.argsort(-self.lengths, kind="stable")
+            return [order[i:i + self.batch_size].tolist() for i in range(0, len(order), self.batch_size)]
+        rng = np.random.default_rng([self.seed, self.epoch])
+        order, window = rng.permutation(len(self.lengths)), 50 * self.batch_size
+        batches = []
+        for start in range(0, len(order), window):
+            chunk = order[start:start + window]
+            chunk = chunk[np.argsort(-self.lengths[chunk], kind="stable")]
+            batches += [chunk[i:i + self.batch_size].tolist() for i in range(0, len(chunk), self.batch_size)]
+        return [batches[i] for i in rng.permutation(len(batches))]
+
+    def __iter__(self):
+        yield from self._batches()
+
+    def __len__(self) -> int:
+        return math.ceil(len(self.lengths) / self.batch_size)
+
+
+def collate_items(items):
+    """``[(wave, label, index)]`` -> ``(waves (B, T), lengths (B,), labels (B,), indices (B,))``."""
+    waves, labels, indices = zip(*items, strict=True)
+    batch, lengths = collate(waves)
+    return batch, lengths, torch.tensor(labels), torch.tensor(indices)
+
+
+def _loader(dataset: ClipDataset, batch_size: int, *, shuffle: bool, seed: int) -> DataLoader:
+    sampler = LengthGroupedBatches(dataset.lengths(), batch_size, shuffle=shuffle, seed=seed)
+    return DataLoader(dataset, batch_sampler=sampler, collate_fn=collate_items)
+
+
+def parameter_groups(model: EmotionClassifier, config: TrainConfig) -> list[dict]:
+    """AdamW groups: backbone at ``lr_backbone``, head and layer weights at ``lr_head``; no weight
+    decay on biases, norms and the layer weights."""
+    groups = {(part, decay): [] for part in ("backbone", "head") for decay in (True, False)}
+    for name, parameter in model.named_parameters():
+        if not parameter.requires_grad:
+            continue
+        part = "backbone" if name.startswith("backbone.") else "head"
+        decay = parameter.ndim >= 2
+        groups[(part, decay)].append(parameter)
+    lr = {"backbone": config.lr_backbone, "head": config.lr_head}
+    return [{"params": params, "lr": lr[part], "weight_decay": config.weight_decay if decay else 0.0}
+            for (part, decay), params in groups.items() if params]
+
+
+def _scheduler(optimizer, config: TrainConfig, total_steps: int):
+    from transformers import get_constant_schedule_with_warmup, get_linear_schedule_with_warmup
+
+    warmup = int(config.warmup_ratio * total_steps)
+    if config.schedule == "constant":
+        return get_constant_schedule_with_warmup(optimizer, warmup)
+    if config.schedule == "linear":
+        return get_linear_schedule_with_warmup(optimizer, warmup, total_steps)
+    raise ValueError(f"schedule={config.schedule!r}; choose 'linear' or 'constant'")
+
+
+def _mixed_precision(setting: str) -> str:
+    if setting == "auto":
+        return "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "no"
+    return setting
+
+
+@dataclass
+class FoldResult:
+    """A trained fold: the best model's folder, its validation UAR and the epoch log."""
+
+    best_dir: Path
+    best_val_uar: float
+    best_epoch: int
+    history: list[dict]
+    resumed_from: int = 0
+
+
+def train_fold(
+    make_model: Callable[[], EmotionClassifier],
+    train_set: ClipDataset,
+    val_set: ClipDataset,
+    config: TrainConfig,
+    out_dir: str | Path,
+    *,
+    on_epoch_end: Callable[[dict], None] | None = None,
+    progress: bool = True,
+) -> FoldResult:
+    """Train until early stopping; resume from ``out_dir/last`` if an earlier run was interrupted.
+
+    ``on_epoch_end(record)`` is called after each epoch's checkpoint is written (e.g. to show a
+    curve); an exception raised there interrupts training exactly as a crash would.
+    """
+    from accelerate import Accelerator
+    from accelerate.utils import set_seed
+    from tqdm.auto import tqdm
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    accelerator = Accelerator(mixed_precision=_mixed_precision(config.mixed_precision),
+                              gradient_accumulation_steps=config.grad_accum)
+    set_seed(config.seed)
+    model = make_model()
+    optimizer = torch.optim.AdamW(parameter_groups(model, config))
+    train_loader = _loader(train_set, config.batch_size, shuffle=True, seed=config.seed)
+    val_loader = _loader(val_set, config.eval_batch_size, shuffle=False, seed=config.seed)
+    steps_per_epoch = math.ceil(len(train_loader) / config.grad_accum)
+    scheduler = _scheduler(optimizer, config, steps_per_epoch * config.epochs)
+    sampler = train_loader.batch_sampler
+    model, optimizer, train_loader, val_loader, scheduler = accelerator.prepare(
+        model, optimizer, train_loader, val_loader, scheduler)
+
+    state_path, last_dir, log_path = out_dir / "state.json", out_dir / "last", out_dir / "log.jsonl"
+    state = {"epoch": 0, "best_val_uar": -1.0, "best_epoch": 0, "bad_epochs": 0}
+    resumed_from = 0
+    if last_dir.is_dir() and state_path.is_file():
+        accelerator.load_state(str(last_dir))
+        state = json.loads(state_path.read_text())
+        resumed_from = state["epoch"]
+        accelerator.print(f"resuming after epoch {resumed_from} (best val UAR {state['best_val_uar']:.3f})")
+    elif log_path.exists():
+        log_path.unlink()  # a stale log without a state to resume from
+
+    loss_fn = torch.nn.CrossEntropyLoss()
+    for epoch in range(state["epoch"] + 1, config.epochs + 1):
+        if state["bad_epochs"] >= config.patience:
+            break
+        start = time.perf_counter()
+        sampler.epoch = epoch
+        model.train()
+        losses, audio_seconds = [], 0.0
+        for waves, lengths, labels, _ in tqdm(train_loader, desc=f"epoch {epoch}", leave=False,
+                                              disable=not progress or not accelerator.is_local_main_process):
+            with accelerator.accumulate(model):
+                loss = loss_fn(model(waves, lengths), labels)
+                accelerator.backward(loss)
+                if config.clip_grad and accelerator.sync_gradients:
+                    accelerator.clip_grad_norm_(model.parameters(), config.clip_grad)
+                optimizer.step()
+                scheduler.step()
+                optimizer.zero_grad()
+            losses.append(loss.item())
+            audio_seconds += float(lengths.sum()) / SAMPLE_RATE
+        train_seconds = time.perf_counter() - start
+        val = evaluate_loader(model, val_loader, accelerator)
+        record = {"epoch": epoch, "train_loss": float(np.mean(losses)), "val_loss": val["loss"],
+                  "val_accuracy": val["accuracy"], "val_uar": val["uar"],
+                  "lr_head": scheduler.get_last_lr()[-1], "train_seconds": round(train_seconds, 2),
+                  "train_audio_seconds_per_second": round(audio_seconds / train_seconds, 2),
+                  "seconds": round(time.perf_counter() - start, 2)}
+        improved = val["uar"] > state["best_val_uar"]
+        if improved:
+            state.update(best_val_uar=val["uar"], best_epoch=epoch, bad_epochs=0)
+            if accelerator.is_main_process:
+                accelerator.unwrap_model(model).save_pretrained(out_dir / "best", extra={
+                    "training": config.to_dict(), "epoch": epoch, "val_uar": val["uar"]})
+        else:
+            state["bad_epochs"] += 1
+        state["epoch"] = epoch
+        accelerator.save_state(str(last_dir))
+        if accelerator.is_main_process:
+            with log_path.open("a") as log:
+                log.write(json.dumps({**record, "best": improved}) + "\n")
+            state_path.write_text(json.dumps(state))
+        accelerator.wait_for_everyone()
+        if on_epoch_end is not None:
+            on_epoch_end(record)
+    history = [json.loads(line) for line in log_path.read_text().splitlines()] if log_path.exists() else []
+    if accelerator.is_main_process:
+        shutil.rmtree(last_dir, ignore_errors=True)  # optimizer state: only needed to resume
+    accelerator.free_memory()
+    return FoldResult(out_dir / "best", state["best_val_uar"], state["best_epoch"], history, resumed_from)
+
+
+@torch.no_grad()
+def evaluate_loader(model, loader: DataLoader, accelerator=None) -> dict:
+    """Loss, accuracy and UAR of ``model`` over ``loader`` (whole clips, eval mode)."""
+    was_training = model.training
+    model.eval()
+    logits_all, labels_all = [], []
+    for waves, lengths, labels, _ in loader:
+        logits = model(waves, lengths).float()
+        if accelerator is not None:
+            logits, labels = accelerator.gather_for_metrics((logits, labels))
+        logits_all.append(logits.cpu())
+        labels_all.append(labels.cpu())
+    model.train(was_training)
+    logits, labels = torch.cat(logits_all), torch.cat(labels_all)
+    scores = score(labels.numpy(), logits.argmax(-1).numpy(), model_labels(model, accelerator))
+    return {"loss": float(torch.nn.functional.cross_entropy(logits, labels)), "accuracy": scores.accuracy,
+            "uar": scores.uar}
+
+
+def model_labels(model, accelerator=None) -> tuple[str, ...]:
+    inner = accelerator.unwrap_model(model) if accelerator is not None else model
+    return inner.config.labels
+
+
+def finetune_predictions(meta, splits, backbone: str, model_config: ModelConfig, config: TrainConfig,
+                         out_root: str | Path, system: str, waves: dict[str, np.ndarray], *,
+                         on_epoch_end: Callable[[dict], None] | None = None, progress: bool = True):
+    """Fine-tune one model per split (a fresh ``backbone`` each time: hub name or local folder) and
+    predict its test clips with the best checkpoint.
+
+    ``waves`` maps each clip's path to its 16 kHz waveform (clips missing from it - files that failed
+    to load - are left out). Each fold lives in ``out_root/<system>/<protocol>/fold<k>``; a finished
+    fold (``done.json``) is not trained again, an interrupted one resumes. Returns the predictions
+    table (``system, protocol, fold, stem, actor, emotion, predicted``) and each fold's
+    :class:`FoldResult` (``None`` for folds reused from disk).
+    """
+    import pandas as pd
+
+    meta = meta[meta["path"].isin(waves.keys())]
+    frames, results = [], []
+    for split in splits:
+        fold_dir = Path(out_root) / system / split.protocol / f"fold{split.fold}"
+        done = fold_dir / "done.json"
+        if done.is_file():
+            frames.append(pd.read_csv(fold_dir / "predictions.csv", dtype={"stem": str}))
+            results.append(None)
+            continue
+        train, val, test = split.frames(meta)
+        label_index = {name: i for i, name in enumerate(model_config.labels)}
+        datasets = [ClipDataset([waves[p] for p in part["path"]],
+                                part["emotion"].astype(str).map(label_index).to_numpy(),
+                                max_samples=int(config.max_seconds * SAMPLE_RATE) if config.max_seconds else None,
+                                train=is_train, seed=config.seed)
+                    for part, is_train in ((train, True), (val, False))]
+        result = train_fold(lambda: EmotionClassifier.from_backbone(backbone, model_config), *datasets,
+                            config, fold_dir, on_epoch_end=on_epoch_end, progress=progress)
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+        best = EmotionClassifier.from_pretrained(result.best_dir).to(device)
+        probs = best.predict_proba([waves[p] for p in test["path"]], batch_size=config.eval_batch_size)
+        table = pd.DataFrame({
+            "system": system, "protocol": split.protocol, "fold": split.fold, "stem": test["stem"].to_numpy(),
+            "actor": test["actor"].to_numpy(), "emotion": test["emotion"].astype(str).to_numpy(),
+            "predicted": np.asarray(best.config.labels)[probs.argmax(1)]})
+        table.to_csv(fold_dir / "predictions.csv", index=False)
+        done.write_text(json.dumps({"best_epoch": result.best_epoch, "best_val_uar": result.best_val_uar,
+                                    "training": config.to_dict()}))
+        frames.append(table)
+        results.append(result)
+    return pd.concat(frames, ignore_index=True), results

@@ -1,0 +1,119 @@
+"""Fine-tuning and frozen-embedding modes on the synthetic corpus with a tiny random wav2vec2."""
+
+import json
+
+import numpy as np
+import pytest
+
+from ser_utils.audio import load_many
+from ser_utils.embeddings import extract_embeddings, frozen_predictions, layer_probe, model_fingerprint
+from ser_utils.evaluate import metrics_from_predictions
+from ser_utils.model import EmotionClassifier, ModelConfig
+from ser_utils.splits import make_splits
+from ser_utils.synthetic import make_tiny_wav2vec2
+from ser_utils.train import ClipDataset, LengthGroupedBatches, TrainConfig, finetune_predictions, train_fold
+
+FAST = TrainConfig(epochs=3, batch_size=16, lr_backbone=1e-3, lr_head=3e-3, max_seconds=0.5, patience=3)
+
+
+@pytest.fixture(scope="module")
+def tiny_dir(tmp_path_factory):
+    return str(make_tiny_wav2vec2(tmp_path_factory.mktemp("tiny")))
+
+
+@pytest.fixture(scope="module")
+def waves(synthetic_meta):
+    loaded, failures = load_many(synthetic_meta["path"])
+    assert not failures
+    return loaded
+
+
+def test_length_grouped_batches_cover_every_clip_once_with_little_padding():
+    lengths = np.random.default_rng(0).integers(1000, 9000, size=203)
+    sampler = LengthGroupedBatches(lengths, 8, shuffle=True, seed=1)
+    batches = list(sampler)
+    assert sorted(i for b in batches for i in b) == list(range(203)) and len(batches) == len(sampler)
+    padding = sum(len(b) * lengths[b].max() - lengths[b].sum() for b in map(np.array, batches))
+    random_batches = np.array_split(np.random.default_rng(2).permutation(203), 26)
+    random_padding = sum(len(b) * lengths[b].max() - lengths[b].sum() for b in random_batches)
+    assert padding < 0.2 * random_padding
+    sampler.epoch = 1
+    assert list(sampler) != batches  # a new order each epoch
+    eval_order = [i for b in LengthGroupedBatches(lengths, 8, shuffle=False) for i in b]
+    assert list(lengths[eval_order]) == sorted(lengths, reverse=True)
+
+
+def test_training_crops_and_evaluation_keeps_whole_clips():
+    waves = [np.ones(20000, np.float32) + np.arange(20000) / 1e4]
+    train = ClipDataset(waves, [1], max_samples=8000, train=True)
+    evaluation = ClipDataset(waves, [1], max_samples=8000, train=False)
+    assert len(train[0][0]) == 8000 and len(evaluation[0][0]) == 20000
+    assert abs(float(train[0][0].mean())) < 1e-4  # normalised after cropping, as at prediction time
+
+
+def test_short_fine_tune_beats_chance_clearly(synthetic_meta, waves, tiny_dir, tmp_path):
+    split = make_splits(synthetic_meta, "actor-kfold")[0]
+    predictions, results = finetune_predictions(synthetic_meta, [split], tiny_dir, ModelConfig(), FAST,
+                                                tmp_path, "tiny-ft", waves, progress=False)
+    (row,) = metrics_from_predictions(predictions)
+    assert row["n_test"] == 240 and row["accuracy"] > 0.35  # chance: 0.125
+    history = results[0].history
+    assert [r["epoch"] for r in history] == [1, 2, 3]
+    assert history[-1]["train_loss"] < history[0]["train_loss"]
+    fold_dir = tmp_path / "tiny-ft" / "actor-kfold" / "fold1"
+    assert (fold_dir / "best" / "model.safetensors").is_file() and not (fold_dir / "last").exists()
+    saved = json.loads((fold_dir / "best" / "ser_config.json").read_text())
+    assert saved["model"]["labels"][0] == "neutral" and "training" in saved
+    # A finished fold is reused, not trained again.
+    again, results = finetune_predictions(synthetic_meta, [split], tiny_dir, ModelConfig(), FAST, tmp_path,
+                                          "tiny-ft", waves, progress=False)
+    assert results == [None] and again.equals(predictions)
+
+
+class Interrupted(Exception):
+    pass
+
+
+def test_an_interrupted_run_resumes_where_it_stopped(synthetic_meta, waves, tiny_dir, tmp_path):
+    split = make_splits(synthetic_meta, "actor-kfold")[1]
+    train, val, _ = split.frames(synthetic_meta.iloc[::3])
+    datasets = [ClipDataset([waves[p] for p in part["path"]], part["emotion"].cat.codes.to_numpy(),
+                            max_samples=8000, train=flag) for part, flag in ((train, True), (val, False))]
+
+    def make():
+        return EmotionClassifier.from_backbone(tiny_dir)
+
+    def crash_after_first_epoch(record):
+        if record["epoch"] == 1:
+            raise Interrupted
+
+    with pytest.raises(Interrupted):
+        train_fold(make, *datasets, FAST, tmp_path, on_epoch_end=crash_after_first_epoch, progress=False)
+    assert (tmp_path / "last").is_dir()
+    result = train_fold(make, *datasets, FAST, tmp_path, progress=False)
+    assert result.resumed_from == 1
+    assert [r["epoch"] for r in result.history] == [1, 2, 3]
+    assert not (tmp_path / "last").exists()
+
+
+def test_frozen_embeddings_are_cached_and_heads_learn(synthetic_meta, tiny_dir, tmp_path):
+    model = EmotionClassifier.from_backbone(tiny_dir)
+    paths = list(synthetic_meta["path"])
+    first = extract_embeddings(model, paths, tmp_path, model_fingerprint(tiny_dir), progress=False)
+    second = extract_embeddings(model, paths, tmp_path, model_fingerprint(tiny_dir), progress=False)
+    assert (first.computed, first.hits) == (1440, 0) and (second.computed, second.hits) == (0, 1440)
+    assert first.arrays[paths[0]].shape == (3, 3, 32)  # (layers + 1, first/mean/std, hidden size)
+    assert np.array_equal(first.arrays[paths[5]], second.arrays[paths[5]])
+
+    splits = make_splits(synthetic_meta, "actor-kfold")[:2]
+    predictions = frozen_predictions(synthetic_meta, splits, second.arrays, ModelConfig(), "tiny-frozen",
+                                     epochs=60)
+    assert all(row["accuracy"] > 0.35 for row in metrics_from_predictions(predictions))
+    probe = layer_probe(synthetic_meta, splits, second.arrays)
+    assert sorted(probe["layer"].unique()) == [0, 1, 2] and len(probe) == 6
+
+
+def test_a_changed_model_is_a_new_cache_entry(tmp_path, tiny_dir):
+    other = make_tiny_wav2vec2(tmp_path / "other", seed=1)
+    assert model_fingerprint(tiny_dir) != model_fingerprint(str(other))
+    assert model_fingerprint("facebook/wav2vec2-base") == "facebook/wav2vec2-base"
