@@ -20,7 +20,8 @@ from pathlib import Path
 
 import numpy as np
 from joblib import Parallel, delayed
-from tqdm.auto import tqdm
+
+from .progress import progress as progress_bar
 
 
 def file_digest(path: str | Path) -> str:
@@ -112,7 +113,7 @@ def cached_map(func: Callable[[str], np.ndarray], paths: Iterable[str | Path], c
         jobs = Parallel(n_jobs=n_jobs, return_as="generator", batch_size="auto")(
             delayed(_safe_call)(func, path) for path, _ in todo
         )
-        for (path, digest), (array, error) in tqdm(zip(todo, jobs, strict=True), total=len(todo),
+        for (path, digest), (array, error) in progress_bar(zip(todo, jobs, strict=True), total=len(todo),
                                                    desc=desc, disable=not progress):
             if error is not None:
                 result.failures[path] = error

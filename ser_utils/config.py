@@ -134,6 +134,7 @@ def _base_profile(name: str | None) -> Profile:
             model=str(work_dir / "tiny-wav2vec2"),
             work_dir=work_dir,
             reports_dir=reports_override or REPO_ROOT / "build" / "smoke-reports",
+            extra={"synthetic": {"seconds": 1.0}},  # short clips keep the smoke run within minutes
         )
     return Profile(
         name="full",

@@ -20,12 +20,12 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from torch import nn
-from tqdm.auto import tqdm
 
 from .audio import SAMPLE_RATE, collate, load_many, normalize
 from .cache import ArrayCache, MapResult, file_digest
 from .evaluate import score
 from .model import EmotionClassifier, ModelConfig
+from .progress import progress as progress_bar
 from .splits import Split
 
 STATS = ("first", "mean", "std")
@@ -71,7 +71,7 @@ def extract_embeddings(model: EmotionClassifier, paths: Sequence[str | Path], ca
     device = next(model.parameters()).device
     model.eval()
     limit = int(max_seconds * SAMPLE_RATE) if max_seconds else None
-    for start in tqdm(range(0, len(todo), batch_size), desc="wav2vec2 embeddings", disable=not progress):
+    for start in progress_bar(range(0, len(todo), batch_size), desc="wav2vec2 embeddings", disable=not progress):
         chunk = todo[start:start + batch_size]
         clips = [_centre(waves[p], limit) for p, _ in chunk]
         batch, lengths = collate([normalize(c) if model.config.normalize else c for c in clips])

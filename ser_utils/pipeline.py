@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from .config import REPO_ROOT, Profile, display_path, get_profile
+from .progress import HEADLESS_ENV
 
 NOTEBOOK_DIR = REPO_ROOT / "notebooks"
 NOTEBOOKS = ("01_download", "02_eda", "03_baselines", "04_wav2vec2", "05_results")
@@ -64,6 +66,7 @@ def run_notebook(profile: Profile, name: str, parameters: dict | None = None,
 
     executed = profile.work_dir / "executed" / f"{name}.ipynb"
     executed.parent.mkdir(parents=True, exist_ok=True)
+    os.environ.update(HEADLESS_ENV)  # the kernel inherits it: no progress bars in the reports
     try:
         pm.execute_notebook(
             str(notebook_dir / f"{name}.ipynb"), str(executed),

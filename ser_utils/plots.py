@@ -91,3 +91,34 @@ def confusion_heatmap(confusion: np.ndarray, labels: Sequence[str] = EMOTIONS, t
     ax.set_title(title)
     ax.figure.tight_layout()
     return ax.figure
+
+
+def training_curves(histories: dict, metric: str = "val_uar"):
+    """Validation curves of fine-tuning runs: one panel per system, one line per fold.
+
+    ``histories`` maps ``(system, protocol, fold)`` to an epoch log table (``log.jsonl``).
+    """
+    systems = sorted({key[0] for key in histories})
+    fig, axes = plt.subplots(1, max(len(systems), 1), figsize=(5.5 * max(len(systems), 1), 3.4), squeeze=False)
+    for ax, system in zip(axes[0], systems, strict=False):
+        for (name, protocol, fold), log in sorted(histories.items()):
+            if name == system:
+                ax.plot(log["epoch"], log[metric], marker=".", label=f"{protocol} {fold}")
+        ax.set_title(system)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(metric.replace("_", " "))
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def layer_probe(probe: pd.DataFrame):
+    """UAR of a linear probe on each hidden layer (mean +/- std over folds)."""
+    summary = probe.groupby("layer")["uar"].agg(["mean", "std"])
+    fig, ax = plt.subplots(figsize=(6.5, 3.2))
+    ax.errorbar(summary.index, summary["mean"], yerr=summary["std"], marker="o", capsize=3)
+    ax.set_xlabel("hidden layer (0 = input to the transformer)")
+    ax.set_ylabel("probe UAR")
+    ax.set_xticks(summary.index)
+    fig.tight_layout()
+    return fig

@@ -52,6 +52,8 @@ class TrainConfig:
     mixed_precision: str = "auto"
     seed: int = 0
     eval_batch_size: int = 16
+    num_workers: int | None = None  # data-loading processes; None: 4 with CUDA, else 0
+    checkpoint_every: int = 3  # epochs between resumable states (also saved whenever the best improves)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -66,14 +68,15 @@ ORIGINAL_TRAINING = TrainConfig(lr_backbone=2e-5, lr_head=2e-5, warmup_ratio=0.0
 class ClipDataset(Dataset):
     """Waveforms + labels; in training each item is a random crop of at most ``max_samples``.
 
-    Items are ``(normalised waveform, label, index)``.
+    Items are ``(normalised waveform, label, index)``. Crops are seeded by ``(seed, epoch, index)``,
+    so they are reproducible and independent of how many loader processes run.
     """
 
     def __init__(self, waves: Sequence[np.ndarray], labels: Sequence[int], *, max_samples: int | None = None,
                  train: bool = False, normalise: bool = True, seed: int = 0):
         self.waves, self.labels = list(waves), np.asarray(labels, dtype=np.int64)
-        self.max_samples, self.train, self.normalise = max_samples, train, normalise
-        self.rng = np.random.default_rng(seed)
+        self.max_samples, self.train, self.normalise, self.seed = max_samples, train, normalise, seed
+        self.epoch = 0
 
     def __len__(self) -> int:
         return len(self.waves)
@@ -85,7 +88,7 @@ class ClipDataset(Dataset):
     def __getitem__(self, index: int):
         wave = self.waves[index]
         if self.train and self.max_samples:
-            wave = crop(wave, self.max_samples, self.rng)
+            wave = crop(wave, self.max_samples, np.random.default_rng([self.seed, self.epoch, index]))
         return (normalize(wave) if self.normalise else wave), int(self.labels[index]), index
 
 
@@ -128,9 +131,10 @@ def collate_items(items):
     return batch, lengths, torch.tensor(labels), torch.tensor(indices)
 
 
-def _loader(dataset: ClipDataset, batch_size: int, *, shuffle: bool, seed: int) -> DataLoader:
+def _loader(dataset: ClipDataset, batch_size: int, *, shuffle: bool, seed: int, workers: int) -> DataLoader:
     sampler = LengthGroupedBatches(dataset.lengths(), batch_size, shuffle=shuffle, seed=seed)
-    return DataLoader(dataset, batch_sampler=sampler, collate_fn=collate_items)
+    return DataLoader(dataset, batch_sampler=sampler, collate_fn=collate_items, num_workers=workers,
+                      pin_memory=torch.cuda.is_available())
 
 
 def parameter_groups(model: EmotionClassifier, config: TrainConfig) -> list[dict]:
@@ -188,12 +192,13 @@ def train_fold(
 ) -> FoldResult:
     """Train until early stopping; resume from ``out_dir/last`` if an earlier run was interrupted.
 
-    ``on_epoch_end(record)`` is called after each epoch's checkpoint is written (e.g. to show a
+    ``on_epoch_end(record)`` is called after each epoch (e.g. to show a
     curve); an exception raised there interrupts training exactly as a crash would.
     """
     from accelerate import Accelerator
     from accelerate.utils import set_seed
-    from tqdm.auto import tqdm
+
+    from .progress import progress as progress_bar
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -202,8 +207,9 @@ def train_fold(
     set_seed(config.seed)
     model = make_model()
     optimizer = torch.optim.AdamW(parameter_groups(model, config))
-    train_loader = _loader(train_set, config.batch_size, shuffle=True, seed=config.seed)
-    val_loader = _loader(val_set, config.eval_batch_size, shuffle=False, seed=config.seed)
+    workers = config.num_workers if config.num_workers is not None else (4 if torch.cuda.is_available() else 0)
+    train_loader = _loader(train_set, config.batch_size, shuffle=True, seed=config.seed, workers=workers)
+    val_loader = _loader(val_set, config.eval_batch_size, shuffle=False, seed=config.seed, workers=workers)
     steps_per_epoch = math.ceil(len(train_loader) / config.grad_accum)
     scheduler = _scheduler(optimizer, config, steps_per_epoch * config.epochs)
     sampler = train_loader.batch_sampler
@@ -218,6 +224,10 @@ def train_fold(
         state = json.loads(state_path.read_text())
         resumed_from = state["epoch"]
         accelerator.print(f"resuming after epoch {resumed_from} (best val UAR {state['best_val_uar']:.3f})")
+        if log_path.exists():  # epochs after the saved state are run again: drop their lines
+            kept = [line for line in log_path.read_text().splitlines()
+                    if json.loads(line)["epoch"] <= resumed_from]
+            log_path.write_text("".join(f"{line}\n" for line in kept))
     elif log_path.exists():
         log_path.unlink()  # a stale log without a state to resume from
 
@@ -226,10 +236,10 @@ def train_fold(
         if state["bad_epochs"] >= config.patience:
             break
         start = time.perf_counter()
-        sampler.epoch = epoch
+        sampler.epoch = train_set.epoch = epoch
         model.train()
-        losses, audio_seconds = [], 0.0
-        for waves, lengths, labels, _ in tqdm(train_loader, desc=f"epoch {epoch}", leave=False,
+        loss_sum, steps, audio_seconds = 0.0, 0, 0.0
+        for waves, lengths, labels, _ in progress_bar(train_loader, desc=f"epoch {epoch}", leave=False,
                                               disable=not progress or not accelerator.is_local_main_process):
             with accelerator.accumulate(model):
                 loss = loss_fn(model(waves, lengths), labels)
@@ -239,11 +249,11 @@ def train_fold(
                 optimizer.step()
                 scheduler.step()
                 optimizer.zero_grad()
-            losses.append(loss.item())
+            loss_sum, steps = loss_sum + loss.detach(), steps + 1  # no .item(): it would sync every step
             audio_seconds += float(lengths.sum()) / SAMPLE_RATE
         train_seconds = time.perf_counter() - start
         val = evaluate_loader(model, val_loader, accelerator)
-        record = {"epoch": epoch, "train_loss": float(np.mean(losses)), "val_loss": val["loss"],
+        record = {"epoch": epoch, "train_loss": float(loss_sum) / max(steps, 1), "val_loss": val["loss"],
                   "val_accuracy": val["accuracy"], "val_uar": val["uar"],
                   "lr_head": scheduler.get_last_lr()[-1], "train_seconds": round(train_seconds, 2),
                   "train_audio_seconds_per_second": round(audio_seconds / train_seconds, 2),
@@ -257,11 +267,15 @@ def train_fold(
         else:
             state["bad_epochs"] += 1
         state["epoch"] = epoch
-        accelerator.save_state(str(last_dir))
         if accelerator.is_main_process:
             with log_path.open("a") as log:
                 log.write(json.dumps({**record, "best": improved}) + "\n")
-            state_path.write_text(json.dumps(state))
+        # The resumable state (weights + optimizer, ~1 GB for wav2vec2-base) costs seconds to write:
+        # every few epochs, and whenever the best improves so that best/ never runs ahead of it.
+        if improved or epoch % config.checkpoint_every == 0:
+            accelerator.save_state(str(last_dir))
+            if accelerator.is_main_process:
+                state_path.write_text(json.dumps(state))
         accelerator.wait_for_everyone()
         if on_epoch_end is not None:
             on_epoch_end(record)
@@ -309,6 +323,7 @@ def finetune_predictions(meta, splits, backbone: str, model_config: ModelConfig,
     :class:`FoldResult` (``None`` for folds reused from disk).
     """
     import pandas as pd
+    from accelerate import PartialState
 
     meta = meta[meta["path"].isin(waves.keys())]
     frames, results = [], []
@@ -328,6 +343,8 @@ def finetune_predictions(meta, splits, backbone: str, model_config: ModelConfig,
                     for part, is_train in ((train, True), (val, False))]
         result = train_fold(lambda: EmotionClassifier.from_backbone(backbone, model_config), *datasets,
                             config, fold_dir, on_epoch_end=on_epoch_end, progress=progress)
+        if not PartialState().is_main_process:
+            continue  # under `accelerate launch`, one process predicts and writes
         device = "cuda" if torch.cuda.is_available() else "cpu"
         best = EmotionClassifier.from_pretrained(result.best_dir).to(device)
         probs = best.predict_proba([waves[p] for p in test["path"]], batch_size=config.eval_batch_size)
