@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
@@ -71,6 +72,64 @@ def _finetune(args: argparse.Namespace) -> int:
     return 0
 
 
+def _load_recognizer(directory: str):
+    from .predict import EmotionRecognizer, ModelLoadError
+
+    try:
+        return EmotionRecognizer.from_pretrained(directory)
+    except (ModelLoadError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return None
+
+
+def _predict(args: argparse.Namespace) -> int:
+    from .predict import audio_files, format_prediction, predictions_table, to_json
+
+    recognizer = _load_recognizer(args.model)
+    if recognizer is None:
+        return 2
+    files, failures = audio_files(args.paths)
+    predictions, unreadable = recognizer.predict_files(files, window=args.window, hop=args.hop)
+    failures.update(unreadable)
+    for message in failures.values():
+        print(f"error: {message}", file=sys.stderr)
+    if args.csv:
+        predictions_table(predictions).to_csv(args.csv, index=False)
+    if args.json is not None:
+        if args.json == "-":
+            print(to_json(predictions))
+        else:
+            Path(args.json).write_text(to_json(predictions))
+    if args.json != "-":
+        for prediction in predictions:
+            print(format_prediction(prediction))
+    return 1 if failures else 0
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from .predict import evaluate_manifest
+
+    recognizer = _load_recognizer(args.model)
+    if recognizer is None:
+        return 2
+    try:
+        result = evaluate_manifest(recognizer, args.manifest, window=args.window, hop=args.hop)
+    except (OSError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    for message in result["failures"].values():
+        print(f"error: {message}", file=sys.stderr)
+    print(f"clips: {result['n']}  classes: {', '.join(result['classes'])}")
+    print(f"accuracy: {result['accuracy']:.4f}  UAR: {result['uar']:.4f}  macro-F1: {result['macro_f1']:.4f}")
+    print("confusion (rows: true, columns: predicted; other = a class absent from the manifest):")
+    print(result["confusion"].to_string())
+    if args.json:
+        summary = {k: v for k, v in result.items() if k != "confusion"}
+        summary["confusion"] = result["confusion"].to_dict(orient="index")
+        Path(args.json).write_text(json.dumps(summary, indent=1))
+    return 1 if result["failures"] else 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m ser_utils", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -108,6 +167,25 @@ def main(argv: list[str] | None = None) -> int:
     tune.add_argument("--out", help="checkpoint folder (default: <work dir>/models/wav2vec2)")
     tune.add_argument("--name", help="system name in the results (default: w2v2-<recipe>-ft)")
     tune.set_defaults(func=_finetune)
+
+    from .predict import DEFAULT_HOP, DEFAULT_WINDOW
+
+    guess = commands.add_parser("predict", help="emotion of audio files or folders with a trained model")
+    guess.add_argument("paths", nargs="+", help="audio files or folders (searched recursively)")
+    guess.add_argument("--model", required=True, help="wav2vec2 checkpoint or baseline model directory")
+    guess.add_argument("--json", nargs="?", const="-", help="write JSON to FILE (or stdout without FILE)")
+    guess.add_argument("--csv", help="write per-window and per-file rows to this CSV file")
+    guess.add_argument("--window", type=float, default=DEFAULT_WINDOW, help="window length, seconds")
+    guess.add_argument("--hop", type=float, default=DEFAULT_HOP, help="hop between windows, seconds")
+    guess.set_defaults(func=_predict)
+
+    score = commands.add_parser("evaluate", help="score a model on a path,label manifest (other corpora)")
+    score.add_argument("--model", required=True)
+    score.add_argument("--manifest", required=True, help="CSV with columns path,label (emotion names)")
+    score.add_argument("--json", help="also write the scores to this JSON file")
+    score.add_argument("--window", type=float, default=DEFAULT_WINDOW)
+    score.add_argument("--hop", type=float, default=DEFAULT_HOP)
+    score.set_defaults(func=_evaluate)
 
     args = parser.parse_args(argv)
     return args.func(args)

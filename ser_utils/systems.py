@@ -160,3 +160,31 @@ def run_finetune(profile: Profile, meta: pd.DataFrame, backbone: str, recipes: S
                 log = out_root / name / protocol / f"fold{split.fold}" / "log.jsonl"
                 histories[(name, protocol, split.fold)] = pd.read_json(log, lines=True)
     return pd.concat(metrics, ignore_index=True), histories
+
+
+def export_model(profile: Profile, system: str = "w2v2-project-ft", protocol: str = "actor-kfold", fold: int = 1,
+                 out_root: Path | None = None) -> Path:
+    """Copy one fold's best checkpoint to ``models_dir/wav2vec2-ser`` as the model to use on new audio.
+
+    The fold's model never saw its test actors, so its test scores (written beside it in
+    ``evaluation.json``) are an honest estimate for unseen speakers.
+    """
+    import json
+    import shutil
+
+    from .evaluate import read_predictions, score
+
+    source = (out_root or default_out_root(profile)) / system / protocol / f"fold{fold}" / "best"
+    if not source.is_dir():
+        raise FileNotFoundError(f"{source}: no trained checkpoint to export")
+    target = profile.models_dir / "wav2vec2-ser"
+    shutil.rmtree(target, ignore_errors=True)
+    shutil.copytree(source, target)
+    predictions = read_predictions(profile.results_dir, [system])
+    tested = predictions[(predictions["protocol"] == protocol) & (predictions["fold"] == fold)]
+    scores = score(tested["emotion"], tested["predicted"])
+    (target / "evaluation.json").write_text(json.dumps({
+        "system": system, "protocol": protocol, "fold": fold, "profile": profile.name,
+        "data": profile.describe_data(), "backbone": profile.describe_model(),
+        "test_actors": sorted(int(a) for a in tested["actor"].unique()), **scores.as_dict()}, indent=1))
+    return target

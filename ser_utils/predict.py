@@ -1,0 +1,260 @@
+"""Use a trained model on your own audio: load once, predict many.
+
+:class:`EmotionRecognizer` wraps either a fine-tuned wav2vec2 directory (``ser_config.json`` +
+``model.safetensors``) or a saved baseline pipeline (``config.json`` + ``pipeline.joblib``); the model
+directory carries its labels and pre-processing, so nothing is guessed at prediction time.
+
+Audio longer than ``window`` seconds is scored in overlapping windows (``hop`` seconds apart, the last
+one aligned with the end); the file's probabilities are the mean over its non-silent windows.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import soundfile as sf
+
+from .audio import SAMPLE_RATE, SILENCE_PEAK, AudioError, SilentAudioError, load_audio
+from .evaluate import score
+
+DEFAULT_WINDOW = 6.0  # seconds: longer than any RAVDESS clip (2.9-5.3 s), so those are scored whole
+DEFAULT_HOP = 3.0
+
+
+class ModelLoadError(ValueError):
+    """A model directory that cannot be used; the message names it."""
+
+
+@dataclass
+class FilePrediction:
+    """Scores of one file: per-window rows and the aggregate.
+
+    ``windows`` has columns ``start``, ``end`` (seconds), ``silent`` and one probability per label;
+    ``probabilities`` (label -> probability, summing to 1) is the mean over non-silent windows.
+    """
+
+    path: str
+    duration: float
+    probabilities: dict[str, float]
+    windows: pd.DataFrame = field(repr=False)
+
+    @property
+    def emotion(self) -> str:
+        return max(self.probabilities, key=self.probabilities.get)
+
+    def to_dict(self) -> dict:
+        return {"file": self.path, "duration": round(self.duration, 3), "emotion": self.emotion,
+                "probabilities": {k: round(v, 6) for k, v in self.probabilities.items()},
+                "windows": self.windows.round(6).to_dict(orient="records")}
+
+
+def window_bounds(n_samples: int, window: float | None, hop: float | None,
+                  sample_rate: int = SAMPLE_RATE) -> list[tuple[int, int]]:
+    """``(start, end)`` sample bounds of the scoring windows of a clip of ``n_samples``.
+
+    One window covering everything when the clip fits in ``window`` (or ``window`` is ``None``);
+    otherwise windows every ``hop`` seconds plus a last one that ends with the clip.
+    """
+    if window is None or n_samples <= window * sample_rate:
+        return [(0, n_samples)]
+    size, step = int(window * sample_rate), int((hop or window) * sample_rate)
+    if step <= 0:
+        raise ValueError(f"hop must be positive, got {hop}")
+    starts = list(range(0, n_samples - size + 1, step))
+    if starts[-1] + size < n_samples:
+        starts.append(n_samples - size)
+    return [(s, s + size) for s in starts]
+
+
+class EmotionRecognizer:
+    """A trained emotion model, ready for audio files or waveforms.
+
+    >>> recognizer = EmotionRecognizer.from_pretrained("path/to/model")       # doctest: +SKIP
+    >>> recognizer.predict_file("speech.wav").emotion                          # doctest: +SKIP
+    """
+
+    def __init__(self, model, labels: Sequence[str], sample_rate: int, kind: str, batch_size: int = 8):
+        self.model, self.labels, self.sample_rate, self.kind = model, tuple(labels), sample_rate, kind
+        self.batch_size = batch_size
+
+    @classmethod
+    def from_pretrained(cls, directory: str | Path, device: str | None = None) -> EmotionRecognizer:
+        """Load a wav2vec2 checkpoint directory or a saved baseline pipeline."""
+        directory = Path(directory)
+        if not directory.is_dir():
+            raise ModelLoadError(f"{directory}: no such model directory")
+        if (directory / "ser_config.json").is_file():
+            import torch
+
+            from .model import EmotionClassifier
+
+            model = EmotionClassifier.from_pretrained(directory)  # raises ValueError naming the folder
+            model.to(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+            return cls(model, model.config.labels, model.config.sample_rate, "wav2vec2")
+        if (directory / "pipeline.joblib").is_file():
+            from .baselines import BaselineModel
+
+            try:
+                model = BaselineModel.from_pretrained(directory)
+            except (OSError, KeyError, ValueError, EOFError) as err:
+                raise ModelLoadError(f"{directory}: not a usable baseline model ({err})") from err
+            return cls(model, model.labels, model.sample_rate, "baseline")
+        raise ModelLoadError(f"{directory}: not a model directory (expected ser_config.json of a wav2vec2 "
+                             "checkpoint, or config.json + pipeline.joblib of a baseline)")
+
+    def predict_proba(self, waves: Sequence[np.ndarray]) -> np.ndarray:
+        """Probabilities ``(n, n_labels)`` of float32 mono clips at :attr:`sample_rate`."""
+        if self.kind == "wav2vec2":
+            return self.model.predict_proba(list(waves), batch_size=self.batch_size)
+        return self.model.predict_proba(list(waves))
+
+    def predict_wave(self, wave: np.ndarray, *, window: float | None = DEFAULT_WINDOW,
+                     hop: float | None = DEFAULT_HOP, name: str = "<waveform>") -> FilePrediction:
+        """Score one waveform (windows when longer than ``window``)."""
+        return self._score([(name, wave)], window, hop)[0]
+
+    def predict_file(self, path: str | Path, *, window: float | None = DEFAULT_WINDOW,
+                     hop: float | None = DEFAULT_HOP) -> FilePrediction:
+        """Score one audio file (any format, rate and channel count soundfile reads)."""
+        return self.predict_wave(load_audio(path, self.sample_rate, max_seconds=None), window=window,
+                                 hop=hop, name=str(path))
+
+    def predict_files(self, paths: Iterable[str | Path], *, window: float | None = DEFAULT_WINDOW,
+                      hop: float | None = DEFAULT_HOP) -> tuple[list[FilePrediction], dict[str, str]]:
+        """Score many files, batching windows across files. Returns the predictions of the files
+        that worked and, for each file that did not, the reason (the good ones are still scored)."""
+        loaded, failures = [], {}
+        for path in paths:
+            try:
+                loaded.append((str(path), load_audio(path, self.sample_rate, max_seconds=None)))
+            except AudioError as err:
+                failures[str(path)] = str(err)
+        try:
+            return self._score(loaded, window, hop), failures
+        except ValueError:  # one unusable clip (e.g. too short for the model): isolate it, score the rest
+            predictions = []
+            for name, wave in loaded:
+                try:
+                    predictions += self._score([(name, wave)], window, hop)
+                except ValueError as err:
+                    failures[name] = f"{name}: {err}"
+            return predictions, failures
+
+    def _score(self, named_waves: list[tuple[str, np.ndarray]], window, hop) -> list[FilePrediction]:
+        pieces, owners = [], []
+        plans = []
+        for index, (_, wave) in enumerate(named_waves):
+            bounds = window_bounds(len(wave), window, hop, self.sample_rate)
+            silent = [np.abs(wave[a:b]).max() < SILENCE_PEAK for a, b in bounds]
+            plans.append((bounds, silent))
+            for (a, b), quiet in zip(bounds, silent, strict=True):
+                if not quiet:
+                    pieces.append(wave[a:b])
+                    owners.append(index)
+        probs = self.predict_proba(pieces) if pieces else np.zeros((0, len(self.labels)))
+        results, cursor = [], 0
+        for (name, wave), (bounds, silent) in zip(named_waves, plans, strict=True):
+            rows = []
+            for (a, b), quiet in zip(bounds, silent, strict=True):
+                p = np.full(len(self.labels), np.nan) if quiet else probs[cursor]
+                cursor += 0 if quiet else 1
+                rows.append({"start": a / self.sample_rate, "end": b / self.sample_rate, "silent": quiet,
+                             **dict(zip(self.labels, map(float, p), strict=True))})
+            table = pd.DataFrame(rows)
+            if table["silent"].all():
+                raise SilentAudioError(f"{name}: silent (peak amplitude below {SILENCE_PEAK:g})")
+            voiced = table.loc[~table["silent"], list(self.labels)]
+            mean = voiced.mean().to_numpy()
+            results.append(FilePrediction(name, len(wave) / self.sample_rate,
+                                          dict(zip(self.labels, map(float, mean / mean.sum()), strict=True)),
+                                          table))
+        return results
+
+
+def audio_files(paths: Iterable[str | Path]) -> tuple[list[Path], dict[str, str]]:
+    """Expand files and folders (recursively) into audio files soundfile can read, in a stable order.
+
+    Returns ``(files, failures)``; a path that does not exist is a failure. Inside folders, files are
+    recognised by extension (``soundfile.available_formats()``); a file named explicitly is always
+    tried, so a bad one gets a clear error instead of being ignored.
+    """
+    extensions = {f".{ext.lower()}" for ext in sf.available_formats()} | {".mp3", ".ogg", ".opus"}
+    files, failures = [], {}
+    for path in map(Path, paths):
+        if path.is_dir():
+            files += sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in extensions)
+        elif path.exists():
+            files.append(path)
+        else:
+            failures[str(path)] = f"{path}: no such file or directory"
+    return files, failures
+
+
+def read_manifest(manifest: str | Path, labels: Sequence[str]) -> pd.DataFrame:
+    """Read a ``path,label`` CSV; relative paths are taken relative to the manifest's folder."""
+    manifest = Path(manifest)
+    table = pd.read_csv(manifest)
+    missing = {"path", "label"} - set(table.columns)
+    if missing:
+        raise ValueError(f"{manifest}: needs columns path,label (missing {', '.join(sorted(missing))})")
+    table["label"] = table["label"].astype(str).str.strip().str.lower()
+    unknown = sorted(set(table["label"]) - set(labels))
+    if unknown:
+        raise ValueError(f"{manifest}: labels {unknown} are not among the model's {list(labels)}")
+    table["path"] = [str(p if Path(p).is_absolute() else manifest.parent / p) for p in table["path"]]
+    return table
+
+
+def evaluate_manifest(recognizer: EmotionRecognizer, manifest: str | Path, *,
+                      window: float | None = DEFAULT_WINDOW, hop: float | None = DEFAULT_HOP) -> dict:
+    """Accuracy, UAR, macro-F1 and confusion matrix of a model on a ``path,label`` manifest.
+
+    Metrics average over the classes present in the manifest; a prediction of any other class of the
+    model counts as an error. Files that cannot be read are reported and left out.
+    """
+    table = read_manifest(manifest, recognizer.labels)
+    predictions, failures = recognizer.predict_files(table["path"], window=window, hop=hop)
+    predicted = {p.path: p.emotion for p in predictions}
+    scored = table[table["path"].isin(predicted)]
+    if scored.empty:
+        raise ValueError(f"{manifest}: none of the files could be scored")
+    result = score(scored["label"], scored["path"].map(predicted), recognizer.labels)
+    present = [c for c in recognizer.labels if c in set(scored["label"])]
+    rows = [recognizer.labels.index(c) for c in present]
+    confusion = pd.DataFrame(result.confusion[rows][:, rows], index=present, columns=present)
+    confusion["other"] = result.confusion[rows].sum(1) - confusion.sum(1)
+    return {"n": result.n, "accuracy": result.accuracy, "uar": result.uar, "macro_f1": result.macro_f1,
+            "classes": present, "confusion": confusion, "failures": failures}
+
+
+def format_prediction(prediction: FilePrediction) -> str:
+    """One line per file: path, top emotion, and every class's probability."""
+    probs = " ".join(f"{k}={v:.3f}" for k, v in prediction.probabilities.items())
+    return f"{prediction.path}\t{prediction.emotion}\t{probs}"
+
+
+def predictions_table(predictions: Sequence[FilePrediction]) -> pd.DataFrame:
+    """Per-window rows plus one ``aggregate`` row per file (column ``row``), for CSV output."""
+    frames = []
+    for prediction in predictions:
+        windows = prediction.windows.assign(file=prediction.path, row="window")
+        aggregate = pd.DataFrame([{"file": prediction.path, "row": "aggregate", "start": 0.0,
+                                   "end": prediction.duration, "silent": False, **prediction.probabilities}])
+        frames += [windows, aggregate]
+    table = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+    if not table.empty:
+        labels = list(predictions[0].probabilities)
+        voiced = ~table["silent"].astype(bool)
+        table["emotion"] = ""
+        table.loc[voiced, "emotion"] = table.loc[voiced, labels].idxmax(axis=1)
+        table = table[["file", "row", "start", "end", "silent", "emotion", *labels]]
+    return table
+
+
+def to_json(predictions: Sequence[FilePrediction]) -> str:
+    return json.dumps([p.to_dict() for p in predictions], indent=1)
