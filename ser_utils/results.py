@@ -1,0 +1,218 @@
+"""Aggregation behind the results notebook: the comparison table with bootstrap confidence intervals,
+the leakage gap, error analysis and a significance test. Everything is computed from the result CSVs
+the earlier notebooks wrote (``evaluate.read_metrics`` / ``read_predictions``), never typed in.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from scipy.stats import binomtest
+
+from .corpus import EMOTIONS
+from .evaluate import summarise
+
+METRICS = ("accuracy", "uar", "macro_f1")
+
+#: Published reference points (DESIGN.md), shown beside the measured numbers and marked as published.
+PUBLISHED = pd.DataFrame([
+    ("wav2vec 2.0 base, frozen, last layer + small head", "EmoBox 6 folds, 8 classes", 54.3, 55.4,
+     "EmoBox leaderboard (Ma et al. 2024)"),
+    ("HuBERT base, frozen", "EmoBox 6 folds, 8 classes", 65.4, 66.2, "EmoBox leaderboard (Ma et al. 2024)"),
+    ("WavLM large, frozen", "EmoBox 6 folds, 8 classes", 72.0, 72.2, "EmoBox leaderboard (Ma et al. 2024)"),
+    ("Whisper large v3 encoder, frozen", "EmoBox 6 folds, 8 classes", 75.3, 75.9,
+     "EmoBox leaderboard (Ma et al. 2024)"),
+    ("wav2vec 2.0 base, frozen, weighted layers, per-speaker normalisation",
+     "actors 01-20 / 21-22 / 23-24, 7 classes, speech + song", 84.3, 83.0, "Pepino, Riera, Ferrer, Interspeech 2021"),
+    ("same, global normalisation", "actors 01-20 / 21-22 / 23-24, 7 classes, speech + song", 75.7, 74.2,
+     "Pepino, Riera, Ferrer, Interspeech 2021"),
+    ("eGeMAPS + MLP", "actors 01-20 / 21-22 / 23-24, 7 classes, speech + song", 57.0, 59.0,
+     "Pepino, Riera, Ferrer, Interspeech 2021"),
+], columns=["system", "protocol", "uar", "accuracy", "source"])
+
+#: The original write-up's claims (accuracy, %, random 80/20 split), as (low, high).
+CLAIMS = {"wav2vec2": (87.0, 90.0), "baseline": (65.0, 72.0)}
+
+
+def system_kind(system: str) -> str:
+    """``"wav2vec2"`` for ``w2v2-*`` systems, else ``"baseline"``."""
+    return "wav2vec2" if system.startswith("w2v2-") else "baseline"
+
+
+def _metrics_from_counts(confusion: np.ndarray) -> dict[str, np.ndarray]:
+    """Accuracy, UAR and macro-F1 of confusion matrices ``(..., K, K)`` (classes present in the truth)."""
+    support = confusion.sum(-1)
+    predicted = confusion.sum(-2)
+    hits = np.diagonal(confusion, axis1=-2, axis2=-1)
+    present = support > 0
+    with np.errstate(invalid="ignore", divide="ignore"):
+        recall = np.where(present, hits / np.maximum(support, 1), 0.0)
+        f1 = np.where(present, 2 * hits / np.maximum(support + predicted, 1), 0.0)
+    n_present = present.sum(-1)
+    return {"accuracy": hits.sum(-1) / support.sum(-1), "uar": recall.sum(-1) / n_present,
+            "macro_f1": f1.sum(-1) / n_present}
+
+
+def bootstrap_ci(predictions: pd.DataFrame, labels: Sequence[str] = EMOTIONS, n_boot: int = 1000,
+                 seed: int = 0, level: float = 0.95) -> dict[str, tuple[float, float]]:
+    """Percentile bootstrap CI of the mean-over-folds metrics, resampling test clips within each fold.
+
+    ``predictions``: one system under one protocol (columns ``fold, emotion, predicted``).
+    """
+    rng = np.random.default_rng(seed)
+    k = len(labels)
+    index = {name: i for i, name in enumerate(labels)}
+    per_fold = []
+    for _, fold in predictions.groupby("fold"):
+        codes = fold["emotion"].map(index).to_numpy() * k + fold["predicted"].map(index).to_numpy()
+        draws = codes[rng.integers(0, len(codes), size=(n_boot, len(codes)))]
+        offsets = (np.arange(n_boot) * k * k)[:, None]
+        counts = np.bincount((draws + offsets).ravel(), minlength=n_boot * k * k).reshape(n_boot, k, k)
+        per_fold.append(_metrics_from_counts(counts))
+    tail = (1 - level) / 2 * 100
+    return {m: tuple(np.percentile(np.mean([f[m] for f in per_fold], axis=0), [tail, 100 - tail]))
+            for m in METRICS}
+
+
+def comparison_table(metrics: pd.DataFrame, predictions: pd.DataFrame, n_boot: int = 1000,
+                     seed: int = 0) -> pd.DataFrame:
+    """Every system x protocol: mean and std over folds and a 95 % bootstrap CI for each metric.
+
+    Systems that were not run keep one row with ``status="not run"`` and the reason in ``note``.
+    """
+    table = summarise(metrics)
+    table.insert(1, "kind", table["system"].map(system_kind))
+    for metric in METRICS:
+        table[f"{metric}_ci_low"] = np.nan
+        table[f"{metric}_ci_high"] = np.nan
+    for row, (system, protocol) in enumerate(zip(table["system"], table["protocol"], strict=True)):
+        chosen = predictions[(predictions["system"] == system) & (predictions["protocol"] == protocol)]
+        if table.loc[row, "status"] != "ok" or chosen.empty:
+            continue
+        for metric, (low, high) in bootstrap_ci(chosen, n_boot=n_boot, seed=seed).items():
+            table.loc[row, f"{metric}_ci_low"], table.loc[row, f"{metric}_ci_high"] = low, high
+    return table.sort_values(["kind", "system", "protocol"], ignore_index=True)
+
+
+def leakage_gap(table: pd.DataFrame, metric: str = "accuracy") -> pd.DataFrame:
+    """Per system: ``random-80-20`` minus ``actor-kfold`` (mean over folds), the over-statement of the
+    random split for unseen speakers."""
+    wide = table[table["status"] == "ok"].pivot(index="system", columns="protocol", values=f"{metric}_mean")
+    if not {"random-80-20", "actor-kfold"} <= set(wide.columns):
+        return pd.DataFrame(columns=["random-80-20", "actor-kfold", "gap"])
+    wide = wide[["random-80-20", "actor-kfold"]].dropna()
+    return wide.assign(gap=wide["random-80-20"] - wide["actor-kfold"]).sort_values("gap", ascending=False)
+
+
+def best_system(table: pd.DataFrame, kind: str, protocol: str = "actor-kfold", metric: str = "uar") -> str | None:
+    """The ``kind`` system with the highest mean ``metric`` under ``protocol`` (``None`` if none ran)."""
+    rows = table[(table["kind"] == kind) & (table["protocol"] == protocol) & (table["status"] == "ok")]
+    return None if rows.empty else rows.sort_values(f"{metric}_mean", ascending=False)["system"].iloc[0]
+
+
+def confusion_share(predictions: pd.DataFrame, true: str, predicted: str) -> float:
+    """Share of the clips of class ``true`` predicted as ``predicted``."""
+    of_class = predictions[predictions["emotion"] == true]
+    return float((of_class["predicted"] == predicted).mean()) if len(of_class) else np.nan
+
+
+def pair_confusions(predictions: pd.DataFrame, pairs: Sequence[tuple[str, str]] = (("calm", "neutral"),
+                                                                                   ("sad", "fearful"))) -> pd.DataFrame:
+    """For each system and pair (a, b): the share of a's clips predicted as b (``a_as_b``) and of b's
+    clips predicted as a (``b_as_a``)."""
+    rows = [{"system": system, "pair": f"{a}/{b}", "a_as_b": confusion_share(group, a, b),
+             "b_as_a": confusion_share(group, b, a)}
+            for system, group in predictions.groupby("system") for a, b in pairs]
+    return pd.DataFrame(rows)
+
+
+def per_group_accuracy(predictions: pd.DataFrame, corpus: pd.DataFrame, by: str) -> pd.DataFrame:
+    """Accuracy per system and value of a corpus column (``actor``, ``gender``, ``intensity``, ...)."""
+    joined = predictions.merge(corpus[["stem", by]].drop_duplicates("stem"), on="stem", how="left",
+                               suffixes=("_pred", "")) if by not in predictions.columns else predictions
+    joined = joined.assign(correct=joined["emotion"] == joined["predicted"])
+    return joined.groupby(["system", by])["correct"].mean().unstack(by)
+
+
+def per_class_f1(predictions: pd.DataFrame, labels: Sequence[str] = EMOTIONS) -> pd.DataFrame:
+    """F1 of each class per system (clips pooled over folds)."""
+    from sklearn.metrics import f1_score
+
+    return pd.DataFrame({system: f1_score(group["emotion"], group["predicted"], labels=list(labels), average=None,
+                                          zero_division=0)
+                         for system, group in predictions.groupby("system")}, index=list(labels)).T
+
+
+def mcnemar(predictions: pd.DataFrame, system_a: str, system_b: str) -> dict:
+    """Exact McNemar test of two systems on the same test clips (one protocol, each clip once).
+
+    Returns the counts of clips only ``a`` got right (``a_only``) and only ``b`` got right
+    (``b_only``), and the two-sided p-value of the binomial test on those discordant pairs.
+    """
+    keys = ["protocol", "fold", "stem"]
+    both = predictions[predictions["system"] == system_a].merge(
+        predictions[predictions["system"] == system_b], on=keys, suffixes=("_a", "_b"))
+    right_a = both["emotion_a"] == both["predicted_a"]
+    right_b = both["emotion_b"] == both["predicted_b"]
+    a_only, b_only = int((right_a & ~right_b).sum()), int((~right_a & right_b).sum())
+    p_value = binomtest(a_only, a_only + b_only, 0.5).pvalue if a_only + b_only else 1.0
+    return {"system_a": system_a, "system_b": system_b, "clips": len(both), "a_only": a_only, "b_only": b_only,
+            "p_value": float(p_value)}
+
+
+def format_cell(mean: float, std: float, low: float, high: float, scale: float = 100.0) -> str:
+    """``"61.2 ± 3.4 [58.0, 64.1]"`` (percent), or ``"not run"``."""
+    if np.isnan(mean):
+        return "not run"
+    spread = "" if np.isnan(std) else f" ± {std * scale:.1f}"
+    interval = "" if np.isnan(low) else f" [{low * scale:.1f}, {high * scale:.1f}]"
+    return f"{mean * scale:.1f}{spread}{interval}"
+
+
+def headline_table(table: pd.DataFrame) -> pd.DataFrame:
+    """The reader's table: one row per system, accuracy and UAR (%) per protocol as mean ± std [95 % CI]."""
+    rows = []
+    for system, group in table.groupby("system", sort=False):
+        row = {"system": system, "kind": system_kind(system)}
+        for protocol in ("actor-kfold", "random-80-20"):
+            match = group[group["protocol"] == protocol]
+            for metric in ("uar", "accuracy"):
+                label = f"{protocol} {'UAR' if metric == 'uar' else 'accuracy'}"
+                if match.empty:
+                    row[label] = "-"
+                    continue
+                r = match.iloc[0]
+                row[label] = format_cell(r[f"{metric}_mean"], r[f"{metric}_std"], r[f"{metric}_ci_low"],
+                                         r[f"{metric}_ci_high"])
+        notes = group.loc[group["status"] != "ok", "note"].dropna().unique()
+        row["note"] = "; ".join(notes)
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def to_markdown(frame: pd.DataFrame) -> str:
+    """A plain GitHub-flavoured markdown table (no extra dependency)."""
+    header = "| " + " | ".join(map(str, frame.columns)) + " |"
+    rule = "|" + "|".join("---" for _ in frame.columns) + "|"
+    body = ["| " + " | ".join(str(v).replace("|", "/") for v in row) + " |" for row in frame.itertuples(index=False)]
+    return "\n".join([header, rule, *body])
+
+
+def replace_marked(path: str | Path, marker: str, text: str) -> bool:
+    """Replace what stands between ``<!-- marker -->`` and ``<!-- /marker -->`` in a file.
+
+    Returns whether the file changed. Raises ``ValueError`` if the markers are missing.
+    """
+    path = Path(path)
+    content = path.read_text()
+    pattern = re.compile(rf"(<!-- {re.escape(marker)} -->\n).*?(\n<!-- /{re.escape(marker)} -->)", re.S)
+    if not pattern.search(content):
+        raise ValueError(f"{path}: markers <!-- {marker} --> ... <!-- /{marker} --> not found")
+    updated = pattern.sub(lambda m: m.group(1) + text.strip() + m.group(2), content)
+    if updated != content:
+        path.write_text(updated)
+    return updated != content

@@ -1,0 +1,108 @@
+"""The results aggregation on hand-made result files with known answers."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from ser_utils.evaluate import (
+    metrics_from_predictions,
+    not_run_rows,
+    read_metrics,
+    read_predictions,
+    write_metrics,
+    write_predictions,
+)
+from ser_utils.results import (
+    bootstrap_ci,
+    comparison_table,
+    headline_table,
+    leakage_gap,
+    mcnemar,
+    pair_confusions,
+    per_group_accuracy,
+    replace_marked,
+)
+
+
+def rows(system, protocol, fold, truth, predicted):
+    return pd.DataFrame({"system": system, "protocol": protocol, "fold": fold,
+                         "stem": [f"clip{fold}-{i:03d}" for i in range(len(truth))],
+                         "actor": fold, "emotion": truth, "predicted": predicted})
+
+
+@pytest.fixture
+def results_dir(tmp_path):
+    truth = ["angry", "sad", "calm", "happy"]
+    a = pd.concat([rows("svm", "actor-kfold", 1, truth, truth),  # fold 1: all right
+                   rows("svm", "actor-kfold", 2, truth, ["angry", "sad", "neutral", "neutral"]),  # 2 of 4
+                   rows("svm", "random-80-20", 1, truth, truth)], ignore_index=True)
+    write_predictions(a, tmp_path, "svm")
+    write_metrics(metrics_from_predictions(a), tmp_path, "svm")
+    write_metrics(not_run_rows("w2v2-project-ft", ["actor-kfold", "random-80-20"], "no weights"), tmp_path, "w2v2")
+    return tmp_path
+
+
+def test_comparison_table_from_hand_made_files(results_dir):
+    table = comparison_table(read_metrics(results_dir), read_predictions(results_dir), n_boot=2000)
+    svm = table[(table["system"] == "svm") & (table["protocol"] == "actor-kfold")].iloc[0]
+    assert svm["accuracy_mean"] == pytest.approx(0.75)
+    assert svm["accuracy_std"] == pytest.approx(np.std([1.0, 0.5], ddof=1))
+    # Fold 1 is always right; fold 2's bootstrap accuracy spans 0..1 (each extreme has p = 1/16),
+    # so the mean over the two folds has a 95 % interval of [0.5, 1.0].
+    assert (svm["accuracy_ci_low"], svm["accuracy_ci_high"]) == (pytest.approx(0.5), pytest.approx(1.0))
+    perfect = table[(table["system"] == "svm") & (table["protocol"] == "random-80-20")].iloc[0]
+    assert perfect["accuracy_ci_low"] == perfect["accuracy_ci_high"] == 1.0
+    missing = table[table["system"] == "w2v2-project-ft"]
+    assert set(missing["status"]) == {"not run"} and missing["accuracy_ci_low"].isna().all()
+    assert set(table["kind"]) == {"baseline", "wav2vec2"}
+
+    headline = headline_table(table).set_index("system")
+    assert headline.loc["svm", "actor-kfold accuracy"] == "75.0 ± 35.4 [50.0, 100.0]"
+    assert headline.loc["w2v2-project-ft", "actor-kfold UAR"] == "not run"
+    assert headline.loc["w2v2-project-ft", "note"] == "no weights"
+
+
+def test_bootstrap_ci_of_uar_and_f1_stays_within_the_observed_range(results_dir):
+    predictions = read_predictions(results_dir)
+    ci = bootstrap_ci(predictions[predictions["protocol"] == "actor-kfold"], n_boot=500)
+    for low, high in ci.values():
+        assert 0 <= low <= high <= 1
+
+
+def test_leakage_gap_is_random_minus_actor(results_dir):
+    table = comparison_table(read_metrics(results_dir), read_predictions(results_dir), n_boot=10)
+    gap = leakage_gap(table)
+    assert gap.loc["svm", "gap"] == pytest.approx(1.0 - 0.75)
+    assert "w2v2-project-ft" not in gap.index
+
+
+def test_mcnemar_counts_discordant_clips():
+    truth = ["angry"] * 12
+    a = rows("a", "actor-kfold", 1, truth, truth)
+    b = rows("b", "actor-kfold", 1, truth, ["sad"] * 10 + ["angry"] * 2)
+    b["stem"] = a["stem"]
+    result = mcnemar(pd.concat([a, b]), "a", "b")
+    assert (result["clips"], result["a_only"], result["b_only"]) == (12, 10, 0)
+    assert result["p_value"] == pytest.approx(2 * 0.5 ** 10)
+
+
+def test_error_analysis_tables():
+    truth = ["calm", "calm", "neutral", "sad", "fearful", "sad"]
+    predicted = ["neutral", "calm", "neutral", "fearful", "sad", "sad"]
+    table = rows("s", "actor-kfold", 1, truth, predicted)
+    pairs = pair_confusions(table).set_index("pair")
+    assert pairs.loc["calm/neutral", "a_as_b"] == 0.5 and pairs.loc["calm/neutral", "b_as_a"] == 0.0
+    assert pairs.loc["sad/fearful", "a_as_b"] == 0.5 and pairs.loc["sad/fearful", "b_as_a"] == 1.0
+    corpus = pd.DataFrame({"stem": table["stem"], "gender": ["male", "female"] * 3})
+    by_gender = per_group_accuracy(table, corpus, "gender")
+    assert by_gender.loc["s", "male"] == pytest.approx(1 / 3) and by_gender.loc["s", "female"] == pytest.approx(2 / 3)
+
+
+def test_replace_marked(tmp_path):
+    readme = tmp_path / "README.md"
+    readme.write_text("intro\n<!-- results -->\nold\n<!-- /results -->\nend\n")
+    assert replace_marked(readme, "results", "| new |")
+    assert readme.read_text() == "intro\n<!-- results -->\n| new |\n<!-- /results -->\nend\n"
+    assert not replace_marked(readme, "results", "| new |")
+    with pytest.raises(ValueError, match="markers"):
+        replace_marked(readme, "missing", "x")
