@@ -17,6 +17,7 @@ from pathlib import Path
 
 from .config import REPO_ROOT, Profile, display_path, get_profile
 from .progress import HEADLESS_ENV
+from .report import record_provenance, write_index
 
 NOTEBOOK_DIR = REPO_ROOT / "notebooks"
 NOTEBOOKS = ("01_download", "02_eda", "03_baselines", "04_wav2vec2", "05_results")
@@ -103,11 +104,14 @@ def run_pipeline(profile_name: str | None = None, *, only: list[str] | None = No
             start = time.perf_counter()
             stamp.unlink(missing_ok=True)
             run_notebook(profile, name, params)
+            record_provenance(profile, name)
             stamp.write_text(fingerprint)
             steps.append(Step(name, "ran", time.perf_counter() - start))
             print(f"[{name}] done in {steps[-1].seconds:.0f} s -> {display_path(html)}",
                   flush=True)
         upstream = fingerprint
+    index = write_index(profile, NOTEBOOKS)
+    print(f"index: {display_path(index)}", flush=True)
     return steps
 
 

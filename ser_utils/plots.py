@@ -122,3 +122,36 @@ def layer_probe(probe: pd.DataFrame):
     ax.set_xticks(summary.index)
     fig.tight_layout()
     return fig
+
+
+def protocol_bars(gap: pd.DataFrame, metric_label: str = "accuracy"):
+    """Per system: the random split next to unseen actors (``results.leakage_gap`` output), in %."""
+    fig, ax = plt.subplots(figsize=(max(6.0, 0.7 * len(gap) + 2), 3.6))
+    x = np.arange(len(gap))
+    ax.bar(x - 0.2, 100 * gap["random-80-20"], 0.4, label="random-80-20 (actors shared)", color="#c44e52")
+    ax.bar(x + 0.2, 100 * gap["actor-kfold"], 0.4, label="actor-kfold (unseen actors)", color="#4c72b0")
+    for xi, value in zip(x, gap["gap"], strict=True):
+        ax.text(xi, 100 * gap["random-80-20"].max() + 2, f"+{100 * value:.0f}", ha="center", fontsize=8)
+    ax.set_xticks(x, gap.index, rotation=40, ha="right")
+    ax.set_ylabel(f"{metric_label} (%)")
+    ax.set_ylim(0, 100)
+    ax.axhline(100 / 8, color="grey", lw=0.8, ls=":", label="chance (8 classes)")
+    ax.legend(fontsize=8, loc="upper right")
+    fig.tight_layout()
+    return fig
+
+
+def grouped_bars(frame: pd.DataFrame, ylabel: str, title: str = ""):
+    """Bars of a (systems x groups) table: one colour per system, groups along x."""
+    fig, ax = plt.subplots(figsize=(max(6.5, 0.55 * frame.shape[1] * max(len(frame), 1) / 2 + 3), 3.4))
+    width = 0.8 / max(len(frame), 1)
+    x = np.arange(frame.shape[1])
+    for i, (system, row) in enumerate(frame.iterrows()):
+        ax.bar(x + (i - (len(frame) - 1) / 2) * width, row.to_numpy(dtype=float), width, label=system)
+    ax.set_xticks(x, [str(c) for c in frame.columns], rotation=0 if frame.shape[1] <= 8 else 90)
+    ax.set_ylabel(ylabel)
+    ax.set_ylim(0, 1)
+    ax.set_title(title)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig

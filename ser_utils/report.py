@@ -84,3 +84,66 @@ def write_run_info(path: str | Path, profile: Profile, config: dict | None = Non
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps({**provenance(profile), "config": config or {}}, indent=2, default=str))
     return path
+
+
+def record_provenance(profile: Profile, notebook: str) -> Path:
+    """Add (or refresh) one notebook's provenance in ``results_dir/provenance.json``."""
+    path = profile.results_dir / "provenance.json"
+    records = json.loads(path.read_text()) if path.is_file() else {}
+    records[notebook] = provenance(profile)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(dict(sorted(records.items())), indent=1))
+    return path
+
+
+_INDEX_STYLE = """
+body { font-family: system-ui, sans-serif; max-width: 1100px; margin: 2em auto; padding: 0 1em; color: #222; }
+table { border-collapse: collapse; font-size: 0.9em; margin: 1em 0; }
+th, td { border: 1px solid #ccc; padding: 4px 8px; text-align: left; vertical-align: top; }
+th { background: #f2f2f2; }
+.banner { background: #fff3cd; border: 1px solid #e0c060; padding: 0.8em; margin: 1em 0; }
+img { max-width: 100%; }
+"""
+
+
+def write_index(profile: Profile, notebooks) -> Path:
+    """``reports_dir/index.html``: the headline table and figure, and a link to every report with its
+    provenance (profile, data, model, device, commit, date). Reads what notebook 05 wrote."""
+    import base64
+    import html
+
+    import pandas as pd
+
+    results = profile.results_dir
+    parts = ["<h1>Speech emotion recognition on RAVDESS: wav2vec 2.0 vs handcrafted features</h1>"]
+    if profile.is_smoke:
+        parts.append(f"<div class='banner'>{html.escape(SMOKE_BANNER.replace('**', ''))}</div>")
+    parts.append("<p>Accuracy and UAR in %: mean ± standard deviation over folds (or seeds) [95 % bootstrap "
+                 "interval over test clips]. <code>actor-kfold</code> (EmoBox folds, unseen actors) is the "
+                 "primary protocol; <code>random-80-20</code> shares actors between train and test.</p>")
+    headline = results / "headline.csv"
+    if headline.is_file():
+        table = pd.read_csv(headline, keep_default_na=False)
+        parts.append(table.to_html(index=False, escape=True, border=0))
+    else:
+        parts.append("<p>No results yet: run the results notebook (05).</p>")
+    figure = profile.reports_dir / "figures" / "headline.png"
+    if figure.is_file():
+        encoded = base64.b64encode(figure.read_bytes()).decode()
+        parts.append(f"<img alt='headline figure' src='data:image/png;base64,{encoded}'>")
+    records = json.loads((results / "provenance.json").read_text()) if (results / "provenance.json").is_file() else {}
+    rows = []
+    for name in notebooks:
+        info = records.get(name, {})
+        link = f"<a href='{name}.html'>{name}</a>" if (profile.reports_dir / f"{name}.html").is_file() else name
+        cells = [info.get(k, "-") for k in ("profile", "data", "model", "device", "commit", "date")]
+        rows.append("<tr><td>" + link + "</td>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in cells) + "</tr>")
+    parts.append("<h2>Reports</h2><table><tr><th>report</th><th>profile</th><th>data</th><th>model</th>"
+                 "<th>device</th><th>commit</th><th>date</th></tr>" + "".join(rows) + "</table>")
+    parts.append("<p>Machine-readable numbers behind every table: <code>results/</code> (metrics per fold, "
+                 "predictions per clip, splits).</p>")
+    page = (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>SER study: results</title>"
+            f"<style>{_INDEX_STYLE}</style></head><body>{''.join(parts)}</body></html>")
+    path = profile.reports_dir / "index.html"
+    path.write_text(page, encoding="utf-8")
+    return path

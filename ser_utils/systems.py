@@ -85,6 +85,12 @@ def write_system(predictions: pd.DataFrame, profile: Profile, system: str) -> pd
     return pd.DataFrame(rows)
 
 
+def write_systems(predictions: dict[str, list[pd.DataFrame]], profile: Profile) -> pd.DataFrame:
+    """Write each system's predictions (all protocols together: one file per system) and fold metrics."""
+    return pd.concat([write_system(pd.concat(frames, ignore_index=True), profile, system)
+                      for system, frames in predictions.items()], ignore_index=True)
+
+
 def write_not_run(profile: Profile, systems: Sequence[str], reason: str,
                   protocols: Sequence[str] = PROTOCOLS) -> pd.DataFrame:
     """Record that ``systems`` were not run, and why, in place of numbers."""
@@ -124,16 +130,16 @@ def run_frozen(profile: Profile, meta: pd.DataFrame, backbone: str, recipes: Seq
     embeddings = extract_embeddings(model, meta["path"], profile.cache_dir, model_fingerprint(backbone),
                                     batch_size=batch_size).arrays
     del model
-    metrics, probe = [], pd.DataFrame()
+    predictions, probe = {system_name(r, "frozen"): [] for r in recipes}, pd.DataFrame()
     for protocol in protocols:
         splits = protocol_splits(meta, protocol, profile, folds=folds, random_repeats=random_repeats)
         for recipe in recipes:
             name = system_name(recipe, "frozen")
-            predictions = frozen_predictions(meta, splits, embeddings, recipe.model, name, seed=profile.seed)
-            metrics.append(write_system(predictions, profile, name))
+            predictions[name].append(frozen_predictions(meta, splits, embeddings, recipe.model, name,
+                                                        seed=profile.seed))
         if protocol == "actor-kfold":
             probe = layer_probe(meta, splits, embeddings)
-    return pd.concat(metrics, ignore_index=True), embeddings, probe
+    return write_systems(predictions, profile), embeddings, probe
 
 
 def run_finetune(profile: Profile, meta: pd.DataFrame, backbone: str, recipes: Sequence[Recipe],
@@ -148,18 +154,17 @@ def run_finetune(profile: Profile, meta: pd.DataFrame, backbone: str, recipes: S
 
     out_root = out_root or default_out_root(profile)
     waves, _ = load_many(meta["path"])
-    metrics, histories = [], {}
+    predictions, histories = {system_name(r, "finetune"): [] for r in recipes}, {}
     for protocol in protocols:
         splits = protocol_splits(meta, protocol, profile, folds=folds, random_repeats=random_repeats)
         for recipe in recipes:
             name = system_name(recipe, "finetune")
-            predictions, _ = finetune_predictions(meta, splits, backbone, recipe.model, recipe.training,
-                                                  out_root, name, waves)
-            metrics.append(write_system(predictions, profile, name))
+            predictions[name].append(finetune_predictions(meta, splits, backbone, recipe.model, recipe.training,
+                                                          out_root, name, waves)[0])
             for split in splits:
                 log = out_root / name / protocol / f"fold{split.fold}" / "log.jsonl"
                 histories[(name, protocol, split.fold)] = pd.read_json(log, lines=True)
-    return pd.concat(metrics, ignore_index=True), histories
+    return write_systems(predictions, profile), histories
 
 
 def export_model(profile: Profile, system: str = "w2v2-project-ft", protocol: str = "actor-kfold", fold: int = 1,

@@ -330,10 +330,16 @@ def finetune_predictions(meta, splits, backbone: str, model_config: ModelConfig,
     for split in splits:
         fold_dir = Path(out_root) / system / split.protocol / f"fold{split.fold}"
         done = fold_dir / "done.json"
-        if done.is_file():
+        fingerprint = fold_fingerprint(split, meta, backbone, model_config, config)
+        if done.is_file() and json.loads(done.read_text()).get("fingerprint") == fingerprint:
             frames.append(pd.read_csv(fold_dir / "predictions.csv", dtype={"stem": str}))
             results.append(None)
             continue
+        stamp = fold_dir / "fingerprint.txt"
+        if fold_dir.is_dir() and (not stamp.is_file() or stamp.read_text() != fingerprint):
+            shutil.rmtree(fold_dir)  # made from other data, model or settings: start this fold afresh
+        fold_dir.mkdir(parents=True, exist_ok=True)
+        stamp.write_text(fingerprint)
         train, val, test = split.frames(meta)
         label_index = {name: i for i, name in enumerate(model_config.labels)}
         datasets = [ClipDataset([waves[p] for p in part["path"]],
@@ -354,7 +360,19 @@ def finetune_predictions(meta, splits, backbone: str, model_config: ModelConfig,
             "predicted": np.asarray(best.config.labels)[probs.argmax(1)]})
         table.to_csv(fold_dir / "predictions.csv", index=False)
         done.write_text(json.dumps({"best_epoch": result.best_epoch, "best_val_uar": result.best_val_uar,
-                                    "training": config.to_dict()}))
+                                    "training": config.to_dict(), "fingerprint": fingerprint}))
         frames.append(table)
         results.append(result)
     return pd.concat(frames, ignore_index=True), results
+
+
+def fold_fingerprint(split, meta, backbone: str, model_config: ModelConfig, config: TrainConfig) -> str:
+    """What a trained fold depends on: the clips of its split (names and content), the backbone, the
+    model and training settings. A finished fold is reused only when this is unchanged."""
+    from .cache import file_digest, params_digest
+    from .embeddings import model_fingerprint
+
+    clips = meta[meta["stem"].isin(set(split.train) | set(split.val) | set(split.test))]
+    content = {stem: file_digest(path) for stem, path in zip(clips["stem"], clips["path"], strict=True)}
+    return params_digest({"split": split.to_dict(), "content": content, "backbone": model_fingerprint(backbone),
+                          "model": model_config.to_dict(), "training": config.to_dict()})

@@ -1,6 +1,7 @@
 """Fine-tuning and frozen-embedding modes on the synthetic corpus with a tiny random wav2vec2."""
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -68,6 +69,11 @@ def test_short_fine_tune_beats_chance_clearly(synthetic_meta, waves, tiny_dir, t
     again, results = finetune_predictions(synthetic_meta, [split], tiny_dir, ModelConfig(), FAST, tmp_path,
                                           "tiny-ft", waves, progress=False)
     assert results == [None] and again.equals(predictions)
+    # Other settings (or data, or backbone) make it stale: the fold is trained again.
+    _, results = finetune_predictions(synthetic_meta, [split], tiny_dir, ModelConfig(),
+                                      replace(FAST, epochs=1), tmp_path, "tiny-ft", waves,
+                                      progress=False)
+    assert results[0] is not None and [r["epoch"] for r in results[0].history] == [1]
 
 
 class Interrupted(Exception):
