@@ -57,6 +57,16 @@ GRIDS: dict[str, list[dict]] = {
 }
 
 
+#: The smoke profile's grids: cheap settings (fewer trees, fewer MLP epochs) that only show that the
+#: pipeline runs; two settings where fitting is cheap, so that selection still chooses something.
+SMOKE_GRIDS: dict[str, list[dict]] = {
+    "rf": [{"max_features": "sqrt", "n_estimators": 50}],
+    "logreg": [{"C": 0.01}, {"C": 0.1}],
+    "svm": [{"C": 1.0}, {"C": 10.0}],
+    "mlp": [{"alpha": 0.1, "max_iter": 100}],
+}
+
+
 def make_classifier(name: str, params: dict | None = None, seed: int = 0, *,
                     probability: bool = False) -> Pipeline:
     """``StandardScaler`` + classifier ``name`` (one of :data:`CLASSIFIERS`) with ``params`` set.
@@ -138,6 +148,12 @@ class SystemResult:
     predictions: pd.DataFrame
     selections: pd.DataFrame
     models: dict[int, BaseEstimator] = field(default_factory=dict)
+    families: tuple[str, ...] | None = None
+
+    def table(self, tables: dict[str, FeatureTable]) -> FeatureTable:
+        """The feature table this system was evaluated on (its families only, if restricted)."""
+        table = tables[self.feature_set]
+        return table.select(self.families) if self.families else table
 
     @property
     def confusion(self) -> np.ndarray:
@@ -199,7 +215,7 @@ def evaluate_systems(tables: dict[str, FeatureTable], specs: Iterable[SystemSpec
         key = (spec.system, protocol)
         if key not in results:
             results[key] = SystemResult(spec.system, spec.feature_set, spec.classifier, protocol, [],
-                                        pd.DataFrame(), pd.DataFrame())
+                                        pd.DataFrame(), pd.DataFrame(), families=spec.families)
         result = results[key]
         test = table.meta[masks[2]]
         missing = len(split.test) - len(test)
@@ -277,6 +293,51 @@ def write_results(results: Sequence[SystemResult], results_dir: str | Path, grou
     return path
 
 
+def refit_folds(result: SystemResult, table: FeatureTable, splits: Sequence[Split], seed: int = 0,
+                n_jobs: int = -1) -> dict[int, BaseEstimator]:
+    """The fold models behind ``result`` again: each fold's chosen setting refit on its train + val
+    clips (cheaper than keeping every model of every system). Checks that the refit models predict
+    exactly what was recorded, so the analysis describes the evaluated models.
+
+    ``table`` must hold the columns the system used (``table.select(...)`` for a family subset).
+    """
+    chosen = result.selections[result.selections["chosen"]].set_index("fold")["params"]
+    by_fold = {s.fold: s for s in splits if s.protocol == result.protocol}
+
+    def refit(fold: int) -> BaseEstimator:
+        train, val, _ = by_fold[fold].masks(table.meta)
+        model = make_classifier(result.classifier, json.loads(chosen[fold]), seed)
+        return _fit(model, table.X[train | val], table.labels[train | val])
+
+    folds = sorted(chosen.index)
+    models = dict(zip(folds, Parallel(n_jobs=n_jobs)(delayed(refit)(f) for f in folds), strict=True))
+    for fold, model in models.items():
+        test = by_fold[fold].masks(table.meta)[2]
+        recorded = result.predictions.loc[result.predictions["fold"] == fold, "predicted"].to_numpy()
+        if not np.array_equal(model.predict(table.X[test]), recorded):
+            raise RuntimeError(f"{result.system} fold {fold}: the refit model does not reproduce the "
+                               "recorded predictions (different features, splits or seed?)")
+    return models
+
+
+def fold_family_importance(result: SystemResult, table: FeatureTable, splits: Sequence[Split], *,
+                           n_repeats: int = 5, seed: int = 0, n_jobs: int = -1) -> pd.DataFrame:
+    """:func:`family_importance` of each fold model on its own test clips (unseen actors under
+    ``actor-kfold``), averaged over folds: one row per family, sorted by mean UAR drop."""
+    models = refit_folds(result, table, splits, seed, n_jobs)
+    by_fold = {s.fold: s for s in splits if s.protocol == result.protocol}
+    frames = []
+    for fold, model in models.items():
+        test = by_fold[fold].masks(table.meta)[2]
+        frames.append(family_importance(model, table.X[test], table.labels[test], table.families,
+                                        n_repeats=n_repeats, seed=seed).assign(fold=fold))
+    folds = pd.concat(frames, ignore_index=True)
+    summary = folds.groupby("family", sort=False).agg(
+        n_features=("n_features", "first"), uar_drop_mean=("uar_drop_mean", "mean"),
+        uar_drop_std_over_folds=("uar_drop_mean", "std"))
+    return summary.sort_values("uar_drop_mean", ascending=False).reset_index()
+
+
 def family_importance(model: BaseEstimator, X: np.ndarray, y: Sequence[str], families: Sequence[str], *,
                       n_repeats: int = 5, seed: int = 0) -> pd.DataFrame:
     """Permutation importance of feature *families*: the drop in UAR when all columns of a family are
@@ -316,20 +377,22 @@ class BaselineModel:
 
     def __init__(self, extractor: FeatureExtractor, pipeline: BaseEstimator, *,
                  labels: Sequence[str] = EMOTIONS, classifier: str = "", params: dict | None = None,
+                 families: Sequence[str] | None = None, system: str | None = None,
                  info: dict | None = None):
         self.extractor = extractor
         self.pipeline = pipeline
         self.labels = tuple(labels)
         self.classifier = classifier
         self.params = dict(params or {})
+        self.families = tuple(families) if families else None
+        self.system = system or f"{extractor.name}+{classifier}"
         self.info = dict(info or {})
+        # The pipeline sees the columns of ``families`` only (all columns when None).
+        self._columns = (np.isin(extractor.feature_families(), self.families) if self.families
+                         else np.ones(extractor.n_features, dtype=bool))
         unknown = set(map(str, pipeline.classes_)) - set(self.labels)
         if unknown:
             raise ValueError(f"the pipeline predicts classes {sorted(unknown)} outside {self.labels}")
-
-    @property
-    def system(self) -> str:
-        return f"{self.extractor.name}+{self.classifier}"
 
     @property
     def sample_rate(self) -> int:
@@ -337,17 +400,23 @@ class BaselineModel:
 
     @classmethod
     def fit(cls, table: FeatureTable, classifier: str, params: dict | None = None, seed: int = 0,
-            extractor: FeatureExtractor | None = None) -> BaselineModel:
+            extractor: FeatureExtractor | None = None, system: str | None = None) -> BaselineModel:
         """Fit ``classifier`` with ``params`` on every clip of ``table`` (the deployable model).
 
-        ``extractor`` must be the one that made ``table`` (default: the feature set's default config).
+        ``table`` may hold a subset of families (``FeatureTable.select``); ``extractor`` must be the
+        one that made it (default: the feature set's default config).
         """
         extractor = extractor or make_extractor(table.feature_set)
-        if extractor.feature_names() != table.names:
+        families = tuple(dict.fromkeys(table.families))
+        families = None if set(families) == set(extractor.feature_families()) else families
+        names = extractor.feature_names()
+        if families:
+            names = [n for n, f in zip(names, extractor.feature_families(), strict=True) if f in families]
+        if names != table.names:
             raise ValueError("the extractor does not produce the table's feature columns")
         pipeline = _fit(make_classifier(classifier, params, seed, probability=True), table.X, table.labels)
-        return cls(extractor, pipeline, classifier=classifier, params=params,
-                   info={"n_train_clips": len(table.X), "seed": seed})
+        return cls(extractor, pipeline, classifier=classifier, params=params, families=families,
+                   system=system, info={"n_train_clips": len(table.X), "seed": seed})
 
     def predict_proba(self, waveforms: Sequence[np.ndarray]) -> np.ndarray:
         """Class probabilities of float32 mono clips at :attr:`sample_rate` (16 kHz): ``(n, 8)``,
@@ -358,7 +427,7 @@ class BaselineModel:
         """
         if isinstance(waveforms, np.ndarray) and waveforms.ndim == 1:
             raise ValueError("pass a list of waveforms, not a single 1-D array")
-        X = self.extractor.transform(list(waveforms)).astype(np.float64)
+        X = self.extractor.transform(list(waveforms)).astype(np.float64)[:, self._columns]
         proba = np.zeros((len(X), len(self.labels)))
         if len(X):
             columns = [self.labels.index(str(c)) for c in self.pipeline.classes_]
@@ -376,7 +445,8 @@ class BaselineModel:
         config = {
             "format": "ser-utils-baseline", "format_version": 1, "system": self.system,
             "feature_set": self.extractor.name, "feature_config": self.extractor.config.to_dict(),
-            "classifier": self.classifier, "params": self.params, "labels": list(self.labels),
+            "classifier": self.classifier, "params": self.params,
+            "families": list(self.families) if self.families else None, "labels": list(self.labels),
             "sample_rate": self.sample_rate, "info": self.info,
             "packages": {p: metadata.version(p) for p in ("scikit-learn", "librosa", "opensmile", "numpy")},
         }
@@ -405,7 +475,8 @@ class BaselineModel:
                              f"feature config's {extractor.config.sample_rate}")
         pipeline = joblib.load(directory / cls.PIPELINE)
         return cls(extractor, pipeline, labels=config["labels"], classifier=config["classifier"],
-                   params=config["params"], info=config.get("info"))
+                   params=config["params"], families=config.get("families"), system=config["system"],
+                   info=config.get("info"))
 
 
 def best_system(results: Iterable[SystemResult], protocol: str = "actor-kfold",
@@ -417,6 +488,7 @@ def best_system(results: Iterable[SystemResult], protocol: str = "actor-kfold",
     return max(candidates, key=lambda r: np.mean([row[metric] for row in r.rows]))
 
 
-__all__ = ["CLASSIFIERS", "GRIDS", "METRICS", "BaselineModel", "SystemResult", "SystemSpec",
-           "best_system", "evaluate_systems", "family_importance", "make_classifier", "protocol_gap",
-           "results_table", "select_params", "summary_table", "write_results"]
+__all__ = ["CLASSIFIERS", "GRIDS", "METRICS", "SMOKE_GRIDS", "BaselineModel", "SystemResult", "SystemSpec",
+           "best_system", "evaluate_systems", "family_importance", "fold_family_importance",
+           "make_classifier", "protocol_gap", "refit_folds", "results_table", "select_params",
+           "summary_table", "write_results"]

@@ -58,6 +58,18 @@ LIBROSA_FAMILIES = ("mfcc", "mfcc_delta", "mfcc_delta2", "mel", "chroma", "tonne
                     "rms", "centroid", "bandwidth", "rolloff")
 #: The four families of the original write-up (MFCC, chroma, tonnetz, spectral contrast).
 ORIGINAL_FAMILIES = ("mfcc", "chroma", "tonnetz", "contrast")
+#: Named subsets of :data:`LIBROSA_FAMILIES` for the per-family comparison.
+FAMILY_GROUPS: dict[str, tuple[str, ...]] = {
+    "mfcc": ("mfcc",),
+    "mfcc + deltas": ("mfcc", "mfcc_delta", "mfcc_delta2"),
+    "log-mel": ("mel",),
+    "chroma": ("chroma",),
+    "tonnetz": ("tonnetz",),
+    "spectral contrast": ("contrast",),
+    "zcr, rms, centroid, bandwidth, roll-off": ("zcr", "rms", "centroid", "bandwidth", "rolloff"),
+    "original four (mfcc, chroma, tonnetz, contrast)": ORIGINAL_FAMILIES,
+    "all mfcc-set families": LIBROSA_FAMILIES,
+}
 
 
 class FeatureError(ValueError):

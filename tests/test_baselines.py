@@ -20,7 +20,7 @@ from ser_utils.baselines import (
 )
 from ser_utils.corpus import EMOTIONS
 from ser_utils.evaluate import read_metrics, read_predictions
-from ser_utils.features import FeatureTable, LibrosaFeatures, extract_corpus
+from ser_utils.features import FeatureConfig, FeatureTable, LibrosaFeatures, extract_corpus
 from ser_utils.splits import make_splits
 
 
@@ -130,6 +130,13 @@ def test_evaluate_and_write_results(synthetic_table, tmp_path):
     assert (tmp_path / "baselines_selection.csv").is_file()
     assert best_system(results).protocol == "actor-kfold"
 
+    # The analysis refits each fold's chosen setting and checks it reproduces the recorded predictions.
+    assert sorted(baselines.refit_folds(kfold, synthetic_table, splits["actor-kfold"], n_jobs=1)) == [
+        1, 2, 3, 4, 5, 6]
+    importance = baselines.fold_family_importance(kfold, synthetic_table, splits["actor-kfold"],
+                                                  n_repeats=1, n_jobs=1)
+    assert set(importance["family"]) == set(synthetic_table.families)
+
 
 def test_family_importance_finds_the_informative_family():
     rng = np.random.default_rng(1)
@@ -156,6 +163,21 @@ def test_model_round_trip(synthetic_table, tmp_path, classifier):
     assert loaded.extractor.config == model.extractor.config
     np.testing.assert_array_equal(loaded.predict_proba(waves), proba)
     assert loaded.predict(waves) == [EMOTIONS[i] for i in proba.argmax(axis=1)]
+
+
+def test_model_on_a_family_subset_round_trips(synthetic_table, tmp_path):
+    subset = synthetic_table.select(("mfcc", "rms"))
+    model = BaselineModel.fit(subset, "logreg", system="mfcc-rms+logreg")
+    model.save_pretrained(tmp_path)
+    loaded = BaselineModel.from_pretrained(tmp_path)
+    assert loaded.system == "mfcc-rms+logreg" and loaded.families == ("mfcc", "rms")
+    waves = [load_audio(p) for p in subset.meta["path"].iloc[:3]]
+    # Same numbers as the pipeline on the table's columns, reordered from sklearn's sorted classes.
+    order = [list(model.pipeline.classes_).index(e) for e in EMOTIONS]
+    expected = model.pipeline.predict_proba(subset.X[:3])[:, order]
+    np.testing.assert_array_equal(loaded.predict_proba(waves), expected)
+    with pytest.raises(ValueError, match="feature columns"):
+        BaselineModel.fit(subset, "logreg", extractor=LibrosaFeatures(FeatureConfig(n_mfcc=13)))
 
 
 def test_probability_columns_follow_emotions_even_for_missing_classes(synthetic_table):
