@@ -41,7 +41,7 @@ from sklearn.svm import SVC
 from tqdm.auto import tqdm
 
 from .corpus import EMOTIONS
-from .evaluate import PREDICTION_COLUMNS, metric_row, score, write_metrics, write_predictions
+from .evaluate import PREDICTION_COLUMNS, metric_row, score, summarise, write_metrics, write_predictions
 from .features import FeatureExtractor, FeatureTable, make_extractor
 from .splits import Split
 
@@ -239,8 +239,6 @@ def evaluate_systems(tables: dict[str, FeatureTable], specs: Iterable[SystemSpec
 
 def summary_table(results: Iterable[SystemResult]) -> pd.DataFrame:
     """Mean and standard deviation over folds of accuracy, UAR and macro-F1 per system and protocol."""
-    from .evaluate import summarise
-
     return summarise(pd.DataFrame([row for r in results for row in r.rows]))
 
 
