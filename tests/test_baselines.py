@@ -1,0 +1,212 @@
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.base import BaseEstimator, ClassifierMixin
+
+from ser_utils import baselines
+from ser_utils.audio import load_audio
+from ser_utils.baselines import (
+    BaselineModel,
+    SystemSpec,
+    best_system,
+    evaluate_systems,
+    family_importance,
+    make_classifier,
+    select_params,
+    summary_table,
+    write_results,
+)
+from ser_utils.corpus import EMOTIONS
+from ser_utils.evaluate import read_metrics, read_predictions
+from ser_utils.features import FeatureConfig, FeatureTable, LibrosaFeatures, extract_corpus
+from ser_utils.splits import make_splits
+
+
+class Spy(ClassifierMixin, BaseEstimator):
+    """Predicts the most frequent training class, and records which rows every call saw.
+
+    Column 0 of X is the clip's actor, column 1 its row number in the corpus table.
+    """
+
+    calls: list = []  # noqa: RUF012  (shared on purpose: clones must log to the same place)
+
+    def fit(self, X, y):
+        Spy.calls.append(("fit", set(X[:, 0].astype(int)), set(X[:, 1].astype(int))))
+        values, counts = np.unique(y, return_counts=True)
+        self.classes_, self.majority_ = values, values[counts.argmax()]
+        return self
+
+    def predict(self, X):
+        Spy.calls.append(("predict", set(X[:, 0].astype(int)), set(X[:, 1].astype(int))))
+        return np.full(len(X), self.majority_)
+
+
+def spy_table(meta: pd.DataFrame) -> FeatureTable:
+    X = np.column_stack([meta["actor"], np.arange(len(meta))]).astype(float)
+    return FeatureTable(X=X, meta=meta.reset_index(drop=True), names=["actor", "row"],
+                        families=["id", "id"], feature_set="spy")
+
+
+@pytest.mark.parametrize("protocol", ["actor-kfold", "random-80-20"])
+def test_no_test_clip_or_actor_reaches_model_selection(synthetic_meta, monkeypatch, protocol):
+    """Instrument every fit/predict: per split, the grid search fits on train and scores on val
+    only, the refit sees train + val, and the test clips appear once, in the last predict."""
+    monkeypatch.setattr(baselines, "make_classifier", lambda name, params=None, seed=0, **_: Spy())
+    Spy.calls = []
+    table = spy_table(synthetic_meta)
+    splits = make_splits(synthetic_meta, protocol, n_repeats=2)
+    grid = [{"a": 1}, {"a": 2}, {"a": 3}]
+    evaluate_systems({"spy": table}, [SystemSpec("spy", "spy")], {protocol: splits}, grids={"spy": grid},
+                     n_jobs=1, progress=False)
+    per_split = 2 * len(grid) + 2
+    assert len(Spy.calls) == per_split * len(splits)
+    for k, split in enumerate(splits):
+        train, val, test = (set(np.flatnonzero(m)) for m in split.masks(table.meta))
+        actors = {name: set(table.meta.loc[list(rows), "actor"]) for name, rows in
+                  (("train", train), ("val", val), ("test", test))}
+        calls = Spy.calls[k * per_split:(k + 1) * per_split]
+        selection, (refit, final) = calls[:-2], calls[-2:]
+        for (fit, predict) in zip(selection[::2], selection[1::2], strict=True):
+            assert fit[0] == "fit" and fit[2] == train
+            assert predict[0] == "predict" and predict[2] == val
+        assert refit[0] == "fit" and refit[2] == train | val
+        assert final[0] == "predict" and final[2] == test
+        seen_before_test = set().union(*(c[2] for c in calls[:-1]))
+        assert not seen_before_test & test
+        if protocol == "actor-kfold":  # no test *actor* anywhere before the final predict
+            assert not set().union(*(c[1] for c in calls[:-1])) & actors["test"]
+            assert final[1] == actors["test"]
+
+
+def test_selection_picks_the_best_validation_uar_and_the_first_of_ties():
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(200, 5))
+    y = np.where(X[:, 0] > 0, "happy", "sad")
+    params, trials = select_params("logreg", [{"C": 1e-6}, {"C": 1.0}, {"C": 10.0}], X[:100], y[:100],
+                                   X[100:], y[100:])
+    assert [t["params"] for t in trials] == [{"C": 1e-6}, {"C": 1.0}, {"C": 10.0}]
+    best = max(t["val_uar"] for t in trials)
+    assert params == next(t["params"] for t in trials if t["val_uar"] == best)
+    assert trials[0]["val_uar"] <= best
+
+
+@pytest.fixture(scope="module")
+def synthetic_table(synthetic_meta, tmp_path_factory):
+    """Real mfcc-set features of a quarter of the synthetic corpus (6 actors' worth of clips)."""
+    meta = synthetic_meta[(synthetic_meta["statement"] == 1) & (synthetic_meta["repetition"] == 1)]
+    return extract_corpus(meta, LibrosaFeatures(), tmp_path_factory.mktemp("cache"), n_jobs=1,
+                          progress=False)
+
+
+def test_evaluate_and_write_results(synthetic_table, tmp_path):
+    meta = synthetic_table.meta
+    splits = {"actor-kfold": make_splits(meta, "actor-kfold"),
+              "random-80-20": make_splits(meta, "random-80-20", n_repeats=2)}
+    # The SVM on all 428 columns, LogReg on the energy families only (keeps the test fast).
+    specs = [SystemSpec("mfcc-set", "svm"), SystemSpec("mfcc-set", "logreg", families=("rms", "zcr"),
+                                                       name="energy+logreg")]
+    grids = {"svm": [{"C": 1.0}, {"C": 10.0}], "logreg": [{"C": 1.0}]}
+    results = evaluate_systems({"mfcc-set": synthetic_table}, specs, splits, grids=grids, n_jobs=1,
+                               progress=False)
+    assert [(r.system, r.protocol) for r in results] == [
+        ("mfcc-set+svm", "actor-kfold"), ("mfcc-set+svm", "random-80-20"),
+        ("energy+logreg", "actor-kfold"), ("energy+logreg", "random-80-20")]
+    kfold = results[0]
+    assert [row["fold"] for row in kfold.rows] == [1, 2, 3, 4, 5, 6]
+    assert len(kfold.predictions) == len(meta)  # every clip is tested exactly once over the folds
+    assert kfold.confusion.shape == (8, 8) and kfold.confusion.sum() == len(meta)
+    assert len(kfold.selections) == 6 * 2 and kfold.selections["chosen"].sum() == 6
+    assert kfold.chosen_params() in grids["svm"]
+    summary = summary_table(results).set_index(["system", "protocol"])
+    assert summary.loc[("mfcc-set+svm", "actor-kfold"), "uar_mean"] > 1 / 8  # learns something
+
+    write_results(results, tmp_path)
+    metrics = read_metrics(tmp_path)
+    assert set(metrics["system"]) == {"mfcc-set+svm", "energy+logreg"} and len(metrics) == 2 * (6 + 2)
+    predictions = read_predictions(tmp_path, ["mfcc-set+svm"])
+    assert set(predictions["protocol"]) == {"actor-kfold", "random-80-20"}
+    assert (tmp_path / "baselines_selection.csv").is_file()
+    assert best_system(results).protocol == "actor-kfold"
+
+    # The analysis refits each fold's chosen setting and checks it reproduces the recorded predictions.
+    assert sorted(baselines.refit_folds(kfold, synthetic_table, splits["actor-kfold"], n_jobs=1)) == [
+        1, 2, 3, 4, 5, 6]
+    importance = baselines.fold_family_importance(kfold, synthetic_table, splits["actor-kfold"],
+                                                  n_repeats=1, n_jobs=1)
+    assert set(importance["family"]) == set(synthetic_table.families)
+
+
+def test_family_importance_finds_the_informative_family():
+    rng = np.random.default_rng(1)
+    X = rng.normal(size=(300, 6))
+    y = np.where(X[:, 0] + X[:, 1] > 0, "angry", "calm")
+    model = make_classifier("logreg").fit(X, y)
+    importance = family_importance(model, X, y, ["a", "a", "b", "b", "c", "c"], n_repeats=3)
+    assert importance["family"].iloc[0] == "a"
+    assert importance.set_index("family").loc["a", "uar_drop_mean"] > 0.2
+    assert abs(importance.set_index("family").loc["c", "uar_drop_mean"]) < 0.05
+
+
+@pytest.mark.parametrize("classifier", ["svm", "rf"])
+def test_model_round_trip(synthetic_table, tmp_path, classifier):
+    model = BaselineModel.fit(synthetic_table, classifier, baselines.GRIDS[classifier][0])
+    waves = [load_audio(p) for p in synthetic_table.meta["path"].iloc[:5]]
+    proba = model.predict_proba(waves)
+    assert proba.shape == (5, 8) and np.allclose(proba.sum(axis=1), 1)
+    model.save_pretrained(tmp_path / "baseline")
+    config = json.loads((tmp_path / "baseline" / "config.json").read_text())
+    assert config["labels"] == list(EMOTIONS) and config["sample_rate"] == 16000
+    assert config["system"] == f"mfcc-set+{classifier}" and config["feature_set"] == "mfcc-set"
+    loaded = BaselineModel.from_pretrained(tmp_path / "baseline")
+    assert loaded.extractor.config == model.extractor.config
+    np.testing.assert_array_equal(loaded.predict_proba(waves), proba)
+    assert loaded.predict(waves) == [EMOTIONS[i] for i in proba.argmax(axis=1)]
+
+
+def test_model_on_a_family_subset_round_trips(synthetic_table, tmp_path):
+    subset = synthetic_table.select(("mfcc", "rms"))
+    model = BaselineModel.fit(subset, "logreg", system="mfcc-rms+logreg")
+    model.save_pretrained(tmp_path)
+    loaded = BaselineModel.from_pretrained(tmp_path)
+    assert loaded.system == "mfcc-rms+logreg" and loaded.families == ("mfcc", "rms")
+    waves = [load_audio(p) for p in subset.meta["path"].iloc[:3]]
+    # Same numbers as the pipeline on the table's columns, reordered from sklearn's sorted classes.
+    order = [list(model.pipeline.classes_).index(e) for e in EMOTIONS]
+    expected = model.pipeline.predict_proba(subset.X[:3])[:, order]
+    np.testing.assert_array_equal(loaded.predict_proba(waves), expected)
+    with pytest.raises(ValueError, match="feature columns"):
+        BaselineModel.fit(subset, "logreg", extractor=LibrosaFeatures(FeatureConfig(n_mfcc=13)))
+
+
+def test_probability_columns_follow_emotions_even_for_missing_classes(synthetic_table):
+    keep = synthetic_table.meta["emotion"].isin(["sad", "angry"]).to_numpy()
+    table = FeatureTable(X=synthetic_table.X[keep], meta=synthetic_table.meta[keep].reset_index(drop=True),
+                         names=synthetic_table.names, families=synthetic_table.families,
+                         feature_set="mfcc-set")
+    model = BaselineModel.fit(table, "logreg")
+    proba = model.predict_proba([load_audio(table.meta["path"].iloc[0])])
+    present = [EMOTIONS.index("sad"), EMOTIONS.index("angry")]
+    assert proba[0, present].sum() == pytest.approx(1)
+    assert set(model.predict([load_audio(p) for p in table.meta["path"]])) <= {"sad", "angry"}
+
+
+def test_from_pretrained_refuses_what_is_not_a_model(tmp_path):
+    with pytest.raises(FileNotFoundError, match="not a baseline model directory"):
+        BaselineModel.from_pretrained(tmp_path)
+    with pytest.raises(ValueError, match="unknown classifier"):
+        make_classifier("xgboost")
+
+
+def test_tables_for_the_notebook(synthetic_table):
+    meta = synthetic_table.meta
+    splits = {"actor-kfold": make_splits(meta, "actor-kfold"),
+              "random-80-20": make_splits(meta, "random-80-20", n_repeats=2)}
+    results = evaluate_systems({"mfcc-set": synthetic_table}, [SystemSpec("mfcc-set", "svm")], splits,
+                               grids={"svm": [{"C": 1.0}]}, n_jobs=1, progress=False)
+    table = baselines.results_table(results)
+    assert list(table.columns) == [(p, m) for p in ("random-80-20", "actor-kfold") for m in baselines.METRICS]
+    assert " ± " in table.loc["mfcc-set+svm", ("actor-kfold", "uar")]
+    gap = baselines.protocol_gap(results).loc["mfcc-set+svm"]
+    assert gap["uar gap (pp)"] == pytest.approx(gap["uar random-80-20"] - gap["uar actor-kfold"], abs=0.11)
