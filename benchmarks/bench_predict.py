@@ -105,8 +105,9 @@ def main() -> None:
     print(f"{'mode':28s} {'seconds':>8s} {'RTF':>7s} {'clips/s':>8s} {'vs naive':>9s} {'peak RSS':>9s}")
     labels = {"naive": "naive (HF per file, autograd)", "batch1": "project, batch 1", "batched": "project, batched (8)"}
     for mode, r in results.items():
-        print(f"{labels[mode]:28s} {r['seconds']:8.1f} {r['seconds'] / r['audio']:7.3f} {r['files'] / r['seconds']:8.2f} "
-              f"{naive / r['seconds']:8.2f}x {r['peak_mb']:7.0f} MB")
+        rtf, rate = r["seconds"] / r["audio"], r["files"] / r["seconds"]
+        print(f"{labels[mode]:28s} {r['seconds']:8.1f} {rtf:7.3f} {rate:8.2f} {naive / r['seconds']:8.2f}x "
+              f"{r['peak_mb']:7.0f} MB")
 
 
 if __name__ == "__main__":

@@ -12,7 +12,6 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 import soxr
-import torch
 
 SAMPLE_RATE = 16_000
 #: Peak amplitude under which a clip counts as silent (about -100 dBFS).
@@ -109,11 +108,14 @@ def crop(wave: np.ndarray, max_samples: int, rng: np.random.Generator | None = N
     return wave[start:start + max_samples]
 
 
-def collate(waves: Sequence[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
+def collate(waves: Sequence[np.ndarray]):
     """Zero-pad clips at the end into one batch.
 
-    Returns ``(batch, lengths)``: float32 ``(B, T_max)`` and int64 ``(B,)`` true lengths in samples.
+    Returns ``(batch, lengths)``: float32 tensor ``(B, T_max)`` and int64 tensor ``(B,)`` of true
+    lengths in samples.
     """
+    import torch  # here, not at the top: feature-extraction workers load this module without torch
+
     lengths = torch.tensor([len(w) for w in waves], dtype=torch.long)
     batch = torch.zeros(len(waves), int(lengths.max()), dtype=torch.float32)
     for row, wave in enumerate(waves):
