@@ -25,6 +25,7 @@ from transformers import Wav2Vec2Config
 from ser_utils.audio import SAMPLE_RATE, collate, load_many, normalize
 from ser_utils.config import REPO_ROOT
 from ser_utils.corpus import discover
+from ser_utils.device import autocast_dtype, cpu_has_native_bf16, inference_batch_size
 from ser_utils.embeddings import extract_embeddings
 from ser_utils.model import ORIGINAL_RECIPE, EmotionClassifier, ModelConfig
 from ser_utils.synthetic import make_synthetic_corpus
@@ -52,10 +53,11 @@ def naive_extraction(model: EmotionClassifier, waves: list[np.ndarray]) -> float
     return time.perf_counter() - start
 
 
-def project_extraction(model: EmotionClassifier, paths: list[str], dtype: torch.dtype) -> float:
+def project_extraction(model: EmotionClassifier, paths: list[str], dtype: torch.dtype, batch_size: int) -> float:
     with tempfile.TemporaryDirectory() as cache:
         start = time.perf_counter()
-        result = extract_embeddings(model, paths, cache, "bench", batch_size=8, dtype=dtype, progress=False)
+        result = extract_embeddings(model, paths, cache, "bench", batch_size=batch_size, dtype=dtype,
+                                    progress=False)
         seconds = time.perf_counter() - start
     assert result.computed == len(paths)
     return seconds
@@ -86,13 +88,6 @@ def train_step_seconds(model: EmotionClassifier, training: TrainConfig, batch: i
     return float(np.median(times))
 
 
-def cpu_has_bf16() -> bool:
-    try:
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):
-        return False
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, default=REPO_ROOT.parent / "shared" / "data" / "ravdess-16k")
@@ -112,14 +107,18 @@ def main() -> None:
         model = EmotionClassifier.from_config(config, ModelConfig(freeze="backbone")).eval()
         print(f"\nextraction on CPU, {len(waves)} files, {audio:.1f} s of audio")
         naive = naive_extraction(model, waves)
-        print(f"  naive loop (batch 1, padded to longest, autograd)  {naive:7.1f} s  {audio / naive:6.2f} audio-s/s")
-        fp32 = project_extraction(model, paths, torch.float32)
-        print(f"  project, fp32 (inference mode, length-grouped)     {fp32:7.1f} s  {audio / fp32:6.2f} audio-s/s"
-              f"  {naive / fp32:5.2f}x naive")
-        if cpu_has_bf16():
-            bf16 = project_extraction(model, paths, torch.bfloat16)
-            print(f"  project, bf16 autocast                             {bf16:7.1f} s  "
-                  f"{audio / bf16:6.2f} audio-s/s  {naive / bf16:5.2f}x naive")
+        print(f"  {'naive loop (batch 1, padded to longest, autograd)':50s} {naive:7.1f} s  "
+              f"{audio / naive:6.2f} audio-s/s")
+        runs = [("fp32, length-grouped batches of 8", torch.float32, 8),
+                ("fp32, one clip at a time", torch.float32, 1)]
+        if cpu_has_native_bf16():
+            runs.append(("bf16 autocast, one clip at a time", torch.bfloat16, 1))
+        for label, dtype, batch in runs:
+            seconds = project_extraction(model, paths, dtype, batch)
+            print(f"  project, {label:41s} {seconds:7.1f} s  {audio / seconds:6.2f} audio-s/s  "
+                  f"{naive / seconds:5.2f}x naive")
+        print(f"  (the project's default here: {autocast_dtype('cpu') or 'fp32'}, batch "
+              f"{inference_batch_size('cpu')}; all paths use inference mode)")
         step = train_step_seconds(EmotionClassifier.from_config(config, ModelConfig()), TrainConfig(), 8, 4.0,
                                   "cpu", steps=2, bf16=False)
         print(f"\none fine-tuning step on CPU, batch 8 x 4 s (project recipe, fp32): {step:.1f} s "

@@ -23,6 +23,7 @@ from torch import nn
 
 from .audio import SAMPLE_RATE, collate, load_many, normalize
 from .cache import ArrayCache, MapResult, file_digest
+from .device import autocast_dtype, inference_batch_size
 from .evaluate import score
 from .model import EmotionClassifier, ModelConfig
 from .progress import progress as progress_bar
@@ -44,14 +45,19 @@ def model_fingerprint(name_or_dir: str) -> str:
 
 
 def extract_embeddings(model: EmotionClassifier, paths: Sequence[str | Path], cache_root: str | Path,
-                       model_id: str, *, batch_size: int = 8, max_seconds: float | None = None,
-                       dtype: torch.dtype = torch.float32, progress: bool = True) -> MapResult:
+                       model_id: str, *, batch_size: int | None = None, max_seconds: float | None = None,
+                       dtype: torch.dtype | str = "auto", progress: bool = True) -> MapResult:
     """Per-layer pooled embeddings ``(L+1, 3, D)`` of every file, from the cache where possible.
 
-    ``max_seconds`` keeps the centre of longer clips; ``dtype=torch.bfloat16`` runs the backbone under
-    autocast (faster on CPUs with bf16 units; it is part of the cache key). Files that fail to load are
-    reported and skipped.
+    ``max_seconds`` keeps the centre of longer clips. ``dtype`` is the backbone's autocast precision
+    (``torch.float32`` or ``torch.bfloat16``; ``"auto"``: bf16 where the hardware runs it natively) and,
+    like the model, part of the cache key. ``batch_size`` defaults to the device's best (one clip at a
+    time on a CPU). Files that fail to load are reported and skipped.
     """
+    device = next(model.parameters()).device
+    if dtype == "auto":
+        dtype = autocast_dtype(device) or torch.float32
+    batch_size = batch_size or inference_batch_size(device)
     params = {"model": model_id, "normalize": model.config.normalize, "max_seconds": max_seconds,
               "dtype": str(dtype), "stats": STATS}
     cache = ArrayCache(cache_root, "wav2vec2-embeddings", params)
@@ -68,7 +74,6 @@ def extract_embeddings(model: EmotionClassifier, paths: Sequence[str | Path], ca
         return result
     waves, result.failures = load_many([p for p, _ in todo])
     todo = sorted((item for item in todo if item[0] in waves), key=lambda item: -len(waves[item[0]]))
-    device = next(model.parameters()).device
     model.eval()
     limit = int(max_seconds * SAMPLE_RATE) if max_seconds else None
     for start in progress_bar(range(0, len(todo), batch_size), desc="wav2vec2 embeddings", disable=not progress):

@@ -31,6 +31,7 @@ from transformers import Wav2Vec2Config, Wav2Vec2FeatureExtractor, Wav2Vec2Model
 
 from .audio import collate, normalize
 from .corpus import EMOTIONS
+from .device import autocast_dtype, inference_batch_size
 
 POOLINGS = ("first", "mean", "mean+std")
 LAYER_MODES = ("last", "weighted")
@@ -254,18 +255,23 @@ class EmotionClassifier(nn.Module):
         return torch.stack([states[:, :, 0], mean, std], dim=2)
 
     @torch.inference_mode()
-    def predict_proba(self, waves: Sequence[np.ndarray], batch_size: int = 8) -> np.ndarray:
+    def predict_proba(self, waves: Sequence[np.ndarray], batch_size: int | None = None,
+                      precision: torch.dtype | str | None = "auto") -> np.ndarray:
         """Class probabilities ``(n, n_classes)`` (rows sum to 1) for float32 16 kHz clips of any
-        lengths. Clips are normalised as in training and batched by length; bf16 on CUDA."""
+        lengths. Clips are normalised as in training and batched by length. ``batch_size`` and
+        ``precision`` (an autocast dtype, ``None`` for float32) default to what suits the hardware
+        (:mod:`ser_utils.device`)."""
         self.eval()
         device = next(self.parameters()).device
+        batch_size = batch_size or inference_batch_size(device)
+        dtype = autocast_dtype(device) if precision == "auto" else precision
         probs = np.zeros((len(waves), len(self.config.labels)), dtype=np.float32)
         order = np.argsort([-len(w) for w in waves], kind="stable")
         for start in range(0, len(order), batch_size):
             rows = order[start:start + batch_size]
             batch, lengths = collate([normalize(waves[i]) if self.config.normalize else waves[i]
                                       for i in rows])
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+            with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
                 logits = self(batch.to(device), lengths.to(device))
             probs[rows] = torch.softmax(logits.float(), dim=-1).cpu().numpy()
         return probs

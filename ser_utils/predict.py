@@ -78,7 +78,7 @@ class EmotionRecognizer:
     >>> recognizer.predict_file("speech.wav").emotion                          # doctest: +SKIP
     """
 
-    def __init__(self, model, labels: Sequence[str], sample_rate: int, kind: str, batch_size: int = 8):
+    def __init__(self, model, labels: Sequence[str], sample_rate: int, kind: str, batch_size: int | None = None):
         self.model, self.labels, self.sample_rate, self.kind = model, tuple(labels), sample_rate, kind
         self.batch_size = batch_size
 

@@ -116,7 +116,7 @@ def default_out_root(profile: Profile) -> Path:
 
 def run_frozen(profile: Profile, meta: pd.DataFrame, backbone: str, recipes: Sequence[Recipe],
                protocols: Sequence[str] = PROTOCOLS, *, folds: Sequence[int] | None = None,
-               random_repeats: int = 5, batch_size: int = 8) -> tuple[pd.DataFrame, dict, pd.DataFrame]:
+               random_repeats: int = 5, batch_size: int | None = None) -> tuple[pd.DataFrame, dict, pd.DataFrame]:
     """Frozen mode: extract (or read cached) per-layer embeddings once, train each recipe's head per split.
 
     Returns the fold metrics of every system, the embeddings (path -> ``(L+1, 3, D)``) and the

@@ -137,10 +137,21 @@ def test_a_corrupt_checkpoint_is_a_clear_error(tmp_path):
 def test_predict_proba_keeps_input_order_and_sums_to_one():
     model = tiny()
     waves = clips(5000, 3000, 8000, 4000)
-    probs = model.predict_proba(waves, batch_size=3)
+    probs = model.predict_proba(waves, batch_size=3, precision=None)
     assert probs.shape == (4, 8) and np.allclose(probs.sum(1), 1, atol=1e-5)
-    one_by_one = np.concatenate([model.predict_proba([w]) for w in waves])
+    one_by_one = np.concatenate([model.predict_proba([w], precision=None) for w in waves])
     assert np.allclose(probs, one_by_one, atol=1e-5)
+
+
+def test_hardware_precision_stays_close_to_float32(monkeypatch):
+    # bf16 autocast where the CPU/GPU runs it natively; SER_PRECISION=fp32 turns it off.
+    model = tiny()
+    waves = clips(5000, 3000)
+    auto = model.predict_proba(waves)
+    assert np.allclose(auto.sum(1), 1, atol=1e-4)
+    assert np.abs(auto - model.predict_proba(waves, precision=None)).max() < 0.05
+    monkeypatch.setenv("SER_PRECISION", "fp32")
+    assert np.array_equal(model.predict_proba(waves), model.predict_proba(waves, precision=None))
 
 
 def test_too_short_clips_are_refused():
