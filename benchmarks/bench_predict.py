@@ -4,7 +4,8 @@ not depend on them), against a naive loop measured on the same files in the same
   * naive: Hugging Face's Wav2Vec2ForSequenceClassification + feature extractor called per file,
     no batching, no inference mode (how popular notebooks do it);
   * project, batch 1: EmotionRecognizer.predict_file, one file at a time;
-  * project, batched: EmotionRecognizer.predict_files, length-grouped batches of 8.
+  * project, predict_files: EmotionRecognizer.predict_files (batches grouped by length; on a CPU the
+    batch size is 1, see ser_utils.device).
 
 Each mode runs in its own process so that its peak memory (max RSS) is its own. Real-time factor
 (RTF) = processing seconds / audio seconds (lower is better).
@@ -103,7 +104,8 @@ def main() -> None:
     print(f"wav2vec2-base architecture on CPU ({torch.get_num_threads()} threads), {results['naive']['files']} "
           f"files, {results['naive']['audio']:.1f} s of audio")
     print(f"{'mode':28s} {'seconds':>8s} {'RTF':>7s} {'clips/s':>8s} {'vs naive':>9s} {'peak RSS':>9s}")
-    labels = {"naive": "naive (HF per file, autograd)", "batch1": "project, batch 1", "batched": "project, batched (8)"}
+    labels = {"naive": "naive (HF per file, autograd)", "batch1": "project, predict_file",
+              "batched": "project, predict_files"}
     for mode, r in results.items():
         rtf, rate = r["seconds"] / r["audio"], r["files"] / r["seconds"]
         print(f"{labels[mode]:28s} {r['seconds']:8.1f} {rtf:7.3f} {rate:8.2f} {naive / r['seconds']:8.2f}x "

@@ -114,12 +114,12 @@ class MaskedGroupNorm(nn.Module):
         self.lengths: torch.Tensor | None = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # x: (B, C, T)
+        if self.lengths is None or bool((self.lengths >= x.shape[-1]).all()):
+            # No padding: the fused kernel (autocast runs group norm in float32).
+            return nn.functional.group_norm(x, x.shape[1], self.weight, self.bias, self.eps)
         dtype, x = x.dtype, x.float()  # statistics over ~10^4 frames need float32, also under bf16
-        if self.lengths is None:
-            mask = torch.ones_like(x[:, :1])
-        else:
-            steps = torch.arange(x.shape[-1], device=x.device)
-            mask = (steps[None, :] < self.lengths[:, None].to(x.device)).unsqueeze(1).float()
+        steps = torch.arange(x.shape[-1], device=x.device)
+        mask = (steps[None, :] < self.lengths[:, None].to(x.device)).unsqueeze(1).float()
         count = mask.sum(-1, keepdim=True).clamp(min=1)
         mean = (x * mask).sum(-1, keepdim=True) / count
         var = (((x - mean) * mask) ** 2).sum(-1, keepdim=True) / count
@@ -213,7 +213,8 @@ class EmotionClassifier(nn.Module):
             raise ValueError(f"clips of {int(lengths.min())} samples are shorter than one frame "
                              "of the model (400 samples = 25 ms for wav2vec2-base)")
         samples = torch.arange(waves.shape[1], device=waves.device)
-        sample_mask = (samples[None, :] < lengths[:, None].to(waves.device)).long()
+        padded = bool((lengths < waves.shape[1]).any())
+        sample_mask = (samples[None, :] < lengths[:, None].to(waves.device)).long() if padded else None
         if self._masked_norm is not None:
             self._masked_norm.lengths = self._first_norm_lengths(lengths)
         frozen = self.config.freeze == "backbone"
