@@ -125,3 +125,24 @@ def test_evaluate_on_a_manifest_of_another_corpus(tmp_path, ravdess_16k, model_d
     pd.DataFrame([{"path": str(chosen[0]), "label": "bored"}]).to_csv(manifest, index=False)
     done = cli("evaluate", "--model", model_dir, "--manifest", manifest)
     assert done.returncode == 2 and "bored" in done.stderr
+
+
+@pytest.fixture(scope="module")
+def baseline_dir(synthetic_meta, tmp_path_factory):
+    from ser_utils.baselines import BaselineModel
+    from ser_utils.features import EgemapsFeatures, extract_corpus
+
+    meta = synthetic_meta[(synthetic_meta["statement"] == 1) & (synthetic_meta["actor"] <= 6)]
+    table = extract_corpus(meta, EgemapsFeatures(), tmp_path_factory.mktemp("cache"), n_jobs=1, progress=False)
+    directory = tmp_path_factory.mktemp("baseline") / "egemaps-logreg"
+    BaselineModel.fit(table, "logreg").save_pretrained(directory)
+    return directory
+
+
+def test_predict_takes_a_saved_baseline_pipeline_too(baseline_dir, ravdess_48k_sample, tmp_path):
+    sf.write(str(tmp_path / "short.wav"), 0.1 * np.sin(np.arange(1600) / 3), 16000)  # 0.1 s: too short
+    done = cli("predict", ravdess_48k_sample, tmp_path / "short.wav", "--model", baseline_dir, "--json")
+    assert done.returncode == 1 and "short.wav" in done.stderr and len(done.stderr.strip().splitlines()) == 1
+    results = json.loads(done.stdout)
+    assert len(results) == 8
+    assert all(sum(r["probabilities"].values()) == pytest.approx(1, abs=1e-6) for r in results)
