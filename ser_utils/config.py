@@ -92,9 +92,18 @@ def display_path(path: str | os.PathLike) -> str:
         return path.name
 
 
-def _env_path(name: str) -> Path | None:
+def env_path(name: str) -> Path | None:
     value = os.environ.get(name, "").strip()
-    return Path(value).expanduser().resolve() if value else None
+    return _resolve(value) if value else None
+
+
+def _resolve(value: str) -> Path:
+    """A path from the environment: as given if absolute or present from the current folder, else
+    relative to the repository (notebook kernels run in notebooks/, ``make`` in the repository)."""
+    path = Path(value).expanduser()
+    if path.is_absolute() or path.exists():
+        return path.resolve()
+    return (REPO_ROOT / path).resolve()
 
 
 def _model_from_env() -> str | None:
@@ -102,14 +111,15 @@ def _model_from_env() -> str | None:
     value = os.environ.get("SER_MODEL", "").strip()
     if not value:
         return None
-    local = Path(value).expanduser()
-    return str(local.resolve()) if local.exists() else value
+    local = _resolve(value)
+    return str(local) if local.exists() else value
 
 
 def get_profile(name: str | None = None, **overrides) -> Profile:
     """Build the profile ``name`` (default: ``$SER_PROFILE`` or ``"full"``) with env overrides applied.
 
-    Relative paths in environment variables are resolved against the current directory. Keyword
+    Relative paths in environment variables are taken from the current folder when they exist there,
+    else from the repository root (where ``make`` runs; notebook kernels run in ``notebooks/``). Keyword
     arguments replace fields (``data_dir``, ``model``, ...) after that; ``None`` values are ignored,
     so notebook parameters can be passed straight through.
     """
@@ -123,9 +133,9 @@ def _base_profile(name: str | None) -> Profile:
     name = (name or os.environ.get("SER_PROFILE") or "full").strip().lower()
     if name not in PROFILES:
         raise ValueError(f"unknown profile {name!r}; choose one of {PROFILES}")
-    work_root = _env_path("SER_WORK_DIR") or REPO_ROOT / ".cache"
+    work_root = env_path("SER_WORK_DIR") or REPO_ROOT / ".cache"
     work_dir = work_root / name
-    reports_override = _env_path("SER_REPORTS_DIR")
+    reports_override = env_path("SER_REPORTS_DIR")
     if name == "smoke":
         # Smoke output never lands in reports/: those are the real study's, and they are committed.
         return Profile(
@@ -138,7 +148,7 @@ def _base_profile(name: str | None) -> Profile:
         )
     return Profile(
         name="full",
-        data_dir=_env_path("RAVDESS_DIR"),
+        data_dir=env_path("RAVDESS_DIR"),
         model=_model_from_env() or DEFAULT_MODEL,
         work_dir=work_dir,
         reports_dir=reports_override or REPO_ROOT / "reports",

@@ -48,3 +48,12 @@ def test_keyword_overrides_and_bad_names(tmp_path):
 def test_display_path_is_relative_to_the_repository():
     assert display_path(REPO_ROOT / "reports" / "x.html") == str(Path("reports") / "x.html")
     assert display_path(REPO_ROOT.parent / "shared" / "data") == str(Path("..") / "shared" / "data")
+
+
+def test_relative_paths_in_the_environment_work_from_any_folder(monkeypatch, tmp_path):
+    # `RAVDESS_DIR=../shared/data/ravdess-16k make all` runs kernels in notebooks/, not in the repository.
+    monkeypatch.setenv("RAVDESS_DIR", "tests")
+    monkeypatch.chdir(tmp_path)
+    assert get_profile("full").data_dir == REPO_ROOT / "tests"
+    (tmp_path / "tests").mkdir()
+    assert get_profile("full").data_dir == tmp_path / "tests"  # present here: taken as given
