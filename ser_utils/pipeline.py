@@ -68,9 +68,9 @@ def run_notebook(profile: Profile, name: str, parameters: dict | None = None,
     executed = profile.work_dir / "executed" / f"{name}.ipynb"
     executed.parent.mkdir(parents=True, exist_ok=True)
     os.environ.update(HEADLESS_ENV)  # the kernel inherits it: no progress bars in the reports
-    for name in ("RAVDESS_DIR", "SER_WORK_DIR", "SER_REPORTS_DIR"):  # kernels run in notebooks/
-        if os.environ.get(name, "").strip():
-            os.environ[name] = str(env_path(name))
+    for variable in ("RAVDESS_DIR", "SER_WORK_DIR", "SER_REPORTS_DIR"):  # kernels run in notebooks/
+        if os.environ.get(variable, "").strip():
+            os.environ[variable] = str(env_path(variable))
     try:
         pm.execute_notebook(
             str(notebook_dir / f"{name}.ipynb"), str(executed),
