@@ -74,6 +74,24 @@ class ArrayCache:
     def __len__(self) -> int:
         return sum(1 for _ in self.dir.glob("*.npy"))
 
+    def lookup(self, paths: Iterable[str | Path]) -> tuple[MapResult, list[tuple[str, str]]]:
+        """Split files into those already cached (in the returned :class:`MapResult`, counted as hits)
+        and the ``(path, content digest)`` pairs still to compute. Unreadable files are failures."""
+        result, todo = MapResult(), []
+        for path in map(str, paths):
+            try:
+                digest = file_digest(path)
+            except OSError as err:
+                result.failures[path] = f"{path}: cannot read file ({err})"
+                continue
+            cached = self.get(digest)
+            if cached is None:
+                todo.append((path, digest))
+            else:
+                result.arrays[path] = cached
+                result.hits += 1
+        return result, todo
+
 
 @dataclass
 class MapResult:
@@ -94,21 +112,7 @@ def cached_map(func: Callable[[str], np.ndarray], paths: Iterable[str | Path], c
     whose ``func`` raises is reported by name in a warning and skipped; the run goes on.
     Returns arrays keyed by the path strings given.
     """
-    paths = [str(p) for p in paths]
-    result = MapResult()
-    todo = []
-    for path in paths:
-        try:
-            digest = file_digest(path)
-        except OSError as err:
-            result.failures[path] = f"cannot read file ({err})"
-            continue
-        cached = cache.get(digest)
-        if cached is None:
-            todo.append((path, digest))
-        else:
-            result.arrays[path] = cached
-            result.hits += 1
+    result, todo = cache.lookup(paths)
     if todo:
         jobs = Parallel(n_jobs=n_jobs, return_as="generator", batch_size="auto")(
             delayed(_safe_call)(func, path) for path, _ in todo

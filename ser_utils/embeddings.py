@@ -61,18 +61,11 @@ def extract_embeddings(model: EmotionClassifier, paths: Sequence[str | Path], ca
     params = {"model": model_id, "normalize": model.config.normalize, "max_seconds": max_seconds,
               "dtype": str(dtype), "stats": STATS}
     cache = ArrayCache(cache_root, "wav2vec2-embeddings", params)
-    result, todo = MapResult(), []
-    for path in map(str, paths):
-        digest = file_digest(path)
-        cached = cache.get(digest)
-        if cached is None:
-            todo.append((path, digest))
-        else:
-            result.arrays[path] = cached
-            result.hits += 1
+    result, todo = cache.lookup(paths)
     if not todo:
         return result
-    waves, result.failures = load_many([p for p, _ in todo])
+    waves, failures = load_many([p for p, _ in todo])
+    result.failures.update(failures)
     todo = sorted((item for item in todo if item[0] in waves), key=lambda item: -len(waves[item[0]]))
     model.eval()
     limit = int(max_seconds * SAMPLE_RATE) if max_seconds else None

@@ -174,9 +174,13 @@ def format_cell(mean: float, std: float, low: float, high: float, scale: float =
 
 
 def headline_table(table: pd.DataFrame) -> pd.DataFrame:
-    """The reader's table: one row per system, accuracy and UAR (%) per protocol as mean ± std [95 % CI]."""
+    """The reader's table: one row per system, accuracy and UAR (%) per protocol as mean ± std [95 % CI],
+    best actor-kfold UAR first; systems that did not run last."""
+    uar = table[table["protocol"] == "actor-kfold"].groupby("system")["uar_mean"].max()
+    order = uar.reindex(table["system"].unique()).fillna(-1).sort_values(ascending=False, kind="stable").index
     rows = []
-    for system, group in table.groupby("system", sort=False):
+    for system in order:
+        group = table[table["system"] == system]
         row = {"system": system, "kind": system_kind(system)}
         for protocol in ("actor-kfold", "random-80-20"):
             match = group[group["protocol"] == protocol]

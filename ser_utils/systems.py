@@ -56,14 +56,20 @@ def backbone_status(name_or_dir: str) -> str | None:
 
     Only the small ``config.json`` is fetched, so a missing checkpoint is found out fast.
     """
+    import logging
+
     from transformers import Wav2Vec2Config
 
+    hub_log = logging.getLogger("huggingface_hub")
+    level = hub_log.level
+    hub_log.setLevel(logging.ERROR)  # offline, the hub client logs every retry: the reason below says it once
     try:
         Wav2Vec2Config.from_pretrained(name_or_dir)
-    except (OSError, ValueError) as err:
-        first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        return (f"pretrained weights '{name_or_dir}' could not be loaded ({first_line}); "
-                "set SER_MODEL to a local copy of facebook/wav2vec2-base")
+    except (OSError, ValueError):
+        return (f"pretrained weights '{name_or_dir}' are not available here (no network access to the "
+                "Hugging Face Hub and no local copy); set SER_MODEL to a local copy")
+    finally:
+        hub_log.setLevel(level)
     return None
 
 
