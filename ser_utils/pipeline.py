@@ -17,7 +17,7 @@ from pathlib import Path
 
 from .config import REPO_ROOT, Profile, display_path, env_path, get_profile
 from .progress import HEADLESS_ENV
-from .report import record_provenance, write_index
+from .report import provenance, record_provenance, write_index
 
 NOTEBOOK_DIR = REPO_ROOT / "notebooks"
 NOTEBOOKS = ("01_download", "02_eda", "03_baselines", "04_wav2vec2", "05_results")
@@ -50,8 +50,16 @@ def render_html(notebook: Path, html: Path) -> Path:
     import nbformat
     from nbconvert import HTMLExporter
 
+    nb = nbformat.read(notebook, as_version=4)
+    # The parameters cells become one line at the top, so a report opens with its header.
+    tags = {"parameters", "injected-parameters"}
+    nb.cells = [c for c in nb.cells if not tags & set(c.metadata.get("tags", []))]
+    parameters = nb.metadata.get("papermill", {}).get("parameters", {})
+    if parameters:
+        listed = ", ".join(f"`{k}={v!r}`" for k, v in parameters.items())
+        nb.cells.insert(1, nbformat.v4.new_markdown_cell(f"Parameters of this run: {listed}"))
     exporter = HTMLExporter(exclude_input_prompt=True, exclude_output_prompt=True)
-    body, _ = exporter.from_notebook_node(nbformat.read(notebook, as_version=4))
+    body, _ = exporter.from_notebook_node(nb)
     html.parent.mkdir(parents=True, exist_ok=True)
     html.write_text(body, encoding="utf-8")
     return html
@@ -106,8 +114,9 @@ def run_pipeline(profile_name: str | None = None, *, only: list[str] | None = No
             print(f"[{name}] running ({profile.name} profile) ...", flush=True)
             start = time.perf_counter()
             stamp.unlink(missing_ok=True)
+            info = provenance(profile)  # before the run: the results notebook edits README.md
             run_notebook(profile, name, params)
-            record_provenance(profile, name)
+            record_provenance(profile, name, info)
             stamp.write_text(fingerprint)
             steps.append(Step(name, "ran", time.perf_counter() - start))
             print(f"[{name}] done in {steps[-1].seconds:.0f} s -> {display_path(html)}",

@@ -131,12 +131,12 @@ def protocol_bars(gap: pd.DataFrame, metric_label: str = "accuracy"):
     ax.bar(x - 0.2, 100 * gap["random-80-20"], 0.4, label="random-80-20 (actors shared)", color="#c44e52")
     ax.bar(x + 0.2, 100 * gap["actor-kfold"], 0.4, label="actor-kfold (unseen actors)", color="#4c72b0")
     for xi, value in zip(x, gap["gap"], strict=True):
-        ax.text(xi, 100 * gap["random-80-20"].max() + 2, f"+{100 * value:.0f}", ha="center", fontsize=8)
+        ax.text(xi, 100 * gap["random-80-20"].max() + 3, f"{100 * value:+.0f}", ha="center", fontsize=8)
     ax.set_xticks(x, gap.index, rotation=40, ha="right")
     ax.set_ylabel(f"{metric_label} (%)")
     ax.set_ylim(0, 100)
     ax.axhline(100 / 8, color="grey", lw=0.8, ls=":", label="chance (8 classes)")
-    ax.legend(fontsize=8, loc="upper right")
+    ax.legend(fontsize=8, loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=3, frameon=False)
     fig.tight_layout()
     return fig
 

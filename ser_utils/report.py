@@ -86,18 +86,19 @@ def write_run_info(path: str | Path, profile: Profile, config: dict | None = Non
     return path
 
 
-def record_provenance(profile: Profile, notebook: str) -> Path:
-    """Add (or refresh) one notebook's provenance in ``results_dir/provenance.json``."""
+def record_provenance(profile: Profile, notebook: str, info: dict | None = None) -> Path:
+    """Add (or refresh) one notebook's provenance (default: as of now) in ``results_dir/provenance.json``."""
     path = profile.results_dir / "provenance.json"
     records = json.loads(path.read_text()) if path.is_file() else {}
-    records[notebook] = provenance(profile)
+    records[notebook] = info or provenance(profile)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(dict(sorted(records.items())), indent=1))
     return path
 
 
 _INDEX_STYLE = """
-body { font-family: system-ui, sans-serif; max-width: 1100px; margin: 2em auto; padding: 0 1em; color: #222; }
+body { font-family: system-ui, sans-serif; max-width: 1400px; margin: 2em auto; padding: 0 1em; color: #222; }
+td:not(:last-child) { white-space: nowrap; }
 table { border-collapse: collapse; font-size: 0.9em; margin: 1em 0; }
 th, td { border: 1px solid #ccc; padding: 4px 8px; text-align: left; vertical-align: top; }
 th { background: #f2f2f2; }
