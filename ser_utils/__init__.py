@@ -2,13 +2,22 @@
 
 The notebooks in ``notebooks/`` tell the story; this package does the work. Modules:
 
-``config``     profiles (full / smoke), paths, environment overrides
-``corpus``     RAVDESS file-name grammar, discovery, validation, download
-``audio``      the one audio loader (float32 mono 16 kHz) and waveform helpers
-``splits``     the evaluation protocols (random-80-20, actor-kfold = EmoBox folds)
-``evaluate``   the one scoring function and the tidy result tables
-``synthetic``  a generated RAVDESS-named corpus for the smoke profile and tests
-``report``     provenance headers;  ``pipeline``  papermill runner behind ``make all``
+``config``      profiles (full / smoke), paths, environment overrides
+``corpus``      RAVDESS file-name grammar, discovery, validation, download
+``audio``       the one audio loader (float32 mono 16 kHz) and waveform helpers
+``splits``      the evaluation protocols (random-80-20, actor-kfold = EmoBox folds)
+``evaluate``    the one scoring function and the tidy result tables
+``cache``       content-keyed on-disk cache with a parallel, resumable map
+``features``    handcrafted features (one-STFT librosa families, eGeMAPS)
+``baselines``   scikit-learn baselines, validation-only selection, saved pipelines
+``model``       wav2vec2 classifier (pooling, layer weighting, freezing; padding-invariant)
+``train``       fine-tuning loop (accelerate);  ``embeddings``  frozen-embedding cache and heads
+``systems``     the wav2vec2 recipes and how each runs under a protocol
+``device``      precision and batch size from the hardware
+``results``     comparison table, bootstrap intervals, error analysis, significance
+``predict``     EmotionRecognizer, the predict and evaluate commands
+``synthetic``   a generated RAVDESS-named corpus and a tiny wav2vec2 for the smoke profile and tests
+``eda`` ``plots`` ``report`` ``pipeline`` ``progress``   analysis figures, provenance, papermill runner
 """
 
 __version__ = "0.1.0"

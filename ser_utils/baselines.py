@@ -41,7 +41,15 @@ from sklearn.svm import SVC
 from tqdm.auto import tqdm
 
 from .corpus import EMOTIONS
-from .evaluate import PREDICTION_COLUMNS, metric_row, score, summarise, write_metrics, write_predictions
+from .evaluate import (
+    PREDICTION_COLUMNS,
+    metric_row,
+    prediction_table,
+    score,
+    summarise,
+    write_metrics,
+    write_predictions,
+)
 from .features import FeatureExtractor, FeatureTable, make_extractor
 from .splits import Split
 
@@ -222,10 +230,7 @@ def evaluate_systems(tables: dict[str, FeatureTable], specs: Iterable[SystemSpec
         note = f"{missing} test clip(s) without features" if missing else ""
         result.rows.append(metric_row(spec.system, protocol, split.fold,
                                       score(test["emotion"].astype(str), outcome.predicted), note=note))
-        predictions = pd.DataFrame({"system": spec.system, "protocol": protocol, "fold": split.fold,
-                                    "stem": test["stem"].to_numpy(), "actor": test["actor"].to_numpy(),
-                                    "emotion": test["emotion"].astype(str).to_numpy(),
-                                    "predicted": outcome.predicted})
+        predictions = prediction_table(spec.system, protocol, split.fold, test, outcome.predicted)
         selections = pd.DataFrame([{"system": spec.system, "protocol": protocol, "fold": split.fold,
                                     "params": json.dumps(t["params"], sort_keys=True),
                                     "val_uar": t["val_uar"], "val_accuracy": t["val_accuracy"],
@@ -263,17 +268,17 @@ def results_table(results: Iterable[SystemResult],
 def protocol_gap(results: Iterable[SystemResult]) -> pd.DataFrame:
     """Per system: mean accuracy and UAR (%) under ``random-80-20`` and ``actor-kfold``, and the gap
     in percentage points (how much the random split over-states accuracy on unseen actors)."""
-    summary = summary_table(results).set_index(["system", "protocol"])
-    rows = []
-    for system in dict.fromkeys(summary.index.get_level_values("system")):
-        row = {"system": system}
-        for metric in ("accuracy", "uar"):
-            random, actor = (100 * summary.loc[(system, p), f"{metric}_mean"]
-                             for p in ("random-80-20", "actor-kfold"))
-            row.update({f"{metric} random-80-20": random, f"{metric} actor-kfold": actor,
-                        f"{metric} gap (pp)": random - actor})
-        rows.append(row)
-    return pd.DataFrame(rows).set_index("system").round(1)
+    from .results import leakage_gap
+
+    summary = summary_table(results)
+    columns = {}
+    for metric in ("accuracy", "uar"):
+        gap = leakage_gap(summary, metric)
+        columns.update({f"{metric} random-80-20": gap["random-80-20"], f"{metric} actor-kfold": gap["actor-kfold"],
+                        f"{metric} gap (pp)": gap["gap"]})
+    frame = pd.DataFrame(columns)
+    order = [s for s in dict.fromkeys(summary["system"]) if s in frame.index]
+    return (100 * frame.reindex(order)).rename_axis("system").round(1)
 
 
 def write_results(results: Sequence[SystemResult], results_dir: str | Path, group: str = "baselines") -> Path:

@@ -24,7 +24,7 @@ from torch import nn
 from .audio import SAMPLE_RATE, collate, load_many, normalize
 from .cache import ArrayCache, MapResult, file_digest
 from .device import autocast_dtype, inference_batch_size
-from .evaluate import score
+from .evaluate import prediction_table, score
 from .model import EmotionClassifier, ModelConfig
 from .progress import progress as progress_bar
 from .splits import Split
@@ -179,10 +179,8 @@ def frozen_predictions(meta: pd.DataFrame, splits: Sequence[Split], embeddings: 
                                  stack(embeddings, val["path"]), labels[1], **train_kwargs)
         with torch.no_grad():
             predicted = head(torch.as_tensor(stack(embeddings, test["path"]))).argmax(-1).numpy()
-        frames.append(pd.DataFrame({
-            "system": system, "protocol": split.protocol, "fold": split.fold, "stem": test["stem"].to_numpy(),
-            "actor": test["actor"].to_numpy(), "emotion": test["emotion"].astype(str).to_numpy(),
-            "predicted": np.asarray(config.labels)[predicted]}))
+        frames.append(prediction_table(system, split.protocol, split.fold, test,
+                                       np.asarray(config.labels)[predicted]))
     return pd.concat(frames, ignore_index=True)
 
 

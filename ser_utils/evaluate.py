@@ -91,6 +91,14 @@ def write_metrics(rows: Iterable[dict], results_dir: str | Path, group: str) -> 
     return path
 
 
+def prediction_table(system: str, protocol: str, fold: int, test: pd.DataFrame,
+                     predicted: Sequence[str]) -> pd.DataFrame:
+    """Per-clip predictions of one fold (:data:`PREDICTION_COLUMNS`) from its test rows of a corpus table."""
+    return pd.DataFrame({"system": system, "protocol": protocol, "fold": fold, "stem": test["stem"].to_numpy(),
+                         "actor": test["actor"].to_numpy(), "emotion": test["emotion"].astype(str).to_numpy(),
+                         "predicted": np.asarray(predicted)})
+
+
 def write_predictions(predictions: pd.DataFrame, results_dir: str | Path, system: str) -> Path:
     """Write per-clip predictions of one system (:data:`PREDICTION_COLUMNS`)."""
     missing = set(PREDICTION_COLUMNS) - set(predictions.columns)

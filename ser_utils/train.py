@@ -26,7 +26,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from .audio import SAMPLE_RATE, collate, crop, normalize
-from .evaluate import score
+from .evaluate import prediction_table, score
 from .model import EmotionClassifier, ModelConfig
 
 
@@ -354,10 +354,8 @@ def finetune_predictions(meta, splits, backbone: str, model_config: ModelConfig,
         device = "cuda" if torch.cuda.is_available() else "cpu"
         best = EmotionClassifier.from_pretrained(result.best_dir).to(device)
         probs = best.predict_proba([waves[p] for p in test["path"]], batch_size=config.eval_batch_size)
-        table = pd.DataFrame({
-            "system": system, "protocol": split.protocol, "fold": split.fold, "stem": test["stem"].to_numpy(),
-            "actor": test["actor"].to_numpy(), "emotion": test["emotion"].astype(str).to_numpy(),
-            "predicted": np.asarray(best.config.labels)[probs.argmax(1)]})
+        table = prediction_table(system, split.protocol, split.fold, test,
+                                 np.asarray(best.config.labels)[probs.argmax(1)])
         table.to_csv(fold_dir / "predictions.csv", index=False)
         done.write_text(json.dumps({"best_epoch": result.best_epoch, "best_val_uar": result.best_val_uar,
                                     "training": config.to_dict(), "fingerprint": fingerprint}))
