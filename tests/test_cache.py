@@ -55,7 +55,7 @@ def test_failures_are_reported_and_skipped_in_parallel(tmp_path, files):
     broken.write_text("not audio")
     cache = ArrayCache(tmp_path / "cache", "level", {})
     with pytest.warns(UserWarning, match=r"1 file\(s\) failed"):
-        result = cached_map(level, [*files, broken], cache, n_jobs=2)
+        result = cached_map(level, [*files, broken], cache, n_jobs=2, min_parallel=0)
     assert len(result.arrays) == 4
     assert "broken.wav" in result.failures[str(broken)]
 
