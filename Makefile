@@ -8,7 +8,10 @@ PY := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed
 FORCE_FLAG := $(if $(FORCE),--force,)
 
-.PHONY: all smoke test lint lab bench clean
+.PHONY: all smoke test lint lab bench clean $(VENV)
+
+## .venv: the virtual environment (rebuilt when requirements.txt or pyproject.toml change)
+$(VENV): $(INSTALLED)
 
 $(INSTALLED): requirements.txt pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
