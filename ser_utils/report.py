@@ -18,13 +18,18 @@ SMOKE_BANNER = ("**SMOKE PROFILE: the numbers in this report mean nothing.** The
                 "corpus and a tiny randomly initialised model, and only show that the pipeline runs.")
 
 
+#: What makes the results: a change here, not committed yet, marks the commit ``-dirty``. (The
+#: pipeline's own outputs - reports/, the README's results section - do not.)
+CODE_PATHS = ("ser_utils", "notebooks", "requirements.txt", "pyproject.toml")
+
+
 def git_commit() -> str:
-    """Short commit hash of the repository, with ``-dirty`` when tracked files have changes."""
+    """Short commit hash of the repository, with ``-dirty`` when the code has uncommitted changes."""
     try:
         commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO_ROOT, text=True,
                                 capture_output=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO_ROOT,
-                               text=True, capture_output=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", *CODE_PATHS],
+                               cwd=REPO_ROOT, text=True, capture_output=True, check=True).stdout.strip()
         return commit + ("-dirty" if dirty else "")
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
