@@ -66,3 +66,12 @@ def test_cli_writes_a_synthetic_corpus(tmp_path):
                     "--seconds", "0.3"], check=True, capture_output=True)
     assert len(list(tmp_path.rglob("*.wav"))) == 120
     assert json.loads((tmp_path / "synthetic.json").read_text())["actors"] == [1, 2]
+
+
+def test_cli_reports_a_partial_corpus_once_and_fails_it_when_strict(ravdess_48k_sample):
+    done = subprocess.run([sys.executable, "-m", "ser_utils", "validate", str(ravdess_48k_sample)],
+                          capture_output=True, text=True)
+    assert done.returncode == 0 and done.stdout.count("PARTIAL") == 1 and "clips: 8" in done.stdout
+    strict = subprocess.run([sys.executable, "-m", "ser_utils", "validate", "--strict", str(ravdess_48k_sample)],
+                            capture_output=True, text=True)
+    assert strict.returncode == 1 and "missing: 1432" in strict.stderr
