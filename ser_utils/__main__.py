@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
+import warnings
 from pathlib import Path
 
 from .pipeline import add_arguments as add_pipeline_arguments
@@ -12,7 +14,6 @@ from .pipeline import run_from_args as run_pipeline_from_args
 
 
 def _validate(args: argparse.Namespace) -> int:
-    import warnings
 
     from .corpus import CorpusError, discover, validate
 
@@ -38,7 +39,6 @@ def _synth(args: argparse.Namespace) -> int:
 
 
 def _finetune(args: argparse.Namespace) -> int:
-    import time
 
     from .audio import load_many
     from .config import get_profile, with_overrides

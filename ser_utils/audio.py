@@ -6,12 +6,14 @@ with soundfile (torchaudio no longer decodes files) and resampled with soxr.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import soundfile as sf
 import soxr
+from joblib import Parallel, delayed
 
 SAMPLE_RATE = 16_000
 #: Peak amplitude under which a clip counts as silent (about -100 dBFS).
@@ -139,8 +141,6 @@ def load_many(paths: Sequence[str | Path], n_jobs: int = -1,
     Returns ``(waves, failures)``: arrays keyed by the path strings given, and the reason for each
     file that could not be loaded (reported, never fatal for the run).
     """
-    from joblib import Parallel, delayed
-
     def attempt(path: str):
         try:
             return load_audio(path, **kwargs), None
@@ -152,8 +152,6 @@ def load_many(paths: Sequence[str | Path], n_jobs: int = -1,
     waves = {p: w for p, (w, _) in zip(paths, results, strict=True) if w is not None}
     failures = {p: e for p, (_, e) in zip(paths, results, strict=True) if e is not None}
     if failures:
-        import warnings
-
         listed = "\n".join(f"  {e}" for e in list(failures.values())[:20])
         warnings.warn(f"{len(failures)} file(s) could not be loaded and were skipped:\n{listed}",
                       stacklevel=2)

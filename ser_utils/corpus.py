@@ -12,7 +12,6 @@ import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import soundfile as sf
 
@@ -235,12 +234,3 @@ def locate_corpus(profile: Profile) -> Path:
 def load_corpus(profile: Profile) -> pd.DataFrame:
     """Locate (or download, or generate) the profile's corpus and return its :func:`discover` table."""
     return discover(locate_corpus(profile))
-
-
-def balanced_class_weights(labels: np.ndarray, n_classes: int = len(EMOTIONS)) -> np.ndarray:
-    """``n / (k * count)`` per class, as scikit-learn's ``class_weight="balanced"``; shape ``(k,)``."""
-    counts = np.bincount(labels, minlength=n_classes).astype(float)
-    weights = np.zeros(n_classes)
-    present = counts > 0
-    weights[present] = counts.sum() / (present.sum() * counts[present])
-    return weights

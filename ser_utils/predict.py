@@ -89,12 +89,11 @@ class EmotionRecognizer:
         if not directory.is_dir():
             raise ModelLoadError(f"{directory}: no such model directory")
         if (directory / "ser_config.json").is_file():
-            import torch
-
+            from .device import default_device
             from .model import EmotionClassifier
 
             model = EmotionClassifier.from_pretrained(directory)  # raises ValueError naming the folder
-            model.to(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+            model.to(device or default_device())
             return cls(model, model.config.labels, model.config.sample_rate, "wav2vec2")
         if (directory / "pipeline.joblib").is_file():
             from .baselines import BaselineModel

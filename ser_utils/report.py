@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
+import html
 import json
 import os
 import platform
@@ -115,8 +117,6 @@ img { max-width: 100%; }
 def write_index(profile: Profile, notebooks) -> Path:
     """``reports_dir/index.html``: the headline table and figure, and a link to every report with its
     provenance (profile, data, model, device, commit, date). Reads what notebook 05 wrote."""
-    import base64
-    import html
 
     import pandas as pd
 

@@ -7,14 +7,17 @@ system that cannot run on this machine writes "not run" rows with the reason ins
 
 from __future__ import annotations
 
+import json
+import logging
+import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
-import torch
 
 from .config import Profile
+from .device import default_device
 from .evaluate import metrics_from_predictions, not_run_rows, write_metrics, write_predictions
 from .model import ORIGINAL_RECIPE, ModelConfig
 from .splits import PROTOCOLS, make_splits, save_splits
@@ -56,7 +59,6 @@ def backbone_status(name_or_dir: str) -> str | None:
 
     Only the small ``config.json`` is fetched, so a missing checkpoint is found out fast.
     """
-    import logging
 
     from transformers import Wav2Vec2Config
 
@@ -110,7 +112,7 @@ def write_not_run(profile: Profile, systems: Sequence[str], reason: str,
 
 def finetune_device_reason(allow_cpu: bool) -> str | None:
     """Why fine-tuning is skipped here (``None``: it runs)."""
-    if torch.cuda.is_available() or allow_cpu:
+    if default_device() == "cuda" or allow_cpu:
         return None
     return ("fine-tuning needs a GPU (on this CPU one fold would take many hours); "
             "run the notebook on a CUDA machine or set finetune_on_cpu=True")
@@ -131,8 +133,7 @@ def run_frozen(profile: Profile, meta: pd.DataFrame, backbone: str, recipes: Seq
     from .embeddings import extract_embeddings, frozen_predictions, layer_probe, model_fingerprint
     from .model import EmotionClassifier
 
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    model = EmotionClassifier.from_backbone(backbone, ModelConfig(freeze="backbone")).to(device)
+    model = EmotionClassifier.from_backbone(backbone, ModelConfig(freeze="backbone")).to(default_device())
     embeddings = extract_embeddings(model, meta["path"], profile.cache_dir, model_fingerprint(backbone),
                                     batch_size=batch_size).arrays
     del model
@@ -180,8 +181,6 @@ def export_model(profile: Profile, system: str = "w2v2-project-ft", protocol: st
     The fold's model never saw its test actors, so its test scores (written beside it in
     ``evaluation.json``) are an honest estimate for unseen speakers.
     """
-    import json
-    import shutil
 
     from .evaluate import read_predictions, score
 

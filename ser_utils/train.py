@@ -26,6 +26,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from .audio import SAMPLE_RATE, collate, crop, normalize
+from .device import default_device
 from .evaluate import prediction_table, score
 from .model import EmotionClassifier, ModelConfig
 
@@ -351,8 +352,7 @@ def finetune_predictions(meta, splits, backbone: str, model_config: ModelConfig,
                             config, fold_dir, on_epoch_end=on_epoch_end, progress=progress)
         if not PartialState().is_main_process:
             continue  # under `accelerate launch`, one process predicts and writes
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-        best = EmotionClassifier.from_pretrained(result.best_dir).to(device)
+        best = EmotionClassifier.from_pretrained(result.best_dir).to(default_device())
         probs = best.predict_proba([waves[p] for p in test["path"]], batch_size=config.eval_batch_size)
         table = prediction_table(system, split.protocol, split.fold, test,
                                  np.asarray(best.config.labels)[probs.argmax(1)])
