@@ -96,7 +96,7 @@ class EmotionRecognizer:
             model.to(device or default_device())
             return cls(model, model.config.labels, model.config.sample_rate, "wav2vec2")
         if (directory / "pipeline.joblib").is_file():
-            from .baselines import BaselineModel
+            from .baseline_model import BaselineModel
 
             try:
                 model = BaselineModel.from_pretrained(directory)

@@ -129,7 +129,7 @@ def test_evaluate_on_a_manifest_of_another_corpus(tmp_path, ravdess_16k, model_d
 
 @pytest.fixture(scope="module")
 def baseline_dir(synthetic_meta, tmp_path_factory):
-    from ser_utils.baselines import BaselineModel
+    from ser_utils.baseline_model import BaselineModel
     from ser_utils.features import EgemapsFeatures, extract_corpus
 
     meta = synthetic_meta[(synthetic_meta["statement"] == 1) & (synthetic_meta["actor"] <= 6)]
