@@ -9,6 +9,7 @@ import time
 import warnings
 from pathlib import Path
 
+from .config import PROFILES, PROTOCOLS
 from .pipeline import add_arguments as add_pipeline_arguments
 from .pipeline import run_from_args as run_pipeline_from_args
 
@@ -39,40 +40,27 @@ def _synth(args: argparse.Namespace) -> int:
 
 
 def _finetune(args: argparse.Namespace) -> int:
-
-    from .audio import load_many
     from .config import get_profile, with_overrides
     from .corpus import load_corpus
-    from .systems import (
-        ORIGINAL,
-        PROJECT,
-        backbone_status,
-        prepare_backbone,
-        protocol_splits,
-        system_name,
-        write_system,
-    )
-    from .train import finetune_predictions
+    from .systems import RECIPES, backbone_status, prepare_backbone, run_finetune
 
+    if args.recipe not in RECIPES:
+        print(f"error: --recipe {args.recipe!r}; choose one of {tuple(RECIPES)}", file=sys.stderr)
+        return 2
     profile = get_profile(args.profile, data_dir=args.data, model=args.backbone)
-    recipe = {"project": PROJECT, "original": ORIGINAL}[args.recipe]
-    reason = backbone_status(prepare_backbone(profile))
+    backbone = prepare_backbone(profile)
+    reason = backbone_status(backbone)
     if reason:
         print(f"error: {reason}", file=sys.stderr)
         return 1
-    training = with_overrides(recipe.training, epochs=args.epochs, batch_size=args.batch_size,
-                              patience=args.patience)
-    meta = load_corpus(profile)
-    waves, _ = load_many(meta["path"])
-    splits = protocol_splits(meta, args.protocol, profile, folds=args.folds)
-    name = args.name or system_name(recipe, "finetune")
-    out_root = Path(args.out) if args.out else profile.models_dir / "wav2vec2"
+    recipe = RECIPES[args.recipe]
+    recipe = with_overrides(recipe, training=with_overrides(recipe.training, epochs=args.epochs,
+                                                             batch_size=args.batch_size, patience=args.patience))
     start = time.perf_counter()
-    predictions, _ = finetune_predictions(meta, splits, profile.model, recipe.model, training, out_root, name,
-                                          waves)
-    metrics = write_system(predictions, profile, name)
+    metrics, _ = run_finetune(profile, load_corpus(profile), backbone, [recipe], [args.protocol], folds=args.folds,
+                              out_root=Path(args.out) if args.out else None, names=[args.name] if args.name else None)
     print(metrics[["system", "protocol", "fold", "accuracy", "uar", "macro_f1", "n_test"]].to_string(index=False))
-    print(f"{len(splits)} fold(s) in {time.perf_counter() - start:.0f} s")
+    print(f"{len(metrics)} fold(s) in {time.perf_counter() - start:.0f} s")
     return 0
 
 
@@ -159,9 +147,9 @@ def main(argv: list[str] | None = None) -> int:
 
     tune = commands.add_parser("finetune", help="fine-tune a wav2vec2 recipe under a protocol (GPU; "
                                "`accelerate launch -m ser_utils finetune ...` for several GPUs)")
-    tune.add_argument("--profile", choices=("full", "smoke"), default=None)
-    tune.add_argument("--recipe", choices=("project", "original"), default="project")
-    tune.add_argument("--protocol", choices=("actor-kfold", "random-80-20"), default="actor-kfold")
+    tune.add_argument("--profile", choices=PROFILES, default=None)
+    tune.add_argument("--recipe", default="project", help="a recipe of ser_utils.systems.RECIPES (default: project)")
+    tune.add_argument("--protocol", choices=PROTOCOLS, default="actor-kfold")
     tune.add_argument("--folds", type=int, nargs="*", help="only these folds (default: all)")
     tune.add_argument("--epochs", type=int)
     tune.add_argument("--patience", type=int)

@@ -37,6 +37,18 @@ def params_digest(params: dict) -> str:
     return hashlib.blake2b(text.encode(), digest_size=8).hexdigest()
 
 
+def model_fingerprint(name_or_dir: str) -> str:
+    """Identity of a checkpoint for cache keys: a digest of a local folder's weights, else the name."""
+    folder = Path(name_or_dir)
+    weights = sorted(folder.glob("*.safetensors")) + sorted(folder.glob("*.bin")) if folder.is_dir() else []
+    if not weights:
+        return str(name_or_dir)
+    digest = hashlib.blake2b(digest_size=12)
+    for path in weights:
+        digest.update(file_digest(path).encode())
+    return f"{folder.name}@{digest.hexdigest()}"
+
+
 class ArrayCache:
     """Arrays keyed by file content, in a folder dedicated to one parameter set.
 

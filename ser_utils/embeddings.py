@@ -9,7 +9,6 @@ in seconds per fold on a CPU, and a per-layer probe shows which layer carries em
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -22,7 +21,7 @@ from sklearn.preprocessing import StandardScaler
 from torch import nn
 
 from .audio import SAMPLE_RATE, collate, load_many, normalize
-from .cache import ArrayCache, MapResult, file_digest
+from .cache import ArrayCache, MapResult
 from .device import autocast_dtype, inference_batch_size
 from .evaluate import prediction_table, score
 from .model import EmotionClassifier, ModelConfig
@@ -30,18 +29,6 @@ from .progress import progress as progress_bar
 from .splits import Split
 
 STATS = ("first", "mean", "std")
-
-
-def model_fingerprint(name_or_dir: str) -> str:
-    """Identity of a checkpoint for cache keys: a digest of a local folder's weights, else the name."""
-    folder = Path(name_or_dir)
-    weights = sorted(folder.glob("*.safetensors")) + sorted(folder.glob("*.bin")) if folder.is_dir() else []
-    if not weights:
-        return str(name_or_dir)
-    digest = hashlib.blake2b(digest_size=12)
-    for path in weights:
-        digest.update(file_digest(path).encode())
-    return f"{folder.name}@{digest.hexdigest()}"
 
 
 def extract_embeddings(model: EmotionClassifier, paths: Sequence[str | Path], cache_root: str | Path,

@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from .config import REPO_ROOT, Profile, display_path, env_path, get_profile
+from .config import PROFILES, REPO_ROOT, Profile, display_path, env_path, get_profile
 from .progress import HEADLESS_ENV
 from .report import provenance, record_provenance, write_index
 
@@ -129,7 +129,7 @@ def run_pipeline(profile_name: str | None = None, *, only: list[str] | None = No
 
 def add_arguments(parser) -> None:
     """The options of ``python -m ser_utils pipeline``."""
-    parser.add_argument("--profile", choices=("full", "smoke"), default=None,
+    parser.add_argument("--profile", choices=PROFILES, default=None,
                         help="default: $SER_PROFILE, else full")
     parser.add_argument("--only", nargs="*", help="notebook names or numbers, e.g. 03 04_wav2vec2")
     parser.add_argument("--force", action="store_true", help="rerun notebooks even if unchanged")
