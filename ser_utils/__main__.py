@@ -41,8 +41,8 @@ def _synth(args: argparse.Namespace) -> int:
 
 def _finetune(args: argparse.Namespace) -> int:
     from .config import get_profile, with_overrides
-    from .corpus import load_corpus
-    from .systems import RECIPES, backbone_status, prepare_backbone, run_finetune
+    from .sources import load_corpus, prepare_backbone
+    from .systems import RECIPES, backbone_status, run_finetune
 
     if args.recipe not in RECIPES:
         print(f"error: --recipe {args.recipe!r}; choose one of {tuple(RECIPES)}", file=sys.stderr)

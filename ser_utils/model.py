@@ -38,6 +38,8 @@ LAYER_MODES = ("last", "weighted")
 FREEZE_MODES = ("feature-encoder", "backbone", "none")
 CONFIG_NAME = "ser_config.json"
 WEIGHTS_NAME = "model.safetensors"
+#: Written into every saved model folder and checked on load.
+FORMAT = "ser_utils.EmotionClassifier/1"
 
 
 @dataclass(frozen=True)
@@ -249,10 +251,7 @@ class EmotionClassifier(nn.Module):
         """Per-layer pooled embeddings for the frozen mode: ``(B, L+1, 3, D)`` holding, per hidden
         layer, the first frame, the masked mean and the masked standard deviation."""
         states, mask = self.hidden_states(waves, lengths)
-        weights = mask[:, None, :, None].to(states.dtype)
-        count = weights.sum(2).clamp(min=1)
-        mean = (states * weights).sum(2) / count
-        std = ((((states - mean[:, :, None]) * weights) ** 2).sum(2) / count).sqrt()
+        mean, std = masked_mean_std(states, mask)
         return torch.stack([states[:, :, 0], mean, std], dim=2)
 
     @torch.inference_mode()
@@ -284,7 +283,7 @@ class EmotionClassifier(nn.Module):
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         meta = {"model": self.config.to_dict(), "backbone": self.backbone.config.to_dict(),
-                "format": "ser_utils.EmotionClassifier/1", **(extra or {})}
+                "format": FORMAT, **(extra or {})}
         (directory / CONFIG_NAME).write_text(json.dumps(meta, indent=2, default=str))
         state = {k: v.detach().contiguous() for k, v in self.state_dict().items()}
         save_file(state, str(directory / WEIGHTS_NAME))
@@ -296,6 +295,8 @@ class EmotionClassifier(nn.Module):
         directory = Path(directory)
         try:
             meta = json.loads((directory / CONFIG_NAME).read_text())
+            if meta.get("format") != FORMAT:
+                raise ValueError(f"{CONFIG_NAME} has format {meta.get('format')!r}, this code reads {FORMAT!r}")
             config = ModelConfig(**{**meta["model"], "labels": tuple(meta["model"]["labels"])})
             backbone = Wav2Vec2Model(Wav2Vec2Config.from_dict(meta["backbone"]))
             model = cls(config, backbone)
@@ -305,20 +306,26 @@ class EmotionClassifier(nn.Module):
         return model.eval()
 
 
+def masked_mean_std(frames: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean and standard deviation over the valid frames only: ``frames`` ``(B, ..., T, D)`` and ``mask``
+    ``(B, T)`` (bool) -> two ``(B, ..., D)`` tensors. The one masked statistic of the package (pooling,
+    frozen-embedding cache)."""
+    weights = mask.reshape(mask.shape[0], *([1] * (frames.ndim - 3)), mask.shape[1], 1).to(frames.dtype)
+    count = weights.sum(-2).clamp(min=1)
+    mean = (frames * weights).sum(-2) / count
+    var = (((frames - mean.unsqueeze(-2)) * weights) ** 2).sum(-2) / count
+    return mean, var.clamp(min=1e-8).sqrt()
+
+
 def pool_frames(frames: torch.Tensor, mask: torch.Tensor, pooling: str) -> torch.Tensor:
     """Pool ``(B, T, D)`` over valid frames (``mask``: ``(B, T)`` bool) -> ``(B, D)`` or ``(B, 2D)``."""
     if pooling == "first":
         return frames[:, 0]
-    weights = mask.unsqueeze(-1).to(frames.dtype)
-    count = weights.sum(1).clamp(min=1)
-    mean = (frames * weights).sum(1) / count
-    if pooling == "mean":
-        return mean
-    if pooling == "mean+std":
-        std = (((frames - mean[:, None]) * weights) ** 2).sum(1).div(count).clamp(min=1e-8).sqrt()
-        return torch.cat([mean, std], dim=-1)
-    raise ValueError(f"pooling={pooling!r}; choose one of {POOLINGS}")
+    if pooling not in POOLINGS:
+        raise ValueError(f"pooling={pooling!r}; choose one of {POOLINGS}")
+    mean, std = masked_mean_std(frames, mask)
+    return mean if pooling == "mean" else torch.cat([mean, std], dim=-1)
 
 
-__all__ = ["FREEZE_MODES", "LAYER_MODES", "ORIGINAL_RECIPE", "POOLINGS", "EmotionClassifier",
-           "MaskedGroupNorm", "ModelConfig", "pool_frames", "tiny_backbone_config"]
+__all__ = ["FORMAT", "FREEZE_MODES", "LAYER_MODES", "ORIGINAL_RECIPE", "POOLINGS", "EmotionClassifier",
+           "MaskedGroupNorm", "ModelConfig", "masked_mean_std", "pool_frames", "tiny_backbone_config"]

@@ -21,6 +21,10 @@ from .report import provenance, record_provenance, write_index
 
 NOTEBOOK_DIR = REPO_ROOT / "notebooks"
 NOTEBOOKS = ("01_download", "02_eda", "03_baselines", "04_wav2vec2", "05_results")
+#: The kernel's own log (not the notebook's output): warnings only at ERROR, so that the terminal of
+#: ``make all`` shows progress lines, not ipykernel's "running over TCP without encryption" per notebook
+#: (the kernel listens on localhost only, and each run starts and stops its own).
+KERNEL_ARGUMENTS = ["--IPKernelApp.log_level=ERROR"]
 
 
 class NotebookFailed(RuntimeError):
@@ -37,8 +41,9 @@ class Step:
 def _fingerprint(profile: Profile, name: str, parameters: dict, upstream: str) -> str:
     digest = hashlib.sha256()
     digest.update((NOTEBOOK_DIR / f"{name}.ipynb").read_bytes())
-    for source in sorted((REPO_ROOT / "ser_utils").glob("*.py")):
-        digest.update(source.name.encode() + source.read_bytes())
+    package = REPO_ROOT / "ser_utils"
+    for source in sorted(package.rglob("*.py")):  # subpackages (features/) included
+        digest.update(source.relative_to(package).as_posix().encode() + source.read_bytes())
     context = {"parameters": parameters, "data": profile.describe_data(),
                "model": profile.describe_model(), "upstream": upstream}
     digest.update(json.dumps(context, sort_keys=True).encode())
@@ -83,7 +88,7 @@ def run_notebook(profile: Profile, name: str, parameters: dict | None = None,
         pm.execute_notebook(
             str(notebook_dir / f"{name}.ipynb"), str(executed),
             parameters={"profile": profile.name, **(parameters or {})},
-            cwd=str(notebook_dir), progress_bar=False, log_output=False,
+            cwd=str(notebook_dir), progress_bar=False, log_output=False, extra_arguments=KERNEL_ARGUMENTS,
         )
     except pm.PapermillExecutionError as err:
         raise NotebookFailed(

@@ -1,4 +1,5 @@
-"""A generated corpus with RAVDESS file names, for the smoke profile and the tests.
+"""A generated corpus with RAVDESS file names, and a randomly initialised wav2vec2 saved like a
+downloaded one, for the smoke profile and the tests (:mod:`ser_utils.sources` decides when).
 
 Each clip is a harmonic "voice" whose pitch, loudness, syllable rate, pitch movement and spectral
 tilt depend on the emotion (and on the actor's gender and the intensity), under syllable-like
@@ -10,11 +11,15 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import soundfile as sf
 
 from .corpus import expected_stems, parse_filename
+
+if TYPE_CHECKING:  # transformers loads in make_tiny_wav2vec2 only: generating a corpus needs no torch
+    from transformers import Wav2Vec2Config
 
 #: Per emotion: (pitch factor, level in dBFS, syllables per second, pitch movement, tilt dB/octave)
 EMOTION_CUES: dict[str, tuple[float, float, float, float, float]] = {
@@ -87,21 +92,18 @@ def make_synthetic_corpus(root: str | Path, *, actors=range(1, 25), seconds: flo
     return root
 
 
-
-
-def make_tiny_wav2vec2(directory: str | Path, seed: int = 0) -> Path:
-    """Save a tiny randomly initialised wav2vec2 (and its feature-extractor settings) to ``directory``,
-    loadable with ``from_pretrained`` offline, like a downloaded checkpoint. Reused if present."""
+def make_tiny_wav2vec2(directory: str | Path, backbone_config: Wav2Vec2Config, seed: int = 0) -> Path:
+    """Save a randomly initialised wav2vec2 of ``backbone_config`` (a ``Wav2Vec2Config``, e.g.
+    ``model.tiny_backbone_config()``) and its feature-extractor settings to ``directory``, loadable with
+    ``from_pretrained`` offline, like a downloaded checkpoint. Reused if present."""
     import torch
     from transformers import Wav2Vec2FeatureExtractor, Wav2Vec2Model
-
-    from .model import tiny_backbone_config
 
     directory = Path(directory)
     if (directory / "config.json").is_file() and (directory / "preprocessor_config.json").is_file():
         return directory
     torch.manual_seed(seed)
-    Wav2Vec2Model(tiny_backbone_config()).save_pretrained(directory)
+    Wav2Vec2Model(backbone_config).save_pretrained(directory)
     Wav2Vec2FeatureExtractor(feature_size=1, sampling_rate=16_000, padding_value=0.0, do_normalize=True,
                              return_attention_mask=False).save_pretrained(directory)
     return directory

@@ -49,15 +49,6 @@ def system_name(recipe: Recipe, mode: str) -> str:
     return f"w2v2-{recipe.name}-{'ft' if mode == 'finetune' else 'frozen'}"
 
 
-def prepare_backbone(profile: Profile) -> str:
-    """The profile's backbone name or folder; the smoke profile's tiny random model is made on first use."""
-    if profile.is_smoke:
-        from .synthetic import make_tiny_wav2vec2
-
-        make_tiny_wav2vec2(profile.model)
-    return profile.model
-
-
 def backbone_status(name_or_dir: str) -> str | None:
     """``None`` when the backbone's configuration can be loaded, else the reason it cannot.
 

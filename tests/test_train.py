@@ -10,7 +10,7 @@ from ser_utils.audio import load_many
 from ser_utils.cache import model_fingerprint
 from ser_utils.embeddings import extract_embeddings, frozen_predictions, layer_probe
 from ser_utils.evaluate import metrics_from_predictions
-from ser_utils.model import EmotionClassifier, ModelConfig
+from ser_utils.model import EmotionClassifier, ModelConfig, tiny_backbone_config
 from ser_utils.splits import make_splits
 from ser_utils.synthetic import make_tiny_wav2vec2
 from ser_utils.systems import finetune_predictions
@@ -21,7 +21,7 @@ FAST = TrainConfig(epochs=3, batch_size=8, lr_backbone=1e-3, lr_head=3e-3, max_s
 
 @pytest.fixture(scope="module")
 def tiny_dir(tmp_path_factory):
-    return str(make_tiny_wav2vec2(tmp_path_factory.mktemp("tiny")))
+    return str(make_tiny_wav2vec2(tmp_path_factory.mktemp("tiny"), tiny_backbone_config()))
 
 
 @pytest.fixture(scope="module")
@@ -50,6 +50,14 @@ def test_length_grouped_batches_cover_every_clip_once_with_little_padding():
     assert list(sampler) != batches  # a new order each epoch
     eval_order = [i for b in LengthGroupedBatches(lengths, 8, shuffle=False) for i in b]
     assert list(lengths[eval_order]) == sorted(lengths, reverse=True)
+
+
+@pytest.mark.parametrize("bad", [{"schedule": "cosine"}, {"grad_accum": 0}, {"epochs": 0}, {"batch_size": 2.5},
+                                 {"mixed_precision": "fp8"}, {"warmup_ratio": 1.0}, {"max_seconds": 0}])
+def test_bad_training_settings_fail_when_built(bad):
+    (name,) = bad
+    with pytest.raises(ValueError, match=f"^{name}="):
+        TrainConfig(**bad)
 
 
 def test_training_crops_and_evaluation_keeps_whole_clips():
@@ -128,6 +136,6 @@ def test_frozen_embeddings_are_cached_and_heads_learn(meta, tiny_dir, tmp_path):
 
 
 def test_a_changed_model_is_a_new_cache_entry(tmp_path, tiny_dir):
-    other = make_tiny_wav2vec2(tmp_path / "other", seed=1)
+    other = make_tiny_wav2vec2(tmp_path / "other", tiny_backbone_config(), seed=1)
     assert model_fingerprint(tiny_dir) != model_fingerprint(str(other))
     assert model_fingerprint("facebook/wav2vec2-base") == "facebook/wav2vec2-base"
