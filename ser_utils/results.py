@@ -43,8 +43,10 @@ def system_kind(system: str) -> str:
     return "wav2vec2" if system.startswith("w2v2-") else "baseline"
 
 
-def _metrics_from_counts(confusion: np.ndarray) -> dict[str, np.ndarray]:
-    """Accuracy, UAR and macro-F1 of confusion matrices ``(..., K, K)`` (classes present in the truth)."""
+def metrics_from_confusion(confusion: np.ndarray) -> dict[str, np.ndarray]:
+    """Accuracy, UAR and macro-F1 of confusion matrices ``(..., K, K)`` (rows: true class), each of shape
+    ``(...)``, as :func:`ser_utils.evaluate.score` defines them (averages over the classes present in
+    the truth); vectorised, so the bootstrap scores all its resamples at once."""
     support = confusion.sum(-1)
     predicted = confusion.sum(-2)
     hits = np.diagonal(confusion, axis1=-2, axis2=-1)
@@ -72,7 +74,7 @@ def bootstrap_ci(predictions: pd.DataFrame, labels: Sequence[str] = EMOTIONS, n_
         draws = codes[rng.integers(0, len(codes), size=(n_boot, len(codes)))]
         offsets = (np.arange(n_boot) * k * k)[:, None]
         counts = np.bincount((draws + offsets).ravel(), minlength=n_boot * k * k).reshape(n_boot, k, k)
-        per_fold.append(_metrics_from_counts(counts))
+        per_fold.append(metrics_from_confusion(counts))
     tail = (1 - level) / 2 * 100
     return {m: tuple(np.percentile(np.mean([f[m] for f in per_fold], axis=0), [tail, 100 - tail]))
             for m in METRICS}
