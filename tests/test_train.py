@@ -6,13 +6,14 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
+from ser_utils.__main__ import main
 from ser_utils.audio import load_many
 from ser_utils.cache import model_fingerprint
 from ser_utils.embeddings import extract_embeddings, frozen_predictions, layer_probe
-from ser_utils.evaluate import metrics_from_predictions
+from ser_utils.evaluate import metrics_from_predictions, read_metrics
 from ser_utils.model import EmotionClassifier, ModelConfig, tiny_backbone_config
 from ser_utils.splits import make_splits
-from ser_utils.synthetic import make_tiny_wav2vec2
+from ser_utils.synthetic import make_synthetic_corpus, make_tiny_wav2vec2
 from ser_utils.systems import finetune_predictions
 from ser_utils.train import ClipDataset, LengthGroupedBatches, TrainConfig, train_fold
 
@@ -139,3 +140,18 @@ def test_a_changed_model_is_a_new_cache_entry(tmp_path, tiny_dir):
     other = make_tiny_wav2vec2(tmp_path / "other", tiny_backbone_config(), seed=1)
     assert model_fingerprint(tiny_dir) != model_fingerprint(str(other))
     assert model_fingerprint("facebook/wav2vec2-base") == "facebook/wav2vec2-base"
+
+
+def test_the_finetune_command_runs_the_system_runner(tmp_path, tiny_dir, monkeypatch, capsys):
+    """`python -m ser_utils finetune` in this process, on four generated actors: one fold, one epoch."""
+    corpus = make_synthetic_corpus(tmp_path / "corpus", actors=[1, 2, 3, 4], seconds=0.6)
+    monkeypatch.setenv("SER_WORK_DIR", str(tmp_path / "work"))
+    monkeypatch.setenv("SER_REPORTS_DIR", str(tmp_path / "reports"))
+    code = main(["finetune", "--profile", "full", "--data", str(corpus), "--backbone", tiny_dir, "--folds", "1",
+                 "--epochs", "1", "--batch-size", "16", "--name", "tiny-cli"])
+    out = capsys.readouterr().out
+    assert code == 0 and "tiny-cli" in out and "1 fold(s)" in out
+    metrics = read_metrics(tmp_path / "reports" / "results")
+    assert list(metrics["system"]) == ["tiny-cli"] and list(metrics["n_test"]) == [60]  # actor 1's clips
+    fold_dir = tmp_path / "work" / "full" / "models" / "wav2vec2" / "tiny-cli" / "actor-kfold" / "fold1"
+    assert (fold_dir / "done.json").is_file()  # the default checkpoint folder
