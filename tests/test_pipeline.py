@@ -1,4 +1,6 @@
 import json
+import subprocess
+import sys
 
 import nbformat
 import pytest
@@ -52,6 +54,12 @@ def test_a_failing_notebook_is_named_and_kept(smoke_dirs):
         run_notebook(get_profile("smoke"), "99_broken", notebook_dir=smoke_dirs)
     kept = smoke_dirs / "work" / "smoke" / "executed" / "99_broken.ipynb"
     assert kept.is_file() and str(kept) in str(err.value)
+
+
+def test_the_package_runs_as_a_command():
+    # The other CLI tests call main() in this process; this one checks the `python -m ser_utils` entry.
+    done = subprocess.run([sys.executable, "-m", "ser_utils", "--help"], capture_output=True, text=True)
+    assert done.returncode == 0 and "finetune" in done.stdout and "predict" in done.stdout
 
 
 def test_cli_validates_a_corpus(ravdess_16k, capsys):
