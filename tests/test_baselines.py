@@ -81,6 +81,17 @@ def test_no_test_clip_or_actor_reaches_model_selection(synthetic_meta, monkeypat
             assert final[1] == actors["test"]
 
 
+def test_the_progress_bar_follows_the_headless_switch(synthetic_meta, monkeypatch, capsys):
+    # make all sets SER_PROGRESS=0 so that rendered reports carry no progress widgets.
+    monkeypatch.setattr(baselines, "make_classifier", lambda name, params=None, seed=0, **_: Spy())
+    splits = {"actor-kfold": make_splits(synthetic_meta, "actor-kfold")[:1]}
+    for setting, shown in (("0", False), ("1", True)):
+        monkeypatch.setenv("SER_PROGRESS", setting)
+        evaluate_systems({"spy": spy_table(synthetic_meta)}, [SystemSpec("spy", "spy")], splits,
+                         grids={"spy": [{}]}, n_jobs=1)
+        assert ("baseline folds" in capsys.readouterr().err) == shown
+
+
 def test_selection_picks_the_best_validation_uar_and_the_first_of_ties():
     rng = np.random.default_rng(0)
     X = rng.normal(size=(200, 5))
