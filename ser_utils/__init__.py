@@ -18,6 +18,7 @@ The notebooks in ``notebooks/`` tell the story; this package does the work. Modu
 ``baselines``    scikit-learn classifiers, validation-only selection, evaluation under the protocols
 ``importance``   fold models refit, permutation importance of feature families
 ``baseline_model``  the deployable baseline pipeline (save_pretrained / from_pretrained)
+``batches``      clips with random training crops, length-grouped batches, collation
 ``train``        the fine-tuning loop (accelerate);  ``embeddings``  frozen-embedding cache and heads
 ``systems``      the wav2vec2 recipes and how each runs under a protocol (frozen, fine-tuned)
 ``results``      tables across systems: comparison, bootstrap intervals, best system, errors, significance

@@ -213,7 +213,8 @@ def finetune_predictions(meta: pd.DataFrame, splits: Sequence[Split], backbone: 
     """
     from accelerate import PartialState
 
-    from .train import ClipDataset, train_fold
+    from .batches import ClipDataset
+    from .train import train_fold
 
     meta = meta[meta["path"].isin(waves.keys())]
     frames, results = [], []

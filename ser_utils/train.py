@@ -17,16 +17,16 @@ import json
 import math
 import shutil
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import DataLoader
 
-from .audio import SAMPLE_RATE, collate, crop, normalize
+from .audio import SAMPLE_RATE
+from .batches import ClipDataset, LengthGroupedBatches, clip_loader
 from .evaluate import score
 from .model import EmotionClassifier
 
@@ -88,78 +88,6 @@ class TrainConfig:
 #: whole clips.
 ORIGINAL_TRAINING = TrainConfig(lr_backbone=2e-5, lr_head=2e-5, warmup_ratio=0.0, schedule="constant",
                                 max_seconds=None, clip_grad=0.0)
-
-
-class ClipDataset(Dataset):
-    """Waveforms + labels; in training each item is a random crop of at most ``max_samples``.
-
-    Items are ``(normalised waveform, label, index)``. Crops are seeded by ``(seed, epoch, index)``,
-    so they are reproducible and independent of how many loader processes run.
-    """
-
-    def __init__(self, waves: Sequence[np.ndarray], labels: Sequence[int], *, max_samples: int | None = None,
-                 train: bool = False, normalise: bool = True, seed: int = 0):
-        self.waves, self.labels = list(waves), np.asarray(labels, dtype=np.int64)
-        self.max_samples, self.train, self.normalise, self.seed = max_samples, train, normalise, seed
-        self.epoch = 0
-
-    def __len__(self) -> int:
-        return len(self.waves)
-
-    def lengths(self) -> list[int]:
-        cap = self.max_samples if self.train and self.max_samples else None
-        return [min(len(w), cap) if cap else len(w) for w in self.waves]
-
-    def __getitem__(self, index: int):
-        wave = self.waves[index]
-        if self.train and self.max_samples:
-            wave = crop(wave, self.max_samples, np.random.default_rng([self.seed, self.epoch, index]))
-        return (normalize(wave) if self.normalise else wave), int(self.labels[index]), index
-
-
-class LengthGroupedBatches(Sampler):
-    """Batches of similar length (less padding, less wasted compute).
-
-    Training: shuffle, sort within windows of ``50 * batch_size`` clips, cut into batches, shuffle
-    the batches (the window keeps batches random, as in Hugging Face's LengthGroupedSampler).
-    Evaluation (``shuffle=False``): sorted by length. ``epoch`` seeds each epoch's order.
-    """
-
-    def __init__(self, lengths: Sequence[int], batch_size: int, *, shuffle: bool, seed: int = 0):
-        self.lengths, self.batch_size, self.shuffle, self.seed = np.asarray(lengths), batch_size, shuffle, seed
-        self.epoch = 0
-
-    def _batches(self) -> list[list[int]]:
-        if not self.shuffle:
-            order = np.argsort(-self.lengths, kind="stable")
-            return [order[i:i + self.batch_size].tolist() for i in range(0, len(order), self.batch_size)]
-        rng = np.random.default_rng([self.seed, self.epoch])
-        order, window = rng.permutation(len(self.lengths)), 50 * self.batch_size
-        batches = []
-        for start in range(0, len(order), window):
-            chunk = order[start:start + window]
-            chunk = chunk[np.argsort(-self.lengths[chunk], kind="stable")]
-            batches += [chunk[i:i + self.batch_size].tolist() for i in range(0, len(chunk), self.batch_size)]
-        return [batches[i] for i in rng.permutation(len(batches))]
-
-    def __iter__(self):
-        yield from self._batches()
-
-    def __len__(self) -> int:
-        return math.ceil(len(self.lengths) / self.batch_size)
-
-
-def collate_items(items):
-    """``[(wave, label, index)]`` -> ``(waves (B, T), lengths (B,), labels (B,), indices (B,))``."""
-    waves, labels, indices = zip(*items, strict=True)
-    batch, lengths = collate(waves)
-    return batch, lengths, torch.tensor(labels), torch.tensor(indices)
-
-
-def _loader(dataset: ClipDataset, batch_size: int, *, shuffle: bool, seed: int, workers: int) -> DataLoader:
-    sampler = LengthGroupedBatches(dataset.lengths(), batch_size, shuffle=shuffle, seed=seed)
-    return DataLoader(dataset, batch_sampler=sampler, collate_fn=collate_items, num_workers=workers,
-                      pin_memory=torch.cuda.is_available())
 
 
 def parameter_groups(model: EmotionClassifier, config: TrainConfig) -> list[dict]:
@@ -285,8 +213,8 @@ def _prepare(make_model: Callable[[], EmotionClassifier], train_set: ClipDataset
     model = make_model()
     optimizer = torch.optim.AdamW(parameter_groups(model, config))
     workers = config.num_workers if config.num_workers is not None else (4 if torch.cuda.is_available() else 0)
-    train_loader = _loader(train_set, config.batch_size, shuffle=True, seed=config.seed, workers=workers)
-    val_loader = _loader(val_set, config.eval_batch_size, shuffle=False, seed=config.seed, workers=workers)
+    train_loader = clip_loader(train_set, config.batch_size, shuffle=True, seed=config.seed, workers=workers)
+    val_loader = clip_loader(val_set, config.eval_batch_size, shuffle=False, seed=config.seed, workers=workers)
     steps_per_epoch = math.ceil(len(train_loader) / config.grad_accum)
     scheduler = _scheduler(optimizer, config, steps_per_epoch * config.epochs)
     sampler = train_loader.batch_sampler

@@ -8,6 +8,7 @@ import pytest
 
 from ser_utils.__main__ import main
 from ser_utils.audio import load_many
+from ser_utils.batches import ClipDataset, LengthGroupedBatches
 from ser_utils.cache import model_fingerprint
 from ser_utils.embeddings import extract_embeddings, frozen_predictions, layer_probe
 from ser_utils.evaluate import metrics_from_predictions, read_metrics
@@ -15,7 +16,7 @@ from ser_utils.model import EmotionClassifier, ModelConfig, tiny_backbone_config
 from ser_utils.splits import make_splits
 from ser_utils.synthetic import make_synthetic_corpus, make_tiny_wav2vec2
 from ser_utils.systems import finetune_predictions
-from ser_utils.train import ClipDataset, LengthGroupedBatches, TrainConfig, train_fold
+from ser_utils.train import TrainConfig, train_fold
 
 FAST = TrainConfig(epochs=3, batch_size=8, lr_backbone=1e-3, lr_head=3e-3, max_seconds=0.5, patience=3)
 
