@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 import warnings
@@ -11,6 +10,9 @@ from pathlib import Path
 
 from .pipeline import add_arguments as add_pipeline_arguments
 from .pipeline import run_from_args as run_pipeline_from_args
+
+ALLOW_PICKLE_HELP = ("also load an old baseline saved as pipeline.joblib: a pickle runs any code its author put in "
+                     "it, so only for model folders you made yourself")
 
 
 def _validate(args: argparse.Namespace) -> int:
@@ -76,48 +78,83 @@ def _finetune(args: argparse.Namespace) -> int:
     return 0
 
 
-def _load_recognizer(directory: str):
+def _load_recognizer(directory: str, allow_pickle: bool = False):
     from .predict import EmotionRecognizer, ModelLoadError
 
     try:
-        return EmotionRecognizer.from_pretrained(directory)
+        return EmotionRecognizer.from_pretrained(directory, allow_pickle=allow_pickle)
     except (ModelLoadError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return None
 
 
+def _check_run_options(args: argparse.Namespace, outputs: dict[str, str | None]) -> bool:
+    """Window, hop and output files, checked before any work: one line on stderr when one is bad."""
+    from .predict import check_output, check_window
+
+    try:
+        gap = check_window(args.window, args.hop)
+        for option, path in outputs.items():
+            check_output(path, option)
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return False
+    if gap:
+        print(f"warning: {gap}", file=sys.stderr)
+    return True
+
+
 def _predict(args: argparse.Namespace) -> int:
     from .predict import audio_files, format_prediction, predictions_table, to_json
 
-    recognizer = _load_recognizer(args.model)
+    if not _check_run_options(args, {"--csv": args.csv, "--json": args.json}):
+        return 2
+    recognizer = _load_recognizer(args.model, args.allow_pickle)
     if recognizer is None:
         return 2
     files, failures = audio_files(args.paths)
-    predictions, unreadable = recognizer.predict_files(files, window=args.window, hop=args.hop)
-    failures.update(unreadable)
     for message in failures.values():
         print(f"error: {message}", file=sys.stderr)
+    predictions = []
+    for path, prediction, reason in recognizer.iter_predictions(files, window=args.window, hop=args.hop):
+        if prediction is None:
+            failures[path] = reason
+            print(f"error: {reason}", file=sys.stderr)
+            continue
+        predictions.append(prediction)  # small: scores and windows, not audio
+        if args.json != "-":
+            print(format_prediction(prediction), flush=True)
     if args.csv:
         predictions_table(predictions).to_csv(args.csv, index=False)
-    if args.json is not None:
-        if args.json == "-":
-            print(to_json(predictions))
-        else:
-            Path(args.json).write_text(to_json(predictions))
-    if args.json != "-":
-        for prediction in predictions:
-            print(format_prediction(prediction))
-    return 1 if failures else 0
+    if args.json == "-":
+        print(to_json(predictions))
+    elif args.json:
+        Path(args.json).write_text(to_json(predictions))
+    return 1 if failures or not predictions else 0
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    from .predict import evaluate_manifest
+    from .predict import NothingScoredError, evaluate_manifest, strict_json
 
-    recognizer = _load_recognizer(args.model)
+    if not _check_run_options(args, {"--json": args.json}):
+        return 2
+    recognizer = _load_recognizer(args.model, args.allow_pickle)
     if recognizer is None:
         return 2
     try:
-        result = evaluate_manifest(recognizer, args.manifest, window=args.window, hop=args.hop)
+        with warnings.catch_warnings(record=True) as caught:  # one "warning:" line each, no source echo
+            warnings.simplefilter("always", UserWarning)
+            result = evaluate_manifest(recognizer, args.manifest, window=args.window, hop=args.hop)
+        for warning in caught:
+            if issubclass(warning.category, UserWarning):
+                print(f"warning: {warning.message}", file=sys.stderr)
+            else:
+                warnings.showwarning(warning.message, warning.category, warning.filename, warning.lineno)
+    except NothingScoredError as err:
+        for message in err.failures.values():
+            print(f"error: {message}", file=sys.stderr)
+        print(f"error: {err}", file=sys.stderr)
+        return 1
     except (OSError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
@@ -130,7 +167,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     if args.json:
         summary = {k: v for k, v in result.items() if k != "confusion"}
         summary["confusion"] = result["confusion"].to_dict(orient="index")
-        Path(args.json).write_text(json.dumps(summary, indent=1))
+        Path(args.json).write_text(strict_json(summary))
     return 1 if result["failures"] else 0
 
 
@@ -181,6 +218,7 @@ def main(argv: list[str] | None = None) -> int:
     guess.add_argument("--csv", help="write per-window and per-file rows to this CSV file")
     guess.add_argument("--window", type=float, default=DEFAULT_WINDOW, help="window length, seconds")
     guess.add_argument("--hop", type=float, default=DEFAULT_HOP, help="hop between windows, seconds")
+    guess.add_argument("--allow-pickle", action="store_true", help=ALLOW_PICKLE_HELP)
     guess.set_defaults(func=_predict)
 
     score = commands.add_parser("evaluate", help="score a model on a path,label manifest (other corpora)")
@@ -189,6 +227,7 @@ def main(argv: list[str] | None = None) -> int:
     score.add_argument("--json", help="also write the scores to this JSON file")
     score.add_argument("--window", type=float, default=DEFAULT_WINDOW)
     score.add_argument("--hop", type=float, default=DEFAULT_HOP)
+    score.add_argument("--allow-pickle", action="store_true", help=ALLOW_PICKLE_HELP)
     score.set_defaults(func=_evaluate)
 
     args = parser.parse_args(argv)
