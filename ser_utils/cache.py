@@ -61,7 +61,7 @@ class ArrayCache:
             return None
         try:
             return np.load(path, allow_pickle=False)
-        except (OSError, ValueError):  # a half-written file from a killed run: recompute it
+        except (OSError, ValueError, EOFError):  # an empty or half-written file (full disk, cut copy): recompute
             path.unlink(missing_ok=True)
             return None
 
