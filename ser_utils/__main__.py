@@ -171,6 +171,18 @@ def _evaluate(args: argparse.Namespace) -> int:
     return 1 if result["failures"] else 0
 
 
+def _compare_results(args: argparse.Namespace) -> int:
+    from .compare import agree, compare_results, format_comparison
+
+    try:
+        table = compare_results(args.a, args.b, metric=args.metric)
+    except (OSError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(format_comparison(table, args.metric))
+    return 0 if agree(table) else 1
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m ser_utils", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -229,6 +241,13 @@ def main(argv: list[str] | None = None) -> int:
     score.add_argument("--hop", type=float, default=DEFAULT_HOP)
     score.add_argument("--allow-pickle", action="store_true", help=ALLOW_PICKLE_HELP)
     score.set_defaults(func=_evaluate)
+
+    same = commands.add_parser("compare-results", help="do two results folders agree? per-system differences "
+                               "against the bootstrap intervals (exit 0: all agree, 1: some do not)")
+    same.add_argument("a", help="results folder (reports/results, or reports/)")
+    same.add_argument("b", help="the other results folder")
+    same.add_argument("--metric", choices=("uar", "accuracy", "macro_f1"), default="uar")
+    same.set_defaults(func=_compare_results)
 
     args = parser.parse_args(argv)
     return args.func(args)
