@@ -8,6 +8,7 @@ The notebooks in ``notebooks/`` tell the story; this package does the work. Modu
 ``splits``      the evaluation protocols (random-80-20, actor-kfold = EmoBox folds)
 ``evaluate``    the one scoring function and the tidy result tables
 ``cache``       content-keyed on-disk cache with a parallel, resumable map
+``fingerprint`` digests of code, corpus listings and backbone weights (what caches and the pipeline key on)
 ``features``    handcrafted features (one-STFT librosa families, eGeMAPS)
 ``baselines``   scikit-learn baselines, validation-only selection, saved pipelines
 ``model``       wav2vec2 classifier (pooling, layer weighting, freezing; padding-invariant)
@@ -15,6 +16,7 @@ The notebooks in ``notebooks/`` tell the story; this package does the work. Modu
 ``systems``     the wav2vec2 recipes and how each runs under a protocol
 ``device``      precision and batch size from the hardware
 ``results``     comparison table, bootstrap intervals, error analysis, significance
+``compare``     do two results folders agree within their bootstrap intervals (``compare-results``)
 ``predict``     EmotionRecognizer, the predict and evaluate commands
 ``synthetic``   a generated RAVDESS-named corpus and a tiny wav2vec2 for the smoke profile and tests
 ``eda`` ``plots`` ``report`` ``pipeline`` ``progress``   analysis figures, provenance, papermill runner
