@@ -29,9 +29,10 @@ from .evaluate import score
 
 DEFAULT_WINDOW = 6.0  # seconds: longer than any RAVDESS clip (2.9-5.3 s), so those are scored whole
 DEFAULT_HOP = 3.0
-#: Audio held in memory at once while scoring many files, in seconds at 16 kHz (about 8 MB): short
-#: clips are batched together up to this much, a longer file is scored on its own.
-BUFFER_SECONDS = 120.0
+#: Audio held in memory at once while scoring many files, in seconds (10 minutes at 16 kHz: 38 MB):
+#: short clips are batched together up to this much (enough to fill GPU batches), a longer file is
+#: scored on its own. Memory does not grow with the number of files.
+BUFFER_SECONDS = 600.0
 AUDIO_EXAMPLES = (".wav", ".flac", ".ogg", ".mp3")
 
 
