@@ -50,8 +50,7 @@ def test_bad_window_or_hop_is_one_line_before_any_work(capsys, clips, tmp_path, 
     for command in (["predict", clips], ["evaluate", "--manifest", tmp_path / "m.csv"]):
         status, out, err = run(capsys, *command, "--model", tmp_path / "nowhere", *option)
         assert status == 2 and not out
-        assert err == [f"error: {option[0]} must be a positive number of seconds, got {float(option[1]):g}"
-                       .replace("got -1", "got -1.0").replace("got 0", "got 0.0")]
+        assert err == [f"error: {option[0]} must be a positive number of seconds, got {float(option[1])}"]
 
 
 def test_a_hop_longer_than_the_window_warns_about_the_gaps(capsys, clips, model_dir):
