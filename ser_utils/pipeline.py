@@ -18,6 +18,7 @@ import json
 import os
 import sys
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -139,19 +140,36 @@ def run_pipeline(profile_name: str | None = None, *, only: list[str] | None = No
 
     ``dry_run``: run nothing, print what would run and why (steps are ``"would run"`` / ``"skipped"``).
     """
-    profile = get_profile(profile_name)
+    forced = {RECOMPUTE_ENV: repr(time.time()), KEEP_FOLDS_ENV: "1" if keep_folds else None}
+    with _environment(forced if force and not dry_run else {}):  # kernels inherit it: older caches recomputed
+        return _run_pipeline(get_profile(profile_name), only, force, dry_run, parameters or {})
+
+
+@contextmanager
+def _environment(values: dict[str, str | None]):
+    """Set (``None``: unset) environment variables for the block, then restore them."""
+    def apply(settings: dict[str, str | None]) -> None:
+        for key, value in settings.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+    saved = {k: os.environ.get(k) for k in values}
+    apply(values)
+    try:
+        yield
+    finally:
+        apply(saved)
+
+
+def _run_pipeline(profile: Profile, only, force: bool, dry_run: bool, parameters: dict[str, dict]) -> list[Step]:
     stamps = profile.work_dir / "pipeline"
-    if force and not dry_run:
-        os.environ[RECOMPUTE_ENV] = repr(time.time())  # kernels inherit it: older caches are recomputed
-        if keep_folds:
-            os.environ[KEEP_FOLDS_ENV] = "1"
-        else:
-            os.environ.pop(KEEP_FOLDS_ENV, None)
     steps, upstream = [], ""
     for name in NOTEBOOKS:
         if only and name not in only and name.split("_")[0] not in only:
             continue
-        parts = fingerprint_parts(profile, name, (parameters or {}).get(name, {}), upstream)
+        parts = fingerprint_parts(profile, name, parameters.get(name, {}), upstream)
         stamp, html = stamps / f"{name}.stamp", profile.reports_dir / f"{name}.html"
         reasons = (["FORCE"] if force else []) + stale_reasons(stamp, html, parts)
         if dry_run:
@@ -166,11 +184,11 @@ def run_pipeline(profile_name: str | None = None, *, only: list[str] | None = No
             start = time.perf_counter()
             stamp.unlink(missing_ok=True)
             info = provenance(profile)  # before the run: the results notebook edits README.md
-            run_notebook(profile, name, (parameters or {}).get(name, {}))
+            run_notebook(profile, name, parameters.get(name, {}))
             record_provenance(profile, name, info)
             # Recorded as the inputs are *after* the run: notebook 01 may have generated the corpus and 04 the
             # tiny backbone (smoke profile), so an unchanged second run matches and skips.
-            parts = fingerprint_parts(profile, name, (parameters or {}).get(name, {}), upstream)
+            parts = fingerprint_parts(profile, name, parameters.get(name, {}), upstream)
             stamps.mkdir(parents=True, exist_ok=True)
             stamp.write_text(json.dumps({"fingerprint": _digest(parts), "parts": parts}, indent=1))
             steps.append(Step(name, "ran", time.perf_counter() - start))
