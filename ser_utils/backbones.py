@@ -22,10 +22,12 @@ from __future__ import annotations
 
 import json
 import logging
+import pickle
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
 from torch import nn
 
 #: Weight files in the order transformers prefers them (an index file lists the shards).
@@ -157,9 +159,9 @@ def read_checkpoint(name_or_dir: str) -> tuple[dict[str, torch.Tensor], str]:
                     state.update(_read_weights(shard_path))
                 return state, filename
             return _read_weights(path), filename
-        except (OSError, ValueError, KeyError, RuntimeError) as err:
-            if isinstance(err, BackboneError):
-                raise
+        except BackboneError:
+            raise
+        except (OSError, ValueError, KeyError, RuntimeError, SafetensorError, pickle.UnpicklingError) as err:
             raise BackboneError(f"{path}: unreadable weights ({type(err).__name__}: {err})") from err
     raise BackboneError(f"{name_or_dir}: no weights ({' or '.join(WEIGHT_FILES[::2])})")
 
@@ -169,8 +171,7 @@ def _read_weights(path: str) -> dict[str, torch.Tensor]:
         from safetensors.torch import load_file
 
         return load_file(path)
-    state = torch.load(path, map_location="cpu", weights_only=True)  # no code from pickles
-    return state.get("state_dict", state) if isinstance(state, dict) else state
+    return torch.load(path, map_location="cpu", weights_only=True)  # weights only: no code from pickles
 
 
 def modern_name(key: str) -> str:

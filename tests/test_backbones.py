@@ -1,6 +1,7 @@
 """Backbone checkpoints as the hub lays them out, each family through its own class, loaded strictly."""
 
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -195,6 +196,13 @@ def test_the_backbone_command_fails_with_one_line(tmp_path, checkpoints, capsys)
         assert main(["backbone", str(target)]) == 2
         captured = capsys.readouterr()
         assert captured.out == "" and captured.err.count("\n") == 1 and captured.err.startswith("error: ")
+    for weights in ("model.safetensors", "pytorch_model.bin"):  # not weights at all
+        (tmp_path / "garbage").mkdir(exist_ok=True)
+        shutil.copy(directory / "config.json", tmp_path / "garbage")
+        (tmp_path / "garbage" / weights).write_bytes(b"garbage")
+        assert main(["backbone", str(tmp_path / "garbage")]) == 2
+        assert "unreadable weights" in capsys.readouterr().err
+        (tmp_path / "garbage" / weights).unlink()
     (tmp_path / "config.json").write_text(json.dumps({"model_type": "whisper"}))
     assert main(["backbone", str(tmp_path), "--json"]) == 2
     assert "supported: wav2vec2, hubert, wavlm, data2vec-audio" in capsys.readouterr().err
