@@ -206,3 +206,15 @@ def test_the_backbone_command_fails_with_one_line(tmp_path, checkpoints, capsys)
     (tmp_path / "config.json").write_text(json.dumps({"model_type": "whisper"}))
     assert main(["backbone", str(tmp_path), "--json"]) == 2
     assert "supported: wav2vec2, hubert, wavlm, data2vec-audio" in capsys.readouterr().err
+
+
+def test_finetune_runs_the_same_check_first_and_stops(tmp_path, capsys):
+    directory = make_tiny_checkpoint(tmp_path / "hubert", "hubert-ctc")
+    state = load_file(str(directory / "model.safetensors"))
+    save_file({k: v for k, v in state.items() if "feature_projection" not in k}, str(directory / "model.safetensors"))
+    capsys.readouterr()
+    assert main(["finetune", "--profile", "full", "--backbone", str(directory),
+                 "--data", str(tmp_path / "no-corpus-needed")]) == 2
+    assert main(["backbone", str(directory)]) == 2
+    finetune_err, check_err = capsys.readouterr().err.splitlines()
+    assert finetune_err == check_err and "feature_projection.layer_norm.bias" in check_err
