@@ -39,30 +39,34 @@ def _synth(args: argparse.Namespace) -> int:
 
 
 def _finetune(args: argparse.Namespace) -> int:
-
     from .audio import load_many
     from .config import get_profile, with_overrides
     from .corpus import load_corpus
     from .systems import (
         ORIGINAL,
         PROJECT,
-        backbone_status,
+        backbone_check,
         prepare_backbone,
         protocol_splits,
         system_name,
         write_system,
     )
-    from .train import finetune_predictions
+    from .train import finetune_predictions, processes_state
 
+    # Under `accelerate launch` the main process prepares data and backbone (and writes results); the
+    # others find them ready.
+    processes = processes_state()
     profile = get_profile(args.profile, data_dir=args.data, model=args.backbone)
     recipe = {"project": PROJECT, "original": ORIGINAL}[args.recipe]
-    reason = backbone_status(prepare_backbone(profile))
+    with processes.main_process_first():
+        checked, reason = backbone_check(prepare_backbone(profile))  # before hours of training
+        meta = load_corpus(profile) if not reason else None
     if reason:
-        print(f"error: {reason}", file=sys.stderr)
-        return 1
+        processes.print(f"error: {reason}", file=sys.stderr)
+        return 2
+    processes.print(checked.summary())
     training = with_overrides(recipe.training, epochs=args.epochs, batch_size=args.batch_size,
                               patience=args.patience)
-    meta = load_corpus(profile)
     waves, _ = load_many(meta["path"])
     splits = protocol_splits(meta, args.protocol, profile, folds=args.folds)
     name = args.name or system_name(recipe, "finetune")
@@ -70,9 +74,22 @@ def _finetune(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     predictions, _ = finetune_predictions(meta, splits, profile.model, recipe.model, training, out_root, name,
                                           waves)
+    if not processes.is_main_process:
+        return 0
     metrics = write_system(predictions, profile, name)
     print(metrics[["system", "protocol", "fold", "accuracy", "uar", "macro_f1", "n_test"]].to_string(index=False))
     print(f"{len(splits)} fold(s) in {time.perf_counter() - start:.0f} s")
+    return 0
+
+
+def _backbone(args: argparse.Namespace) -> int:
+    from .systems import backbone_check
+
+    report, reason = backbone_check(args.checkpoint)
+    if reason:
+        print(f"error: {reason}", file=sys.stderr)
+        return 2
+    print(json.dumps(report.to_dict(), indent=1) if args.json else report.summary())
     return 0
 
 
@@ -171,6 +188,12 @@ def main(argv: list[str] | None = None) -> int:
     tune.add_argument("--out", help="checkpoint folder (default: <work dir>/models/wav2vec2)")
     tune.add_argument("--name", help="system name in the results (default: w2v2-<recipe>-ft)")
     tune.set_defaults(func=_finetune)
+
+    check_backbone = commands.add_parser(
+        "backbone", help="load a checkpoint as training would and say what it holds (run before a long job)")
+    check_backbone.add_argument("checkpoint", help="hub name or local folder")
+    check_backbone.add_argument("--json", action="store_true", help="print a JSON object")
+    check_backbone.set_defaults(func=_backbone)
 
     from .predict import DEFAULT_HOP, DEFAULT_WINDOW
 

@@ -8,7 +8,6 @@ system that cannot run on this machine writes "not run" rows with the reason ins
 from __future__ import annotations
 
 import json
-import logging
 import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -16,6 +15,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from .backbones import LoadReport
 from .config import Profile
 from .device import default_device
 from .evaluate import metrics_from_predictions, not_run_rows, write_metrics, write_predictions
@@ -54,25 +54,17 @@ def prepare_backbone(profile: Profile) -> str:
     return profile.model
 
 
-def backbone_status(name_or_dir: str) -> str | None:
-    """``None`` when the backbone's configuration can be loaded, else the reason it cannot.
+def backbone_check(name_or_dir: str) -> tuple[LoadReport | None, str | None]:
+    """The check of ``python -m ser_utils backbone``, run before any long job: the backbone's load
+    report and ``None``, or ``None`` and the one-line reason it cannot run (unavailable, unsupported,
+    or not every backbone tensor in the checkpoint)."""
+    from .backbones import BackboneError, check_backbone
 
-    Only the small ``config.json`` is fetched, so a missing checkpoint is found out fast.
-    """
-
-    from transformers import Wav2Vec2Config
-
-    hub_log = logging.getLogger("huggingface_hub")
-    level = hub_log.level
-    hub_log.setLevel(logging.ERROR)  # offline, the hub client logs every retry: the reason below says it once
     try:
-        Wav2Vec2Config.from_pretrained(name_or_dir)
-    except (OSError, ValueError):
-        return (f"pretrained weights '{name_or_dir}' are not available here (no network access to the "
-                "Hugging Face Hub and no local copy); set SER_MODEL to a local copy")
-    finally:
-        hub_log.setLevel(level)
-    return None
+        report = check_backbone(name_or_dir)
+    except BackboneError as err:
+        return None, str(err)
+    return (report, None) if report.complete else (None, report.problem())
 
 
 def protocol_splits(meta: pd.DataFrame, protocol: str, profile: Profile, *, folds: Sequence[int] | None = None,
@@ -81,8 +73,16 @@ def protocol_splits(meta: pd.DataFrame, protocol: str, profile: Profile, *, fold
     splits = make_splits(meta, protocol, seed=profile.seed, n_repeats=random_repeats)
     if folds:
         splits = [s for s in splits if s.fold in set(folds)]
-    save_splits(splits, profile.results_dir / "splits" / f"{protocol}.json")
+    if is_main_process():
+        save_splits(splits, profile.results_dir / "splits" / f"{protocol}.json")
     return splits
+
+
+def is_main_process() -> bool:
+    """False in the other processes of ``accelerate launch``: they train, but never write results."""
+    from .train import processes_state
+
+    return processes_state().is_main_process
 
 
 def write_system(predictions: pd.DataFrame, profile: Profile, system: str) -> pd.DataFrame:
