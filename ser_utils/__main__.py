@@ -87,10 +87,9 @@ def _load_recognizer(directory: str):
 
 
 def _predict(args: argparse.Namespace) -> int:
-    from .predict import audio_files, format_prediction, predictions_table, to_json
-
     from .crosscorpus import speaker_groups
     from .normalization import GroupError
+    from .predict import audio_files, format_prediction, predictions_table, to_json
 
     recognizer = _load_recognizer(args.model)
     if recognizer is None:

@@ -105,7 +105,7 @@ def score_manifest(scored: pd.DataFrame, model_labels: Sequence[str], labels: st
     result = score(scored["label"], predicted, model_labels)
     rows = [model_labels.index(c) for c in present]
     confusion = pd.DataFrame(result.confusion[rows][:, rows], index=present, columns=present)
-    confusion["other"] = result.confusion[rows].sum(1) - confusion.sum(1)
+    confusion["other"] = result.confusion[rows].sum(axis=1) - confusion.sum(axis=1)
     return {"n": result.n, "accuracy": result.accuracy, "uar": result.uar, "macro_f1": result.macro_f1,
             "classes": present, "confusion": confusion, "predicted": predicted}
 

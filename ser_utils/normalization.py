@@ -284,7 +284,7 @@ def frozen_normalised_predictions(meta: pd.DataFrame, splits: Sequence, embeddin
         train, val, test = split.frames(meta)
         y_train, y_val = (part["emotion"].astype(str).map(index).to_numpy() for part in (train, val))
         best = None
-        for variance, arrays in variants.items():
+        for arrays in variants.values():
             head = train_frozen_head(config, stack(arrays, train["path"]), y_train, stack(arrays, val["path"]),
                                      y_val, seed=seed)
             with torch.no_grad():
@@ -344,7 +344,8 @@ def adapt_features(X: np.ndarray, groups: Sequence | None, normalization: dict |
         normalizer = SpeakerNormalizer("shrunk", min_clips=MIN_GROUP_CLIPS, prior_var=np.asarray(train_scale) ** 2)
         return train_mean + train_scale * normalizer.fit_transform(X, groups)
     normalizer = SpeakerNormalizer(normalization["variance"], prior_clips=normalization["prior_clips"],
-                                   min_clips=normalization["min_clips"], prior_var=np.asarray(normalization["prior_var"]))
+                                   min_clips=normalization["min_clips"],
+                                   prior_var=np.asarray(normalization["prior_var"]))
     return normalizer.fit_transform(X, groups)
 
 
@@ -359,4 +360,5 @@ def describe(normalization: dict | None) -> str:
 
 __all__ = ["MIN_GROUP_CLIPS", "PRIOR_CLIPS", "VARIANCES", "GroupError", "Normalisation", "SpeakerNormalizer",
            "adapt_features", "chosen_variance", "describe", "enrolment_curve", "evaluate_normalised",
-           "fit_speaker_model", "frozen_normalised_predictions", "normalise_embeddings", "normalise_table", "normaliser_config"]
+           "fit_speaker_model", "frozen_normalised_predictions", "normalise_embeddings", "normalise_table",
+           "normaliser_config"]

@@ -147,14 +147,14 @@ class EmotionRecognizer:
         """
         if groups is not None:
             return self._predict_grouped(list(paths), list(groups), window, hop)
+        if self.normalization:
+            self.predict_proba([], groups=None)  # raises GroupError: this model needs groups
         loaded, failures = [], {}
         for path in paths:
             try:
                 loaded.append((str(path), load_audio(path, self.sample_rate, max_seconds=None)))
             except AudioError as err:
                 failures[str(path)] = str(err)
-        if self.normalization:
-            self.predict_proba([], groups=None)  # raises GroupError: this model needs groups
         try:
             return self._score(loaded, window, hop), failures
         except ValueError:  # one unusable clip (e.g. too short for the model): isolate it, score the rest
