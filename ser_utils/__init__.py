@@ -14,9 +14,11 @@ The notebooks in ``notebooks/`` tell the story; this package does the work. Modu
 ``train``       fine-tuning loop (accelerate);  ``embeddings``  frozen-embedding cache and heads
 ``systems``     the wav2vec2 recipes and how each runs under a protocol
 ``device``      precision and batch size from the hardware
+``normalization``  speaker normalisation and enrolment (per-speaker statistics from features alone)
 ``results``     comparison table, bootstrap intervals, error analysis, significance
 ``predict``     EmotionRecognizer, the predict and evaluate commands
-``synthetic``   a generated RAVDESS-named corpus and a tiny wav2vec2 for the smoke profile and tests
+``crosscorpus`` other corpora: --adapt none/corpus/speaker, --labels model/manifest, notebook 06's table
+``synthetic``   a generated RAVDESS-named corpus, a shifted second corpus and a tiny wav2vec2 (smoke, tests)
 ``eda`` ``plots`` ``report`` ``pipeline`` ``progress``   analysis figures, provenance, papermill runner
 """
 
