@@ -350,12 +350,12 @@ def adapt_features(X: np.ndarray, groups: Sequence | None, normalization: dict |
 
 
 def describe(normalization: dict | None) -> str:
-    """One line for reports: ``none`` or ``speaker (shrunk variance, 10 clips per training speaker)``."""
+    """One line for reports: ``none`` or e.g. ``speaker (mean and shrunk variance, 10 clips per training speaker)``."""
     if not normalization or normalization.get("kind", "none") == "none":
         return "none"
     clips = normalization.get("clips_per_speaker")
-    return (f"speaker ({normalization['variance']} variance, "
-            f"{'all' if clips is None else clips} clips per training speaker)")
+    what = "mean only" if normalization["variance"] == "mean" else "mean and shrunk variance"
+    return f"speaker ({what}, {'all' if clips is None else clips} clips per training speaker)"
 
 
 __all__ = ["MIN_GROUP_CLIPS", "PRIOR_CLIPS", "VARIANCES", "GroupError", "Normalisation", "SpeakerNormalizer",
