@@ -114,7 +114,7 @@ class SpeakerNormalizer:
             index = np.flatnonzero(groups == group)
             if len(index) < self.min_clips:
                 raise GroupError(f"group {group!r} has {len(index)} clip(s); its statistics need at least "
-                                 f"{self.min_clips}: group more files together (e.g. --adapt corpus)")
+                                 f"{self.min_clips}: group more files together (more per speaker, or --adapt corpus)")
             if self.clips is not None and len(index) > self.clips:
                 index = np.sort(rng.choice(index, self.clips, replace=False))
             rows[group] = X[index]

@@ -145,3 +145,17 @@ def test_a_wav2vec2_checkpoint_is_not_adapted(tmp_path, shifted):
                                label_modes=("manifest",))
     assert "wav2vec2" in table["note"][1]
     assert list(table["status"]) == ["ok", "not run"] and np.isnan(table["uar"][1])
+
+
+def test_a_bad_clip_in_a_group_is_reported_and_the_group_still_scored(models, shifted, tmp_path):
+    import soundfile as sf
+
+    from ser_utils.predict import EmotionRecognizer
+
+    sf.write(str(tmp_path / "short.wav"), 0.1 * np.sin(np.arange(1600) / 3), 16000)  # 0.1 s: too short
+    paths = [shifted.parent / p for p in pd.read_csv(shifted)["path"][:4]] + [tmp_path / "short.wav"]
+    recognizer = EmotionRecognizer.from_pretrained(models / "baseline-spknorm")
+    predictions, failures = recognizer.predict_files(paths, groups=["corpus"] * 5)
+    assert len(predictions) == 4 and list(failures) == [str(tmp_path / "short.wav")]
+    with pytest.raises(GroupError, match="has 1 clip"):  # the short clip is left out of its group
+        recognizer.predict_files(paths[3:], groups=["corpus"] * 2)
