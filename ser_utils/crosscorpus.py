@@ -163,7 +163,7 @@ def cross_corpus_table(models: dict[str, str | Path], manifests: Sequence[str | 
                     rows.append({**base, "labels": mode, "status": "ok", "n": result["n"],
                                  "classes": len(result["classes"]), "accuracy": result["accuracy"],
                                  "uar": result["uar"], "macro_f1": result["macro_f1"], "note": note})
-    return pd.DataFrame(rows, columns=CROSS_CORPUS_COLUMNS)
+    return pd.DataFrame(rows, columns=CROSS_CORPUS_COLUMNS).astype({"n": "Int64", "classes": "Int64"})
 
 
 __all__ = ["ADAPTATIONS", "CROSS_CORPUS_COLUMNS", "LABEL_MODES", "cross_corpus_table", "evaluate_manifest",
