@@ -15,9 +15,12 @@ The notebooks in ``notebooks/`` tell the story; this package does the work. Modu
 ``train``       fine-tuning loop (accelerate);  ``embeddings``  frozen-embedding cache and heads
 ``systems``     the wav2vec2 recipes and how each runs under a protocol
 ``device``      precision and batch size from the hardware
+``normalization``  speaker normalisation and enrolment (per-speaker statistics from features alone)
 ``results``     comparison table, bootstrap intervals, error analysis, significance
 ``predict``     EmotionRecognizer, the predict and evaluate commands
-``synthetic``   a generated RAVDESS-named corpus and tiny hub-layout checkpoints (smoke profile, tests)
+``crosscorpus`` other corpora: --adapt none/corpus/speaker, --labels model/manifest, notebook 06's table
+``synthetic``   a generated RAVDESS-named corpus, a shifted second corpus and tiny hub-layout checkpoints
+                (smoke profile, tests)
 ``eda`` ``plots`` ``report`` ``pipeline`` ``progress``   analysis figures, provenance, papermill runner
 """
 

@@ -104,13 +104,20 @@ def _load_recognizer(directory: str):
 
 
 def _predict(args: argparse.Namespace) -> int:
+    from .crosscorpus import speaker_groups
+    from .normalization import GroupError
     from .predict import audio_files, format_prediction, predictions_table, to_json
 
     recognizer = _load_recognizer(args.model)
     if recognizer is None:
         return 2
     files, failures = audio_files(args.paths)
-    predictions, unreadable = recognizer.predict_files(files, window=args.window, hop=args.hop)
+    try:
+        groups = speaker_groups(files, args.adapt, args.speaker_pattern)
+        predictions, unreadable = recognizer.predict_files(files, window=args.window, hop=args.hop, groups=groups)
+    except GroupError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     failures.update(unreadable)
     for message in failures.values():
         print(f"error: {message}", file=sys.stderr)
@@ -134,19 +141,24 @@ def _evaluate(args: argparse.Namespace) -> int:
     if recognizer is None:
         return 2
     try:
-        result = evaluate_manifest(recognizer, args.manifest, window=args.window, hop=args.hop)
+        result = evaluate_manifest(recognizer, args.manifest, window=args.window, hop=args.hop, adapt=args.adapt,
+                                   labels=args.labels)
     except (OSError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     for message in result["failures"].values():
         print(f"error: {message}", file=sys.stderr)
-    print(f"clips: {result['n']}  classes: {', '.join(result['classes'])}")
+    settings = result["settings"]
+    print(f"clips: {result['n']}  classes: {', '.join(result['classes'])}  adapt: {settings['adapt']}  "
+          f"labels: {settings['labels']}")
     print(f"accuracy: {result['accuracy']:.4f}  UAR: {result['uar']:.4f}  macro-F1: {result['macro_f1']:.4f}")
-    print("confusion (rows: true, columns: predicted; other = a class absent from the manifest):")
+    print("confusion (rows: true, columns: predicted; other = a class absent from the manifest"
+          + (", never chosen with --labels manifest):" if args.labels == "manifest" else "):"))
     print(result["confusion"].to_string())
     if args.json:
         summary = {k: v for k, v in result.items() if k != "confusion"}
         summary["confusion"] = result["confusion"].to_dict(orient="index")
+        summary["settings"] = {**settings, "model": args.model}
         Path(args.json).write_text(json.dumps(summary, indent=1))
     return 1 if result["failures"] else 0
 
@@ -195,6 +207,7 @@ def main(argv: list[str] | None = None) -> int:
     check_backbone.add_argument("--json", action="store_true", help="print a JSON object")
     check_backbone.set_defaults(func=_backbone)
 
+    from .crosscorpus import ADAPTATIONS
     from .predict import DEFAULT_HOP, DEFAULT_WINDOW
 
     guess = commands.add_parser("predict", help="emotion of audio files or folders with a trained model")
@@ -204,6 +217,11 @@ def main(argv: list[str] | None = None) -> int:
     guess.add_argument("--csv", help="write per-window and per-file rows to this CSV file")
     guess.add_argument("--window", type=float, default=DEFAULT_WINDOW, help="window length, seconds")
     guess.add_argument("--hop", type=float, default=DEFAULT_HOP, help="hop between windows, seconds")
+    guess.add_argument("--adapt", choices=ADAPTATIONS, default="none",
+                       help="standardise features per group first: corpus = all files of the call, speaker = "
+                            "per --speaker-pattern (needed by speaker-normalised models)")
+    guess.add_argument("--speaker-pattern", help="regular expression finding the speaker in each path (its first "
+                       "group, else the whole match), e.g. 'Actor_(\\d+)'")
     guess.set_defaults(func=_predict)
 
     score = commands.add_parser("evaluate", help="score a model on a path,label manifest (other corpora)")
@@ -212,6 +230,12 @@ def main(argv: list[str] | None = None) -> int:
     score.add_argument("--json", help="also write the scores to this JSON file")
     score.add_argument("--window", type=float, default=DEFAULT_WINDOW)
     score.add_argument("--hop", type=float, default=DEFAULT_HOP)
+    score.add_argument("--adapt", choices=ADAPTATIONS, default="none",
+                       help="standardise features per group first: corpus = the whole manifest, speaker = per "
+                            "its speaker column (needed by speaker-normalised models)")
+    score.add_argument("--labels", choices=("model", "manifest"), default="model",
+                       help="decide among all of the model's classes, or only those in the manifest "
+                            "(probabilities renormalised: the usual cross-corpus protocol)")
     score.set_defaults(func=_evaluate)
 
     args = parser.parse_args(argv)

@@ -15,12 +15,12 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from .config import REPO_ROOT, Profile, display_path, env_path, get_profile
+from .config import REPO_ROOT, Profile, display_path, env_path, extra_corpora, get_profile
 from .progress import HEADLESS_ENV
 from .report import provenance, record_provenance, write_index
 
 NOTEBOOK_DIR = REPO_ROOT / "notebooks"
-NOTEBOOKS = ("01_download", "02_eda", "03_baselines", "04_wav2vec2", "05_results")
+NOTEBOOKS = ("01_download", "02_eda", "03_baselines", "04_wav2vec2", "05_results", "06_generalisation")
 
 
 class NotebookFailed(RuntimeError):
@@ -32,6 +32,13 @@ class Step:
     name: str
     status: str  # "ran" | "skipped"
     seconds: float = 0.0
+
+
+def _environment_parameters(name: str) -> dict:
+    """Parameters a notebook takes from the environment, passed explicitly so that changing them reruns it."""
+    if name == "06_generalisation":
+        return {"corpora": ",".join(str(p) for p in extra_corpora())}
+    return {}
 
 
 def _fingerprint(profile: Profile, name: str, parameters: dict, upstream: str) -> str:
@@ -103,7 +110,7 @@ def run_pipeline(profile_name: str | None = None, *, only: list[str] | None = No
     for name in NOTEBOOKS:
         if only and name not in only and name.split("_")[0] not in only:
             continue
-        params = (parameters or {}).get(name, {})
+        params = {**_environment_parameters(name), **(parameters or {}).get(name, {})}
         fingerprint = _fingerprint(profile, name, params, upstream)
         stamp = stamps / f"{name}.stamp"
         html = profile.reports_dir / f"{name}.html"

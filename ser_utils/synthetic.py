@@ -87,6 +87,38 @@ def make_synthetic_corpus(root: str | Path, *, actors=range(1, 25), seconds: flo
     return root
 
 
+def make_shifted_corpus(root: str | Path, *, speakers=range(31, 37), emotions=("neutral", "happy", "sad", "angry",
+                        "fearful", "disgust"), clips_per_emotion: int = 4, seconds: float = 1.0,
+                        sample_rate: int = 22_050, gain_db: float = -8.0, seed: int = 1) -> Path:
+    """A second generated corpus under shifted conditions, with a ``manifest.csv`` (``path,label,speaker``).
+
+    Other voices (speaker numbers the RAVDESS-named corpus does not have, hence other base pitches),
+    another recording level (``gain_db``), another sample rate and fewer classes than the model's, as
+    a real second corpus has: what the cross-corpus notebook evaluates on the smoke profile.
+    Deterministic given the arguments; reused when present. Returns the manifest's path.
+    """
+    root = Path(root)
+    settings = {"speakers": list(speakers), "emotions": list(emotions), "clips_per_emotion": clips_per_emotion,
+                "seconds": seconds, "sample_rate": sample_rate, "gain_db": gain_db, "seed": seed}
+    manifest, stamp = root / "manifest.csv", root / "synthetic.json"
+    if manifest.is_file() and stamp.is_file() and json.loads(stamp.read_text()) == settings:
+        return manifest
+    rows = ["path,label,speaker"]
+    gain = 10 ** (gain_db / 20)
+    for speaker in settings["speakers"]:
+        for e, emotion in enumerate(emotions):
+            for take in range(clips_per_emotion):
+                rng = np.random.default_rng([seed, speaker, e, take])
+                wave = gain * synthesize_clip(emotion, speaker, intensity=("normal", "strong")[take % 2],
+                                              statement=1 + take % 2, seconds=seconds, sample_rate=sample_rate,
+                                              rng=rng)
+                path = Path(f"spk{speaker}") / f"{emotion}_{take}.wav"
+                (root / path).parent.mkdir(parents=True, exist_ok=True)
+                sf.write(str(root / path), wave.astype(np.float32), sample_rate, subtype="PCM_16")
+                rows.append(f"{path.as_posix()},{emotion},spk{speaker}")
+    manifest.write_text("\n".join(rows) + "\n")
+    stamp.write_text(json.dumps(settings))
+    return manifest
 
 #: Flags of facebook/wav2vec2-base's config.json as published on the hub (a copy is in
 #: ../shared/fixtures/hub-configs): tiny checkpoints carry them, so they load and train as the real one.

@@ -124,8 +124,12 @@ def default_out_root(profile: Profile) -> Path:
 
 def run_frozen(profile: Profile, meta: pd.DataFrame, backbone: str, recipes: Sequence[Recipe],
                protocols: Sequence[str] = PROTOCOLS, *, folds: Sequence[int] | None = None,
-               random_repeats: int = 5, batch_size: int | None = None) -> tuple[pd.DataFrame, dict, pd.DataFrame]:
+               random_repeats: int = 5, batch_size: int | None = None,
+               normalisations: Sequence = ()) -> tuple[pd.DataFrame, dict, pd.DataFrame]:
     """Frozen mode: extract (or read cached) per-layer embeddings once, train each recipe's head per split.
+
+    ``normalisations`` (``normalization.Normalisation``, e.g. speaker, speaker-k10) add a speaker-
+    normalised variant of each recipe's system (``<system>+spknorm``, ``<system>+spknorm-k10``).
 
     Returns the fold metrics of every system, the embeddings (path -> ``(L+1, 3, D)``) and the
     per-layer probe under ``actor-kfold`` (empty if that protocol is not run).
@@ -137,13 +141,18 @@ def run_frozen(profile: Profile, meta: pd.DataFrame, backbone: str, recipes: Seq
     embeddings = extract_embeddings(model, meta["path"], profile.cache_dir, model_fingerprint(backbone),
                                     batch_size=batch_size).arrays
     del model
-    predictions, probe = {system_name(r, "frozen"): [] for r in recipes}, pd.DataFrame()
+    from .normalization import frozen_normalised_predictions
+
+    predictions, probe = {}, pd.DataFrame()
     for protocol in protocols:
         splits = protocol_splits(meta, protocol, profile, folds=folds, random_repeats=random_repeats)
         for recipe in recipes:
             name = system_name(recipe, "frozen")
-            predictions[name].append(frozen_predictions(meta, splits, embeddings, recipe.model, name,
-                                                        seed=profile.seed))
+            predictions.setdefault(name, []).append(frozen_predictions(meta, splits, embeddings, recipe.model, name,
+                                                                       seed=profile.seed))
+            for normalisation in normalisations:
+                predictions.setdefault(name + normalisation.suffix, []).append(frozen_normalised_predictions(
+                    meta, splits, embeddings, recipe.model, name, normalisation, seed=profile.seed))
         if protocol == "actor-kfold":
             probe = layer_probe(meta, splits, embeddings)
     return write_systems(predictions, profile), embeddings, probe
