@@ -11,14 +11,18 @@ The notebooks in ``notebooks/`` tell the story; this package does the work. Modu
 ``fingerprint`` digests of code, corpus listings and backbone weights (what caches and the pipeline key on)
 ``features``    handcrafted features (one-STFT librosa families, eGeMAPS)
 ``baselines``   scikit-learn baselines, validation-only selection, saved pipelines
-``model``       wav2vec2 classifier (pooling, layer weighting, freezing; padding-invariant)
+``backbones``   SSL backbones by model_type (wav2vec2, HuBERT, WavLM, data2vec-audio), strict loading
+``model``       emotion classifier on a backbone (pooling, layer weighting, freezing; padding-invariant)
 ``train``       fine-tuning loop (accelerate);  ``embeddings``  frozen-embedding cache and heads
 ``systems``     the wav2vec2 recipes and how each runs under a protocol
 ``device``      precision and batch size from the hardware
+``normalization``  speaker normalisation and enrolment (per-speaker statistics from features alone)
 ``results``     comparison table, bootstrap intervals, error analysis, significance
 ``compare``     do two results folders agree within their bootstrap intervals (``compare-results``)
 ``predict``     EmotionRecognizer, the predict and evaluate commands
-``synthetic``   a generated RAVDESS-named corpus and a tiny wav2vec2 for the smoke profile and tests
+``crosscorpus`` other corpora: --adapt none/corpus/speaker, --labels model/manifest, notebook 06's table
+``synthetic``   a generated RAVDESS-named corpus, a shifted second corpus and tiny hub-layout checkpoints
+                (smoke profile, tests)
 ``eda`` ``plots`` ``report`` ``pipeline`` ``progress``   analysis figures, provenance, papermill runner
 """
 

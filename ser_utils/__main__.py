@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 import warnings
@@ -41,30 +42,34 @@ def _synth(args: argparse.Namespace) -> int:
 
 
 def _finetune(args: argparse.Namespace) -> int:
-
     from .audio import load_many
     from .config import get_profile, with_overrides
     from .corpus import load_corpus
     from .systems import (
         ORIGINAL,
         PROJECT,
-        backbone_status,
+        backbone_check,
         prepare_backbone,
         protocol_splits,
         system_name,
         write_system,
     )
-    from .train import finetune_predictions
+    from .train import finetune_predictions, processes_state
 
+    # Under `accelerate launch` the main process prepares data and backbone (and writes results); the
+    # others find them ready.
+    processes = processes_state()
     profile = get_profile(args.profile, data_dir=args.data, model=args.backbone)
     recipe = {"project": PROJECT, "original": ORIGINAL}[args.recipe]
-    reason = backbone_status(prepare_backbone(profile))
+    with processes.main_process_first():
+        checked, reason = backbone_check(prepare_backbone(profile))  # before hours of training
+        meta = load_corpus(profile) if not reason else None
     if reason:
-        print(f"error: {reason}", file=sys.stderr)
-        return 1
+        processes.print(f"error: {reason}", file=sys.stderr)
+        return 2
+    processes.print(checked.summary())
     training = with_overrides(recipe.training, epochs=args.epochs, batch_size=args.batch_size,
                               patience=args.patience)
-    meta = load_corpus(profile)
     waves, _ = load_many(meta["path"])
     splits = protocol_splits(meta, args.protocol, profile, folds=args.folds)
     name = args.name or system_name(recipe, "finetune")
@@ -72,9 +77,22 @@ def _finetune(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     predictions, _ = finetune_predictions(meta, splits, profile.model, recipe.model, training, out_root, name,
                                           waves)
+    if not processes.is_main_process:
+        return 0
     metrics = write_system(predictions, profile, name)
     print(metrics[["system", "protocol", "fold", "accuracy", "uar", "macro_f1", "n_test"]].to_string(index=False))
     print(f"{len(splits)} fold(s) in {time.perf_counter() - start:.0f} s")
+    return 0
+
+
+def _backbone(args: argparse.Namespace) -> int:
+    from .systems import backbone_check
+
+    report, reason = backbone_check(args.checkpoint)
+    if reason:
+        print(f"error: {reason}", file=sys.stderr)
+        return 2
+    print(json.dumps(report.to_dict(), indent=1) if args.json else report.summary())
     return 0
 
 
@@ -105,6 +123,8 @@ def _check_run_options(args: argparse.Namespace, outputs: dict[str, str | None])
 
 
 def _predict(args: argparse.Namespace) -> int:
+    from .crosscorpus import speaker_groups
+    from .normalization import GroupError
     from .predict import audio_files, format_prediction, predictions_table, to_json
 
     if not _check_run_options(args, {"--csv": args.csv, "--json": args.json}):
@@ -115,8 +135,18 @@ def _predict(args: argparse.Namespace) -> int:
     files, failures = audio_files(args.paths)
     for message in failures.values():
         print(f"error: {message}", file=sys.stderr)
+    try:  # adapted features need every file of a group at once; otherwise files stream one after another
+        groups = speaker_groups(files, args.adapt, args.speaker_pattern)
+        if groups is not None or recognizer.normalization:
+            scored, unreadable = recognizer.predict_files(files, window=args.window, hop=args.hop, groups=groups)
+            stream = [(p.path, p, "") for p in scored] + [(p, None, why) for p, why in unreadable.items()]
+        else:
+            stream = recognizer.iter_predictions(files, window=args.window, hop=args.hop)
+    except GroupError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     predictions = []
-    for path, prediction, reason in recognizer.iter_predictions(files, window=args.window, hop=args.hop):
+    for path, prediction, reason in stream:
         if prediction is None:
             failures[path] = reason
             print(f"error: {reason}", file=sys.stderr)
@@ -144,7 +174,8 @@ def _evaluate(args: argparse.Namespace) -> int:
     try:
         with warnings.catch_warnings(record=True) as caught:  # one "warning:" line each, no source echo
             warnings.simplefilter("always", UserWarning)
-            result = evaluate_manifest(recognizer, args.manifest, window=args.window, hop=args.hop)
+            result = evaluate_manifest(recognizer, args.manifest, window=args.window, hop=args.hop,
+                                       adapt=args.adapt, labels=args.labels)
         for warning in caught:
             if issubclass(warning.category, UserWarning):
                 print(f"warning: {warning.message}", file=sys.stderr)
@@ -160,13 +191,17 @@ def _evaluate(args: argparse.Namespace) -> int:
         return 2
     for message in result["failures"].values():
         print(f"error: {message}", file=sys.stderr)
-    print(f"clips: {result['n']}  classes: {', '.join(result['classes'])}")
+    settings = result["settings"]
+    print(f"clips: {result['n']}  classes: {', '.join(result['classes'])}  adapt: {settings['adapt']}  "
+          f"labels: {settings['labels']}")
     print(f"accuracy: {result['accuracy']:.4f}  UAR: {result['uar']:.4f}  macro-F1: {result['macro_f1']:.4f}")
-    print("confusion (rows: true, columns: predicted; other = a class absent from the manifest):")
+    print("confusion (rows: true, columns: predicted; other = a class absent from the manifest"
+          + (", never chosen with --labels manifest):" if args.labels == "manifest" else "):"))
     print(result["confusion"].to_string())
     if args.json:
         summary = {k: v for k, v in result.items() if k != "confusion"}
         summary["confusion"] = result["confusion"].to_dict(orient="index")
+        summary["settings"] = {**settings, "model": args.model}
         Path(args.json).write_text(strict_json(summary))
     return 1 if result["failures"] else 0
 
@@ -221,6 +256,13 @@ def main(argv: list[str] | None = None) -> int:
     tune.add_argument("--name", help="system name in the results (default: w2v2-<recipe>-ft)")
     tune.set_defaults(func=_finetune)
 
+    check_backbone = commands.add_parser(
+        "backbone", help="load a checkpoint as training would and say what it holds (run before a long job)")
+    check_backbone.add_argument("checkpoint", help="hub name or local folder")
+    check_backbone.add_argument("--json", action="store_true", help="print a JSON object")
+    check_backbone.set_defaults(func=_backbone)
+
+    from .crosscorpus import ADAPTATIONS
     from .predict import DEFAULT_HOP, DEFAULT_WINDOW
 
     guess = commands.add_parser("predict", help="emotion of audio files or folders with a trained model")
@@ -230,6 +272,11 @@ def main(argv: list[str] | None = None) -> int:
     guess.add_argument("--csv", help="write per-window and per-file rows to this CSV file")
     guess.add_argument("--window", type=float, default=DEFAULT_WINDOW, help="window length, seconds")
     guess.add_argument("--hop", type=float, default=DEFAULT_HOP, help="hop between windows, seconds")
+    guess.add_argument("--adapt", choices=ADAPTATIONS, default="none",
+                       help="standardise features per group first: corpus = all files of the call, speaker = "
+                            "per --speaker-pattern (needed by speaker-normalised models)")
+    guess.add_argument("--speaker-pattern", help="regular expression finding the speaker in each path (its first "
+                       "group, else the whole match), e.g. 'Actor_(\\d+)'")
     guess.add_argument("--allow-pickle", action="store_true", help=ALLOW_PICKLE_HELP)
     guess.set_defaults(func=_predict)
 
@@ -239,6 +286,12 @@ def main(argv: list[str] | None = None) -> int:
     score.add_argument("--json", help="also write the scores to this JSON file")
     score.add_argument("--window", type=float, default=DEFAULT_WINDOW)
     score.add_argument("--hop", type=float, default=DEFAULT_HOP)
+    score.add_argument("--adapt", choices=ADAPTATIONS, default="none",
+                       help="standardise features per group first: corpus = the whole manifest, speaker = per "
+                            "its speaker column (needed by speaker-normalised models)")
+    score.add_argument("--labels", choices=("model", "manifest"), default="model",
+                       help="decide among all of the model's classes, or only those in the manifest "
+                            "(probabilities renormalised: the usual cross-corpus protocol)")
     score.add_argument("--allow-pickle", action="store_true", help=ALLOW_PICKLE_HELP)
     score.set_defaults(func=_evaluate)
 

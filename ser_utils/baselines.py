@@ -388,7 +388,7 @@ class BaselineModel:
     def __init__(self, extractor: FeatureExtractor, pipeline: BaseEstimator, *,
                  labels: Sequence[str] = EMOTIONS, classifier: str = "", params: dict | None = None,
                  families: Sequence[str] | None = None, system: str | None = None,
-                 info: dict | None = None):
+                 info: dict | None = None, normalization: dict | None = None):
         self.extractor = extractor
         self.pipeline = pipeline
         self.labels = tuple(labels)
@@ -397,6 +397,8 @@ class BaselineModel:
         self.families = tuple(families) if families else None
         self.system = system or f"{extractor.name}+{classifier}"
         self.info = dict(info or {})
+        # How the training features were normalised (``ser_utils.normalization``); None: not at all.
+        self.normalization = normalization if normalization and normalization.get("kind") != "none" else None
         # The pipeline sees the columns of ``families`` only (all columns when None).
         self._columns = (np.isin(extractor.feature_families(), self.families) if self.families
                          else np.ones(extractor.n_features, dtype=bool))
@@ -428,16 +430,24 @@ class BaselineModel:
         return cls(extractor, pipeline, classifier=classifier, params=params, families=families,
                    system=system, info={"n_train_clips": len(table.X), "seed": seed})
 
-    def predict_proba(self, waveforms: Sequence[np.ndarray]) -> np.ndarray:
+    def predict_proba(self, waveforms: Sequence[np.ndarray], groups: Sequence[str] | None = None) -> np.ndarray:
         """Class probabilities of float32 mono clips at :attr:`sample_rate` (16 kHz): ``(n, 8)``,
         columns in ``labels`` order (``corpus.EMOTIONS``), rows summing to 1.
 
+        ``groups`` (one name per clip: speaker, or one name for a whole corpus) adapts the features
+        per group first (``normalization.adapt_features``); a speaker-normalised model needs them.
         Raises ``features.ClipTooShortError`` / ``audio.SilentAudioError`` for clips that cannot be
-        summarised (shorter than ``min_seconds``, or silent).
+        summarised (shorter than ``min_seconds``, or silent), ``normalization.GroupError`` for
+        missing or too small groups.
         """
+        from .normalization import adapt_features
+
         if isinstance(waveforms, np.ndarray) and waveforms.ndim == 1:
             raise ValueError("pass a list of waveforms, not a single 1-D array")
         X = self.extractor.transform(list(waveforms)).astype(np.float64)[:, self._columns]
+        scaler = self.pipeline.named_steps["scale"]
+        X = adapt_features(X, groups, self.normalization, train_mean=scaler.mean_, train_scale=scaler.scale_,
+                           model=self.system)
         proba = np.zeros((len(X), len(self.labels)))
         if len(X):
             columns = [self.labels.index(str(c)) for c in self.pipeline.classes_]
@@ -458,6 +468,7 @@ class BaselineModel:
             "classifier": self.classifier, "params": self.params,
             "families": list(self.families) if self.families else None, "labels": list(self.labels),
             "sample_rate": self.sample_rate, "info": self.info,
+            "normalization": self.normalization or {"kind": "none"},
             "packages": {p: metadata.version(p) for p in ("scikit-learn", "librosa", "opensmile", "numpy")},
         }
         import skops.io
@@ -507,7 +518,7 @@ class BaselineModel:
         try:
             return cls(extractor, pipeline, labels=config["labels"], classifier=config["classifier"],
                        params=config["params"], families=config.get("families"), system=config["system"],
-                       info=config.get("info"))
+                       info=config.get("info"), normalization=config.get("normalization"))
         except (KeyError, TypeError, IndexError) as err:
             raise ValueError(f"{config_path}: incomplete or inconsistent config ({type(err).__name__}: {err})") \
                 from err

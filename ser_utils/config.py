@@ -126,6 +126,13 @@ def _resolve(value: str) -> Path:
     return (REPO_ROOT / path).resolve()
 
 
+def extra_corpora(value: str | None = None) -> list[Path]:
+    """Manifests of other corpora for the cross-corpus notebook: ``value`` or ``$SER_EXTRA_CORPORA``,
+    comma-separated paths (relative ones as for the other path variables). Empty: none given."""
+    value = os.environ.get("SER_EXTRA_CORPORA", "") if value is None else value
+    return [_resolve(part.strip()) for part in value.split(",") if part.strip()]
+
+
 def _model_from_env() -> str | None:
     """``SER_MODEL``: an existing local directory is made absolute, anything else is a hub name."""
     value = os.environ.get("SER_MODEL", "").strip()

@@ -22,12 +22,21 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from .config import KEEP_FOLDS_ENV, RECOMPUTE_ENV, REPO_ROOT, Profile, display_path, env_path, get_profile
+from .config import (
+    KEEP_FOLDS_ENV,
+    RECOMPUTE_ENV,
+    REPO_ROOT,
+    Profile,
+    display_path,
+    env_path,
+    extra_corpora,
+    get_profile,
+)
 from .progress import HEADLESS_ENV
 from .report import provenance, record_provenance, write_index
 
 NOTEBOOK_DIR = REPO_ROOT / "notebooks"
-NOTEBOOKS = ("01_download", "02_eda", "03_baselines", "04_wav2vec2", "05_results")
+NOTEBOOKS = ("01_download", "02_eda", "03_baselines", "04_wav2vec2", "05_results", "06_generalisation")
 
 
 class NotebookFailed(RuntimeError):
@@ -39,6 +48,13 @@ class Step:
     name: str
     status: str  # "ran" | "skipped" | "would run" (dry run)
     seconds: float = 0.0
+
+
+def _environment_parameters(name: str) -> dict:
+    """Parameters a notebook takes from the environment, passed explicitly so that changing them reruns it."""
+    if name == "06_generalisation":
+        return {"corpora": ",".join(str(p) for p in extra_corpora())}
+    return {}
 
 
 #: Notebooks that load the wav2vec2 backbone: their fingerprint includes its weights.
@@ -169,7 +185,8 @@ def _run_pipeline(profile: Profile, only, force: bool, dry_run: bool, parameters
     for name in NOTEBOOKS:
         if only and name not in only and name.split("_")[0] not in only:
             continue
-        parts = fingerprint_parts(profile, name, parameters.get(name, {}), upstream)
+        params = {**_environment_parameters(name), **parameters.get(name, {})}
+        parts = fingerprint_parts(profile, name, params, upstream)
         stamp, html = stamps / f"{name}.stamp", profile.reports_dir / f"{name}.html"
         reasons = (["FORCE"] if force else []) + stale_reasons(stamp, html, parts)
         if dry_run:
@@ -184,11 +201,11 @@ def _run_pipeline(profile: Profile, only, force: bool, dry_run: bool, parameters
             start = time.perf_counter()
             stamp.unlink(missing_ok=True)
             info = provenance(profile)  # before the run: the results notebook edits README.md
-            run_notebook(profile, name, parameters.get(name, {}))
+            run_notebook(profile, name, params)
             record_provenance(profile, name, info)
             # Recorded as the inputs are *after* the run: notebook 01 may have generated the corpus and 04 the
             # tiny backbone (smoke profile), so an unchanged second run matches and skips.
-            parts = fingerprint_parts(profile, name, parameters.get(name, {}), upstream)
+            parts = fingerprint_parts(profile, name, params, upstream)
             stamps.mkdir(parents=True, exist_ok=True)
             stamp.write_text(json.dumps({"fingerprint": _digest(parts), "parts": parts}, indent=1))
             steps.append(Step(name, "ran", time.perf_counter() - start))

@@ -25,7 +25,6 @@ import pandas as pd
 import soundfile as sf
 
 from .audio import SAMPLE_RATE, SILENCE_PEAK, AudioError, SilentAudioError, load_audio
-from .evaluate import score
 
 DEFAULT_WINDOW = 6.0  # seconds: longer than any RAVDESS clip (2.9-5.3 s), so those are scored whole
 DEFAULT_HOP = 3.0
@@ -156,11 +155,24 @@ class EmotionRecognizer:
         raise ModelLoadError(f"{directory}: not a model directory (expected ser_config.json of a wav2vec2 "
                              "checkpoint, or config.json + pipeline.skops of a baseline)")
 
-    def predict_proba(self, waves: Sequence[np.ndarray]) -> np.ndarray:
-        """Probabilities ``(n, n_labels)`` of float32 mono clips at :attr:`sample_rate`."""
+    @property
+    def normalization(self) -> dict | None:
+        """The normalisation the model was trained with (``None``: none); see ``ser_utils.normalization``."""
+        return getattr(self.model, "normalization", None) if self.kind == "baseline" else None
+
+    def predict_proba(self, waves: Sequence[np.ndarray], groups: Sequence[str] | None = None) -> np.ndarray:
+        """Probabilities ``(n, n_labels)`` of float32 mono clips at :attr:`sample_rate`.
+
+        ``groups`` (one per clip) adapts features per group (baseline models only).
+        """
         if self.kind == "wav2vec2":
+            if groups is not None:
+                from .normalization import GroupError
+
+                raise GroupError("adaptation (--adapt corpus/speaker) works on feature-based (baseline) models; "
+                                 "this is a wav2vec2 checkpoint: use --adapt none")
             return self.model.predict_proba(list(waves), batch_size=self.batch_size)
-        return self.model.predict_proba(list(waves))
+        return self.model.predict_proba(list(waves), groups=groups)
 
     def predict_wave(self, wave: np.ndarray, *, window: float | None = DEFAULT_WINDOW,
                      hop: float | None = DEFAULT_HOP, name: str = "<waveform>") -> FilePrediction:
@@ -216,9 +228,21 @@ class EmotionRecognizer:
             yield prediction.path, prediction, ""
 
     def predict_files(self, paths: Iterable[str | Path], *, window: float | None = DEFAULT_WINDOW,
-                      hop: float | None = DEFAULT_HOP) -> tuple[list[FilePrediction], dict[str, str]]:
+                      hop: float | None = DEFAULT_HOP,
+                      groups: Sequence[str] | None = None) -> tuple[list[FilePrediction], dict[str, str]]:
         """Score many files (see :meth:`iter_predictions`). Returns the predictions of the files that
-        worked and, for each file that did not, the reason (the good ones are still scored)."""
+        worked and, for each file that did not, the reason (the good ones are still scored).
+
+        ``groups`` (one per path: speaker, or one name for all) adapts features per group; the
+        group statistics come from the group's readable files, so those files are loaded together.
+        ``normalization.GroupError`` (a group too small, or a speaker-normalised model without groups)
+        is raised, not isolated.
+        """
+        check_window(window, hop)
+        if groups is not None:
+            return self._predict_grouped(list(paths), list(groups), window, hop)
+        if self.normalization:
+            self.predict_proba([], groups=None)  # raises GroupError: this model needs groups
         predictions, failures = [], {}
         for path, prediction, reason in self.iter_predictions(paths, window=window, hop=hop):
             if prediction is None:
@@ -227,7 +251,43 @@ class EmotionRecognizer:
                 predictions.append(prediction)
         return predictions, failures
 
-    def _score(self, named_waves: list[tuple[str, np.ndarray]], window, hop) -> list[FilePrediction]:
+    def _predict_grouped(self, paths: list, groups: list, window, hop) -> tuple[list[FilePrediction], dict[str, str]]:
+        from .normalization import GroupError
+
+        if len(groups) != len(paths):
+            raise ValueError(f"{len(groups)} groups for {len(paths)} files")
+        loaded, kept, failures = [], [], {}
+        for path, group in zip(paths, groups, strict=True):
+            try:
+                loaded.append((str(path), load_audio(path, self.sample_rate, max_seconds=None)))
+                kept.append(str(group))
+            except AudioError as err:
+                failures[str(path)] = str(err)
+        try:
+            return self._score(loaded, window, hop, kept), failures
+        except GroupError:
+            raise
+        except ValueError:  # an unusable clip: find it alone (no group needed to tell), then score the rest together
+            usable = []
+            for (name, wave), group in zip(loaded, kept, strict=True):
+                try:
+                    self._summarisable(wave, window, hop)
+                    usable.append(((name, wave), group))
+                except ValueError as err:
+                    failures[name] = f"{name}: {err}"
+            return self._score([u for u, _ in usable], window, hop, [g for _, g in usable]), failures
+
+    def _summarisable(self, wave: np.ndarray, window, hop) -> None:
+        """Raise the ValueError a clip's windows give the model, without scoring them."""
+        pieces = [wave[a:b] for a, b in window_bounds(len(wave), window, hop, self.sample_rate)
+                  if np.abs(wave[a:b]).max() >= SILENCE_PEAK]
+        if self.kind == "baseline":
+            self.model.extractor.transform(pieces or [wave])
+        else:
+            self.predict_proba(pieces or [wave])
+
+    def _score(self, named_waves: list[tuple[str, np.ndarray]], window, hop,
+               groups: Sequence[str] | None = None) -> list[FilePrediction]:
         pieces, owners = [], []
         plans = []
         for index, (_, wave) in enumerate(named_waves):
@@ -238,7 +298,9 @@ class EmotionRecognizer:
                 if not quiet:
                     pieces.append(wave[a:b])
                     owners.append(index)
-        probs = self.predict_proba(pieces) if pieces else np.zeros((0, len(self.labels)))
+        piece_groups = None if groups is None else [groups[i] for i in owners]
+        probs = (self.predict_proba(pieces, groups=piece_groups) if pieces
+                 else np.zeros((0, len(self.labels))))
         results, cursor = [], 0
         for (name, wave), (bounds, silent) in zip(named_waves, plans, strict=True):
             rows = []
@@ -290,7 +352,8 @@ class NothingScoredError(ValueError):
 
 
 def read_manifest(manifest: str | Path, labels: Sequence[str]) -> tuple[pd.DataFrame, dict[str, str]]:
-    """Read a ``path,label`` CSV; relative paths are taken relative to the manifest's folder.
+    """Read a ``path,label`` CSV (other columns, e.g. ``speaker``, are kept); relative paths are taken
+    relative to the manifest's folder.
 
     Returns the usable rows (one per distinct ``(path, label)``: repeated rows are scored once, with a
     warning) and, per unusable row (empty path or label), the reason. Raises ``ValueError`` naming the
@@ -306,7 +369,7 @@ def read_manifest(manifest: str | Path, labels: Sequence[str]) -> tuple[pd.DataF
     missing = {"path", "label"} - set(table.columns)
     if missing:
         raise ValueError(f"{manifest}: needs columns path,label (missing {', '.join(sorted(missing))})")
-    table = table[["path", "label"]].apply(lambda column: column.str.strip())
+    table = table.apply(lambda column: column.str.strip())
     table["label"] = table["label"].str.lower()
     table.index = table.index + 2  # the CSV line of each row (line 1 is the header)
     empty = (table["path"] == "") | (table["label"] == "")
@@ -326,33 +389,20 @@ def read_manifest(manifest: str | Path, labels: Sequence[str]) -> tuple[pd.DataF
 
 
 def evaluate_manifest(recognizer: EmotionRecognizer, manifest: str | Path, *,
-                      window: float | None = DEFAULT_WINDOW, hop: float | None = DEFAULT_HOP) -> dict:
+                      window: float | None = DEFAULT_WINDOW, hop: float | None = DEFAULT_HOP,
+                      adapt: str = "none", labels: str = "model") -> dict:
     """Accuracy, UAR, macro-F1 and confusion matrix of a model on a ``path,label`` manifest.
 
-    Metrics average over the classes present in the manifest; a prediction of any other class of the
-    model counts as an error. Files that cannot be read are reported (``failures``) and left out; each
-    distinct file is scored once, even when it is listed under several labels. Raises
-    :class:`NothingScoredError` (with every file's reason) when no file could be scored.
+    Metrics average over the classes present in the manifest; with ``labels="model"`` a prediction of
+    any other class of the model counts as an error. Files that cannot be read are reported and left
+    out; when none can be, :class:`NothingScoredError` keeps every file's reason.
+    ``adapt`` and ``labels="manifest"``: see :mod:`ser_utils.crosscorpus`, which does the work.
     """
+    from .crosscorpus import evaluate_manifest as evaluate
+
     check_window(window, hop)
-    table, failures = read_manifest(manifest, recognizer.labels)
-    predicted = {}
-    for path, prediction, reason in recognizer.iter_predictions(table["path"].drop_duplicates(), window=window,
-                                                                hop=hop):
-        if prediction is None:
-            failures[path] = reason
-        else:
-            predicted[path] = prediction.emotion
-    scored = table[table["path"].isin(predicted)]
-    if scored.empty:
-        raise NothingScoredError(f"{manifest}: none of the {len(table)} file(s) could be scored", failures)
-    result = score(scored["label"], scored["path"].map(predicted), recognizer.labels)
-    present = [c for c in recognizer.labels if c in set(scored["label"])]
-    rows = [recognizer.labels.index(c) for c in present]
-    confusion = pd.DataFrame(result.confusion[rows][:, rows], index=present, columns=present)
-    confusion["other"] = result.confusion[rows].sum(axis=1) - confusion.sum(axis=1)
-    return {"n": result.n, "accuracy": result.accuracy, "uar": result.uar, "macro_f1": result.macro_f1,
-            "classes": present, "confusion": confusion, "failures": failures}
+
+    return evaluate(recognizer, manifest, adapt=adapt, labels=labels, window=window, hop=hop)
 
 
 def format_prediction(prediction: FilePrediction) -> str:

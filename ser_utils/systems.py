@@ -8,7 +8,6 @@ system that cannot run on this machine writes "not run" rows with the reason ins
 from __future__ import annotations
 
 import json
-import logging
 import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -16,6 +15,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from .backbones import LoadReport
 from .config import Profile
 from .device import default_device
 from .evaluate import metrics_from_predictions, not_run_rows, write_metrics, write_predictions
@@ -54,25 +54,17 @@ def prepare_backbone(profile: Profile) -> str:
     return profile.model
 
 
-def backbone_status(name_or_dir: str) -> str | None:
-    """``None`` when the backbone's configuration can be loaded, else the reason it cannot.
+def backbone_check(name_or_dir: str) -> tuple[LoadReport | None, str | None]:
+    """The check of ``python -m ser_utils backbone``, run before any long job: the backbone's load
+    report and ``None``, or ``None`` and the one-line reason it cannot run (unavailable, unsupported,
+    or not every backbone tensor in the checkpoint)."""
+    from .backbones import BackboneError, check_backbone
 
-    Only the small ``config.json`` is fetched, so a missing checkpoint is found out fast.
-    """
-
-    from transformers import Wav2Vec2Config
-
-    hub_log = logging.getLogger("huggingface_hub")
-    level = hub_log.level
-    hub_log.setLevel(logging.ERROR)  # offline, the hub client logs every retry: the reason below says it once
     try:
-        Wav2Vec2Config.from_pretrained(name_or_dir)
-    except (OSError, ValueError):
-        return (f"pretrained weights '{name_or_dir}' are not available here (no network access to the "
-                "Hugging Face Hub and no local copy); set SER_MODEL to a local copy")
-    finally:
-        hub_log.setLevel(level)
-    return None
+        report = check_backbone(name_or_dir)
+    except BackboneError as err:
+        return None, str(err)
+    return (report, None) if report.complete else (None, report.problem())
 
 
 def protocol_splits(meta: pd.DataFrame, protocol: str, profile: Profile, *, folds: Sequence[int] | None = None,
@@ -81,8 +73,16 @@ def protocol_splits(meta: pd.DataFrame, protocol: str, profile: Profile, *, fold
     splits = make_splits(meta, protocol, seed=profile.seed, n_repeats=random_repeats)
     if folds:
         splits = [s for s in splits if s.fold in set(folds)]
-    save_splits(splits, profile.results_dir / "splits" / f"{protocol}.json")
+    if is_main_process():
+        save_splits(splits, profile.results_dir / "splits" / f"{protocol}.json")
     return splits
+
+
+def is_main_process() -> bool:
+    """False in the other processes of ``accelerate launch``: they train, but never write results."""
+    from .train import processes_state
+
+    return processes_state().is_main_process
 
 
 def write_system(predictions: pd.DataFrame, profile: Profile, system: str) -> pd.DataFrame:
@@ -124,8 +124,12 @@ def default_out_root(profile: Profile) -> Path:
 
 def run_frozen(profile: Profile, meta: pd.DataFrame, backbone: str, recipes: Sequence[Recipe],
                protocols: Sequence[str] = PROTOCOLS, *, folds: Sequence[int] | None = None,
-               random_repeats: int = 5, batch_size: int | None = None) -> tuple[pd.DataFrame, dict, pd.DataFrame]:
+               random_repeats: int = 5, batch_size: int | None = None,
+               normalisations: Sequence = ()) -> tuple[pd.DataFrame, dict, pd.DataFrame]:
     """Frozen mode: extract (or read cached) per-layer embeddings once, train each recipe's head per split.
+
+    ``normalisations`` (``normalization.Normalisation``, e.g. speaker, speaker-k10) add a speaker-
+    normalised variant of each recipe's system (``<system>+spknorm``, ``<system>+spknorm-k10``).
 
     Returns the fold metrics of every system, the embeddings (path -> ``(L+1, 3, D)``) and the
     per-layer probe under ``actor-kfold`` (empty if that protocol is not run).
@@ -138,13 +142,18 @@ def run_frozen(profile: Profile, meta: pd.DataFrame, backbone: str, recipes: Seq
     embeddings = extract_embeddings(model, meta["path"], profile.cache_dir, model_fingerprint(backbone),
                                     batch_size=batch_size).arrays
     del model
-    predictions, probe = {system_name(r, "frozen"): [] for r in recipes}, pd.DataFrame()
+    from .normalization import frozen_normalised_predictions
+
+    predictions, probe = {}, pd.DataFrame()
     for protocol in protocols:
         splits = protocol_splits(meta, protocol, profile, folds=folds, random_repeats=random_repeats)
         for recipe in recipes:
             name = system_name(recipe, "frozen")
-            predictions[name].append(frozen_predictions(meta, splits, embeddings, recipe.model, name,
-                                                        seed=profile.seed))
+            predictions.setdefault(name, []).append(frozen_predictions(meta, splits, embeddings, recipe.model, name,
+                                                                       seed=profile.seed))
+            for normalisation in normalisations:
+                predictions.setdefault(name + normalisation.suffix, []).append(frozen_normalised_predictions(
+                    meta, splits, embeddings, recipe.model, name, normalisation, seed=profile.seed))
         if protocol == "actor-kfold":
             probe = layer_probe(meta, splits, embeddings)
     return write_systems(predictions, profile), embeddings, probe

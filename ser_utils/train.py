@@ -28,7 +28,6 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from .audio import SAMPLE_RATE, collate, crop, normalize
 from .config import recompute_before
-from .device import default_device
 from .evaluate import prediction_table, score
 from .model import EmotionClassifier, ModelConfig
 
@@ -166,6 +165,16 @@ def _scheduler(optimizer, config: TrainConfig, total_steps: int):
     raise ValueError(f"schedule={config.schedule!r}; choose 'linear' or 'constant'")
 
 
+def processes_state():
+    """The processes of this run (accelerate's ``PartialState``): one, or those ``accelerate launch``
+    (or ``torchrun``) started, on GPUs, or on CPUs with the gloo backend when CUDA is absent or
+    ``ACCELERATE_USE_CPU`` is set. Created once; everything after shares it."""
+    from accelerate import PartialState
+    from accelerate.utils import parse_flag_from_env
+
+    return PartialState(cpu=parse_flag_from_env("ACCELERATE_USE_CPU") or not torch.cuda.is_available())
+
+
 def _mixed_precision(setting: str) -> str:
     if setting == "auto":
         return "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "no"
@@ -205,7 +214,8 @@ def train_fold(
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    accelerator = Accelerator(mixed_precision=_mixed_precision(config.mixed_precision),
+    accelerator = Accelerator(cpu=processes_state().device.type == "cpu",
+                              mixed_precision=_mixed_precision(config.mixed_precision),
                               gradient_accumulation_steps=config.grad_accum)
     set_seed(config.seed)
     model = make_model()
@@ -227,12 +237,13 @@ def train_fold(
         state = json.loads(state_path.read_text())
         resumed_from = state["epoch"]
         accelerator.print(f"resuming after epoch {resumed_from} (best val UAR {state['best_val_uar']:.3f})")
-        if log_path.exists():  # epochs after the saved state are run again: drop their lines
+        if log_path.exists() and accelerator.is_main_process:  # epochs after the saved state run again
             kept = [line for line in log_path.read_text().splitlines()
                     if json.loads(line)["epoch"] <= resumed_from]
             log_path.write_text("".join(f"{line}\n" for line in kept))
-    elif log_path.exists():
+    elif log_path.exists() and accelerator.is_main_process:
         log_path.unlink()  # a stale log without a state to resume from
+    accelerator.wait_for_everyone()  # every process starts from the same files
 
     loss_fn = torch.nn.CrossEntropyLoss()
     for epoch in range(state["epoch"] + 1, config.epochs + 1):
@@ -327,8 +338,10 @@ def finetune_predictions(meta, splits, backbone: str, model_config: ModelConfig,
     :class:`FoldResult` (``None`` for folds reused from disk).
     """
     import pandas as pd
-    from accelerate import PartialState
 
+    # Under `accelerate launch` every process trains; only the main one writes files, and the others
+    # wait for it wherever they would read what it writes.
+    processes = processes_state()
     meta = meta[meta["path"].isin(waves.keys())]
     frames, results = [], []
     for split in splits:
@@ -337,16 +350,21 @@ def finetune_predictions(meta, splits, backbone: str, model_config: ModelConfig,
         fingerprint = fold_fingerprint(split, meta, backbone, model_config, config)
         forced = recompute_before(folds=True)
         stamp = fold_dir / "fingerprint.txt"
-        if forced is not None and stamp.is_file() and stamp.stat().st_mtime < forced:
+        outdated = forced is not None and stamp.is_file() and stamp.stat().st_mtime < forced
+        processes.wait_for_everyone()  # every process has looked before the main one removes anything
+        if outdated and processes.is_main_process:
             shutil.rmtree(fold_dir)  # FORCE=1 (without KEEP_FOLDS=1): folds from before this run are retrained
+        processes.wait_for_everyone()
         if done.is_file() and json.loads(done.read_text()).get("fingerprint") == fingerprint:
             frames.append(pd.read_csv(fold_dir / "predictions.csv", dtype={"stem": str}))
             results.append(None)
             continue
-        if fold_dir.is_dir() and (not stamp.is_file() or stamp.read_text() != fingerprint):
-            shutil.rmtree(fold_dir)  # made from other data, model or settings: start this fold afresh
-        fold_dir.mkdir(parents=True, exist_ok=True)
-        stamp.write_text(fingerprint)
+        if processes.is_main_process:
+            if fold_dir.is_dir() and (not stamp.is_file() or stamp.read_text() != fingerprint):
+                shutil.rmtree(fold_dir)  # made from other data, model or settings: start this fold afresh
+            fold_dir.mkdir(parents=True, exist_ok=True)
+            stamp.write_text(fingerprint)
+        processes.wait_for_everyone()
         train, val, test = split.frames(meta)
         label_index = {name: i for i, name in enumerate(model_config.labels)}
         datasets = [ClipDataset([waves[p] for p in part["path"]],
@@ -356,16 +374,16 @@ def finetune_predictions(meta, splits, backbone: str, model_config: ModelConfig,
                     for part, is_train in ((train, True), (val, False))]
         result = train_fold(lambda: EmotionClassifier.from_backbone(backbone, model_config), *datasets,
                             config, fold_dir, on_epoch_end=on_epoch_end, progress=progress)
-        if not PartialState().is_main_process:
-            continue  # under `accelerate launch`, one process predicts and writes
-        best = EmotionClassifier.from_pretrained(result.best_dir).to(default_device())
-        probs = best.predict_proba([waves[p] for p in test["path"]], batch_size=config.eval_batch_size)
-        table = prediction_table(system, split.protocol, split.fold, test,
-                                 np.asarray(best.config.labels)[probs.argmax(1)])
-        table.to_csv(fold_dir / "predictions.csv", index=False)
-        done.write_text(json.dumps({"best_epoch": result.best_epoch, "best_val_uar": result.best_val_uar,
-                                    "training": config.to_dict(), "fingerprint": fingerprint}))
-        frames.append(table)
+        if processes.is_main_process:
+            best = EmotionClassifier.from_pretrained(result.best_dir).to(processes.device)
+            probs = best.predict_proba([waves[p] for p in test["path"]], batch_size=config.eval_batch_size)
+            table = prediction_table(system, split.protocol, split.fold, test,
+                                     np.asarray(best.config.labels)[probs.argmax(1)])
+            table.to_csv(fold_dir / "predictions.csv", index=False)
+            done.write_text(json.dumps({"best_epoch": result.best_epoch, "best_val_uar": result.best_val_uar,
+                                        "training": config.to_dict(), "fingerprint": fingerprint}))
+        processes.wait_for_everyone()
+        frames.append(pd.read_csv(fold_dir / "predictions.csv", dtype={"stem": str}))
         results.append(result)
     return pd.concat(frames, ignore_index=True), results
 
