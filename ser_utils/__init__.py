@@ -8,6 +8,7 @@ The notebooks in ``notebooks/`` tell the story; this package does the work. Modu
 ``splits``      the evaluation protocols (random-80-20, actor-kfold = EmoBox folds)
 ``evaluate``    the one scoring function and the tidy result tables
 ``cache``       content-keyed on-disk cache with a parallel, resumable map
+``fingerprint`` digests of code, corpus listings and backbone weights (what caches and the pipeline key on)
 ``features``    handcrafted features (one-STFT librosa families, eGeMAPS)
 ``baselines``   scikit-learn baselines, validation-only selection, saved pipelines
 ``backbones``   SSL backbones by model_type (wav2vec2, HuBERT, WavLM, data2vec-audio), strict loading
@@ -17,6 +18,7 @@ The notebooks in ``notebooks/`` tell the story; this package does the work. Modu
 ``device``      precision and batch size from the hardware
 ``normalization``  speaker normalisation and enrolment (per-speaker statistics from features alone)
 ``results``     comparison table, bootstrap intervals, error analysis, significance
+``compare``     do two results folders agree within their bootstrap intervals (``compare-results``)
 ``predict``     EmotionRecognizer, the predict and evaluate commands
 ``crosscorpus`` other corpora: --adapt none/corpus/speaker, --labels model/manifest, notebook 06's table
 ``synthetic``   a generated RAVDESS-named corpus, a shifted second corpus and tiny hub-layout checkpoints

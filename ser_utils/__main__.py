@@ -12,6 +12,9 @@ from pathlib import Path
 from .pipeline import add_arguments as add_pipeline_arguments
 from .pipeline import run_from_args as run_pipeline_from_args
 
+ALLOW_PICKLE_HELP = ("also load an old baseline saved as pipeline.joblib: a pickle runs any code its author put in "
+                     "it, so only for model folders you made yourself")
+
 
 def _validate(args: argparse.Namespace) -> int:
 
@@ -93,14 +96,30 @@ def _backbone(args: argparse.Namespace) -> int:
     return 0
 
 
-def _load_recognizer(directory: str):
+def _load_recognizer(directory: str, allow_pickle: bool = False):
     from .predict import EmotionRecognizer, ModelLoadError
 
     try:
-        return EmotionRecognizer.from_pretrained(directory)
+        return EmotionRecognizer.from_pretrained(directory, allow_pickle=allow_pickle)
     except (ModelLoadError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return None
+
+
+def _check_run_options(args: argparse.Namespace, outputs: dict[str, str | None]) -> bool:
+    """Window, hop and output files, checked before any work: one line on stderr when one is bad."""
+    from .predict import check_output, check_window
+
+    try:
+        gap = check_window(args.window, args.hop)
+        for option, path in outputs.items():
+            check_output(path, option)
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return False
+    if gap:
+        print(f"warning: {gap}", file=sys.stderr)
+    return True
 
 
 def _predict(args: argparse.Namespace) -> int:
@@ -108,41 +127,65 @@ def _predict(args: argparse.Namespace) -> int:
     from .normalization import GroupError
     from .predict import audio_files, format_prediction, predictions_table, to_json
 
-    recognizer = _load_recognizer(args.model)
+    if not _check_run_options(args, {"--csv": args.csv, "--json": args.json}):
+        return 2
+    recognizer = _load_recognizer(args.model, args.allow_pickle)
     if recognizer is None:
         return 2
     files, failures = audio_files(args.paths)
-    try:
+    for message in failures.values():
+        print(f"error: {message}", file=sys.stderr)
+    try:  # adapted features need every file of a group at once; otherwise files stream one after another
         groups = speaker_groups(files, args.adapt, args.speaker_pattern)
-        predictions, unreadable = recognizer.predict_files(files, window=args.window, hop=args.hop, groups=groups)
+        if groups is not None or recognizer.normalization:
+            scored, unreadable = recognizer.predict_files(files, window=args.window, hop=args.hop, groups=groups)
+            stream = [(p.path, p, "") for p in scored] + [(p, None, why) for p, why in unreadable.items()]
+        else:
+            stream = recognizer.iter_predictions(files, window=args.window, hop=args.hop)
     except GroupError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    failures.update(unreadable)
-    for message in failures.values():
-        print(f"error: {message}", file=sys.stderr)
+    predictions = []
+    for path, prediction, reason in stream:
+        if prediction is None:
+            failures[path] = reason
+            print(f"error: {reason}", file=sys.stderr)
+            continue
+        predictions.append(prediction)  # small: scores and windows, not audio
+        if args.json != "-":
+            print(format_prediction(prediction), flush=True)
     if args.csv:
         predictions_table(predictions).to_csv(args.csv, index=False)
-    if args.json is not None:
-        if args.json == "-":
-            print(to_json(predictions))
-        else:
-            Path(args.json).write_text(to_json(predictions))
-    if args.json != "-":
-        for prediction in predictions:
-            print(format_prediction(prediction))
-    return 1 if failures else 0
+    if args.json == "-":
+        print(to_json(predictions))
+    elif args.json:
+        Path(args.json).write_text(to_json(predictions))
+    return 1 if failures or not predictions else 0
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    from .predict import evaluate_manifest
+    from .predict import NothingScoredError, evaluate_manifest, strict_json
 
-    recognizer = _load_recognizer(args.model)
+    if not _check_run_options(args, {"--json": args.json}):
+        return 2
+    recognizer = _load_recognizer(args.model, args.allow_pickle)
     if recognizer is None:
         return 2
     try:
-        result = evaluate_manifest(recognizer, args.manifest, window=args.window, hop=args.hop, adapt=args.adapt,
-                                   labels=args.labels)
+        with warnings.catch_warnings(record=True) as caught:  # one "warning:" line each, no source echo
+            warnings.simplefilter("always", UserWarning)
+            result = evaluate_manifest(recognizer, args.manifest, window=args.window, hop=args.hop,
+                                       adapt=args.adapt, labels=args.labels)
+        for warning in caught:
+            if issubclass(warning.category, UserWarning):
+                print(f"warning: {warning.message}", file=sys.stderr)
+            else:
+                warnings.showwarning(warning.message, warning.category, warning.filename, warning.lineno)
+    except NothingScoredError as err:
+        for message in err.failures.values():
+            print(f"error: {message}", file=sys.stderr)
+        print(f"error: {err}", file=sys.stderr)
+        return 1
     except (OSError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
@@ -159,8 +202,20 @@ def _evaluate(args: argparse.Namespace) -> int:
         summary = {k: v for k, v in result.items() if k != "confusion"}
         summary["confusion"] = result["confusion"].to_dict(orient="index")
         summary["settings"] = {**settings, "model": args.model}
-        Path(args.json).write_text(json.dumps(summary, indent=1))
+        Path(args.json).write_text(strict_json(summary))
     return 1 if result["failures"] else 0
+
+
+def _compare_results(args: argparse.Namespace) -> int:
+    from .compare import agree, compare_results, format_comparison
+
+    try:
+        table = compare_results(args.a, args.b, metric=args.metric)
+    except (OSError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(format_comparison(table, args.metric))
+    return 0 if agree(table) else 1
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -222,6 +277,7 @@ def main(argv: list[str] | None = None) -> int:
                             "per --speaker-pattern (needed by speaker-normalised models)")
     guess.add_argument("--speaker-pattern", help="regular expression finding the speaker in each path (its first "
                        "group, else the whole match), e.g. 'Actor_(\\d+)'")
+    guess.add_argument("--allow-pickle", action="store_true", help=ALLOW_PICKLE_HELP)
     guess.set_defaults(func=_predict)
 
     score = commands.add_parser("evaluate", help="score a model on a path,label manifest (other corpora)")
@@ -236,7 +292,15 @@ def main(argv: list[str] | None = None) -> int:
     score.add_argument("--labels", choices=("model", "manifest"), default="model",
                        help="decide among all of the model's classes, or only those in the manifest "
                             "(probabilities renormalised: the usual cross-corpus protocol)")
+    score.add_argument("--allow-pickle", action="store_true", help=ALLOW_PICKLE_HELP)
     score.set_defaults(func=_evaluate)
+
+    same = commands.add_parser("compare-results", help="do two results folders agree? per-system differences "
+                               "against the bootstrap intervals (exit 0: all agree, 1: some do not)")
+    same.add_argument("a", help="results folder (reports/results, or reports/)")
+    same.add_argument("b", help="the other results folder")
+    same.add_argument("--metric", choices=("uar", "accuracy", "macro_f1"), default="uar")
+    same.set_defaults(func=_compare_results)
 
     args = parser.parse_args(argv)
     return args.func(args)

@@ -371,12 +371,19 @@ class BaselineModel:
     >>> BaselineModel.from_pretrained("models/baseline").predict_proba([wave])   # (1, 8)  # doctest: +SKIP
 
     A model directory holds ``config.json`` (system, feature set and its config, classifier and
-    parameters, labels, sample rate, package versions) and ``pipeline.joblib``. joblib files are
-    pickles: load only model directories you trust.
+    parameters, labels, sample rate, package versions) and ``pipeline.skops``, written with
+    ``skops.io``: loading it runs no code from the file and accepts only the types in
+    :data:`TRUSTED_TYPES` (plus skops' own defaults: scikit-learn estimators, numpy arrays).
+    Older folders hold ``pipeline.joblib`` instead, a pickle that runs whatever code it contains; it
+    loads only with ``allow_pickle=True`` (``--allow-pickle`` on the command line).
     """
 
     CONFIG = "config.json"
-    PIPELINE = "pipeline.joblib"
+    PIPELINE = "pipeline.skops"
+    LEGACY_PIPELINE = "pipeline.joblib"
+    #: Types outside skops' default allow-list that the four classifiers' pipelines contain.
+    TRUSTED_TYPES = ("sklearn.calibration._CalibratedClassifier", "sklearn.calibration._SigmoidCalibration",
+                     "sklearn.neural_network._stochastic_optimizers.AdamOptimizer", "sklearn.tree._tree.Tree")
 
     def __init__(self, extractor: FeatureExtractor, pipeline: BaseEstimator, *,
                  labels: Sequence[str] = EMOTIONS, classifier: str = "", params: dict | None = None,
@@ -452,7 +459,7 @@ class BaselineModel:
         return [self.labels[i] for i in self.predict_proba(waveforms).argmax(axis=1)]
 
     def save_pretrained(self, directory: str | Path) -> Path:
-        """Write ``config.json`` and ``pipeline.joblib`` into ``directory`` (created if needed)."""
+        """Write ``config.json`` and ``pipeline.skops`` into ``directory`` (created if needed)."""
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         config = {
@@ -464,33 +471,82 @@ class BaselineModel:
             "normalization": self.normalization or {"kind": "none"},
             "packages": {p: metadata.version(p) for p in ("scikit-learn", "librosa", "opensmile", "numpy")},
         }
-        joblib.dump(self.pipeline, directory / self.PIPELINE)
+        import skops.io
+
+        skops.io.dump(self.pipeline, directory / self.PIPELINE)
+        (directory / self.LEGACY_PIPELINE).unlink(missing_ok=True)  # never leave a stale pickle beside it
         (directory / self.CONFIG).write_text(json.dumps(config, indent=2, default=str))
         return directory
 
     @classmethod
-    def from_pretrained(cls, directory: str | Path) -> BaselineModel:
-        """Load a directory written by :meth:`save_pretrained`."""
+    def from_pretrained(cls, directory: str | Path, *, allow_pickle: bool = False) -> BaselineModel:
+        """Load a directory written by :meth:`save_pretrained`.
+
+        ``allow_pickle=True`` also loads an old ``pipeline.joblib``: a pickle runs any code its author
+        put in it, so use it only for folders you made yourself. Raises ``FileNotFoundError`` /
+        ``ValueError`` naming the file for folders that are not usable models.
+        """
         directory = Path(directory)
         config_path = directory / cls.CONFIG
-        if not config_path.is_file() or not (directory / cls.PIPELINE).is_file():
+        skops_path, pickle_path = directory / cls.PIPELINE, directory / cls.LEGACY_PIPELINE
+        if not config_path.is_file() or not (skops_path.is_file() or pickle_path.is_file()):
             raise FileNotFoundError(f"{directory}: not a baseline model directory (needs {cls.CONFIG} "
                                     f"and {cls.PIPELINE})")
-        config = json.loads(config_path.read_text())
-        if config.get("format") != "ser-utils-baseline":
-            raise ValueError(f"{config_path}: not a ser-utils baseline model config")
-        saved = config.get("packages", {}).get("scikit-learn")
+        config = _read_config(config_path)
+        saved = config.get("packages", {}).get("scikit-learn") if isinstance(config.get("packages"), dict) else None
         if saved and saved != metadata.version("scikit-learn"):
             warnings.warn(f"{directory}: saved with scikit-learn {saved}, loading with "
                           f"{metadata.version('scikit-learn')}", stacklevel=2)
-        extractor = make_extractor(config["feature_set"], config["feature_config"])
-        if config["sample_rate"] != extractor.config.sample_rate:
-            raise ValueError(f"{config_path}: sample_rate {config['sample_rate']} disagrees with the "
+        try:
+            extractor = make_extractor(config["feature_set"], config["feature_config"])
+        except (KeyError, TypeError) as err:
+            raise ValueError(f"{config_path}: bad feature settings ({err})") from err
+        if config.get("sample_rate") != extractor.config.sample_rate:
+            raise ValueError(f"{config_path}: sample_rate {config.get('sample_rate')} disagrees with the "
                              f"feature config's {extractor.config.sample_rate}")
-        pipeline = joblib.load(directory / cls.PIPELINE)
-        return cls(extractor, pipeline, labels=config["labels"], classifier=config["classifier"],
-                   params=config["params"], families=config.get("families"), system=config["system"],
-                   info=config.get("info"), normalization=config.get("normalization"))
+        if skops_path.is_file():
+            pipeline = _load_skops(skops_path, cls.TRUSTED_TYPES)
+        elif allow_pickle:
+            pipeline = joblib.load(pickle_path)
+        else:
+            raise ValueError(f"{pickle_path}: a pickle, which runs any code it holds when loaded; not loaded. "
+                             "Re-save the model (save_pretrained writes pipeline.skops), or pass "
+                             "--allow-pickle / allow_pickle=True if you made this folder yourself")
+        if not (hasattr(pipeline, "predict_proba") and hasattr(pipeline, "classes_")):
+            raise ValueError(f"{directory}: the saved pipeline is a {type(pipeline).__name__}, not a fitted "
+                             "classifier with predict_proba")
+        try:
+            return cls(extractor, pipeline, labels=config["labels"], classifier=config["classifier"],
+                       params=config["params"], families=config.get("families"), system=config["system"],
+                       info=config.get("info"), normalization=config.get("normalization"))
+        except (KeyError, TypeError, IndexError) as err:
+            raise ValueError(f"{config_path}: incomplete or inconsistent config ({type(err).__name__}: {err})") \
+                from err
+
+
+def _read_config(path: Path) -> dict:
+    """``config.json`` of a baseline folder as a dict; anything else is a ``ValueError`` naming it."""
+    try:
+        config = json.loads(path.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ValueError(f"{path}: not valid JSON ({err})") from err
+    if not isinstance(config, dict) or config.get("format") != "ser-utils-baseline":
+        raise ValueError(f"{path}: not a ser-utils baseline model config")
+    return config
+
+
+def _load_skops(path: Path, trusted: Sequence[str]):
+    """Load a skops file, accepting only skops' default types and ``trusted``: nothing is executed."""
+    import skops.io
+
+    try:
+        untrusted = sorted(set(skops.io.get_untrusted_types(file=path)) - set(trusted))
+        pipeline = None if untrusted else skops.io.load(path, trusted=list(trusted))
+    except Exception as err:  # skops raises zipfile, json, type and attribute errors on a broken file
+        raise ValueError(f"{path}: not a readable skops file ({type(err).__name__}: {err})") from err
+    if untrusted:
+        raise ValueError(f"{path}: holds types outside the allow-list ({', '.join(untrusted)}); not loaded")
+    return pipeline
 
 
 def best_system(results: Iterable[SystemResult], protocol: str = "actor-kfold",

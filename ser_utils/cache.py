@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 from joblib import Parallel, delayed
 
+from .config import recompute_before
 from .progress import progress as progress_bar
 
 
@@ -59,9 +60,12 @@ class ArrayCache:
         path = self._path(digest)
         if not path.is_file():
             return None
+        forced = recompute_before()
+        if forced is not None and path.stat().st_mtime < forced:
+            return None  # FORCE=1: made before this run, recomputed (and overwritten by put)
         try:
             return np.load(path, allow_pickle=False)
-        except (OSError, ValueError):  # a half-written file from a killed run: recompute it
+        except (OSError, ValueError, EOFError):  # an empty or half-written file (full disk, cut copy): recompute
             path.unlink(missing_ok=True)
             return None
 

@@ -22,7 +22,7 @@ import pandas as pd
 
 from .evaluate import score
 from .normalization import GroupError, describe
-from .predict import DEFAULT_HOP, DEFAULT_WINDOW, EmotionRecognizer, read_manifest
+from .predict import DEFAULT_HOP, DEFAULT_WINDOW, EmotionRecognizer, NothingScoredError, read_manifest
 
 ADAPTATIONS = ("none", "corpus", "speaker")
 LABEL_MODES = ("model", "manifest")
@@ -78,13 +78,15 @@ def manifest_probabilities(recognizer: EmotionRecognizer, manifest: str | Path, 
                            hop: float | None = DEFAULT_HOP) -> tuple[pd.DataFrame, dict[str, str]]:
     """The manifest's rows that could be scored, with one probability column per model label, and
     the failures (path -> reason). Raises ``GroupError`` for a grouping that cannot work."""
-    table = read_manifest(manifest, recognizer.labels)
+    table, failures = read_manifest(manifest, recognizer.labels)
     groups = manifest_groups(table, adapt, manifest)
-    predictions, failures = recognizer.predict_files(table["path"], window=window, hop=hop, groups=groups)
+    predictions, unreadable = recognizer.predict_files(table["path"], window=window, hop=hop, groups=groups)
+    failures.update(unreadable)
     probabilities = pd.DataFrame([p.probabilities for p in predictions], index=[p.path for p in predictions])
+    probabilities = probabilities[~probabilities.index.duplicated()]  # a file listed under two labels
     scored = table[table["path"].isin(probabilities.index)].reset_index(drop=True)
     if scored.empty:
-        raise ValueError(f"{manifest}: none of the files could be scored")
+        raise NothingScoredError(f"{manifest}: none of the {len(table)} file(s) could be scored", failures)
     return pd.concat([scored, probabilities.loc[scored["path"]].reset_index(drop=True)], axis=1), failures
 
 

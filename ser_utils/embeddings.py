@@ -9,7 +9,7 @@ in seconds per fold on a CPU, and a per-layer probe shows which layer carries em
 
 from __future__ import annotations
 
-import hashlib
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -22,9 +22,11 @@ from sklearn.preprocessing import StandardScaler
 from torch import nn
 
 from .audio import SAMPLE_RATE, collate, load_many, normalize
-from .cache import ArrayCache, MapResult, file_digest
+from .cache import ArrayCache, MapResult
 from .device import autocast_dtype, inference_batch_size
 from .evaluate import prediction_table, score
+from .fingerprint import code_digest
+from .fingerprint import model_fingerprint as model_fingerprint  # re-exported: its old home
 from .model import EmotionClassifier, ModelConfig
 from .progress import progress as progress_bar
 from .splits import Split
@@ -32,16 +34,11 @@ from .splits import Split
 STATS = ("first", "mean", "std")
 
 
-def model_fingerprint(name_or_dir: str) -> str:
-    """Identity of a checkpoint for cache keys: a digest of a local folder's weights, else the name."""
-    folder = Path(name_or_dir)
-    weights = sorted(folder.glob("*.safetensors")) + sorted(folder.glob("*.bin")) if folder.is_dir() else []
-    if not weights:
-        return str(name_or_dir)
-    digest = hashlib.blake2b(digest_size=12)
-    for path in weights:
-        digest.update(file_digest(path).encode())
-    return f"{folder.name}@{digest.hexdigest()}"
+def embedding_code() -> str:
+    """Digest of the code the cached embeddings come from: audio loading, the model, this module."""
+    from . import audio, model
+
+    return code_digest(audio, model, sys.modules[__name__])
 
 
 def extract_embeddings(model: EmotionClassifier, paths: Sequence[str | Path], cache_root: str | Path,
@@ -59,7 +56,7 @@ def extract_embeddings(model: EmotionClassifier, paths: Sequence[str | Path], ca
         dtype = autocast_dtype(device) or torch.float32
     batch_size = batch_size or inference_batch_size(device)
     params = {"model": model_id, "normalize": model.config.normalize, "max_seconds": max_seconds,
-              "dtype": str(dtype), "stats": STATS}
+              "dtype": str(dtype), "stats": STATS, "code": embedding_code()}
     cache = ArrayCache(cache_root, "wav2vec2-embeddings", params)
     result, todo = cache.lookup(paths)
     if not todo:

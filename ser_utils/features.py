@@ -53,9 +53,21 @@ from .cache import MIN_PARALLEL, ArrayCache, cached_map
 if TYPE_CHECKING:  # pandas is not needed to extract: worker processes start ~0.3 s faster without it
     import pandas as pd
 
-#: Bump when a change in this module changes feature values: it is part of every cache key.
+#: Part of every cache key, with :func:`feature_code` (a digest of this module's and ``audio``'s code,
+#: so an edited extractor is recomputed without anyone bumping this). Bump it for what the code
+#: digest cannot see, e.g. a change of the data files opensmile reads.
 FEATURE_VERSION = 1
 STATISTICS = ("mean", "std", "min", "max", "median")
+
+
+def feature_code() -> str:
+    """Digest of the code feature values come from: this module and the audio loader."""
+    import sys
+
+    from . import audio
+    from .fingerprint import code_digest
+
+    return code_digest(audio, sys.modules[__name__])
 #: The families of :class:`LibrosaFeatures`, in the order their columns appear.
 LIBROSA_FAMILIES = ("mfcc", "mfcc_delta", "mfcc_delta2", "mel", "chroma", "tonnetz", "contrast", "zcr",
                     "rms", "centroid", "bandwidth", "rolloff")
@@ -267,7 +279,8 @@ class LibrosaFeatures(FeatureExtractor):
 
     def cache_params(self) -> dict:
         """What the cached values depend on: the config, this module's version and librosa's."""
-        return {"extractor": self.name, "version": FEATURE_VERSION, "librosa": metadata.version("librosa"),
+        return {"extractor": self.name, "version": FEATURE_VERSION, "code": feature_code(),
+                "librosa": metadata.version("librosa"),
                 **self.config.to_dict()}
 
     def frames(self, wave: np.ndarray) -> dict[str, np.ndarray]:
@@ -386,7 +399,7 @@ class EgemapsFeatures(FeatureExtractor):
         return [egemaps_group(n) for n in self.feature_names()]
 
     def cache_params(self) -> dict:
-        return {"extractor": self.name, "version": FEATURE_VERSION,
+        return {"extractor": self.name, "version": FEATURE_VERSION, "code": feature_code(),
                 "opensmile": metadata.version("opensmile"), **self.config.to_dict()}
 
     def extract(self, wave: np.ndarray) -> np.ndarray:

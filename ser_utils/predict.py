@@ -1,17 +1,22 @@
 """Use a trained model on your own audio: load once, predict many.
 
 :class:`EmotionRecognizer` wraps either a fine-tuned wav2vec2 directory (``ser_config.json`` +
-``model.safetensors``) or a saved baseline pipeline (``config.json`` + ``pipeline.joblib``); the model
+``model.safetensors``) or a saved baseline pipeline (``config.json`` + ``pipeline.skops``); the model
 directory carries its labels and pre-processing, so nothing is guessed at prediction time.
 
 Audio longer than ``window`` seconds is scored in overlapping windows (``hop`` seconds apart, the last
 one aligned with the end); the file's probabilities are the mean over its non-silent windows.
+Files are read one after another as they are scored (:meth:`EmotionRecognizer.iter_predictions`), so
+memory stays flat whatever the number of files.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
+import math
+import os
+import warnings
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,6 +28,11 @@ from .audio import SAMPLE_RATE, SILENCE_PEAK, AudioError, SilentAudioError, load
 
 DEFAULT_WINDOW = 6.0  # seconds: longer than any RAVDESS clip (2.9-5.3 s), so those are scored whole
 DEFAULT_HOP = 3.0
+#: Audio held in memory at once while scoring many files, in seconds (10 minutes at 16 kHz: 38 MB):
+#: short clips are batched together up to this much (enough to fill GPU batches), a longer file is
+#: scored on its own. Memory does not grow with the number of files.
+BUFFER_SECONDS = 600.0
+AUDIO_EXAMPLES = (".wav", ".flac", ".ogg", ".mp3")
 
 
 class ModelLoadError(ValueError):
@@ -52,6 +62,37 @@ class FilePrediction:
                 "windows": self.windows.round(6).to_dict(orient="records")}
 
 
+def check_window(window: float | None, hop: float | None) -> str | None:
+    """Validate the scoring window and hop (seconds) before any work is done.
+
+    Raises ``ValueError`` (naming the argument) unless both are finite and positive (``None`` means
+    "whole file" for ``window`` and "= window" for ``hop``). Returns a warning text when ``hop`` is
+    longer than ``window`` - parts of long files are then never scored - else ``None``.
+    """
+    for name, value in (("window", window), ("hop", hop)):
+        if value is not None and not (isinstance(value, int | float) and math.isfinite(value) and value > 0):
+            raise ValueError(f"--{name} must be a positive number of seconds, got {value}")
+    if window is not None and hop is not None and hop > window:
+        return (f"--hop {hop:g} is longer than --window {window:g}: {hop - window:g} s of every {hop:g} s of "
+                "audio longer than the window are not scored")
+    return None
+
+
+def check_output(path: str | Path | None, option: str) -> None:
+    """Fail early (``ValueError`` naming ``option``) for an output file that could not be written:
+    a missing or read-only folder, or a path that is a folder. ``None`` and ``"-"`` (stdout) pass."""
+    if path is None or str(path) == "-":
+        return
+    path = Path(path)
+    folder = path.parent if str(path.parent) else Path(".")
+    if path.is_dir():
+        raise ValueError(f"{option} {path}: is a directory, expected a file name")
+    if not folder.is_dir():
+        raise ValueError(f"{option} {path}: folder {folder} does not exist")
+    if not os.access(folder, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        raise ValueError(f"{option} {path}: not writable")
+
+
 def window_bounds(n_samples: int, window: float | None, hop: float | None,
                   sample_rate: int = SAMPLE_RATE) -> list[tuple[int, int]]:
     """``(start, end)`` sample bounds of the scoring windows of a clip of ``n_samples``.
@@ -59,11 +100,12 @@ def window_bounds(n_samples: int, window: float | None, hop: float | None,
     One window covering everything when the clip fits in ``window`` (or ``window`` is ``None``);
     otherwise windows every ``hop`` seconds plus a last one that ends with the clip.
     """
+    check_window(window, hop)
     if window is None or n_samples <= window * sample_rate:
         return [(0, n_samples)]
     size, step = int(window * sample_rate), int((hop or window) * sample_rate)
-    if step <= 0:
-        raise ValueError(f"hop must be positive, got {hop}")
+    if size <= 0 or step <= 0:
+        raise ValueError(f"window {window} s and hop {hop} s must each span at least one sample")
     starts = list(range(0, n_samples - size + 1, step))
     if starts[-1] + size < n_samples:
         starts.append(n_samples - size)
@@ -82,8 +124,13 @@ class EmotionRecognizer:
         self.batch_size = batch_size
 
     @classmethod
-    def from_pretrained(cls, directory: str | Path, device: str | None = None) -> EmotionRecognizer:
-        """Load a wav2vec2 checkpoint directory or a saved baseline pipeline."""
+    def from_pretrained(cls, directory: str | Path, device: str | None = None, *,
+                        allow_pickle: bool = False) -> EmotionRecognizer:
+        """Load a wav2vec2 checkpoint directory or a saved baseline pipeline.
+
+        ``allow_pickle=True`` also loads an old baseline saved as ``pipeline.joblib`` - a pickle, which
+        runs any code it holds: only for folders you made yourself.
+        """
         directory = Path(directory)
         if not directory.is_dir():
             raise ModelLoadError(f"{directory}: no such model directory")
@@ -94,16 +141,19 @@ class EmotionRecognizer:
             model = EmotionClassifier.from_pretrained(directory)  # raises ValueError naming the folder
             model.to(device or default_device())
             return cls(model, model.config.labels, model.config.sample_rate, "wav2vec2")
-        if (directory / "pipeline.joblib").is_file():
-            from .baselines import BaselineModel
+        from .baselines import BaselineModel
 
+        if any((directory / name).is_file() for name in (BaselineModel.PIPELINE, BaselineModel.LEGACY_PIPELINE)):
             try:
-                model = BaselineModel.from_pretrained(directory)
+                model = BaselineModel.from_pretrained(directory, allow_pickle=allow_pickle)
             except (OSError, KeyError, ValueError, EOFError) as err:
-                raise ModelLoadError(f"{directory}: not a usable baseline model ({err})") from err
+                raise ModelLoadError(f"not a usable baseline model: {err}") from err
+            except Exception as err:  # an allowed pickle can raise anything while it is unpickled
+                raise ModelLoadError(f"{directory}: not a usable baseline model ({type(err).__name__}: "
+                                     f"{err})") from err
             return cls(model, model.labels, model.sample_rate, "baseline")
         raise ModelLoadError(f"{directory}: not a model directory (expected ser_config.json of a wav2vec2 "
-                             "checkpoint, or config.json + pipeline.joblib of a baseline)")
+                             "checkpoint, or config.json + pipeline.skops of a baseline)")
 
     @property
     def normalization(self) -> dict | None:
@@ -135,36 +185,71 @@ class EmotionRecognizer:
         return self.predict_wave(load_audio(path, self.sample_rate, max_seconds=None), window=window,
                                  hop=hop, name=str(path))
 
+    def iter_predictions(self, paths: Iterable[str | Path], *, window: float | None = DEFAULT_WINDOW,
+                         hop: float | None = DEFAULT_HOP,
+                         buffer_seconds: float = BUFFER_SECONDS) -> Iterator[tuple[str, FilePrediction | None, str]]:
+        """Score files as they are read: yields ``(path, prediction, "")`` or ``(path, None, reason)``
+        per file, in order.
+
+        ``paths`` is consumed lazily and at most ``buffer_seconds`` of audio (or one longer file) is held
+        at once, so memory does not grow with the number of files; short clips in the buffer are
+        scored in one batch.
+        """
+        check_window(window, hop)
+        buffer, held = [], 0
+        for path in paths:
+            try:
+                wave = load_audio(path, self.sample_rate, max_seconds=None)
+            except AudioError as err:
+                yield from self._score_buffer(buffer, window, hop)
+                buffer, held = [], 0
+                yield str(path), None, str(err)
+                continue
+            if buffer and held + len(wave) > buffer_seconds * self.sample_rate:
+                yield from self._score_buffer(buffer, window, hop)
+                buffer, held = [], 0
+            buffer.append((str(path), wave))
+            held += len(wave)
+        yield from self._score_buffer(buffer, window, hop)
+
+    def _score_buffer(self, named_waves, window, hop) -> Iterator[tuple[str, FilePrediction | None, str]]:
+        if not named_waves:
+            return
+        try:
+            predictions = self._score(named_waves, window, hop)
+        except ValueError:  # one unusable clip (e.g. too short for the model): isolate it, score the rest
+            for name, wave in named_waves:
+                try:
+                    yield name, self._score([(name, wave)], window, hop)[0], ""
+                except ValueError as err:
+                    yield name, None, str(err) if str(err).startswith(name) else f"{name}: {err}"
+            return
+        for prediction in predictions:
+            yield prediction.path, prediction, ""
+
     def predict_files(self, paths: Iterable[str | Path], *, window: float | None = DEFAULT_WINDOW,
                       hop: float | None = DEFAULT_HOP,
                       groups: Sequence[str] | None = None) -> tuple[list[FilePrediction], dict[str, str]]:
-        """Score many files, batching windows across files. Returns the predictions of the files
-        that worked and, for each file that did not, the reason (the good ones are still scored).
+        """Score many files (see :meth:`iter_predictions`). Returns the predictions of the files that
+        worked and, for each file that did not, the reason (the good ones are still scored).
 
         ``groups`` (one per path: speaker, or one name for all) adapts features per group; the
-        group statistics come from the group's readable files. ``normalization.GroupError`` (a group
-        too small, or a speaker-normalised model without groups) is raised, not isolated.
+        group statistics come from the group's readable files, so those files are loaded together.
+        ``normalization.GroupError`` (a group too small, or a speaker-normalised model without groups)
+        is raised, not isolated.
         """
+        check_window(window, hop)
         if groups is not None:
             return self._predict_grouped(list(paths), list(groups), window, hop)
         if self.normalization:
             self.predict_proba([], groups=None)  # raises GroupError: this model needs groups
-        loaded, failures = [], {}
-        for path in paths:
-            try:
-                loaded.append((str(path), load_audio(path, self.sample_rate, max_seconds=None)))
-            except AudioError as err:
-                failures[str(path)] = str(err)
-        try:
-            return self._score(loaded, window, hop), failures
-        except ValueError:  # one unusable clip (e.g. too short for the model): isolate it, score the rest
-            predictions = []
-            for name, wave in loaded:
-                try:
-                    predictions += self._score([(name, wave)], window, hop)
-                except ValueError as err:
-                    failures[name] = f"{name}: {err}"
-            return predictions, failures
+        predictions, failures = [], {}
+        for path, prediction, reason in self.iter_predictions(paths, window=window, hop=hop):
+            if prediction is None:
+                failures[path] = reason
+            else:
+                predictions.append(prediction)
+        return predictions, failures
 
     def _predict_grouped(self, paths: list, groups: list, window, hop) -> tuple[list[FilePrediction], dict[str, str]]:
         from .normalization import GroupError
@@ -238,15 +323,19 @@ class EmotionRecognizer:
 def audio_files(paths: Iterable[str | Path]) -> tuple[list[Path], dict[str, str]]:
     """Expand files and folders (recursively) into audio files soundfile can read, in a stable order.
 
-    Returns ``(files, failures)``; a path that does not exist is a failure. Inside folders, files are
-    recognised by extension (``soundfile.available_formats()``); a file named explicitly is always
-    tried, so a bad one gets a clear error instead of being ignored.
+    Returns ``(files, failures)``; a path that does not exist, or a folder without audio files, is a
+    failure. Inside folders, files are recognised by extension (``soundfile.available_formats()``); a
+    file named explicitly is always tried, so a bad one gets a clear error instead of being ignored.
     """
     extensions = {f".{ext.lower()}" for ext in sf.available_formats()} | {".mp3", ".ogg", ".opus"}
     files, failures = [], {}
     for path in map(Path, paths):
         if path.is_dir():
-            files += sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in extensions)
+            found = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in extensions)
+            if not found:
+                failures[str(path)] = (f"{path}: no audio files found in this folder (looked for "
+                                       f"{', '.join(sorted(AUDIO_EXAMPLES))}, ...)")
+            files += found
         elif path.exists():
             files.append(path)
         else:
@@ -254,20 +343,49 @@ def audio_files(paths: Iterable[str | Path]) -> tuple[list[Path], dict[str, str]
     return files, failures
 
 
-def read_manifest(manifest: str | Path, labels: Sequence[str]) -> pd.DataFrame:
+class NothingScoredError(ValueError):
+    """No file of a manifest could be scored; ``failures`` keeps each file's reason."""
+
+    def __init__(self, message: str, failures: dict[str, str]):
+        super().__init__(message)
+        self.failures = failures
+
+
+def read_manifest(manifest: str | Path, labels: Sequence[str]) -> tuple[pd.DataFrame, dict[str, str]]:
     """Read a ``path,label`` CSV (other columns, e.g. ``speaker``, are kept); relative paths are taken
-    relative to the manifest's folder."""
+    relative to the manifest's folder.
+
+    Returns the usable rows (one per distinct ``(path, label)``: repeated rows are scored once, with a
+    warning) and, per unusable row (empty path or label), the reason. Raises ``ValueError`` naming the
+    file for a manifest that cannot be used at all (empty, no ``path,label`` columns, unknown labels).
+    """
     manifest = Path(manifest)
-    table = pd.read_csv(manifest)
+    try:
+        table = pd.read_csv(manifest, dtype=str, keep_default_na=False)
+    except pd.errors.EmptyDataError:
+        raise ValueError(f"{manifest}: empty file (expected a CSV with columns path,label)") from None
+    except (UnicodeDecodeError, pd.errors.ParserError) as err:
+        raise ValueError(f"{manifest}: not a readable CSV ({err})") from None
     missing = {"path", "label"} - set(table.columns)
     if missing:
         raise ValueError(f"{manifest}: needs columns path,label (missing {', '.join(sorted(missing))})")
-    table["label"] = table["label"].astype(str).str.strip().str.lower()
+    table = table.apply(lambda column: column.str.strip())
+    table["label"] = table["label"].str.lower()
+    table.index = table.index + 2  # the CSV line of each row (line 1 is the header)
+    empty = (table["path"] == "") | (table["label"] == "")
+    failures = {f"{manifest}:{line}": f"{manifest} line {line}: empty {'path' if row.path == '' else 'label'} "
+                "cell, row left out" for line, row in table[empty].iterrows()}
+    table = table[~empty]
     unknown = sorted(set(table["label"]) - set(labels))
     if unknown:
         raise ValueError(f"{manifest}: labels {unknown} are not among the model's {list(labels)}")
     table["path"] = [str(p if Path(p).is_absolute() else manifest.parent / p) for p in table["path"]]
-    return table
+    repeated = table.duplicated(["path", "label"])
+    if repeated.any():
+        lines = ", ".join(map(str, table.index[repeated][:5]))
+        warnings.warn(f"{manifest}: {int(repeated.sum())} repeated row(s) (lines {lines}"
+                      f"{', ...' if repeated.sum() > 5 else ''}) are scored once", stacklevel=2)
+    return table[~repeated].reset_index(drop=True), failures
 
 
 def evaluate_manifest(recognizer: EmotionRecognizer, manifest: str | Path, *,
@@ -277,9 +395,12 @@ def evaluate_manifest(recognizer: EmotionRecognizer, manifest: str | Path, *,
 
     Metrics average over the classes present in the manifest; with ``labels="model"`` a prediction of
     any other class of the model counts as an error. Files that cannot be read are reported and left
-    out. ``adapt`` and ``labels="manifest"``: see :mod:`ser_utils.crosscorpus`, which does the work.
+    out; when none can be, :class:`NothingScoredError` keeps every file's reason.
+    ``adapt`` and ``labels="manifest"``: see :mod:`ser_utils.crosscorpus`, which does the work.
     """
     from .crosscorpus import evaluate_manifest as evaluate
+
+    check_window(window, hop)
 
     return evaluate(recognizer, manifest, adapt=adapt, labels=labels, window=window, hop=hop)
 
@@ -309,4 +430,21 @@ def predictions_table(predictions: Sequence[FilePrediction]) -> pd.DataFrame:
 
 
 def to_json(predictions: Sequence[FilePrediction]) -> str:
-    return json.dumps([p.to_dict() for p in predictions], indent=1)
+    """Strict JSON (silent windows' probabilities are ``null``, never ``NaN``)."""
+    return strict_json([p.to_dict() for p in predictions])
+
+
+def strict_json(value) -> str:
+    """JSON that strict parsers accept: non-finite floats anywhere in ``value`` become ``null``."""
+    def clean(item):
+        if isinstance(item, dict):
+            return {k: clean(v) for k, v in item.items()}
+        if isinstance(item, list | tuple):
+            return [clean(v) for v in item]
+        if isinstance(item, float | np.floating):
+            return float(item) if math.isfinite(item) else None
+        if isinstance(item, np.integer):
+            return int(item)
+        return item
+
+    return json.dumps(clean(value), indent=1, allow_nan=False)

@@ -134,7 +134,8 @@ def run_frozen(profile: Profile, meta: pd.DataFrame, backbone: str, recipes: Seq
     Returns the fold metrics of every system, the embeddings (path -> ``(L+1, 3, D)``) and the
     per-layer probe under ``actor-kfold`` (empty if that protocol is not run).
     """
-    from .embeddings import extract_embeddings, frozen_predictions, layer_probe, model_fingerprint
+    from .embeddings import extract_embeddings, frozen_predictions, layer_probe
+    from .fingerprint import model_fingerprint
     from .model import EmotionClassifier
 
     model = EmotionClassifier.from_backbone(backbone, ModelConfig(freeze="backbone")).to(default_device())

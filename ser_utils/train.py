@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import math
 import shutil
+import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
@@ -26,6 +27,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from .audio import SAMPLE_RATE, collate, crop, normalize
+from .config import recompute_before
 from .evaluate import prediction_table, score
 from .model import EmotionClassifier, ModelConfig
 
@@ -330,7 +332,8 @@ def finetune_predictions(meta, splits, backbone: str, model_config: ModelConfig,
 
     ``waves`` maps each clip's path to its 16 kHz waveform (clips missing from it - files that failed
     to load - are left out). Each fold lives in ``out_root/<system>/<protocol>/fold<k>``; a finished
-    fold (``done.json``) is not trained again, an interrupted one resumes. Returns the predictions
+    fold (``done.json``) is not trained again, an interrupted one resumes - except under ``FORCE=1``
+    (:func:`config.recompute_before`), which retrains folds made before the run. Returns the predictions
     table (``system, protocol, fold, stem, actor, emotion, predicted``) and each fold's
     :class:`FoldResult` (``None`` for folds reused from disk).
     """
@@ -345,11 +348,17 @@ def finetune_predictions(meta, splits, backbone: str, model_config: ModelConfig,
         fold_dir = Path(out_root) / system / split.protocol / f"fold{split.fold}"
         done = fold_dir / "done.json"
         fingerprint = fold_fingerprint(split, meta, backbone, model_config, config)
+        forced = recompute_before(folds=True)
+        stamp = fold_dir / "fingerprint.txt"
+        outdated = forced is not None and stamp.is_file() and stamp.stat().st_mtime < forced
+        processes.wait_for_everyone()  # every process has looked before the main one removes anything
+        if outdated and processes.is_main_process:
+            shutil.rmtree(fold_dir)  # FORCE=1 (without KEEP_FOLDS=1): folds from before this run are retrained
+        processes.wait_for_everyone()
         if done.is_file() and json.loads(done.read_text()).get("fingerprint") == fingerprint:
             frames.append(pd.read_csv(fold_dir / "predictions.csv", dtype={"stem": str}))
             results.append(None)
             continue
-        stamp = fold_dir / "fingerprint.txt"
         if processes.is_main_process:
             if fold_dir.is_dir() and (not stamp.is_file() or stamp.read_text() != fingerprint):
                 shutil.rmtree(fold_dir)  # made from other data, model or settings: start this fold afresh
@@ -381,11 +390,14 @@ def finetune_predictions(meta, splits, backbone: str, model_config: ModelConfig,
 
 def fold_fingerprint(split, meta, backbone: str, model_config: ModelConfig, config: TrainConfig) -> str:
     """What a trained fold depends on: the clips of its split (names and content), the backbone, the
-    model and training settings. A finished fold is reused only when this is unchanged."""
+    model and training settings, and the code of training, the model and audio loading. A finished fold
+    is reused only when this is unchanged."""
+    from . import audio, model
     from .cache import file_digest, params_digest
-    from .embeddings import model_fingerprint
+    from .fingerprint import code_digest, model_fingerprint
 
     clips = meta[meta["stem"].isin(set(split.train) | set(split.val) | set(split.test))]
     content = {stem: file_digest(path) for stem, path in zip(clips["stem"], clips["path"], strict=True)}
     return params_digest({"split": split.to_dict(), "content": content, "backbone": model_fingerprint(backbone),
-                          "model": model_config.to_dict(), "training": config.to_dict()})
+                          "model": model_config.to_dict(), "training": config.to_dict(),
+                          "code": code_digest(audio, model, sys.modules[__name__])})
