@@ -6,7 +6,9 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV ?= .venv
 PY := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed
-FORCE_FLAG := $(if $(FORCE),--force,)
+# FORCE=1: recompute everything (notebooks, cached features and embeddings, fine-tuning folds);
+# add KEEP_FOLDS=1 to keep finished fine-tuning folds (the expensive part).
+FORCE_FLAG := $(if $(FORCE),--force,) $(if $(KEEP_FOLDS),--keep-folds,)
 
 .PHONY: all smoke test lint lab bench clean $(VENV)
 

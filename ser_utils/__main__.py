@@ -13,6 +13,9 @@ from .config import PROFILES, PROTOCOLS
 from .pipeline import add_arguments as add_pipeline_arguments
 from .pipeline import run_from_args as run_pipeline_from_args
 
+ALLOW_PICKLE_HELP = ("also load an old baseline saved as pipeline.joblib: a pickle runs any code its author put in "
+                     "it, so only for model folders you made yourself")
+
 
 def _validate(args: argparse.Namespace) -> int:
 
@@ -42,84 +45,170 @@ def _synth(args: argparse.Namespace) -> int:
 def _finetune(args: argparse.Namespace) -> int:
     from .config import get_profile, with_overrides
     from .sources import load_corpus, prepare_backbone
-    from .systems import RECIPES, backbone_status, run_finetune
+    from .systems import RECIPES, backbone_check, run_finetune
+    from .train import processes_state
 
     if args.recipe not in RECIPES:
         print(f"error: --recipe {args.recipe!r}; choose one of {tuple(RECIPES)}", file=sys.stderr)
         return 2
+    # Under `accelerate launch` the main process prepares data and backbone (and writes results); the
+    # others find them ready.
+    processes = processes_state()
     profile = get_profile(args.profile, data_dir=args.data, model=args.backbone)
-    backbone = prepare_backbone(profile)
-    reason = backbone_status(backbone)
+    with processes.main_process_first():
+        backbone = prepare_backbone(profile)
+        checked, reason = backbone_check(backbone)  # before hours of training
+        meta = load_corpus(profile) if not reason else None
     if reason:
-        print(f"error: {reason}", file=sys.stderr)
-        return 1
+        processes.print(f"error: {reason}", file=sys.stderr)
+        return 2
+    processes.print(checked.summary())
     recipe = RECIPES[args.recipe]
     recipe = with_overrides(recipe, training=with_overrides(recipe.training, epochs=args.epochs,
                                                              batch_size=args.batch_size, patience=args.patience))
     start = time.perf_counter()
-    metrics, _ = run_finetune(profile, load_corpus(profile), backbone, [recipe], [args.protocol], folds=args.folds,
+    metrics, _ = run_finetune(profile, meta, backbone, [recipe], [args.protocol], folds=args.folds,
                               out_root=Path(args.out) if args.out else None, names=[args.name] if args.name else None)
+    if not processes.is_main_process:
+        return 0
     print(metrics[["system", "protocol", "fold", "accuracy", "uar", "macro_f1", "n_test"]].to_string(index=False))
     print(f"{len(metrics)} fold(s) in {time.perf_counter() - start:.0f} s")
     return 0
 
 
-def _load_recognizer(directory: str):
+def _backbone(args: argparse.Namespace) -> int:
+    from .systems import backbone_check
+
+    report, reason = backbone_check(args.checkpoint)
+    if reason:
+        print(f"error: {reason}", file=sys.stderr)
+        return 2
+    print(json.dumps(report.to_dict(), indent=1) if args.json else report.summary())
+    return 0
+
+
+def _load_recognizer(directory: str, allow_pickle: bool = False):
     from .predict import EmotionRecognizer, ModelLoadError
 
     try:
-        return EmotionRecognizer.from_pretrained(directory)
+        return EmotionRecognizer.from_pretrained(directory, allow_pickle=allow_pickle)
     except (ModelLoadError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return None
 
 
-def _predict(args: argparse.Namespace) -> int:
-    from .predict import audio_files, format_prediction, predictions_table, to_json
+def _check_run_options(args: argparse.Namespace, outputs: dict[str, str | None]) -> bool:
+    """Window, hop and output files, checked before any work: one line on stderr when one is bad."""
+    from .predict import check_window
+    from .prediction_io import check_output
 
-    recognizer = _load_recognizer(args.model)
+    try:
+        gap = check_window(args.window, args.hop)
+        for option, path in outputs.items():
+            check_output(path, option)
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return False
+    if gap:
+        print(f"warning: {gap}", file=sys.stderr)
+    return True
+
+
+def _predict(args: argparse.Namespace) -> int:
+    from .crosscorpus import speaker_groups
+    from .normalization import GroupError
+    from .prediction_io import audio_files, format_prediction, predictions_table, to_json
+
+    if not _check_run_options(args, {"--csv": args.csv, "--json": args.json}):
+        return 2
+    recognizer = _load_recognizer(args.model, args.allow_pickle)
     if recognizer is None:
         return 2
     files, failures = audio_files(args.paths)
-    predictions, unreadable = recognizer.predict_files(files, window=args.window, hop=args.hop)
-    failures.update(unreadable)
     for message in failures.values():
         print(f"error: {message}", file=sys.stderr)
+    try:  # adapted features need every file of a group at once; otherwise files stream one after another
+        groups = speaker_groups(files, args.adapt, args.speaker_pattern)
+        if groups is not None or recognizer.normalization:
+            scored, unreadable = recognizer.predict_files(files, window=args.window, hop=args.hop, groups=groups)
+            stream = [(p.path, p, "") for p in scored] + [(p, None, why) for p, why in unreadable.items()]
+        else:
+            stream = recognizer.iter_predictions(files, window=args.window, hop=args.hop)
+    except GroupError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    predictions = []
+    for path, prediction, reason in stream:
+        if prediction is None:
+            failures[path] = reason
+            print(f"error: {reason}", file=sys.stderr)
+            continue
+        predictions.append(prediction)  # small: scores and windows, not audio
+        if args.json != "-":
+            print(format_prediction(prediction), flush=True)
     if args.csv:
         predictions_table(predictions).to_csv(args.csv, index=False)
-    if args.json is not None:
-        if args.json == "-":
-            print(to_json(predictions))
-        else:
-            Path(args.json).write_text(to_json(predictions))
-    if args.json != "-":
-        for prediction in predictions:
-            print(format_prediction(prediction))
-    return 1 if failures else 0
+    if args.json == "-":
+        print(to_json(predictions))
+    elif args.json:
+        Path(args.json).write_text(to_json(predictions))
+    return 1 if failures or not predictions else 0
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    from .predict import evaluate_manifest
+    from .crosscorpus import evaluate_manifest
+    from .prediction_io import NothingScoredError, strict_json
 
-    recognizer = _load_recognizer(args.model)
+    if not _check_run_options(args, {"--json": args.json}):
+        return 2
+    recognizer = _load_recognizer(args.model, args.allow_pickle)
     if recognizer is None:
         return 2
     try:
-        result = evaluate_manifest(recognizer, args.manifest, window=args.window, hop=args.hop)
+        with warnings.catch_warnings(record=True) as caught:  # one "warning:" line each, no source echo
+            warnings.simplefilter("always", UserWarning)
+            result = evaluate_manifest(recognizer, args.manifest, window=args.window, hop=args.hop,
+                                       adapt=args.adapt, labels=args.labels)
+        for warning in caught:
+            if issubclass(warning.category, UserWarning):
+                print(f"warning: {warning.message}", file=sys.stderr)
+            else:
+                warnings.showwarning(warning.message, warning.category, warning.filename, warning.lineno)
+    except NothingScoredError as err:
+        for message in err.failures.values():
+            print(f"error: {message}", file=sys.stderr)
+        print(f"error: {err}", file=sys.stderr)
+        return 1
     except (OSError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     for message in result["failures"].values():
         print(f"error: {message}", file=sys.stderr)
-    print(f"clips: {result['n']}  classes: {', '.join(result['classes'])}")
+    settings = result["settings"]
+    print(f"clips: {result['n']}  classes: {', '.join(result['classes'])}  adapt: {settings['adapt']}  "
+          f"labels: {settings['labels']}")
     print(f"accuracy: {result['accuracy']:.4f}  UAR: {result['uar']:.4f}  macro-F1: {result['macro_f1']:.4f}")
-    print("confusion (rows: true, columns: predicted; other = a class absent from the manifest):")
+    print("confusion (rows: true, columns: predicted; other = a class absent from the manifest"
+          + (", never chosen with --labels manifest):" if args.labels == "manifest" else "):"))
     print(result["confusion"].to_string())
     if args.json:
         summary = {k: v for k, v in result.items() if k != "confusion"}
         summary["confusion"] = result["confusion"].to_dict(orient="index")
-        Path(args.json).write_text(json.dumps(summary, indent=1))
+        summary["settings"] = {**settings, "model": args.model}
+        Path(args.json).write_text(strict_json(summary))
     return 1 if result["failures"] else 0
+
+
+def _compare_results(args: argparse.Namespace) -> int:
+    from .compare import agree, compare_results, format_comparison
+
+    try:
+        table = compare_results(args.a, args.b, metric=args.metric)
+    except (OSError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(format_comparison(table, args.metric))
+    return 0 if agree(table) else 1
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -160,6 +249,14 @@ def main(argv: list[str] | None = None) -> int:
     tune.add_argument("--name", help="system name in the results (default: w2v2-<recipe>-ft)")
     tune.set_defaults(func=_finetune)
 
+    check_backbone = commands.add_parser(
+        "backbone", help="load a checkpoint as training would and say what it holds (run before a long job)")
+    check_backbone.add_argument("checkpoint", help="hub name or local folder")
+    check_backbone.add_argument("--json", action="store_true", help="print a JSON object")
+    check_backbone.set_defaults(func=_backbone)
+
+    from .crosscorpus import ADAPTATIONS, LABEL_MODES
+    from .evaluate import METRICS
     from .predict import DEFAULT_HOP, DEFAULT_WINDOW
 
     guess = commands.add_parser("predict", help="emotion of audio files or folders with a trained model")
@@ -169,6 +266,12 @@ def main(argv: list[str] | None = None) -> int:
     guess.add_argument("--csv", help="write per-window and per-file rows to this CSV file")
     guess.add_argument("--window", type=float, default=DEFAULT_WINDOW, help="window length, seconds")
     guess.add_argument("--hop", type=float, default=DEFAULT_HOP, help="hop between windows, seconds")
+    guess.add_argument("--adapt", choices=ADAPTATIONS, default="none",
+                       help="standardise features per group first: corpus = all files of the call, speaker = "
+                            "per --speaker-pattern (needed by speaker-normalised models)")
+    guess.add_argument("--speaker-pattern", help="regular expression finding the speaker in each path (its first "
+                       "group, else the whole match), e.g. 'Actor_(\\d+)'")
+    guess.add_argument("--allow-pickle", action="store_true", help=ALLOW_PICKLE_HELP)
     guess.set_defaults(func=_predict)
 
     score = commands.add_parser("evaluate", help="score a model on a path,label manifest (other corpora)")
@@ -177,7 +280,21 @@ def main(argv: list[str] | None = None) -> int:
     score.add_argument("--json", help="also write the scores to this JSON file")
     score.add_argument("--window", type=float, default=DEFAULT_WINDOW)
     score.add_argument("--hop", type=float, default=DEFAULT_HOP)
+    score.add_argument("--adapt", choices=ADAPTATIONS, default="none",
+                       help="standardise features per group first: corpus = the whole manifest, speaker = per "
+                            "its speaker column (needed by speaker-normalised models)")
+    score.add_argument("--labels", choices=LABEL_MODES, default="model",
+                       help="decide among all of the model's classes, or only those in the manifest "
+                            "(probabilities renormalised: the usual cross-corpus protocol)")
+    score.add_argument("--allow-pickle", action="store_true", help=ALLOW_PICKLE_HELP)
     score.set_defaults(func=_evaluate)
+
+    same = commands.add_parser("compare-results", help="do two results folders agree? per-system differences "
+                               "against the bootstrap intervals (exit 0: all agree, 1: some do not)")
+    same.add_argument("a", help="results folder (reports/results, or reports/)")
+    same.add_argument("b", help="the other results folder")
+    same.add_argument("--metric", choices=METRICS, default="uar")
+    same.set_defaults(func=_compare_results)
 
     args = parser.parse_args(argv)
     return args.func(args)

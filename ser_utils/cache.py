@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 from joblib import Parallel, delayed
 
+from .config import recompute_before
 from .progress import progress as progress_bar
 
 
@@ -35,18 +36,6 @@ def params_digest(params: dict) -> str:
     """Stable digest of a JSON-serialisable parameter dict (key order does not matter)."""
     text = json.dumps(params, sort_keys=True, default=str)
     return hashlib.blake2b(text.encode(), digest_size=8).hexdigest()
-
-
-def model_fingerprint(name_or_dir: str) -> str:
-    """Identity of a checkpoint for cache keys: a digest of a local folder's weights, else the name."""
-    folder = Path(name_or_dir)
-    weights = sorted(folder.glob("*.safetensors")) + sorted(folder.glob("*.bin")) if folder.is_dir() else []
-    if not weights:
-        return str(name_or_dir)
-    digest = hashlib.blake2b(digest_size=12)
-    for path in weights:
-        digest.update(file_digest(path).encode())
-    return f"{folder.name}@{digest.hexdigest()}"
 
 
 class ArrayCache:
@@ -71,9 +60,12 @@ class ArrayCache:
         path = self._path(digest)
         if not path.is_file():
             return None
+        forced = recompute_before()
+        if forced is not None and path.stat().st_mtime < forced:
+            return None  # FORCE=1: made before this run, recomputed (and overwritten by put)
         try:
             return np.load(path, allow_pickle=False)
-        except (OSError, ValueError):  # a half-written file from a killed run: recompute it
+        except (OSError, ValueError, EOFError):  # an empty or half-written file (full disk, cut copy): recompute
             path.unlink(missing_ok=True)
             return None
 

@@ -15,6 +15,9 @@ Environment variables (all optional):
 ``SER_MODEL``             wav2vec2 checkpoint: hub name or local directory (full profile)
 ``SER_WORK_DIR``          where caches, checkpoints and generated data go (default ``<repo>/.cache``)
 ``SER_REPORTS_DIR``       where reports and result tables go (default ``reports/``, smoke: ``build/``)
+``SER_RECOMPUTE_BEFORE``  set by ``pipeline --force``: cached results older than this time (seconds
+                          since the epoch) are recomputed (:func:`recompute_before`)
+``SER_KEEP_FOLDS``        set by ``pipeline --force --keep-folds``: finished fine-tuning folds are kept
 ========================  =========================================================================
 """
 
@@ -31,6 +34,20 @@ PROFILES = ("full", "smoke")
 PROTOCOLS = ("random-80-20", "actor-kfold")
 DEFAULT_MODEL = "facebook/wav2vec2-base"
 KAGGLE_DATASET = "uwrfkaggler/ravdess-emotional-speech-audio"
+RECOMPUTE_ENV = "SER_RECOMPUTE_BEFORE"
+KEEP_FOLDS_ENV = "SER_KEEP_FOLDS"
+
+
+def recompute_before(*, folds: bool = False) -> float | None:
+    """The start time of a forced run (``FORCE=1``): cached results written before it are recomputed.
+    ``None`` when not forced, and for ``folds`` when ``KEEP_FOLDS=1`` keeps finished fine-tuning folds."""
+    value = os.environ.get(RECOMPUTE_ENV, "").strip()
+    if not value or (folds and os.environ.get(KEEP_FOLDS_ENV, "").strip() not in ("", "0")):
+        return None
+    try:
+        return float(value)
+    except ValueError:
+        raise ValueError(f"{RECOMPUTE_ENV}={value!r} is not a time in seconds since the epoch") from None
 
 
 @dataclass(frozen=True)
@@ -77,7 +94,10 @@ class Profile:
         return display_path(self.data_dir)
 
     def describe_model(self) -> str:
-        return display_path(self.model) if Path(self.model).exists() else self.model
+        """The backbone as a reader should see it: a local folder relative to the repo (also before it
+        exists, e.g. the smoke profile's tiny model), else the hub name."""
+        local = Path(self.model).expanduser()
+        return display_path(local) if local.is_absolute() or local.exists() else self.model
 
 
 def with_overrides(settings, **overrides):
@@ -107,6 +127,13 @@ def _resolve(value: str) -> Path:
     if path.is_absolute() or path.exists():
         return path.resolve()
     return (REPO_ROOT / path).resolve()
+
+
+def extra_corpora(value: str | None = None) -> list[Path]:
+    """Manifests of other corpora for the cross-corpus notebook: ``value`` or ``$SER_EXTRA_CORPORA``,
+    comma-separated paths (relative ones as for the other path variables). Empty: none given."""
+    value = os.environ.get("SER_EXTRA_CORPORA", "") if value is None else value
+    return [_resolve(part.strip()) for part in value.split(",") if part.strip()]
 
 
 def _model_from_env() -> str | None:

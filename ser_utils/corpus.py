@@ -7,14 +7,17 @@ modality (03 = audio-only), vocal channel (01 = speech, 02 = song), emotion (01-
 
 from __future__ import annotations
 
+import os
 import re
 import warnings
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
 import soundfile as sf
 
+from .cache import file_digest
 from .config import KAGGLE_DATASET
 
 EMOTIONS: tuple[str, ...] = (
@@ -93,27 +96,47 @@ def expected_stems(actors=range(1, N_ACTORS + 1)) -> list[str]:
     ]
 
 
+def audio_paths(root: str | Path) -> list[Path]:
+    """Every ``.wav`` / ``.flac`` file under ``root``, following symlinked folders (each real folder is
+    visited once, so a link back up the tree cannot loop), nearest to ``root`` first."""
+    root = Path(root)
+    found, visited = [], set()
+    for folder, subfolders, names in os.walk(root, followlinks=True):
+        status = os.stat(folder)
+        if (status.st_dev, status.st_ino) in visited:
+            subfolders[:] = []  # reached again through a link: already listed
+            continue
+        visited.add((status.st_dev, status.st_ino))
+        subfolders.sort()
+        found += [Path(folder) / n for n in names if Path(n).suffix.lower() in AUDIO_SUFFIXES]
+    files = [p for p in found if p.is_file()]
+    return sorted(files, key=lambda p: (len(p.relative_to(root).parts), str(p)))
+
+
 def discover(root: str | Path) -> pd.DataFrame:
-    """Find every audio-only speech clip under ``root`` (WAV or FLAC, any depth).
+    """Find every audio-only speech clip under ``root`` (WAV or FLAC, any depth, symlinked folders
+    followed).
 
     Returns one row per clip, sorted by actor and name, with columns ``path``, ``file``, ``stem``,
     the parsed fields (see :func:`parse_filename`), ``duration`` (s), ``sample_rate`` (Hz) and
-    ``channels``. The Kaggle copy holds every actor folder twice, so clips are de-duplicated by file
-    name (the copy nearest to ``root`` wins). Files that are skipped - names outside the grammar,
-    unreadable audio - are reported in a warning and listed in ``df.attrs["skipped"]`` as
-    ``(relative path, reason)`` pairs; ``df.attrs["duplicates"]`` counts the dropped copies and
-    ``df.attrs["not_speech"]`` the song/video files that were left out.
+    ``channels``. A clip is its stem: the same stem twice (the Kaggle layout holds every actor folder
+    twice; or one clip as both ``.wav`` and ``.flac``) is one clip, the copy nearest to ``root`` wins
+    (``.flac`` before ``.wav`` at equal depth, by name order). ``df.attrs``:
+
+    * ``skipped`` - ``(relative path, reason)`` of files that are not usable (names outside the grammar,
+      unreadable audio), also reported in a warning;
+    * ``duplicates`` - how many copies were dropped; ``duplicate_files`` lists them as
+      ``(relative path, kept copy, how it differs)``: ``"same bytes"``, ``"other format"`` or
+      ``"DIFFERENT content"`` (the last also gives a warning: which copy is right is not known);
+    * ``video`` and ``song`` - files of the audio-visual modalities and of the song channel, left out
+      (``not_speech`` is their sum).
     """
     root = Path(root)
     if not root.is_dir():
         raise CorpusError(f"{root}: not a directory")
-    files = sorted(
-        (p for p in root.rglob("*") if p.suffix.lower() in AUDIO_SUFFIXES and p.is_file()),
-        key=lambda p: (len(p.relative_to(root).parts), str(p)),
-    )
-    rows, skipped, seen = [], [], set()
-    duplicates = not_speech = 0
-    for path in files:
+    rows, skipped, duplicates, kept = [], [], [], {}
+    video = song = 0
+    for path in audio_paths(root):
         rel = str(path.relative_to(root))
         try:
             fields = parse_filename(path)
@@ -121,30 +144,48 @@ def discover(root: str | Path) -> pd.DataFrame:
             skipped.append((rel, str(err).split(": ", 1)[-1]))
             continue
         if fields["modality"] != 3 or fields["vocal_channel"] != 1:
-            not_speech += 1
+            video += fields["modality"] != 3
+            song += fields["modality"] == 3
             continue
-        if path.name in seen:
-            duplicates += 1
+        if fields["stem"] in kept:
+            duplicates.append((rel, str(kept[fields["stem"]].relative_to(root)), _compare(kept[fields["stem"]], path)))
             continue
         try:
             info = sf.info(str(path))
         except Exception as err:  # soundfile raises several types for broken files
             skipped.append((rel, f"unreadable audio ({err})"))
             continue
-        seen.add(path.name)
+        kept[fields["stem"]] = path
         rows.append({"path": str(path), "file": path.name, **fields,
                      "duration": info.frames / info.samplerate, "sample_rate": info.samplerate,
                      "channels": info.channels})
     if skipped:
-        listed = "\n".join(f"  {rel}: {why}" for rel, why in skipped[:20])
-        more = f"\n  ... and {len(skipped) - 20} more" if len(skipped) > 20 else ""
-        warnings.warn(f"{root}: skipped {len(skipped)} file(s):\n{listed}{more}", stacklevel=2)
+        warnings.warn(f"{root}: skipped {len(skipped)} file(s):\n{_listing(skipped)}", stacklevel=2)
+    differing = [(rel, f"differs from {other}") for rel, other, how in duplicates if how == "DIFFERENT content"]
+    if differing:
+        warnings.warn(f"{root}: {len(differing)} second cop(ies) differ in content from the copy used:\n"
+                      f"{_listing(differing)}", stacklevel=2)
     columns = ["path", "file", "stem", *_FIELDS, "emotion", "intensity", "gender", "duration",
                "sample_rate", "channels"]
     df = pd.DataFrame(rows, columns=columns).sort_values(["actor", "stem"], ignore_index=True)
     df["emotion"] = pd.Categorical(df["emotion"], categories=EMOTIONS)
-    df.attrs.update(root=str(root), skipped=skipped, duplicates=duplicates, not_speech=not_speech)
+    df.attrs.update(root=str(root), skipped=skipped, duplicates=len(duplicates), duplicate_files=duplicates,
+                    video=int(video), song=int(song), not_speech=int(video + song))
     return df
+
+
+def _compare(kept: Path, copy: Path) -> str:
+    """How a second copy of a clip relates to the one kept: same bytes, other format, or different."""
+    if kept.suffix.lower() != copy.suffix.lower():
+        return "other format"
+    if kept.stat().st_size == copy.stat().st_size and file_digest(kept) == file_digest(copy):
+        return "same bytes"
+    return "DIFFERENT content"
+
+
+def _listing(items: list[tuple[str, str]], limit: int = 20) -> str:
+    listed = "\n".join(f"  {rel}: {why}" for rel, why in items[:limit])
+    return listed + (f"\n  ... and {len(items) - limit} more" if len(items) > limit else "")
 
 
 @dataclass
@@ -158,6 +199,9 @@ class CorpusReport:
     extra: list[str] = field(default_factory=list)
     skipped: list = field(default_factory=list)
     duplicates: int = 0
+    duplicate_files: list = field(default_factory=list)
+    video: int = 0
+    song: int = 0
 
     @property
     def complete(self) -> bool:
@@ -168,7 +212,8 @@ class CorpusReport:
             f"clips: {self.n_clips} (expected {N_CLIPS})",
             f"actors: {self.n_actors} (expected {N_ACTORS})",
             f"emotions: {self.n_emotions} (expected {len(EMOTIONS)})",
-            f"duplicate copies ignored: {self.duplicates}",
+            f"duplicate copies ignored: {self.duplicates}{self._duplicate_kinds()}",
+            f"left out (not audio-only speech): {self.video} video-modality, {self.song} song file(s)",
         ]
         if self.missing:
             lines.append(f"missing: {len(self.missing)} clip(s), e.g. {', '.join(self.missing[:5])}")
@@ -176,8 +221,15 @@ class CorpusReport:
             lines.append(f"unexpected: {len(self.extra)} clip(s), e.g. {', '.join(self.extra[:5])}")
         if self.skipped:
             lines.append(f"skipped files: {len(self.skipped)}")
+        differing = [f"{rel} ({other})" for rel, other, how in self.duplicate_files if how == "DIFFERENT content"]
+        if differing:
+            lines.append(f"copies that DIFFER from the one used: {len(differing)}, e.g. {', '.join(differing[:3])}")
         lines.append("status: complete" if self.complete else "status: PARTIAL corpus")
         return "\n".join(lines)
+
+    def _duplicate_kinds(self) -> str:
+        kinds = Counter(how for _, _, how in self.duplicate_files)
+        return f" ({', '.join(f'{n} {how}' for how, n in sorted(kinds.items()))})" if kinds else ""
 
 
 def validate(df: pd.DataFrame, *, strict: bool = False) -> CorpusReport:
@@ -194,6 +246,8 @@ def validate(df: pd.DataFrame, *, strict: bool = False) -> CorpusReport:
         n_clips=len(df), n_actors=df["actor"].nunique(), n_emotions=df["emotion"].nunique(),
         missing=sorted(expected - present), extra=sorted(present - expected),
         skipped=list(df.attrs.get("skipped", [])), duplicates=int(df.attrs.get("duplicates", 0)),
+        duplicate_files=list(df.attrs.get("duplicate_files", [])), video=int(df.attrs.get("video", 0)),
+        song=int(df.attrs.get("song", 0)),
     )
     if not report.complete:
         message = f"RAVDESS corpus is not complete:\n{report}"

@@ -9,6 +9,7 @@ in seconds per fold on a CPU, and a per-layer probe shows which layer carries em
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -24,11 +25,19 @@ from .audio import SAMPLE_RATE, collate, crop, load_many, normalize
 from .cache import ArrayCache, MapResult
 from .device import autocast_dtype, inference_batch_size
 from .evaluate import prediction_table, score
+from .fingerprint import code_digest
 from .model import EmotionClassifier, ModelConfig
 from .progress import progress as progress_bar
 from .splits import Split
 
 STATS = ("first", "mean", "std")
+
+
+def embedding_code() -> str:
+    """Digest of the code the cached embeddings come from: audio loading, the backbone, the model, this module."""
+    from . import audio, backbones, model
+
+    return code_digest(audio, backbones, model, sys.modules[__name__])
 
 
 def extract_embeddings(model: EmotionClassifier, paths: Sequence[str | Path], cache_root: str | Path,
@@ -46,7 +55,7 @@ def extract_embeddings(model: EmotionClassifier, paths: Sequence[str | Path], ca
         dtype = autocast_dtype(device) or torch.float32
     batch_size = batch_size or inference_batch_size(device)
     params = {"model": model_id, "normalize": model.config.normalize, "max_seconds": max_seconds,
-              "dtype": str(dtype), "stats": STATS}
+              "dtype": str(dtype), "stats": STATS, "code": embedding_code()}
     cache = ArrayCache(cache_root, "wav2vec2-embeddings", params)
     result, todo = cache.lookup(paths)
     if not todo:

@@ -6,9 +6,10 @@ Layout under a profile's ``results_dir`` (``reports/results`` for the full study
 * ``predictions/<system>.csv`` - one row per test clip and fold: ``system, protocol, fold, stem,
   actor, emotion, predicted`` (what confusion matrices, per-actor accuracy and significance tests
   are computed from).
-* ``corpus.csv`` (notebook 01), ``baselines_families.csv`` (03), ``comparison.csv`` and
-  ``headline.csv`` (05), and beside the reports ``figures/headline.png`` (05): one ``write_*``
-  function each below; ``report.write_index`` reads the headline ones back.
+* ``corpus.csv`` (notebook 01), ``baselines_families.csv`` and ``enrolment_curve.csv`` (03),
+  ``comparison.csv`` and ``headline.csv`` (05), ``cross_corpus.csv`` (06), and beside the reports
+  ``figures/headline.png`` (05): one ``write_*`` function each below; ``report.write_index`` reads
+  the headline and cross-corpus ones back.
 """
 
 from __future__ import annotations
@@ -98,6 +99,8 @@ def write_metrics(rows: Iterable[dict], results_dir: str | Path, group: str) -> 
 
 CORPUS_FILE = "corpus.csv"
 FAMILIES_FILE = "baselines_families.csv"
+ENROLMENT_FILE = "enrolment_curve.csv"
+CROSS_CORPUS_FILE = "cross_corpus.csv"
 COMPARISON_FILE = "comparison.csv"
 HEADLINE_FILE = "headline.csv"
 #: Relative to the reports folder, not the results folder: the index page shows it.
@@ -124,6 +127,22 @@ def read_corpus_table(results_dir: str | Path) -> pd.DataFrame:
 def write_family_summary(summary: pd.DataFrame, results_dir: str | Path) -> Path:
     """The per-feature-family comparison of notebook 03 (a :func:`summarise` table, one row per family)."""
     return _write_csv(summary, results_dir, FAMILIES_FILE, float_format="%.6g")
+
+
+def write_enrolment_curve(curve: pd.DataFrame, results_dir: str | Path) -> Path:
+    """UAR per fold against enrolment clips per speaker (notebook 03, ``normalised_systems.enrolment_curve``)."""
+    return _write_csv(curve, results_dir, ENROLMENT_FILE, float_format="%.6g")
+
+
+def write_cross_corpus(table: pd.DataFrame, results_dir: str | Path) -> Path:
+    """Exported models on other corpora (notebook 06, ``crosscorpus.cross_corpus_table``)."""
+    return _write_csv(table, results_dir, CROSS_CORPUS_FILE, float_format="%.6g")
+
+
+def read_cross_corpus(results_dir: str | Path) -> pd.DataFrame:
+    """What :func:`write_cross_corpus` wrote (an empty table before notebook 06 ran)."""
+    path = Path(results_dir) / CROSS_CORPUS_FILE
+    return pd.read_csv(path) if path.is_file() and path.stat().st_size else pd.DataFrame()
 
 
 def write_comparison(table: pd.DataFrame, results_dir: str | Path) -> Path:

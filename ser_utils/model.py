@@ -5,13 +5,18 @@ frame, Linear -> ReLU -> Dropout -> Linear); the project's default (:class:`Mode
 a learned weighted sum of all hidden layers, masked mean pooling and a frozen convolutional front
 end, the usual choices of the SER literature (Pepino et al. 2021; Wang et al. 2021; SUPERB).
 
+The backbone is any family of :mod:`ser_utils.backbones` (wav2vec2, HuBERT, WavLM, data2vec-audio),
+loaded strictly from its checkpoint. "Last layer" is the backbone's final hidden state (after the
+encoder's final layer norm in the layer-norm variants).
+
 Padding never changes a clip's output. Batches are zero-padded at the end, and
 
-* the feature encoder's first group norm (wav2vec2-base) normalises each clip over its own samples
-  only (:class:`MaskedGroupNorm`), which is also what the model saw in pre-training, where batches
-  were cropped rather than padded;
+* a feature encoder whose first layer is a group norm (wav2vec2-base, HuBERT/WavLM base) normalises
+  each clip over its own samples only (:class:`MaskedGroupNorm`), which is also what the model saw in
+  pre-training, where batches were cropped rather than padded;
 * the transformer gets the frame-level attention mask, derived from the input lengths with the
-  model's own output-length formula (:meth:`EmotionClassifier.frame_lengths`);
+  model's own output-length formula (:meth:`EmotionClassifier.frame_lengths`), and data2vec-audio's
+  stacked positional convolutions see zeros beyond each clip, as a clip alone does;
 * every pooling mode ignores padded frames.
 """
 
@@ -27,9 +32,10 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
-from transformers import Wav2Vec2Config, Wav2Vec2FeatureExtractor, Wav2Vec2Model
+from transformers import PretrainedConfig, Wav2Vec2Config, Wav2Vec2FeatureExtractor
 
 from .audio import collate, normalize
+from .backbones import MaskedGroupNorm, build_backbone, config_from_dict, load_backbone, uses_group_norm
 from .corpus import EMOTIONS
 from .device import autocast_dtype, inference_batch_size
 
@@ -100,49 +106,22 @@ def tiny_backbone_config(**overrides) -> Wav2Vec2Config:
     return Wav2Vec2Config(**{**settings, **overrides})
 
 
-class MaskedGroupNorm(nn.Module):
-    """Per-channel normalisation over each clip's valid frames only (wav2vec2-base's first norm).
-
-    A drop-in for ``nn.GroupNorm(C, C)`` with the same parameter names. ``lengths`` (valid frames per
-    row) is set by :class:`EmotionClassifier` around each forward pass; with ``lengths=None`` it is
-    exactly ``nn.GroupNorm``.
-    """
-
-    def __init__(self, norm: nn.GroupNorm):
-        super().__init__()
-        if norm.num_groups != norm.num_channels:
-            raise ValueError("MaskedGroupNorm replaces per-channel GroupNorm(C, C) only")
-        self.weight, self.bias, self.eps = norm.weight, norm.bias, norm.eps
-        self.lengths: torch.Tensor | None = None
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:  # x: (B, C, T)
-        if self.lengths is None or bool((self.lengths >= x.shape[-1]).all()):
-            # No padding: the fused kernel (autocast runs group norm in float32).
-            return nn.functional.group_norm(x, x.shape[1], self.weight, self.bias, self.eps)
-        dtype, x = x.dtype, x.float()  # statistics over ~10^4 frames need float32, also under bf16
-        steps = torch.arange(x.shape[-1], device=x.device)
-        mask = (steps[None, :] < self.lengths[:, None].to(x.device)).unsqueeze(1).float()
-        count = mask.sum(-1, keepdim=True).clamp(min=1)
-        mean = (x * mask).sum(-1, keepdim=True) / count
-        var = (((x - mean) * mask) ** 2).sum(-1, keepdim=True) / count
-        normed = (x - mean) * torch.rsqrt(var + self.eps)
-        return (normed * self.weight[None, :, None].float() + self.bias[None, :, None].float()).to(dtype)
-
-
 class EmotionClassifier(nn.Module):
-    """wav2vec2 backbone + pooling + MLP head.
+    """Self-supervised speech backbone + pooling + MLP head.
 
     ``forward(waves, lengths)`` takes zero-padded, per-clip normalised audio ``(B, T)`` at 16 kHz and
     the true lengths in samples ``(B,)``; it returns logits ``(B, n_classes)``.
     """
 
-    def __init__(self, config: ModelConfig, backbone: Wav2Vec2Model):
+    def __init__(self, config: ModelConfig, backbone: nn.Module):
         super().__init__()
         self.config = config
         self.backbone = backbone
         # LayerDrop skips whole layers in training, so the number of hidden states would vary.
         self.backbone.config.layerdrop = 0.0
         self._install_masked_norm()
+        self._padded_frames: torch.Tensor | None = None  # valid frames per clip during a padded forward
+        self._install_frame_masks()
         n_states = backbone.config.num_hidden_layers + 1
         self.layer_weights = nn.Parameter(torch.zeros(n_states)) if config.layers == "weighted" else None
         width = backbone.config.hidden_size * (2 if config.pooling == "mean+std" else 1)
@@ -158,11 +137,13 @@ class EmotionClassifier(nn.Module):
     @classmethod
     def from_backbone(cls, name_or_dir: str, config: ModelConfig | None = None,
                       **kwargs) -> EmotionClassifier:
-        """Head on a pretrained backbone: ``from_pretrained(name_or_dir)`` (hub name or local folder).
+        """Head on a pretrained backbone (hub name or local folder), loaded by its family with every
+        tensor from the checkpoint (:func:`ser_utils.backbones.load_backbone`; a
+        :class:`~ser_utils.backbones.BackboneError` otherwise).
 
         Input normalisation and rate follow the checkpoint's feature extractor when it has one.
         """
-        backbone = Wav2Vec2Model.from_pretrained(name_or_dir, **kwargs)
+        backbone, _ = load_backbone(name_or_dir, **kwargs)
         config = config or ModelConfig()
         try:
             extractor = Wav2Vec2FeatureExtractor.from_pretrained(name_or_dir)
@@ -173,16 +154,37 @@ class EmotionClassifier(nn.Module):
         return cls(config, backbone)
 
     @classmethod
-    def from_config(cls, backbone_config: Wav2Vec2Config, config: ModelConfig | None = None):
-        """Randomly initialised backbone of the given architecture (tests, benchmarks, smoke run)."""
-        return cls(config or ModelConfig(), Wav2Vec2Model(backbone_config))
+    def from_config(cls, backbone_config: PretrainedConfig, config: ModelConfig | None = None):
+        """Randomly initialised backbone of the given architecture and family (tests, benchmarks)."""
+        return cls(config or ModelConfig(), build_backbone(backbone_config))
 
     def _install_masked_norm(self) -> None:
-        if self.backbone.config.feat_extract_norm != "group":
+        if not uses_group_norm(self.backbone):
             return  # layer-norm feature encoders normalise per frame: already padding-free
         first = self.backbone.feature_extractor.conv_layers[0]
         if not isinstance(first.layer_norm, MaskedGroupNorm):
             first.layer_norm = MaskedGroupNorm(first.layer_norm)
+        # Hub configs carry `gradient_checkpointing: true`, which transformers turns into activation
+        # checkpointing of every layer. Recomputing the first conv layer in the backward pass would run
+        # without the clip lengths (set for the forward pass only) and so differ from the forward
+        # (PyTorch's CheckpointError on padded batches). The feature encoder is recomputed exactly or not
+        # at all: not at all. Transformer layers get the attention mask as an argument: they stay as set.
+        for layer in self.backbone.feature_extractor.conv_layers:
+            layer.gradient_checkpointing = False
+
+    def _install_frame_masks(self) -> None:
+        # data2vec-audio's positional embedding is a stack of convolutions with layer norms: the first
+        # turns the zeroed padding into values that the next ones carry into the clip's own frames.
+        # Zeroing padded frames after each layer makes it what a clip alone sees (zero padding).
+        # wav2vec2, HuBERT and WavLM use one convolution over zeroed padding: already exact.
+        for layer in getattr(self.backbone.encoder.pos_conv_embed, "layers", ()):
+            layer.register_forward_hook(self._zero_padded_frames)
+
+    def _zero_padded_frames(self, module: nn.Module, inputs, output: torch.Tensor) -> torch.Tensor | None:
+        if self._padded_frames is None:  # output: (B, D, T_frames)
+            return None
+        steps = torch.arange(output.shape[-1], device=output.device)
+        return output * (steps[None, :] < self._padded_frames[:, None]).unsqueeze(1).to(output.dtype)
 
     @property
     def _masked_norm(self) -> MaskedGroupNorm | None:
@@ -197,7 +199,7 @@ class EmotionClassifier(nn.Module):
         if self.config.freeze == "feature-encoder":
             for parameter in self.backbone.parameters():
                 parameter.requires_grad = True
-            self.backbone.freeze_feature_encoder()
+            self.backbone.feature_extractor._freeze_parameters()  # every family's (HuBERT has no public one)
 
     # -- shapes -------------------------------------------------------------------------------
     def frame_lengths(self, lengths: torch.Tensor) -> torch.Tensor:
@@ -219,6 +221,8 @@ class EmotionClassifier(nn.Module):
         sample_mask = (samples[None, :] < lengths[:, None].to(waves.device)).long() if padded else None
         if self._masked_norm is not None:
             self._masked_norm.lengths = self._first_norm_lengths(lengths)
+        if padded:
+            self._padded_frames = self.frame_lengths(lengths).to(waves.device)
         frozen = self.config.freeze == "backbone"
         try:
             with torch.set_grad_enabled(torch.is_grad_enabled() and not frozen):
@@ -226,7 +230,10 @@ class EmotionClassifier(nn.Module):
         finally:
             if self._masked_norm is not None:
                 self._masked_norm.lengths = None
-        states = torch.stack(out.hidden_states, dim=1)
+            self._padded_frames = None
+        # The last entry is the final layer's output; in the layer-norm variants the encoder's final
+        # layer norm comes after it, so the model's last_hidden_state is the true last hidden state.
+        states = torch.stack((*out.hidden_states[:-1], out.last_hidden_state), dim=1)
         frames = torch.arange(states.shape[2], device=waves.device)
         frame_mask = frames[None, :] < self.frame_lengths(lengths).to(waves.device)[:, None]
         return states, frame_mask
@@ -298,7 +305,7 @@ class EmotionClassifier(nn.Module):
             if meta.get("format") != FORMAT:
                 raise ValueError(f"{CONFIG_NAME} has format {meta.get('format')!r}, this code reads {FORMAT!r}")
             config = ModelConfig(**{**meta["model"], "labels": tuple(meta["model"]["labels"])})
-            backbone = Wav2Vec2Model(Wav2Vec2Config.from_dict(meta["backbone"]))
+            backbone = build_backbone(config_from_dict(meta["backbone"]))
             model = cls(config, backbone)
             model.load_state_dict(load_file(str(directory / WEIGHTS_NAME), device=map_location))
         except (OSError, KeyError, ValueError, RuntimeError, TypeError, SafetensorError) as err:

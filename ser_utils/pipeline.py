@@ -1,8 +1,14 @@
 """Run the notebooks in order with papermill and render each to HTML (``make all`` / ``make smoke``).
 
 A notebook is skipped when nothing it depends on changed since its last successful run: its own
-source, the ``ser_utils`` code, its parameters, the data and model the profile names, and every
-notebook before it. ``force=True`` (``FORCE=1`` in make) reruns all of them.
+source, the ``ser_utils`` code, its parameters, the corpus (the listing of the data folder: names,
+sizes, modification times), the backbone's weights (notebook 04), and every notebook before it.
+``dry_run=True`` (``pipeline --dry-run``) only says what would run and why.
+
+``force=True`` (``FORCE=1`` in make) recomputes everything: every notebook reruns, and cached features,
+embeddings and fine-tuning folds made before this run are recomputed (the kernels see
+``SER_RECOMPUTE_BEFORE``, the run's start time). ``keep_folds=True`` (``KEEP_FOLDS=1``) keeps finished
+fine-tuning folds whose inputs are unchanged, the expensive part on a GPU.
 """
 
 from __future__ import annotations
@@ -12,15 +18,26 @@ import json
 import os
 import sys
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from .config import PROFILES, REPO_ROOT, Profile, display_path, env_path, get_profile
+from .config import (
+    KEEP_FOLDS_ENV,
+    PROFILES,
+    RECOMPUTE_ENV,
+    REPO_ROOT,
+    Profile,
+    display_path,
+    env_path,
+    extra_corpora,
+    get_profile,
+)
 from .progress import HEADLESS_ENV
 from .report import provenance, record_provenance, write_index
 
 NOTEBOOK_DIR = REPO_ROOT / "notebooks"
-NOTEBOOKS = ("01_download", "02_eda", "03_baselines", "04_wav2vec2", "05_results")
+NOTEBOOKS = ("01_download", "02_eda", "03_baselines", "04_wav2vec2", "05_results", "06_generalisation")
 #: The kernel's own log (not the notebook's output): warnings only at ERROR, so that the terminal of
 #: ``make all`` shows progress lines, not ipykernel's "running over TCP without encryption" per notebook
 #: (the kernel listens on localhost only, and each run starts and stops its own).
@@ -34,20 +51,60 @@ class NotebookFailed(RuntimeError):
 @dataclass
 class Step:
     name: str
-    status: str  # "ran" | "skipped"
+    status: str  # "ran" | "skipped" | "would run" (dry run)
     seconds: float = 0.0
 
 
-def _fingerprint(profile: Profile, name: str, parameters: dict, upstream: str) -> str:
-    digest = hashlib.sha256()
-    digest.update((NOTEBOOK_DIR / f"{name}.ipynb").read_bytes())
+def _environment_parameters(name: str) -> dict:
+    """Parameters a notebook takes from the environment, passed explicitly so that changing them reruns it."""
+    if name == "06_generalisation":
+        return {"corpora": ",".join(str(p) for p in extra_corpora())}
+    return {}
+
+
+#: Notebooks that load the wav2vec2 backbone: their fingerprint includes its weights.
+USES_BACKBONE = ("04_wav2vec2",)
+_REASONS = {"notebook": "its source changed", "code": "ser_utils code changed", "parameters": "parameters changed",
+            "data": "the corpus changed (files added, removed or edited)", "backbone": "the backbone changed",
+            "upstream": "an earlier notebook changed"}
+
+
+def fingerprint_parts(profile: Profile, name: str, parameters: dict, upstream: str) -> dict[str, str]:
+    """What notebook ``name`` depends on, one digest per input (see the module docstring)."""
+    from .fingerprint import corpus_digest, model_fingerprint
+
+    code = hashlib.sha256()
     package = REPO_ROOT / "ser_utils"
     for source in sorted(package.rglob("*.py")):  # subpackages (features/) included
-        digest.update(source.relative_to(package).as_posix().encode() + source.read_bytes())
-    context = {"parameters": parameters, "data": profile.describe_data(),
-               "model": profile.describe_model(), "upstream": upstream}
-    digest.update(json.dumps(context, sort_keys=True).encode())
-    return digest.hexdigest()
+        code.update(source.relative_to(package).as_posix().encode() + source.read_bytes())
+    data = profile.describe_data()
+    if profile.data_dir is not None:
+        data += f" {corpus_digest(profile.data_dir)}"
+    parts = {"notebook": hashlib.sha256((NOTEBOOK_DIR / f"{name}.ipynb").read_bytes()).hexdigest(),
+             "code": code.hexdigest(), "parameters": json.dumps(parameters, sort_keys=True, default=str),
+             "data": data, "upstream": upstream}
+    if name in USES_BACKBONE:  # a local folder's weights digest (never a machine's path), or the hub name
+        identity = model_fingerprint(profile.model)
+        parts["backbone"] = profile.describe_model() if identity == profile.model else identity
+    return parts
+
+
+def _digest(parts: dict[str, str]) -> str:
+    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
+
+
+def stale_reasons(stamp: Path, html: Path, parts: dict[str, str]) -> list[str]:
+    """Why a notebook must run (empty: it is up to date): no report, never run, or changed inputs."""
+    if not stamp.is_file():
+        return ["not run yet"]
+    if not html.is_file():
+        return [f"its report {display_path(html)} is missing"]
+    try:
+        recorded = json.loads(stamp.read_text())["parts"]
+    except (ValueError, KeyError, TypeError):
+        return ["recorded by an older version of the pipeline"]
+    keys = [k for k in _REASONS if k in parts or k in recorded] + sorted((set(parts) | set(recorded)) - set(_REASONS))
+    return [_REASONS.get(k, f"{k} changed") for k in keys if parts.get(k) != recorded.get(k)]
 
 
 def render_html(notebook: Path, html: Path) -> Path:
@@ -98,37 +155,71 @@ def run_notebook(profile: Profile, name: str, parameters: dict | None = None,
     return render_html(executed, profile.reports_dir / f"{name}.html")
 
 
-def run_pipeline(profile_name: str | None = None, *, only: list[str] | None = None,
-                 force: bool = False, parameters: dict[str, dict] | None = None) -> list[Step]:
-    """Run every notebook (or those in ``only``) in order; returns what ran and what was skipped."""
-    profile = get_profile(profile_name)
+def run_pipeline(profile_name: str | None = None, *, only: list[str] | None = None, force: bool = False,
+                 keep_folds: bool = False, dry_run: bool = False,
+                 parameters: dict[str, dict] | None = None) -> list[Step]:
+    """Run every notebook (or those in ``only``) in order; returns what ran and what was skipped.
+
+    ``dry_run``: run nothing, print what would run and why (steps are ``"would run"`` / ``"skipped"``).
+    """
+    forced = {RECOMPUTE_ENV: repr(time.time()), KEEP_FOLDS_ENV: "1" if keep_folds else None}
+    with _environment(forced if force and not dry_run else {}):  # kernels inherit it: older caches recomputed
+        return _run_pipeline(get_profile(profile_name), only, force, dry_run, parameters or {})
+
+
+@contextmanager
+def _environment(values: dict[str, str | None]):
+    """Set (``None``: unset) environment variables for the block, then restore them."""
+    def apply(settings: dict[str, str | None]) -> None:
+        for key, value in settings.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+    saved = {k: os.environ.get(k) for k in values}
+    apply(values)
+    try:
+        yield
+    finally:
+        apply(saved)
+
+
+def _run_pipeline(profile: Profile, only, force: bool, dry_run: bool, parameters: dict[str, dict]) -> list[Step]:
     stamps = profile.work_dir / "pipeline"
-    stamps.mkdir(parents=True, exist_ok=True)
     steps, upstream = [], ""
     for name in NOTEBOOKS:
         if only and name not in only and name.split("_")[0] not in only:
             continue
-        params = (parameters or {}).get(name, {})
-        fingerprint = _fingerprint(profile, name, params, upstream)
-        stamp = stamps / f"{name}.stamp"
-        html = profile.reports_dir / f"{name}.html"
-        if not force and html.is_file() and stamp.is_file() and stamp.read_text() == fingerprint:
+        params = {**_environment_parameters(name), **parameters.get(name, {})}
+        parts = fingerprint_parts(profile, name, params, upstream)
+        stamp, html = stamps / f"{name}.stamp", profile.reports_dir / f"{name}.html"
+        reasons = (["FORCE"] if force else []) + stale_reasons(stamp, html, parts)
+        if dry_run:
+            steps.append(Step(name, "would run" if reasons else "skipped"))
+            print(f"[{name}] " + (f"would run: {'; '.join(reasons)}" if reasons else "unchanged, would be skipped"),
+                  flush=True)
+        elif not reasons:
             print(f"[{name}] unchanged, skipped (FORCE=1 reruns)", flush=True)
             steps.append(Step(name, "skipped"))
         else:
-            print(f"[{name}] running ({profile.name} profile) ...", flush=True)
+            print(f"[{name}] running ({profile.name} profile: {'; '.join(reasons)}) ...", flush=True)
             start = time.perf_counter()
             stamp.unlink(missing_ok=True)
             info = provenance(profile)  # before the run: the results notebook edits README.md
             run_notebook(profile, name, params)
             record_provenance(profile, name, info)
-            stamp.write_text(fingerprint)
+            # Recorded as the inputs are *after* the run: notebook 01 may have generated the corpus and 04 the
+            # tiny backbone (smoke profile), so an unchanged second run matches and skips.
+            parts = fingerprint_parts(profile, name, params, upstream)
+            stamps.mkdir(parents=True, exist_ok=True)
+            stamp.write_text(json.dumps({"fingerprint": _digest(parts), "parts": parts}, indent=1))
             steps.append(Step(name, "ran", time.perf_counter() - start))
-            print(f"[{name}] done in {steps[-1].seconds:.0f} s -> {display_path(html)}",
-                  flush=True)
-        upstream = fingerprint
-    index = write_index(profile, NOTEBOOKS)
-    print(f"index: {display_path(index)}", flush=True)
+            print(f"[{name}] done in {steps[-1].seconds:.0f} s -> {display_path(html)}", flush=True)
+        upstream = _digest(parts)
+    if not dry_run:
+        index = write_index(profile, NOTEBOOKS)
+        print(f"index: {display_path(index)}", flush=True)
     return steps
 
 
@@ -137,12 +228,18 @@ def add_arguments(parser) -> None:
     parser.add_argument("--profile", choices=PROFILES, default=None,
                         help="default: $SER_PROFILE, else full")
     parser.add_argument("--only", nargs="*", help="notebook names or numbers, e.g. 03 04_wav2vec2")
-    parser.add_argument("--force", action="store_true", help="rerun notebooks even if unchanged")
+    parser.add_argument("--force", action="store_true",
+                        help="recompute everything: rerun every notebook, recompute cached features, embeddings "
+                             "and fine-tuning folds (FORCE=1)")
+    parser.add_argument("--keep-folds", action="store_true",
+                        help="with --force: keep finished fine-tuning folds whose inputs are unchanged (KEEP_FOLDS=1)")
+    parser.add_argument("--dry-run", action="store_true", help="list which notebooks would run and why; run nothing")
 
 
 def run_from_args(args) -> int:
     try:
-        run_pipeline(args.profile, only=args.only, force=args.force)
+        run_pipeline(args.profile, only=args.only, force=args.force, keep_folds=args.keep_folds,
+                     dry_run=args.dry_run)
     except NotebookFailed as err:
         print(f"error: {err}", file=sys.stderr)
         return 1

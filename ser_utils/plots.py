@@ -159,3 +159,43 @@ def grouped_bars(frame: pd.DataFrame, ylabel: str, title: str = ""):
     ax.legend(fontsize=8)
     fig.tight_layout()
     return fig
+
+
+def enrolment_curve(curve: pd.DataFrame, plain_uar: float | None = None, title: str = ""):
+    """Mean UAR over folds (with the fold range and ± std) against enrolment clips per speaker
+    (``normalised_systems.enrolment_curve`` output; ``clips`` in order, "all" last), in %."""
+    stats = curve.groupby("clips", sort=False)["uar"].agg(["mean", "std", "min", "max"]) * 100
+    x = np.arange(len(stats))
+    fig, ax = plt.subplots(figsize=(6.5, 3.6))
+    ax.fill_between(x, stats["min"], stats["max"], color="#4c72b0", alpha=0.15, label="fold range")
+    ax.errorbar(x, stats["mean"], yerr=stats["std"], marker="o", color="#4c72b0", capsize=3,
+                label="mean ± std over folds")
+    if plain_uar is not None:
+        ax.axhline(100 * plain_uar, color="#c44e52", ls="--", lw=1, label="no normalisation")
+    ax.axhline(100 / 8, color="grey", lw=0.8, ls=":", label="chance (8 classes)")
+    ax.set_xticks(x, stats.index)
+    ax.set_xlabel("enrolment clips per speaker (unlabelled)")
+    ax.set_ylabel("actor-kfold UAR (%)")
+    ax.set_title(title)
+    ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    return fig
+
+
+def cross_corpus_bars(table: pd.DataFrame, metric: str = "uar"):
+    """One panel per corpus: ``metric`` (%) per model and adaptation, for each label mode
+    (``crosscorpus.cross_corpus_table`` output; "not run" rows are left out)."""
+    done = table[table["status"] == "ok"]
+    corpora = list(dict.fromkeys(done["corpus"]))
+    fig, axes = plt.subplots(1, max(len(corpora), 1), figsize=(6.5 * max(len(corpora), 1), 3.6), squeeze=False)
+    for ax, corpus in zip(axes[0], corpora, strict=False):
+        part = done[done["corpus"] == corpus]
+        frame = part.pivot_table(index=["model", "labels"], columns="adapt", values=metric, sort=False) * 100
+        frame.plot.bar(ax=ax, rot=0)
+        ax.set_xticklabels([f"{m}\n{lab} labels" for m, lab in frame.index], fontsize=8)
+        ax.set_xlabel("")
+        ax.set_ylabel(f"{metric.upper() if metric == 'uar' else metric} (%)")
+        ax.set_title(corpus)
+        ax.legend(title="adapt", fontsize=8)
+    fig.tight_layout()
+    return fig

@@ -1,29 +1,33 @@
 """Use a trained model on your own audio: load once, predict many.
 
 :class:`EmotionRecognizer` wraps either a fine-tuned wav2vec2 directory (``ser_config.json`` +
-``model.safetensors``) or a saved baseline pipeline (``config.json`` + ``pipeline.joblib``); the model
+``model.safetensors``) or a saved baseline pipeline (``config.json`` + ``pipeline.skops``); the model
 directory carries its labels and pre-processing, so nothing is guessed at prediction time.
 
 Audio longer than ``window`` seconds is scored in overlapping windows (``hop`` seconds apart, the last
 one aligned with the end); the file's probabilities are the mean over its non-silent windows.
+Files are read one after another as they are scored (:meth:`EmotionRecognizer.iter_predictions`), so
+memory stays flat whatever the number of files.
 """
 
 from __future__ import annotations
 
-import json
-from collections.abc import Iterable, Sequence
+import math
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import soundfile as sf
 
 from .audio import SAMPLE_RATE, SILENCE_PEAK, AudioError, SilentAudioError, load_audio
-from .evaluate import score
 
 DEFAULT_WINDOW = 6.0  # seconds: longer than any RAVDESS clip (2.9-5.3 s), so those are scored whole
 DEFAULT_HOP = 3.0
+#: Audio held in memory at once while scoring many files, in seconds (10 minutes at 16 kHz: 38 MB):
+#: short clips are batched together up to this much (enough to fill GPU batches), a longer file is
+#: scored on its own. Memory does not grow with the number of files.
+BUFFER_SECONDS = 600.0
 
 
 class ModelLoadError(ValueError):
@@ -53,6 +57,22 @@ class FilePrediction:
                 "windows": self.windows.round(6).to_dict(orient="records")}
 
 
+def check_window(window: float | None, hop: float | None) -> str | None:
+    """Validate the scoring window and hop (seconds) before any work is done.
+
+    Raises ``ValueError`` (naming the argument) unless both are finite and positive (``None`` means
+    "whole file" for ``window`` and "= window" for ``hop``). Returns a warning text when ``hop`` is
+    longer than ``window`` - parts of long files are then never scored - else ``None``.
+    """
+    for name, value in (("window", window), ("hop", hop)):
+        if value is not None and not (isinstance(value, int | float) and math.isfinite(value) and value > 0):
+            raise ValueError(f"--{name} must be a positive number of seconds, got {value}")
+    if window is not None and hop is not None and hop > window:
+        return (f"--hop {hop:g} is longer than --window {window:g}: {hop - window:g} s of every {hop:g} s of "
+                "audio longer than the window are not scored")
+    return None
+
+
 def window_bounds(n_samples: int, window: float | None, hop: float | None,
                   sample_rate: int = SAMPLE_RATE) -> list[tuple[int, int]]:
     """``(start, end)`` sample bounds of the scoring windows of a clip of ``n_samples``.
@@ -60,11 +80,12 @@ def window_bounds(n_samples: int, window: float | None, hop: float | None,
     One window covering everything when the clip fits in ``window`` (or ``window`` is ``None``);
     otherwise windows every ``hop`` seconds plus a last one that ends with the clip.
     """
+    check_window(window, hop)
     if window is None or n_samples <= window * sample_rate:
         return [(0, n_samples)]
     size, step = int(window * sample_rate), int((hop or window) * sample_rate)
-    if step <= 0:
-        raise ValueError(f"hop must be positive, got {hop}")
+    if size <= 0 or step <= 0:
+        raise ValueError(f"window {window} s and hop {hop} s must each span at least one sample")
     starts = list(range(0, n_samples - size + 1, step))
     if starts[-1] + size < n_samples:
         starts.append(n_samples - size)
@@ -83,8 +104,13 @@ class EmotionRecognizer:
         self.batch_size = batch_size
 
     @classmethod
-    def from_pretrained(cls, directory: str | Path, device: str | None = None) -> EmotionRecognizer:
-        """Load a wav2vec2 checkpoint directory or a saved baseline pipeline."""
+    def from_pretrained(cls, directory: str | Path, device: str | None = None, *,
+                        allow_pickle: bool = False) -> EmotionRecognizer:
+        """Load a wav2vec2 checkpoint directory or a saved baseline pipeline.
+
+        ``allow_pickle=True`` also loads an old baseline saved as ``pipeline.joblib`` - a pickle, which
+        runs any code it holds: only for folders you made yourself.
+        """
         directory = Path(directory)
         if not directory.is_dir():
             raise ModelLoadError(f"{directory}: no such model directory")
@@ -95,22 +121,38 @@ class EmotionRecognizer:
             model = EmotionClassifier.from_pretrained(directory)  # raises ValueError naming the folder
             model.to(device or default_device())
             return cls(model, model.config.labels, model.config.sample_rate, "wav2vec2")
-        if (directory / "pipeline.joblib").is_file():
-            from .baseline_model import BaselineModel
+        from .baselines import BaselineModel
 
+        if any((directory / name).is_file() for name in (BaselineModel.PIPELINE, BaselineModel.LEGACY_PIPELINE)):
             try:
-                model = BaselineModel.from_pretrained(directory)
+                model = BaselineModel.from_pretrained(directory, allow_pickle=allow_pickle)
             except (OSError, KeyError, ValueError, EOFError) as err:
-                raise ModelLoadError(f"{directory}: not a usable baseline model ({err})") from err
+                raise ModelLoadError(f"not a usable baseline model: {err}") from err
+            except Exception as err:  # an allowed pickle can raise anything while it is unpickled
+                raise ModelLoadError(f"{directory}: not a usable baseline model ({type(err).__name__}: "
+                                     f"{err})") from err
             return cls(model, model.labels, model.sample_rate, "baseline")
         raise ModelLoadError(f"{directory}: not a model directory (expected ser_config.json of a wav2vec2 "
-                             "checkpoint, or config.json + pipeline.joblib of a baseline)")
+                             "checkpoint, or config.json + pipeline.skops of a baseline)")
 
-    def predict_proba(self, waves: Sequence[np.ndarray]) -> np.ndarray:
-        """Probabilities ``(n, n_labels)`` of float32 mono clips at :attr:`sample_rate`."""
+    @property
+    def normalization(self) -> dict | None:
+        """The normalisation the model was trained with (``None``: none); see ``ser_utils.normalization``."""
+        return getattr(self.model, "normalization", None) if self.kind == "baseline" else None
+
+    def predict_proba(self, waves: Sequence[np.ndarray], groups: Sequence[str] | None = None) -> np.ndarray:
+        """Probabilities ``(n, n_labels)`` of float32 mono clips at :attr:`sample_rate`.
+
+        ``groups`` (one per clip) adapts features per group (baseline models only).
+        """
         if self.kind == "wav2vec2":
+            if groups is not None:
+                from .normalization import GroupError
+
+                raise GroupError("adaptation (--adapt corpus/speaker) works on feature-based (baseline) models; "
+                                 "this is a wav2vec2 checkpoint: use --adapt none")
             return self.model.predict_proba(list(waves), batch_size=self.batch_size)
-        return self.model.predict_proba(list(waves))
+        return self.model.predict_proba(list(waves), groups=groups)
 
     def predict_wave(self, wave: np.ndarray, *, window: float | None = DEFAULT_WINDOW,
                      hop: float | None = DEFAULT_HOP, name: str = "<waveform>") -> FilePrediction:
@@ -123,28 +165,109 @@ class EmotionRecognizer:
         return self.predict_wave(load_audio(path, self.sample_rate, max_seconds=None), window=window,
                                  hop=hop, name=str(path))
 
-    def predict_files(self, paths: Iterable[str | Path], *, window: float | None = DEFAULT_WINDOW,
-                      hop: float | None = DEFAULT_HOP) -> tuple[list[FilePrediction], dict[str, str]]:
-        """Score many files, batching windows across files. Returns the predictions of the files
-        that worked and, for each file that did not, the reason (the good ones are still scored)."""
-        loaded, failures = [], {}
+    def iter_predictions(self, paths: Iterable[str | Path], *, window: float | None = DEFAULT_WINDOW,
+                         hop: float | None = DEFAULT_HOP,
+                         buffer_seconds: float = BUFFER_SECONDS) -> Iterator[tuple[str, FilePrediction | None, str]]:
+        """Score files as they are read: yields ``(path, prediction, "")`` or ``(path, None, reason)``
+        per file, in order.
+
+        ``paths`` is consumed lazily and at most ``buffer_seconds`` of audio (or one longer file) is held
+        at once, so memory does not grow with the number of files; short clips in the buffer are
+        scored in one batch.
+        """
+        check_window(window, hop)
+        buffer, held = [], 0
         for path in paths:
             try:
+                wave = load_audio(path, self.sample_rate, max_seconds=None)
+            except AudioError as err:
+                yield from self._score_buffer(buffer, window, hop)
+                buffer, held = [], 0
+                yield str(path), None, str(err)
+                continue
+            if buffer and held + len(wave) > buffer_seconds * self.sample_rate:
+                yield from self._score_buffer(buffer, window, hop)
+                buffer, held = [], 0
+            buffer.append((str(path), wave))
+            held += len(wave)
+        yield from self._score_buffer(buffer, window, hop)
+
+    def _score_buffer(self, named_waves, window, hop) -> Iterator[tuple[str, FilePrediction | None, str]]:
+        if not named_waves:
+            return
+        try:
+            predictions = self._score(named_waves, window, hop)
+        except ValueError:  # one unusable clip (e.g. too short for the model): isolate it, score the rest
+            for name, wave in named_waves:
+                try:
+                    yield name, self._score([(name, wave)], window, hop)[0], ""
+                except ValueError as err:
+                    yield name, None, str(err) if str(err).startswith(name) else f"{name}: {err}"
+            return
+        for prediction in predictions:
+            yield prediction.path, prediction, ""
+
+    def predict_files(self, paths: Iterable[str | Path], *, window: float | None = DEFAULT_WINDOW,
+                      hop: float | None = DEFAULT_HOP,
+                      groups: Sequence[str] | None = None) -> tuple[list[FilePrediction], dict[str, str]]:
+        """Score many files (see :meth:`iter_predictions`). Returns the predictions of the files that
+        worked and, for each file that did not, the reason (the good ones are still scored).
+
+        ``groups`` (one per path: speaker, or one name for all) adapts features per group; the
+        group statistics come from the group's readable files, so those files are loaded together.
+        ``normalization.GroupError`` (a group too small, or a speaker-normalised model without groups)
+        is raised, not isolated.
+        """
+        check_window(window, hop)
+        if groups is not None:
+            return self._predict_grouped(list(paths), list(groups), window, hop)
+        if self.normalization:
+            self.predict_proba([], groups=None)  # raises GroupError: this model needs groups
+        predictions, failures = [], {}
+        for path, prediction, reason in self.iter_predictions(paths, window=window, hop=hop):
+            if prediction is None:
+                failures[path] = reason
+            else:
+                predictions.append(prediction)
+        return predictions, failures
+
+    def _predict_grouped(self, paths: list, groups: list, window, hop) -> tuple[list[FilePrediction], dict[str, str]]:
+        from .normalization import GroupError
+
+        if len(groups) != len(paths):
+            raise ValueError(f"{len(groups)} groups for {len(paths)} files")
+        loaded, kept, failures = [], [], {}
+        for path, group in zip(paths, groups, strict=True):
+            try:
                 loaded.append((str(path), load_audio(path, self.sample_rate, max_seconds=None)))
+                kept.append(str(group))
             except AudioError as err:
                 failures[str(path)] = str(err)
         try:
-            return self._score(loaded, window, hop), failures
-        except ValueError:  # one unusable clip (e.g. too short for the model): isolate it, score the rest
-            predictions = []
-            for name, wave in loaded:
+            return self._score(loaded, window, hop, kept), failures
+        except GroupError:
+            raise
+        except ValueError:  # an unusable clip: find it alone (no group needed to tell), then score the rest together
+            usable = []
+            for (name, wave), group in zip(loaded, kept, strict=True):
                 try:
-                    predictions += self._score([(name, wave)], window, hop)
+                    self._summarisable(wave, window, hop)
+                    usable.append(((name, wave), group))
                 except ValueError as err:
                     failures[name] = f"{name}: {err}"
-            return predictions, failures
+            return self._score([u for u, _ in usable], window, hop, [g for _, g in usable]), failures
 
-    def _score(self, named_waves: list[tuple[str, np.ndarray]], window, hop) -> list[FilePrediction]:
+    def _summarisable(self, wave: np.ndarray, window, hop) -> None:
+        """Raise the ValueError a clip's windows give the model, without scoring them."""
+        pieces = [wave[a:b] for a, b in window_bounds(len(wave), window, hop, self.sample_rate)
+                  if np.abs(wave[a:b]).max() >= SILENCE_PEAK]
+        if self.kind == "baseline":
+            self.model.extractor.transform(pieces or [wave])
+        else:
+            self.predict_proba(pieces or [wave])
+
+    def _score(self, named_waves: list[tuple[str, np.ndarray]], window, hop,
+               groups: Sequence[str] | None = None) -> list[FilePrediction]:
         pieces, owners = [], []
         plans = []
         for index, (_, wave) in enumerate(named_waves):
@@ -155,7 +278,9 @@ class EmotionRecognizer:
                 if not quiet:
                     pieces.append(wave[a:b])
                     owners.append(index)
-        probs = self.predict_proba(pieces) if pieces else np.zeros((0, len(self.labels)))
+        piece_groups = None if groups is None else [groups[i] for i in owners]
+        probs = (self.predict_proba(pieces, groups=piece_groups) if pieces
+                 else np.zeros((0, len(self.labels))))
         results, cursor = [], 0
         for (name, wave), (bounds, silent) in zip(named_waves, plans, strict=True):
             rows = []
@@ -173,87 +298,3 @@ class EmotionRecognizer:
                                           dict(zip(self.labels, map(float, mean / mean.sum()), strict=True)),
                                           table))
         return results
-
-
-def audio_files(paths: Iterable[str | Path]) -> tuple[list[Path], dict[str, str]]:
-    """Expand files and folders (recursively) into audio files soundfile can read, in a stable order.
-
-    Returns ``(files, failures)``; a path that does not exist is a failure. Inside folders, files are
-    recognised by extension (``soundfile.available_formats()``); a file named explicitly is always
-    tried, so a bad one gets a clear error instead of being ignored.
-    """
-    extensions = {f".{ext.lower()}" for ext in sf.available_formats()} | {".mp3", ".ogg", ".opus"}
-    files, failures = [], {}
-    for path in map(Path, paths):
-        if path.is_dir():
-            files += sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in extensions)
-        elif path.exists():
-            files.append(path)
-        else:
-            failures[str(path)] = f"{path}: no such file or directory"
-    return files, failures
-
-
-def read_manifest(manifest: str | Path, labels: Sequence[str]) -> pd.DataFrame:
-    """Read a ``path,label`` CSV; relative paths are taken relative to the manifest's folder."""
-    manifest = Path(manifest)
-    table = pd.read_csv(manifest)
-    missing = {"path", "label"} - set(table.columns)
-    if missing:
-        raise ValueError(f"{manifest}: needs columns path,label (missing {', '.join(sorted(missing))})")
-    table["label"] = table["label"].astype(str).str.strip().str.lower()
-    unknown = sorted(set(table["label"]) - set(labels))
-    if unknown:
-        raise ValueError(f"{manifest}: labels {unknown} are not among the model's {list(labels)}")
-    table["path"] = [str(p if Path(p).is_absolute() else manifest.parent / p) for p in table["path"]]
-    return table
-
-
-def evaluate_manifest(recognizer: EmotionRecognizer, manifest: str | Path, *,
-                      window: float | None = DEFAULT_WINDOW, hop: float | None = DEFAULT_HOP) -> dict:
-    """Accuracy, UAR, macro-F1 and confusion matrix of a model on a ``path,label`` manifest.
-
-    Metrics average over the classes present in the manifest; a prediction of any other class of the
-    model counts as an error. Files that cannot be read are reported and left out.
-    """
-    table = read_manifest(manifest, recognizer.labels)
-    predictions, failures = recognizer.predict_files(table["path"], window=window, hop=hop)
-    predicted = {p.path: p.emotion for p in predictions}
-    scored = table[table["path"].isin(predicted)]
-    if scored.empty:
-        raise ValueError(f"{manifest}: none of the files could be scored")
-    result = score(scored["label"], scored["path"].map(predicted), recognizer.labels)
-    present = [c for c in recognizer.labels if c in set(scored["label"])]
-    rows = [recognizer.labels.index(c) for c in present]
-    confusion = pd.DataFrame(result.confusion[rows][:, rows], index=present, columns=present)
-    confusion["other"] = result.confusion[rows].sum(1) - confusion.sum(1)
-    return {"n": result.n, "accuracy": result.accuracy, "uar": result.uar, "macro_f1": result.macro_f1,
-            "classes": present, "confusion": confusion, "failures": failures}
-
-
-def format_prediction(prediction: FilePrediction) -> str:
-    """One line per file: path, top emotion, and every class's probability."""
-    probs = " ".join(f"{k}={v:.3f}" for k, v in prediction.probabilities.items())
-    return f"{prediction.path}\t{prediction.emotion}\t{probs}"
-
-
-def predictions_table(predictions: Sequence[FilePrediction]) -> pd.DataFrame:
-    """Per-window rows plus one ``aggregate`` row per file (column ``row``), for CSV output."""
-    frames = []
-    for prediction in predictions:
-        windows = prediction.windows.assign(file=prediction.path, row="window")
-        aggregate = pd.DataFrame([{"file": prediction.path, "row": "aggregate", "start": 0.0,
-                                   "end": prediction.duration, "silent": False, **prediction.probabilities}])
-        frames += [windows, aggregate]
-    table = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
-    if not table.empty:
-        labels = list(predictions[0].probabilities)
-        voiced = ~table["silent"].astype(bool)
-        table["emotion"] = ""
-        table.loc[voiced, "emotion"] = table.loc[voiced, labels].idxmax(axis=1)
-        table = table[["file", "row", "start", "end", "silent", "emotion", *labels]]
-    return table
-
-
-def to_json(predictions: Sequence[FilePrediction]) -> str:
-    return json.dumps([p.to_dict() for p in predictions], indent=1)

@@ -114,6 +114,22 @@ img { max-width: 100%; }
 """
 
 
+def _cross_corpus_line(results: Path) -> str:
+    """One paragraph on the cross-corpus evaluation (notebook 06), from ``cross_corpus.csv``."""
+    from .evaluate import read_cross_corpus
+
+    table = read_cross_corpus(results)
+    ok = table[table["status"] == "ok"] if "status" in table else table
+    if ok.empty:
+        return ("<p>Other corpora (<a href='06_generalisation.html'>06_generalisation</a>): none evaluated; "
+                "name manifests in <code>SER_EXTRA_CORPORA</code>.</p>")
+    best = ok.loc[ok["uar"].idxmax()]
+    return (f"<p>Other corpora (<a href='06_generalisation.html'>06_generalisation</a>): "
+            f"{ok['corpus'].nunique()} evaluated; best UAR {100 * best['uar']:.1f} % "
+            f"({html.escape(str(best['model']))} on {html.escape(str(best['corpus']))}, adapt "
+            f"{html.escape(str(best['adapt']))}, {html.escape(str(best['labels']))} labels).</p>")
+
+
 def write_index(profile: Profile, notebooks) -> Path:
     """``reports_dir/index.html``: the headline table and figure, and a link to every report with its
     provenance (profile, data, model, device, commit, date). Reads what notebook 05 wrote."""
@@ -135,6 +151,7 @@ def write_index(profile: Profile, notebooks) -> Path:
     if figure.is_file():
         encoded = base64.b64encode(figure.read_bytes()).decode()
         parts.append(f"<img alt='headline figure' src='data:image/png;base64,{encoded}'>")
+    parts.append(_cross_corpus_line(results))
     records = json.loads((results / "provenance.json").read_text()) if (results / "provenance.json").is_file() else {}
     rows = []
     for name in notebooks:

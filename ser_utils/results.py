@@ -43,6 +43,17 @@ def system_kind(system: str) -> str:
     return "wav2vec2" if system.startswith("w2v2-") else "baseline"
 
 
+def system_note(system: str) -> str:
+    """What a reader must know about a system's numbers: speaker-normalised systems say how."""
+    enrolment = re.search(r"\+spknorm-k(\d+)$", system)
+    if enrolment:
+        return f"speaker-normalised: statistics from {enrolment.group(1)} unlabelled clips per speaker"
+    if system.endswith("+spknorm"):
+        return ("transductive: each speaker standardised with all of their own unlabelled clips, "
+                "test speakers included")
+    return ""
+
+
 def metrics_from_confusion(confusion: np.ndarray) -> dict[str, np.ndarray]:
     """Accuracy, UAR and macro-F1 of confusion matrices ``(..., K, K)`` (rows: true class), each of shape
     ``(...)``, as :func:`ser_utils.evaluate.score` defines them (averages over the classes present in
@@ -227,8 +238,8 @@ def headline_table(table: pd.DataFrame) -> pd.DataFrame:
                 r = match.iloc[0]
                 row[label] = format_cell(r[f"{metric}_mean"], r[f"{metric}_std"], r[f"{metric}_ci_low"],
                                          r[f"{metric}_ci_high"])
-        notes = group.loc[group["status"] != "ok", "note"].dropna().unique()
-        row["note"] = "; ".join(notes)
+        notes = [system_note(system), *group.loc[group["status"] != "ok", "note"].dropna().unique()]
+        row["note"] = "; ".join(n for n in notes if n)
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -284,7 +295,8 @@ def claims_vs_measured(table: pd.DataFrame) -> pd.DataFrame:
 
 
 def readme_section(headline: pd.DataFrame, provenance: dict,
-                   reports=("01_download", "02_eda", "03_baselines", "04_wav2vec2", "05_results")) -> str:
+                   reports=("01_download", "02_eda", "03_baselines", "04_wav2vec2", "05_results",
+                            "06_generalisation")) -> str:
     """The README / model-card results section: provenance line, headline table, links to the reports."""
     links = " · ".join(f"[{name}](reports/{name}.html)" for name in reports)
     return "\n".join([

@@ -1,8 +1,9 @@
 """Where a profile's corpus and backbone come from: a local folder, a download, or - for the smoke
-profile - generated on first use (a RAVDESS-named synthetic corpus, a tiny random wav2vec2).
+profile - generated on first use (a RAVDESS-named synthetic corpus, a tiny random wav2vec2 saved as
+the hub's is).
 
-The data modules (``corpus``, ``synthetic``) know nothing of profiles or models; this is the one place
-that decides, per profile, what to fetch or make.
+The data modules (``corpus``, ``synthetic``) know nothing of profiles or models, and ``checkpoints``
+nothing of profiles; this is the one place that decides, per profile, what to fetch or make.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import pandas as pd
 
 from .config import Profile
 from .corpus import corpus_dir, discover
-from .synthetic import make_synthetic_corpus, make_tiny_wav2vec2
+from .synthetic import make_synthetic_corpus
 
 
 def locate_corpus(profile: Profile) -> Path:
@@ -31,7 +32,7 @@ def load_corpus(profile: Profile) -> pd.DataFrame:
 def prepare_backbone(profile: Profile) -> str:
     """The profile's backbone name or folder; the smoke profile's tiny random model is made on first use."""
     if profile.is_smoke:
-        from .model import tiny_backbone_config  # torch and transformers: only when a model is wanted
+        from .checkpoints import make_tiny_wav2vec2  # torch and transformers: only when a model is wanted
 
-        make_tiny_wav2vec2(profile.model, tiny_backbone_config())
+        make_tiny_wav2vec2(profile.model)
     return profile.model

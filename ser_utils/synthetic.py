@@ -1,5 +1,6 @@
-"""A generated corpus with RAVDESS file names, and a randomly initialised wav2vec2 saved like a
-downloaded one, for the smoke profile and the tests (:mod:`ser_utils.sources` decides when).
+"""Generated corpora for the smoke profile and the tests: one with RAVDESS file names, and a second one
+under shifted conditions for the cross-corpus notebook (:mod:`ser_utils.sources` decides when; the
+tiny backbone is in :mod:`ser_utils.checkpoints`).
 
 Each clip is a harmonic "voice" whose pitch, loudness, syllable rate, pitch movement and spectral
 tilt depend on the emotion (and on the actor's gender and the intensity), under syllable-like
@@ -11,15 +12,11 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 import soundfile as sf
 
 from .corpus import expected_stems, parse_filename
-
-if TYPE_CHECKING:  # transformers loads in make_tiny_wav2vec2 only: generating a corpus needs no torch
-    from transformers import Wav2Vec2Config
 
 #: Per emotion: (pitch factor, level in dBFS, syllables per second, pitch movement, tilt dB/octave)
 EMOTION_CUES: dict[str, tuple[float, float, float, float, float]] = {
@@ -92,18 +89,35 @@ def make_synthetic_corpus(root: str | Path, *, actors=range(1, 25), seconds: flo
     return root
 
 
-def make_tiny_wav2vec2(directory: str | Path, backbone_config: Wav2Vec2Config, seed: int = 0) -> Path:
-    """Save a randomly initialised wav2vec2 of ``backbone_config`` (a ``Wav2Vec2Config``, e.g.
-    ``model.tiny_backbone_config()``) and its feature-extractor settings to ``directory``, loadable with
-    ``from_pretrained`` offline, like a downloaded checkpoint. Reused if present."""
-    import torch
-    from transformers import Wav2Vec2FeatureExtractor, Wav2Vec2Model
+def make_shifted_corpus(root: str | Path, *, speakers=range(31, 37), emotions=("neutral", "happy", "sad", "angry",
+                        "fearful", "disgust"), clips_per_emotion: int = 4, seconds: float = 1.0,
+                        sample_rate: int = 22_050, gain_db: float = -8.0, seed: int = 1) -> Path:
+    """A second generated corpus under shifted conditions, with a ``manifest.csv`` (``path,label,speaker``).
 
-    directory = Path(directory)
-    if (directory / "config.json").is_file() and (directory / "preprocessor_config.json").is_file():
-        return directory
-    torch.manual_seed(seed)
-    Wav2Vec2Model(backbone_config).save_pretrained(directory)
-    Wav2Vec2FeatureExtractor(feature_size=1, sampling_rate=16_000, padding_value=0.0, do_normalize=True,
-                             return_attention_mask=False).save_pretrained(directory)
-    return directory
+    Other voices (speaker numbers the RAVDESS-named corpus does not have, hence other base pitches),
+    another recording level (``gain_db``), another sample rate and fewer classes than the model's, as
+    a real second corpus has: what the cross-corpus notebook evaluates on the smoke profile.
+    Deterministic given the arguments; reused when present. Returns the manifest's path.
+    """
+    root = Path(root)
+    settings = {"speakers": list(speakers), "emotions": list(emotions), "clips_per_emotion": clips_per_emotion,
+                "seconds": seconds, "sample_rate": sample_rate, "gain_db": gain_db, "seed": seed}
+    manifest, stamp = root / "manifest.csv", root / "synthetic.json"
+    if manifest.is_file() and stamp.is_file() and json.loads(stamp.read_text()) == settings:
+        return manifest
+    rows = ["path,label,speaker"]
+    gain = 10 ** (gain_db / 20)
+    for speaker in settings["speakers"]:
+        for e, emotion in enumerate(emotions):
+            for take in range(clips_per_emotion):
+                rng = np.random.default_rng([seed, speaker, e, take])
+                wave = gain * synthesize_clip(emotion, speaker, intensity=("normal", "strong")[take % 2],
+                                              statement=1 + take % 2, seconds=seconds, sample_rate=sample_rate,
+                                              rng=rng)
+                path = Path(f"spk{speaker}") / f"{emotion}_{take}.wav"
+                (root / path).parent.mkdir(parents=True, exist_ok=True)
+                sf.write(str(root / path), wave.astype(np.float32), sample_rate, subtype="PCM_16")
+                rows.append(f"{path.as_posix()},{emotion},spk{speaker}")
+    manifest.write_text("\n".join(rows) + "\n")
+    stamp.write_text(json.dumps(settings))
+    return manifest

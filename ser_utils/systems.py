@@ -8,7 +8,6 @@ system that cannot run on this machine writes "not run" rows with the reason ins
 from __future__ import annotations
 
 import json
-import logging
 import shutil
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -18,10 +17,12 @@ import numpy as np
 import pandas as pd
 
 from .audio import SAMPLE_RATE
-from .cache import file_digest, model_fingerprint, params_digest
-from .config import Profile
+from .backbones import LoadReport
+from .cache import file_digest, params_digest
+from .config import Profile, recompute_before
 from .device import default_device
 from .evaluate import metrics_from_predictions, not_run_rows, prediction_table, write_metrics, write_predictions
+from .fingerprint import code_digest, model_fingerprint
 from .model import ORIGINAL_RECIPE, EmotionClassifier, ModelConfig
 from .splits import PROTOCOLS, Split, make_splits, save_splits
 from .train import ORIGINAL_TRAINING, TrainConfig
@@ -49,25 +50,17 @@ def system_name(recipe: Recipe, mode: str) -> str:
     return f"w2v2-{recipe.name}-{'ft' if mode == 'finetune' else 'frozen'}"
 
 
-def backbone_status(name_or_dir: str) -> str | None:
-    """``None`` when the backbone's configuration can be loaded, else the reason it cannot.
+def backbone_check(name_or_dir: str) -> tuple[LoadReport | None, str | None]:
+    """The check of ``python -m ser_utils backbone``, run before any long job: the backbone's load
+    report and ``None``, or ``None`` and the one-line reason it cannot run (unavailable, unsupported,
+    or not every backbone tensor in the checkpoint)."""
+    from .backbones import BackboneError, check_backbone
 
-    Only the small ``config.json`` is fetched, so a missing checkpoint is found out fast.
-    """
-
-    from transformers import Wav2Vec2Config
-
-    hub_log = logging.getLogger("huggingface_hub")
-    level = hub_log.level
-    hub_log.setLevel(logging.ERROR)  # offline, the hub client logs every retry: the reason below says it once
     try:
-        Wav2Vec2Config.from_pretrained(name_or_dir)
-    except (OSError, ValueError):
-        return (f"pretrained weights '{name_or_dir}' are not available here (no network access to the "
-                "Hugging Face Hub and no local copy); set SER_MODEL to a local copy")
-    finally:
-        hub_log.setLevel(level)
-    return None
+        report = check_backbone(name_or_dir)
+    except BackboneError as err:
+        return None, str(err)
+    return (report, None) if report.complete else (None, report.problem())
 
 
 def protocol_splits(meta: pd.DataFrame, protocol: str, profile: Profile, *, folds: Sequence[int] | None = None,
@@ -76,8 +69,16 @@ def protocol_splits(meta: pd.DataFrame, protocol: str, profile: Profile, *, fold
     splits = make_splits(meta, protocol, seed=profile.seed, n_repeats=random_repeats)
     if folds:
         splits = [s for s in splits if s.fold in set(folds)]
-    save_splits(splits, profile.results_dir / "splits" / f"{protocol}.json")
+    if is_main_process():
+        save_splits(splits, profile.results_dir / "splits" / f"{protocol}.json")
     return splits
+
+
+def is_main_process() -> bool:
+    """False in the other processes of ``accelerate launch``: they train, but never write results."""
+    from .train import processes_state
+
+    return processes_state().is_main_process
 
 
 def write_system(predictions: pd.DataFrame, profile: Profile, system: str) -> pd.DataFrame:
@@ -119,25 +120,33 @@ def default_out_root(profile: Profile) -> Path:
 
 def run_frozen(profile: Profile, meta: pd.DataFrame, backbone: str, recipes: Sequence[Recipe],
                protocols: Sequence[str] = PROTOCOLS, *, folds: Sequence[int] | None = None,
-               random_repeats: int = 5, batch_size: int | None = None) -> tuple[pd.DataFrame, dict, pd.DataFrame]:
+               random_repeats: int = 5, batch_size: int | None = None,
+               normalisations: Sequence = ()) -> tuple[pd.DataFrame, dict, pd.DataFrame]:
     """Frozen mode: extract (or read cached) per-layer embeddings once, train each recipe's head per split.
+
+    ``normalisations`` (``normalization.Normalisation``, e.g. speaker, speaker-k10) add a speaker-
+    normalised variant of each recipe's system (``<system>+spknorm``, ``<system>+spknorm-k10``).
 
     Returns the fold metrics of every system, the embeddings (path -> ``(L+1, 3, D)``) and the
     per-layer probe under ``actor-kfold`` (empty if that protocol is not run).
     """
     from .embeddings import extract_embeddings, frozen_predictions, layer_probe
+    from .normalised_systems import frozen_normalised_predictions
 
     model = EmotionClassifier.from_backbone(backbone, ModelConfig(freeze="backbone")).to(default_device())
     embeddings = extract_embeddings(model, meta["path"], profile.cache_dir, model_fingerprint(backbone),
                                     batch_size=batch_size).arrays
     del model
-    predictions, probe = {system_name(r, "frozen"): [] for r in recipes}, pd.DataFrame()
+    predictions, probe = {}, pd.DataFrame()
     for protocol in protocols:
         splits = protocol_splits(meta, protocol, profile, folds=folds, random_repeats=random_repeats)
         for recipe in recipes:
             name = system_name(recipe, "frozen")
-            predictions[name].append(frozen_predictions(meta, splits, embeddings, recipe.model, name,
-                                                        seed=profile.seed))
+            predictions.setdefault(name, []).append(frozen_predictions(meta, splits, embeddings, recipe.model, name,
+                                                                       seed=profile.seed))
+            for normalisation in normalisations:
+                predictions.setdefault(name + normalisation.suffix, []).append(frozen_normalised_predictions(
+                    meta, splits, embeddings, recipe.model, name, normalisation, seed=profile.seed))
         if protocol == "actor-kfold":
             probe = layer_probe(meta, splits, embeddings)
     return write_systems(predictions, profile), embeddings, probe
@@ -169,7 +178,7 @@ def run_finetune(profile: Profile, meta: pd.DataFrame, backbone: str, recipes: S
             for split in splits:
                 log = out_root / name / protocol / f"fold{split.fold}" / "log.jsonl"
                 histories[(name, protocol, split.fold)] = pd.read_json(log, lines=True)
-    return write_systems(predictions, profile), histories
+    return (write_systems(predictions, profile) if is_main_process() else pd.DataFrame()), histories
 
 
 def export_model(profile: Profile, system: str = "w2v2-project-ft", protocol: str = "actor-kfold", fold: int = 1,
@@ -207,30 +216,40 @@ def finetune_predictions(meta: pd.DataFrame, splits: Sequence[Split], backbone: 
 
     ``waves`` maps each clip's path to its 16 kHz waveform (clips missing from it - files that failed
     to load - are left out). Each fold lives in ``out_root/<system>/<protocol>/fold<k>``; a finished
-    fold (``done.json``) is not trained again, an interrupted one resumes. Returns the predictions
+    fold (``done.json``) is not trained again, an interrupted one resumes - except under ``FORCE=1``
+    (:func:`config.recompute_before`), which retrains folds made before the run. Returns the predictions
     table (``system, protocol, fold, stem, actor, emotion, predicted``) and each fold's
     :class:`FoldResult` (``None`` for folds reused from disk).
     """
-    from accelerate import PartialState
-
     from .batches import ClipDataset
-    from .train import train_fold
+    from .train import processes_state, train_fold
 
+    # Under `accelerate launch` every process trains; only the main one writes files, and the others
+    # wait for it wherever they would read what it writes.
+    processes = processes_state()
     meta = meta[meta["path"].isin(waves.keys())]
     frames, results = [], []
     for split in splits:
         fold_dir = Path(out_root) / system / split.protocol / f"fold{split.fold}"
         done = fold_dir / "done.json"
         fingerprint = fold_fingerprint(split, meta, backbone, model_config, config)
+        forced = recompute_before(folds=True)
+        stamp = fold_dir / "fingerprint.txt"
+        outdated = forced is not None and stamp.is_file() and stamp.stat().st_mtime < forced
+        processes.wait_for_everyone()  # every process has looked before the main one removes anything
+        if outdated and processes.is_main_process:
+            shutil.rmtree(fold_dir)  # FORCE=1 (without KEEP_FOLDS=1): folds from before this run are retrained
+        processes.wait_for_everyone()
         if done.is_file() and json.loads(done.read_text()).get("fingerprint") == fingerprint:
             frames.append(pd.read_csv(fold_dir / "predictions.csv", dtype={"stem": str}))
             results.append(None)
             continue
-        stamp = fold_dir / "fingerprint.txt"
-        if fold_dir.is_dir() and (not stamp.is_file() or stamp.read_text() != fingerprint):
-            shutil.rmtree(fold_dir)  # made from other data, model or settings: start this fold afresh
-        fold_dir.mkdir(parents=True, exist_ok=True)
-        stamp.write_text(fingerprint)
+        if processes.is_main_process:
+            if fold_dir.is_dir() and (not stamp.is_file() or stamp.read_text() != fingerprint):
+                shutil.rmtree(fold_dir)  # made from other data, model or settings: start this fold afresh
+            fold_dir.mkdir(parents=True, exist_ok=True)
+            stamp.write_text(fingerprint)
+        processes.wait_for_everyone()
         train, val, test = split.frames(meta)
         label_index = {name: i for i, name in enumerate(model_config.labels)}
         datasets = [ClipDataset([waves[p] for p in part["path"]],
@@ -240,16 +259,16 @@ def finetune_predictions(meta: pd.DataFrame, splits: Sequence[Split], backbone: 
                     for part, is_train in ((train, True), (val, False))]
         result = train_fold(lambda: EmotionClassifier.from_backbone(backbone, model_config), *datasets,
                             config, fold_dir, on_epoch_end=on_epoch_end, progress=progress)
-        if not PartialState().is_main_process:
-            continue  # under `accelerate launch`, one process predicts and writes
-        best = EmotionClassifier.from_pretrained(result.best_dir).to(default_device())
-        probs = best.predict_proba([waves[p] for p in test["path"]], batch_size=config.eval_batch_size)
-        table = prediction_table(system, split.protocol, split.fold, test,
-                                 np.asarray(best.config.labels)[probs.argmax(1)])
-        table.to_csv(fold_dir / "predictions.csv", index=False)
-        done.write_text(json.dumps({"best_epoch": result.best_epoch, "best_val_uar": result.best_val_uar,
-                                    "training": config.to_dict(), "fingerprint": fingerprint}))
-        frames.append(table)
+        if processes.is_main_process:
+            best = EmotionClassifier.from_pretrained(result.best_dir).to(processes.device)
+            probs = best.predict_proba([waves[p] for p in test["path"]], batch_size=config.eval_batch_size)
+            table = prediction_table(system, split.protocol, split.fold, test,
+                                     np.asarray(best.config.labels)[probs.argmax(1)])
+            table.to_csv(fold_dir / "predictions.csv", index=False)
+            done.write_text(json.dumps({"best_epoch": result.best_epoch, "best_val_uar": result.best_val_uar,
+                                        "training": config.to_dict(), "fingerprint": fingerprint}))
+        processes.wait_for_everyone()
+        frames.append(pd.read_csv(fold_dir / "predictions.csv", dtype={"stem": str}))
         results.append(result)
     return pd.concat(frames, ignore_index=True), results
 
@@ -257,8 +276,12 @@ def finetune_predictions(meta: pd.DataFrame, splits: Sequence[Split], backbone: 
 def fold_fingerprint(split: Split, meta: pd.DataFrame, backbone: str, model_config: ModelConfig,
                      config: TrainConfig) -> str:
     """What a trained fold depends on: the clips of its split (names and content), the backbone, the
-    model and training settings. A finished fold is reused only when this is unchanged."""
+    model and training settings, and the code of audio loading, the backbone and model, and training.
+    A finished fold is reused only when this is unchanged."""
+    from . import audio, backbones, batches, model, train
+
     clips = meta[meta["stem"].isin(set(split.train) | set(split.val) | set(split.test))]
     content = {stem: file_digest(path) for stem, path in zip(clips["stem"], clips["path"], strict=True)}
     return params_digest({"split": split.to_dict(), "content": content, "backbone": model_fingerprint(backbone),
-                          "model": model_config.to_dict(), "training": config.to_dict()})
+                          "model": model_config.to_dict(), "training": config.to_dict(),
+                          "code": code_digest(audio, backbones, model, batches, train)})

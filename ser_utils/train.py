@@ -114,6 +114,16 @@ def _scheduler(optimizer, config: TrainConfig, total_steps: int):
     return get_linear_schedule_with_warmup(optimizer, warmup, total_steps)  # checked in TrainConfig
 
 
+def processes_state():
+    """The processes of this run (accelerate's ``PartialState``): one, or those ``accelerate launch``
+    (or ``torchrun``) started, on GPUs, or on CPUs with the gloo backend when CUDA is absent or
+    ``ACCELERATE_USE_CPU`` is set. Created once; everything after shares it."""
+    from accelerate import PartialState
+    from accelerate.utils import parse_flag_from_env
+
+    return PartialState(cpu=parse_flag_from_env("ACCELERATE_USE_CPU") or not torch.cuda.is_available())
+
+
 def _mixed_precision(setting: str) -> str:
     if setting == "auto":
         return "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "no"
@@ -207,7 +217,8 @@ def _prepare(make_model: Callable[[], EmotionClassifier], train_set: ClipDataset
     from accelerate import Accelerator
     from accelerate.utils import set_seed
 
-    accelerator = Accelerator(mixed_precision=_mixed_precision(config.mixed_precision),
+    accelerator = Accelerator(cpu=processes_state().device.type == "cpu",
+                              mixed_precision=_mixed_precision(config.mixed_precision),
                               gradient_accumulation_steps=config.grad_accum)
     set_seed(config.seed)
     model = make_model()
@@ -223,19 +234,22 @@ def _prepare(make_model: Callable[[], EmotionClassifier], train_set: ClipDataset
 
 
 def _resume(accelerator, files: _FoldFiles) -> tuple[dict, int]:
-    """The loop state to go on from (the saved one after an interruption) and the epoch it resumes after."""
+    """The loop state to go on from (the saved one after an interruption) and the epoch it resumes after.
+    Only the main process edits the log; every process starts from the same files."""
+    state, resumed_from = {"epoch": 0, "best_val_uar": -1.0, "best_epoch": 0, "bad_epochs": 0}, 0
     if files.last.is_dir() and files.state.is_file():
         accelerator.load_state(str(files.last))
         state = json.loads(files.state.read_text())
-        accelerator.print(f"resuming after epoch {state['epoch']} (best val UAR {state['best_val_uar']:.3f})")
-        if files.log.exists():  # epochs after the saved state are run again: drop their lines
+        resumed_from = state["epoch"]
+        accelerator.print(f"resuming after epoch {resumed_from} (best val UAR {state['best_val_uar']:.3f})")
+        if files.log.exists() and accelerator.is_main_process:  # epochs after the saved state run again
             kept = [line for line in files.log.read_text().splitlines()
-                    if json.loads(line)["epoch"] <= state["epoch"]]
+                    if json.loads(line)["epoch"] <= resumed_from]
             files.log.write_text("".join(f"{line}\n" for line in kept))
-        return state, state["epoch"]
-    if files.log.exists():
+    elif files.log.exists() and accelerator.is_main_process:
         files.log.unlink()  # a stale log without a state to resume from
-    return {"epoch": 0, "best_val_uar": -1.0, "best_epoch": 0, "bad_epochs": 0}, 0
+    accelerator.wait_for_everyone()
+    return state, resumed_from
 
 
 def _train_epoch(run: _Run, epoch: int, config: TrainConfig, progress: bool) -> dict:

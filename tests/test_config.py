@@ -57,3 +57,12 @@ def test_relative_paths_in_the_environment_work_from_any_folder(monkeypatch, tmp
     assert get_profile("full").data_dir == REPO_ROOT / "tests"
     (tmp_path / "tests").mkdir()
     assert get_profile("full").data_dir == tmp_path / "tests"  # present here: taken as given
+
+
+def test_extra_corpora_are_comma_separated_paths_relative_to_the_repository(monkeypatch):
+    from ser_utils.config import extra_corpora
+
+    monkeypatch.setenv("SER_EXTRA_CORPORA", " corpora/a.csv, /data/b/manifest.csv ,")
+    assert extra_corpora() == [REPO_ROOT / "corpora" / "a.csv", Path("/data/b/manifest.csv")]
+    monkeypatch.delenv("SER_EXTRA_CORPORA")
+    assert extra_corpora() == [] and extra_corpora("") == []

@@ -9,6 +9,7 @@ from torch import nn
 from transformers import Wav2Vec2Config, Wav2Vec2Model
 
 from ser_utils.audio import collate
+from ser_utils.checkpoints import make_tiny_wav2vec2
 from ser_utils.model import (
     FORMAT,
     LAYER_MODES,
@@ -19,7 +20,6 @@ from ser_utils.model import (
     ModelConfig,
     tiny_backbone_config,
 )
-from ser_utils.synthetic import make_tiny_wav2vec2
 
 
 def tiny(config: ModelConfig | None = None, seed: int = 0) -> EmotionClassifier:
@@ -190,7 +190,7 @@ def test_too_short_clips_are_refused():
 
 def test_from_backbone_loads_a_local_checkpoint_offline(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    directory = make_tiny_wav2vec2(tmp_path / "tiny", tiny_backbone_config())
+    directory = make_tiny_wav2vec2(tmp_path / "tiny")
     model = EmotionClassifier.from_backbone(str(directory))
     assert model.config.normalize is True
     assert model.predict_proba(clips(4000)).shape == (1, 8)

@@ -13,7 +13,8 @@ import torch
 from ser_utils.__main__ import main
 from ser_utils.corpus import EMOTIONS
 from ser_utils.model import EmotionClassifier, ModelConfig, tiny_backbone_config
-from ser_utils.predict import EmotionRecognizer, predictions_table, window_bounds
+from ser_utils.predict import EmotionRecognizer, window_bounds
+from ser_utils.prediction_io import predictions_table
 from ser_utils.synthetic import synthesize_clip
 
 

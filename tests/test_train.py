@@ -9,12 +9,13 @@ import pytest
 from ser_utils.__main__ import main
 from ser_utils.audio import load_many
 from ser_utils.batches import ClipDataset, LengthGroupedBatches
-from ser_utils.cache import model_fingerprint
+from ser_utils.checkpoints import make_tiny_wav2vec2
 from ser_utils.embeddings import extract_embeddings, frozen_predictions, layer_probe
 from ser_utils.evaluate import metrics_from_predictions, read_metrics
-from ser_utils.model import EmotionClassifier, ModelConfig, tiny_backbone_config
+from ser_utils.fingerprint import model_fingerprint
+from ser_utils.model import EmotionClassifier, ModelConfig
 from ser_utils.splits import make_splits
-from ser_utils.synthetic import make_synthetic_corpus, make_tiny_wav2vec2
+from ser_utils.synthetic import make_synthetic_corpus
 from ser_utils.systems import finetune_predictions
 from ser_utils.train import TrainConfig, train_fold
 
@@ -23,7 +24,7 @@ FAST = TrainConfig(epochs=3, batch_size=16, lr_backbone=1e-3, lr_head=3e-3, max_
 
 @pytest.fixture(scope="module")
 def tiny_dir(tmp_path_factory):
-    return str(make_tiny_wav2vec2(tmp_path_factory.mktemp("tiny"), tiny_backbone_config()))
+    return str(make_tiny_wav2vec2(tmp_path_factory.mktemp("tiny")))
 
 
 @pytest.fixture(scope="module")
@@ -139,7 +140,7 @@ def test_frozen_embeddings_are_cached_and_heads_learn(meta, tiny_dir, tmp_path):
 
 
 def test_a_changed_model_is_a_new_cache_entry(tmp_path, tiny_dir):
-    other = make_tiny_wav2vec2(tmp_path / "other", tiny_backbone_config(), seed=1)
+    other = make_tiny_wav2vec2(tmp_path / "other", seed=1)
     assert model_fingerprint(tiny_dir) != model_fingerprint(str(other))
     assert model_fingerprint("facebook/wav2vec2-base") == "facebook/wav2vec2-base"
 

@@ -25,7 +25,7 @@ statistics of a clip that is mostly padding would look like valid features while
 Silent clips are rejected by the audio loader (:class:`ser_utils.audio.SilentAudioError`).
 """
 
-from .base import FEATURE_VERSION, STATISTICS, ClipTooShortError, FeatureError, FeatureExtractor
+from .base import FEATURE_VERSION, STATISTICS, ClipTooShortError, FeatureError, FeatureExtractor, feature_code
 from .egemaps import EgemapsConfig, EgemapsFeatures, egemaps_group
 from .extraction import FEATURE_SETS, FeatureTable, extract_corpus, make_extractor
 from .mfcc_set import FAMILY_GROUPS, LIBROSA_FAMILIES, ORIGINAL_FAMILIES, FeatureConfig, LibrosaFeatures
@@ -33,4 +33,4 @@ from .mfcc_set import FAMILY_GROUPS, LIBROSA_FAMILIES, ORIGINAL_FAMILIES, Featur
 __all__ = ["FAMILY_GROUPS", "FEATURE_SETS", "FEATURE_VERSION", "LIBROSA_FAMILIES", "ORIGINAL_FAMILIES", "STATISTICS",
            "ClipTooShortError", "EgemapsConfig", "EgemapsFeatures", "FeatureConfig", "FeatureError",
            "FeatureExtractor", "FeatureTable", "LibrosaFeatures", "egemaps_group", "extract_corpus",
-           "make_extractor"]
+           "feature_code", "make_extractor"]

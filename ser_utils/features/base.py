@@ -2,18 +2,30 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import numpy as np
 
 from ..audio import SILENCE_PEAK, SilentAudioError, load_audio
 
-#: Bump when a change in this package changes feature values: it is part of every cache key.
+#: Part of every cache key, with :func:`feature_code` (a digest of the extractor's code and ``audio``'s,
+#: so an edited extractor is recomputed without anyone bumping this). Bump it for what the code
+#: digest cannot see, e.g. a change of the data files opensmile reads.
 FEATURE_VERSION = 1
 STATISTICS = ("mean", "std", "min", "max", "median")
+
+
+def feature_code(module: ModuleType) -> str:
+    """Digest of the code a feature set's values come from: its ``module``, this one and the audio loader."""
+    from .. import audio
+    from ..fingerprint import code_digest
+
+    return code_digest(audio, sys.modules[__name__], module)
 
 
 class FeatureError(ValueError):

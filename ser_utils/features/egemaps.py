@@ -4,6 +4,7 @@ the parameter groups of the paper (pitch, voice quality, formants, ...)."""
 from __future__ import annotations
 
 import re
+import sys
 from dataclasses import dataclass
 from functools import lru_cache
 from importlib import metadata
@@ -11,7 +12,7 @@ from importlib import metadata
 import numpy as np
 
 from ..audio import SAMPLE_RATE
-from .base import FEATURE_VERSION, FeatureError, FeatureExtractor, check_wave, config_to_dict
+from .base import FEATURE_VERSION, FeatureError, FeatureExtractor, check_wave, config_to_dict, feature_code
 
 
 @dataclass(frozen=True)
@@ -93,7 +94,7 @@ class EgemapsFeatures(FeatureExtractor):
         return [egemaps_group(n) for n in self.feature_names()]
 
     def cache_params(self) -> dict:
-        return {"extractor": self.name, "version": FEATURE_VERSION,
+        return {"extractor": self.name, "version": FEATURE_VERSION, "code": feature_code(sys.modules[__name__]),
                 "opensmile": metadata.version("opensmile"), **self.config.to_dict()}
 
     def extract(self, wave: np.ndarray) -> np.ndarray:

@@ -18,6 +18,7 @@ time signal, as librosa does by default; they need no FFT). The differences are 
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 from functools import lru_cache
 from importlib import metadata
@@ -33,6 +34,7 @@ from .base import (
     check_wave,
     column_names,
     config_to_dict,
+    feature_code,
     summarise_frames,
 )
 
@@ -166,8 +168,8 @@ class LibrosaFeatures(FeatureExtractor):
 
     def cache_params(self) -> dict:
         """What the cached values depend on: the config, this module's version and librosa's."""
-        return {"extractor": self.name, "version": FEATURE_VERSION, "librosa": metadata.version("librosa"),
-                **self.config.to_dict()}
+        return {"extractor": self.name, "version": FEATURE_VERSION, "code": feature_code(sys.modules[__name__]),
+                "librosa": metadata.version("librosa"), **self.config.to_dict()}
 
     def frames(self, wave: np.ndarray) -> dict[str, np.ndarray]:
         """Frame-level features of one clip: family -> ``(k, n_frames)`` array (float32)."""

@@ -1,0 +1,176 @@
+"""Exported models on other corpora: grouping, adaptation and the cross-corpus protocol.
+
+* :func:`speaker_groups` / :func:`manifest_groups` - the groups of ``--adapt``: ``none`` (no groups),
+  ``corpus`` (every file of the call is one group) or ``speaker`` (a ``speaker`` column of the
+  manifest, or for ``predict`` a ``--speaker-pattern`` regular expression on the path).
+* :func:`manifest_probabilities` then :func:`score_manifest` - one model, one adaptation, one
+  manifest; ``labels="manifest"`` decides only among the classes the manifest has (probabilities
+  renormalised over them), the usual cross-corpus protocol; ``labels="model"`` among all of the
+  model's classes (a prediction of a class the manifest lacks is an error, column ``other``).
+* :func:`evaluate_manifest` - both steps (the ``evaluate`` command).
+* :func:`cross_corpus_table` - every model x adaptation x label mode on every manifest (notebook 06).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .evaluate import score
+from .normalization import GroupError, describe
+from .predict import DEFAULT_HOP, DEFAULT_WINDOW, EmotionRecognizer, check_window
+from .prediction_io import NothingScoredError, read_manifest
+
+ADAPTATIONS = ("none", "corpus", "speaker")
+LABEL_MODES = ("model", "manifest")
+CROSS_CORPUS_COLUMNS = ["corpus", "model", "adapt", "labels", "status", "n", "classes", "accuracy", "uar",
+                        "macro_f1", "note"]
+
+
+def _check_adapt(adapt: str) -> None:
+    if adapt not in ADAPTATIONS:
+        raise ValueError(f"--adapt {adapt!r}: choose one of {', '.join(ADAPTATIONS)}")
+
+
+def speaker_groups(paths: Sequence[str | Path], adapt: str, pattern: str | None = None) -> list[str] | None:
+    """Groups of files for ``predict``: ``None`` (``none``), one group (``corpus``), or the speaker
+    named by ``pattern``'s first capture group (else its whole match) in each path (``speaker``)."""
+    _check_adapt(adapt)
+    if adapt == "none":
+        return None
+    if adapt == "corpus":
+        return ["corpus"] * len(paths)
+    if not pattern:
+        raise GroupError("--adapt speaker needs --speaker-pattern REGEX naming the speaker in each path, "
+                         "e.g. --speaker-pattern 'Actor_(\\d+)'")
+    try:
+        regex = re.compile(pattern)
+    except re.error as err:
+        raise GroupError(f"--speaker-pattern {pattern!r} is not a regular expression ({err})") from None
+    groups = []
+    for path in map(str, paths):
+        match = regex.search(path)
+        if match is None:
+            raise GroupError(f"{path}: --speaker-pattern {pattern!r} finds no speaker in this path")
+        groups.append(match.group(1) if regex.groups else match.group(0))
+    return groups
+
+
+def manifest_groups(table: pd.DataFrame, adapt: str, manifest: str | Path = "manifest") -> list[str] | None:
+    """Groups of a manifest's rows: ``None``, one group, or its ``speaker`` column."""
+    _check_adapt(adapt)
+    if adapt == "none":
+        return None
+    if adapt == "corpus":
+        return ["corpus"] * len(table)
+    if "speaker" not in table.columns:
+        raise GroupError(f"{manifest}: --adapt speaker needs a speaker column (or use --adapt corpus)")
+    if table["speaker"].isna().any():
+        raise GroupError(f"{manifest}: {int(table['speaker'].isna().sum())} row(s) have no speaker")
+    return table["speaker"].astype(str).tolist()
+
+
+def manifest_probabilities(recognizer: EmotionRecognizer, manifest: str | Path, *, adapt: str = "none",
+                           window: float | None = DEFAULT_WINDOW,
+                           hop: float | None = DEFAULT_HOP) -> tuple[pd.DataFrame, dict[str, str]]:
+    """The manifest's rows that could be scored, with one probability column per model label, and
+    the failures (path -> reason). Raises ``GroupError`` for a grouping that cannot work."""
+    table, failures = read_manifest(manifest, recognizer.labels)
+    groups = manifest_groups(table, adapt, manifest)
+    predictions, unreadable = recognizer.predict_files(table["path"], window=window, hop=hop, groups=groups)
+    failures.update(unreadable)
+    probabilities = pd.DataFrame([p.probabilities for p in predictions], index=[p.path for p in predictions])
+    probabilities = probabilities[~probabilities.index.duplicated()]  # a file listed under two labels
+    scored = table[table["path"].isin(probabilities.index)].reset_index(drop=True)
+    if scored.empty:
+        raise NothingScoredError(f"{manifest}: none of the {len(table)} file(s) could be scored", failures)
+    return pd.concat([scored, probabilities.loc[scored["path"]].reset_index(drop=True)], axis=1), failures
+
+
+def score_manifest(scored: pd.DataFrame, model_labels: Sequence[str], labels: str = "model") -> dict:
+    """Accuracy, UAR, macro-F1 and confusion of :func:`manifest_probabilities`' table.
+
+    ``labels="manifest"``: decide among the classes present in the manifest only (probabilities
+    renormalised over them); ``"model"``: among all of the model's classes.
+    """
+    if labels not in LABEL_MODES:
+        raise ValueError(f"--labels {labels!r}: choose one of {', '.join(LABEL_MODES)}")
+    model_labels = list(model_labels)
+    present = [c for c in model_labels if c in set(scored["label"])]
+    candidates = present if labels == "manifest" else model_labels
+    probs = scored[candidates].to_numpy(dtype=float)
+    probs = probs / np.clip(probs.sum(1, keepdims=True), 1e-12, None)
+    predicted = np.asarray(candidates)[probs.argmax(1)]
+    result = score(scored["label"], predicted, model_labels)
+    rows = [model_labels.index(c) for c in present]
+    confusion = pd.DataFrame(result.confusion[rows][:, rows], index=present, columns=present)
+    confusion["other"] = result.confusion[rows].sum(axis=1) - confusion.sum(axis=1)
+    return {"n": result.n, "accuracy": result.accuracy, "uar": result.uar, "macro_f1": result.macro_f1,
+            "classes": present, "confusion": confusion, "predicted": predicted}
+
+
+def evaluate_manifest(recognizer: EmotionRecognizer, manifest: str | Path, *, adapt: str = "none",
+                      labels: str = "model", window: float | None = DEFAULT_WINDOW,
+                      hop: float | None = DEFAULT_HOP) -> dict:
+    """Scores of a model on a ``path,label[,speaker]`` manifest with an adaptation and a label mode.
+
+    Returns ``n, accuracy, uar, macro_f1, classes, confusion`` (a DataFrame), ``failures`` and
+    ``settings`` (what was used: adapt, labels, window, hop, the model's normalisation). Files that
+    cannot be read are reported and left out; when none can be, ``prediction_io.NothingScoredError``
+    keeps every file's reason.
+    """
+    check_window(window, hop)
+    if labels not in LABEL_MODES:
+        raise ValueError(f"--labels {labels!r}: choose one of {', '.join(LABEL_MODES)}")
+    scored, failures = manifest_probabilities(recognizer, manifest, adapt=adapt, window=window, hop=hop)
+    result = score_manifest(scored, recognizer.labels, labels)
+    result.pop("predicted")
+    settings = {"manifest": str(manifest), "adapt": adapt, "labels": labels, "window": window, "hop": hop,
+                "model_kind": recognizer.kind, "model_normalization": describe(recognizer.normalization)}
+    return {**result, "failures": failures, "settings": settings}
+
+
+def model_folders(models_dir: str | Path) -> dict[str, Path]:
+    """The exported model folders under ``models_dir`` (name -> folder), in a stable order."""
+    names = ("baseline", "baseline-spknorm", "wav2vec2-ser")
+    return {n: Path(models_dir) / n for n in names if (Path(models_dir) / n).is_dir()}
+
+
+def cross_corpus_table(models: dict[str, str | Path], manifests: Sequence[str | Path], *,
+                       adaptations: Sequence[str] = ADAPTATIONS, label_modes: Sequence[str] = LABEL_MODES,
+                       window: float | None = DEFAULT_WINDOW, hop: float | None = DEFAULT_HOP) -> pd.DataFrame:
+    """Every model x adaptation x label mode on every manifest: one row each (:data:`CROSS_CORPUS_COLUMNS`).
+
+    A combination that cannot run (e.g. a speaker-normalised model without groups, ``speaker`` on a
+    manifest without speakers, adaptation of a wav2vec2 checkpoint) gets ``status`` "not run" and
+    the reason in ``note``, never a number. The audio of a manifest is scored once per model and
+    adaptation; both label modes decide from the same probabilities.
+    """
+    rows = []
+    for manifest in manifests:
+        corpus = Path(manifest).stem if Path(manifest).stem != "manifest" else Path(manifest).parent.name
+        for name, folder in models.items():
+            recognizer = EmotionRecognizer.from_pretrained(folder)
+            for adapt in adaptations:
+                base = {"corpus": corpus, "model": name, "adapt": adapt}
+                try:
+                    scored, failures = manifest_probabilities(recognizer, manifest, adapt=adapt, window=window,
+                                                              hop=hop)
+                except GroupError as err:
+                    rows += [{**base, "labels": m, "status": "not run", "note": str(err)} for m in label_modes]
+                    continue
+                note = f"{len(failures)} file(s) could not be scored" if failures else ""
+                for mode in label_modes:
+                    result = score_manifest(scored, recognizer.labels, mode)
+                    rows.append({**base, "labels": mode, "status": "ok", "n": result["n"],
+                                 "classes": len(result["classes"]), "accuracy": result["accuracy"],
+                                 "uar": result["uar"], "macro_f1": result["macro_f1"], "note": note})
+    return pd.DataFrame(rows, columns=CROSS_CORPUS_COLUMNS).astype({"n": "Int64", "classes": "Int64"})
+
+
+__all__ = ["ADAPTATIONS", "CROSS_CORPUS_COLUMNS", "LABEL_MODES", "cross_corpus_table", "evaluate_manifest",
+           "manifest_groups", "manifest_probabilities", "model_folders", "score_manifest", "speaker_groups"]

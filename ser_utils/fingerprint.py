@@ -1,0 +1,70 @@
+"""What a cached result depends on, as short digests: code, corpus listing and backbone weights.
+
+* :func:`code_digest` - the *code* of modules (their syntax tree without comments and docstrings), so
+  feature, embedding and fold caches are recomputed when the code that made them changes, and not
+  when only a comment does.
+* :func:`corpus_digest` - the listing of a corpus folder (relative names, sizes, modification times):
+  adding, removing or editing a clip changes it, without reading the audio.
+* :func:`model_fingerprint` - a backbone's identity: a digest of a local folder's weights, else the
+  hub name.
+"""
+
+from __future__ import annotations
+
+import ast
+import hashlib
+import inspect
+from functools import cache
+from pathlib import Path
+from types import ModuleType
+
+
+def code_digest(*modules: ModuleType) -> str:
+    """Digest (16 hex chars) of the code of ``modules``: comments, docstrings and formatting do not
+    count, any change to a statement does."""
+    digest = hashlib.blake2b(digest_size=8)
+    for module in modules:
+        path = inspect.getsourcefile(module)
+        digest.update(module.__name__.encode() + _module_code(path, Path(path).stat().st_mtime_ns).encode())
+    return digest.hexdigest()
+
+
+@cache
+def _module_code(path: str, mtime_ns: int) -> str:  # the file's time in the key: an edit is re-read
+    tree = ast.parse(Path(path).read_text(encoding="utf-8"))
+    for node in ast.walk(tree):
+        body = getattr(node, "body", None)
+        if (isinstance(body, list) and body and isinstance(body[0], ast.Expr)
+                and isinstance(body[0].value, ast.Constant) and isinstance(body[0].value.value, str)):
+            node.body = body[1:] or [ast.Pass()]  # drop the docstring
+    return ast.dump(tree, annotate_fields=False)
+
+
+def corpus_digest(root: str | Path) -> str:
+    """Digest of the audio files under ``root`` (as :func:`corpus.audio_paths` finds them): relative
+    name, size and modification time of each. ``"absent"`` when ``root`` is not a folder."""
+    from .corpus import audio_paths
+
+    root = Path(root)
+    if not root.is_dir():
+        return "absent"
+    digest = hashlib.blake2b(digest_size=8)
+    paths = audio_paths(root)
+    for path in paths:
+        status = path.stat()
+        digest.update(f"{path.relative_to(root)}\0{status.st_size}\0{status.st_mtime_ns}\n".encode())
+    return f"{len(paths)} files@{digest.hexdigest()}"
+
+
+def model_fingerprint(name_or_dir: str) -> str:
+    """Identity of a checkpoint for cache keys: a digest of a local folder's weights, else the name."""
+    from .cache import file_digest
+
+    folder = Path(name_or_dir)
+    weights = sorted(folder.glob("*.safetensors")) + sorted(folder.glob("*.bin")) if folder.is_dir() else []
+    if not weights:
+        return str(name_or_dir)
+    digest = hashlib.blake2b(digest_size=12)
+    for path in weights:
+        digest.update(file_digest(path).encode())
+    return f"{folder.name}@{digest.hexdigest()}"
