@@ -121,7 +121,7 @@ class EmotionRecognizer:
             model = EmotionClassifier.from_pretrained(directory)  # raises ValueError naming the folder
             model.to(device or default_device())
             return cls(model, model.config.labels, model.config.sample_rate, "wav2vec2")
-        from .baselines import BaselineModel
+        from .baseline_model import BaselineModel
 
         if any((directory / name).is_file() for name in (BaselineModel.PIPELINE, BaselineModel.LEGACY_PIPELINE)):
             try:

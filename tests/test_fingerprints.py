@@ -141,7 +141,8 @@ def test_force_retrains_finished_folds_unless_kept(monkeypatch, synthetic_meta, 
     from ser_utils.audio import load_many
     from ser_utils.model import ModelConfig
     from ser_utils.splits import make_splits
-    from ser_utils.train import TrainConfig, finetune_predictions
+    from ser_utils.systems import finetune_predictions
+    from ser_utils.train import TrainConfig
 
     meta = synthetic_meta[synthetic_meta["actor"] <= 8]
     waves, _ = load_many(meta["path"])
