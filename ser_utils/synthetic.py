@@ -31,6 +31,22 @@ EMOTION_CUES: dict[str, tuple[float, float, float, float, float]] = {
 }
 
 
+def harmonic_sum(phase: np.ndarray, gains: np.ndarray) -> np.ndarray:
+    """``sum(gains[k - 1] * sin(k * phase) for k = 1 .. len(gains))``, shape of ``phase``.
+
+    By the recurrence ``sin((k + 1) x) = 2 cos(x) sin(k x) - sin((k - 1) x)``: one multiply-add per
+    harmonic instead of a sine, several times faster for the ~50 harmonics of a voice (the corpus is
+    generated for every test run).
+    """
+    two_cos = 2 * np.cos(phase)
+    previous, current = np.zeros_like(phase), np.sin(phase)
+    total = gains[0] * current
+    for gain in gains[1:]:
+        previous, current = current, two_cos * current - previous
+        total += gain * current
+    return total
+
+
 def synthesize_clip(emotion: str, actor: int, *, intensity: str = "normal", statement: int = 1,
                     seconds: float = 1.5, sample_rate: int = 16_000,
                     rng: np.random.Generator | None = None) -> np.ndarray:
@@ -47,7 +63,7 @@ def synthesize_clip(emotion: str, actor: int, *, intensity: str = "normal", stat
     phase = 2 * np.pi * np.cumsum(f0) / sample_rate
     n_harmonics = int(sample_rate / 2 / f0.max())
     gains = 2.0 ** (tilt / 6.02 * np.log2(np.arange(1, n_harmonics + 1)))
-    voice = (gains[:, None] * np.sin(np.arange(1, n_harmonics + 1)[:, None] * phase)).sum(0)
+    voice = harmonic_sum(phase, gains)
     syllables = np.abs(np.sin(np.pi * rate * (t + 0.05 * statement))) ** 1.5
     edge = int(0.15 * n)  # leading and trailing silence, as in RAVDESS
     envelope = np.zeros(n)
