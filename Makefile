@@ -31,8 +31,10 @@ smoke: $(INSTALLED)
 	$(PY) -m ser_utils pipeline --profile smoke $(FORCE_FLAG)
 
 ## test: ruff, the unit tests, and every notebook on the smoke profile through nbval
+## (one torch/OpenMP thread: the tests' models are tiny, and on a busy machine spinning threads made
+## the torch tests 10x slower)
 test: $(INSTALLED) lint
-	SER_PROFILE=smoke $(PY) -m pytest tests notebooks --nbval-lax -p no:cacheprovider
+	SER_PROFILE=smoke OMP_NUM_THREADS=1 $(PY) -m pytest tests notebooks --nbval-lax -p no:cacheprovider
 
 lint: $(INSTALLED)
 	$(PY) -m ruff check ser_utils tests benchmarks notebooks

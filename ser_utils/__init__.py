@@ -1,29 +1,39 @@
 """Speech emotion recognition on RAVDESS: corpus, protocols, features, wav2vec 2.0 and scoring.
 
-The notebooks in ``notebooks/`` tell the story; this package does the work. Modules:
+The notebooks in ``notebooks/`` tell the story; this package does the work. Modules, lower rooms first
+(a module imports only from rooms above it in this list, never back up):
 
-``config``      profiles (full / smoke), paths, environment overrides
-``corpus``      RAVDESS file-name grammar, discovery, validation, download
-``audio``       the one audio loader (float32 mono 16 kHz) and waveform helpers
-``splits``      the evaluation protocols (random-80-20, actor-kfold = EmoBox folds)
-``evaluate``    the one scoring function and the tidy result tables
-``cache``       content-keyed on-disk cache with a parallel, resumable map
-``fingerprint`` digests of code, corpus listings and backbone weights (what caches and the pipeline key on)
-``features``    handcrafted features (one-STFT librosa families, eGeMAPS)
-``baselines``   scikit-learn baselines, validation-only selection, saved pipelines
-``backbones``   SSL backbones by model_type (wav2vec2, HuBERT, WavLM, data2vec-audio), strict loading
-``model``       emotion classifier on a backbone (pooling, layer weighting, freezing; padding-invariant)
-``train``       fine-tuning loop (accelerate);  ``embeddings``  frozen-embedding cache and heads
-``systems``     the wav2vec2 recipes and how each runs under a protocol
-``device``      precision and batch size from the hardware
-``normalization``  speaker normalisation and enrolment (per-speaker statistics from features alone)
-``results``     comparison table, bootstrap intervals, error analysis, significance
-``compare``     do two results folders agree within their bootstrap intervals (``compare-results``)
-``predict``     EmotionRecognizer, the predict and evaluate commands
-``crosscorpus`` other corpora: --adapt none/corpus/speaker, --labels model/manifest, notebook 06's table
-``synthetic``   a generated RAVDESS-named corpus, a shifted second corpus and tiny hub-layout checkpoints
-                (smoke profile, tests)
-``eda`` ``plots`` ``report`` ``pipeline`` ``progress``   analysis figures, provenance, papermill runner
+``config``       profiles (full / smoke), protocol names, paths, environment overrides
+``progress``     progress bars, switched off in headless runs;  ``device``  precision and batch size
+``audio``        the one audio loader (float32 mono 16 kHz) and waveform helpers (crop, normalise, batch)
+``cache``        content-keyed on-disk cache with a parallel, resumable map
+``corpus``       RAVDESS file-name grammar, discovery, validation, download, the quick subset
+``splits``       the evaluation protocols (random-80-20, actor-kfold = EmoBox folds)
+``fingerprint``  digests of code, corpus listings and backbone weights (what caches and the pipeline key on)
+``evaluate``     the one scoring function, and the one writer of each result file
+``synthetic``    generated corpora: RAVDESS-named, and a shifted second one (smoke profile, tests)
+``features/``    handcrafted features: ``base``, ``mfcc_set`` (one-STFT librosa families), ``egemaps``,
+                 ``extraction`` (feature tables of a corpus)
+``normalization``  speaker normalisation of features (per-speaker statistics, no labels), prediction-time
+                 adaptation
+``backbones``    SSL backbones by model_type (wav2vec2, HuBERT, WavLM, data2vec-audio), strict loading,
+                 the masked group norm that keeps padding out
+``checkpoints``  tiny random checkpoints laid out as hub repositories (smoke profile, tests)
+``model``        emotion classifier on a backbone (pooling, layer weighting, freezing; padding-invariant)
+``sources``      what a profile's corpus and backbone are: local, downloaded, or generated (smoke)
+``baselines``    scikit-learn classifiers, validation-only selection, evaluation under the protocols
+``importance``   fold models refit, permutation importance of feature families
+``baseline_model``  the deployable baseline pipeline (save_pretrained / from_pretrained)
+``batches``      clips with random training crops, length-grouped batches, collation
+``train``        the fine-tuning loop (accelerate);  ``embeddings``  frozen-embedding cache and heads
+``normalised_systems``  baselines and frozen heads with speaker normalisation, the enrolment curve
+``systems``      the wav2vec2 recipes and how each runs under a protocol (frozen, fine-tuned)
+``results``      tables across systems: comparison, bootstrap intervals, best system, errors, significance
+``compare``      do two results folders agree within their bootstrap intervals (``compare-results``)
+``predict``      EmotionRecognizer: windows, batches, groups; load once, predict many
+``prediction_io``  audio files of folders, manifests, output checks, per-file lines, CSV and strict JSON
+``crosscorpus``  other corpora: --adapt none/corpus/speaker, --labels model/manifest, notebook 06's table
+``eda`` ``plots`` ``report`` ``pipeline`` ``__main__``   analysis figures, provenance, papermill runner, CLI
 """
 
 __version__ = "0.1.0"

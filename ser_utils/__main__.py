@@ -9,6 +9,7 @@ import time
 import warnings
 from pathlib import Path
 
+from .config import PROFILES, PROTOCOLS
 from .pipeline import add_arguments as add_pipeline_arguments
 from .pipeline import run_from_args as run_pipeline_from_args
 
@@ -42,46 +43,36 @@ def _synth(args: argparse.Namespace) -> int:
 
 
 def _finetune(args: argparse.Namespace) -> int:
-    from .audio import load_many
     from .config import get_profile, with_overrides
-    from .corpus import load_corpus
-    from .systems import (
-        ORIGINAL,
-        PROJECT,
-        backbone_check,
-        prepare_backbone,
-        protocol_splits,
-        system_name,
-        write_system,
-    )
-    from .train import finetune_predictions, processes_state
+    from .sources import load_corpus, prepare_backbone
+    from .systems import RECIPES, backbone_check, run_finetune
+    from .train import processes_state
 
+    if args.recipe not in RECIPES:
+        print(f"error: --recipe {args.recipe!r}; choose one of {tuple(RECIPES)}", file=sys.stderr)
+        return 2
     # Under `accelerate launch` the main process prepares data and backbone (and writes results); the
     # others find them ready.
     processes = processes_state()
     profile = get_profile(args.profile, data_dir=args.data, model=args.backbone)
-    recipe = {"project": PROJECT, "original": ORIGINAL}[args.recipe]
     with processes.main_process_first():
-        checked, reason = backbone_check(prepare_backbone(profile))  # before hours of training
+        backbone = prepare_backbone(profile)
+        checked, reason = backbone_check(backbone)  # before hours of training
         meta = load_corpus(profile) if not reason else None
     if reason:
         processes.print(f"error: {reason}", file=sys.stderr)
         return 2
     processes.print(checked.summary())
-    training = with_overrides(recipe.training, epochs=args.epochs, batch_size=args.batch_size,
-                              patience=args.patience)
-    waves, _ = load_many(meta["path"])
-    splits = protocol_splits(meta, args.protocol, profile, folds=args.folds)
-    name = args.name or system_name(recipe, "finetune")
-    out_root = Path(args.out) if args.out else profile.models_dir / "wav2vec2"
+    recipe = RECIPES[args.recipe]
+    recipe = with_overrides(recipe, training=with_overrides(recipe.training, epochs=args.epochs,
+                                                             batch_size=args.batch_size, patience=args.patience))
     start = time.perf_counter()
-    predictions, _ = finetune_predictions(meta, splits, profile.model, recipe.model, training, out_root, name,
-                                          waves)
+    metrics, _ = run_finetune(profile, meta, backbone, [recipe], [args.protocol], folds=args.folds,
+                              out_root=Path(args.out) if args.out else None, names=[args.name] if args.name else None)
     if not processes.is_main_process:
         return 0
-    metrics = write_system(predictions, profile, name)
     print(metrics[["system", "protocol", "fold", "accuracy", "uar", "macro_f1", "n_test"]].to_string(index=False))
-    print(f"{len(splits)} fold(s) in {time.perf_counter() - start:.0f} s")
+    print(f"{len(metrics)} fold(s) in {time.perf_counter() - start:.0f} s")
     return 0
 
 
@@ -108,7 +99,8 @@ def _load_recognizer(directory: str, allow_pickle: bool = False):
 
 def _check_run_options(args: argparse.Namespace, outputs: dict[str, str | None]) -> bool:
     """Window, hop and output files, checked before any work: one line on stderr when one is bad."""
-    from .predict import check_output, check_window
+    from .predict import check_window
+    from .prediction_io import check_output
 
     try:
         gap = check_window(args.window, args.hop)
@@ -125,7 +117,7 @@ def _check_run_options(args: argparse.Namespace, outputs: dict[str, str | None])
 def _predict(args: argparse.Namespace) -> int:
     from .crosscorpus import speaker_groups
     from .normalization import GroupError
-    from .predict import audio_files, format_prediction, predictions_table, to_json
+    from .prediction_io import audio_files, format_prediction, predictions_table, to_json
 
     if not _check_run_options(args, {"--csv": args.csv, "--json": args.json}):
         return 2
@@ -164,7 +156,8 @@ def _predict(args: argparse.Namespace) -> int:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    from .predict import NothingScoredError, evaluate_manifest, strict_json
+    from .crosscorpus import evaluate_manifest
+    from .prediction_io import NothingScoredError, strict_json
 
     if not _check_run_options(args, {"--json": args.json}):
         return 2
@@ -243,9 +236,9 @@ def main(argv: list[str] | None = None) -> int:
 
     tune = commands.add_parser("finetune", help="fine-tune a wav2vec2 recipe under a protocol (GPU; "
                                "`accelerate launch -m ser_utils finetune ...` for several GPUs)")
-    tune.add_argument("--profile", choices=("full", "smoke"), default=None)
-    tune.add_argument("--recipe", choices=("project", "original"), default="project")
-    tune.add_argument("--protocol", choices=("actor-kfold", "random-80-20"), default="actor-kfold")
+    tune.add_argument("--profile", choices=PROFILES, default=None)
+    tune.add_argument("--recipe", default="project", help="a recipe of ser_utils.systems.RECIPES (default: project)")
+    tune.add_argument("--protocol", choices=PROTOCOLS, default="actor-kfold")
     tune.add_argument("--folds", type=int, nargs="*", help="only these folds (default: all)")
     tune.add_argument("--epochs", type=int)
     tune.add_argument("--patience", type=int)
@@ -262,7 +255,8 @@ def main(argv: list[str] | None = None) -> int:
     check_backbone.add_argument("--json", action="store_true", help="print a JSON object")
     check_backbone.set_defaults(func=_backbone)
 
-    from .crosscorpus import ADAPTATIONS
+    from .crosscorpus import ADAPTATIONS, LABEL_MODES
+    from .evaluate import METRICS
     from .predict import DEFAULT_HOP, DEFAULT_WINDOW
 
     guess = commands.add_parser("predict", help="emotion of audio files or folders with a trained model")
@@ -289,7 +283,7 @@ def main(argv: list[str] | None = None) -> int:
     score.add_argument("--adapt", choices=ADAPTATIONS, default="none",
                        help="standardise features per group first: corpus = the whole manifest, speaker = per "
                             "its speaker column (needed by speaker-normalised models)")
-    score.add_argument("--labels", choices=("model", "manifest"), default="model",
+    score.add_argument("--labels", choices=LABEL_MODES, default="model",
                        help="decide among all of the model's classes, or only those in the manifest "
                             "(probabilities renormalised: the usual cross-corpus protocol)")
     score.add_argument("--allow-pickle", action="store_true", help=ALLOW_PICKLE_HELP)
@@ -299,7 +293,7 @@ def main(argv: list[str] | None = None) -> int:
                                "against the bootstrap intervals (exit 0: all agree, 1: some do not)")
     same.add_argument("a", help="results folder (reports/results, or reports/)")
     same.add_argument("b", help="the other results folder")
-    same.add_argument("--metric", choices=("uar", "accuracy", "macro_f1"), default="uar")
+    same.add_argument("--metric", choices=METRICS, default="uar")
     same.set_defaults(func=_compare_results)
 
     args = parser.parse_args(argv)

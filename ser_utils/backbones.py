@@ -82,6 +82,35 @@ def config_from_dict(settings: dict):
     return config_class.from_dict(settings)
 
 
+class MaskedGroupNorm(nn.Module):
+    """Per-channel normalisation over each clip's valid frames only (wav2vec2-base's first norm).
+
+    A drop-in for ``nn.GroupNorm(C, C)`` with the same parameter names. ``lengths`` (valid frames per
+    row) is set by :class:`EmotionClassifier` around each forward pass; with ``lengths=None`` it is
+    exactly ``nn.GroupNorm``.
+    """
+
+    def __init__(self, norm: nn.GroupNorm):
+        super().__init__()
+        if norm.num_groups != norm.num_channels:
+            raise ValueError("MaskedGroupNorm replaces per-channel GroupNorm(C, C) only")
+        self.weight, self.bias, self.eps = norm.weight, norm.bias, norm.eps
+        self.lengths: torch.Tensor | None = None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # x: (B, C, T)
+        if self.lengths is None or bool((self.lengths >= x.shape[-1]).all()):
+            # No padding: the fused kernel (autocast runs group norm in float32).
+            return nn.functional.group_norm(x, x.shape[1], self.weight, self.bias, self.eps)
+        dtype, x = x.dtype, x.float()  # statistics over ~10^4 frames need float32, also under bf16
+        steps = torch.arange(x.shape[-1], device=x.device)
+        mask = (steps[None, :] < self.lengths[:, None].to(x.device)).unsqueeze(1).float()
+        count = mask.sum(-1, keepdim=True).clamp(min=1)
+        mean = (x * mask).sum(-1, keepdim=True) / count
+        var = (((x - mean) * mask) ** 2).sum(-1, keepdim=True) / count
+        normed = (x - mean) * torch.rsqrt(var + self.eps)
+        return (normed * self.weight[None, :, None].float() + self.bias[None, :, None].float()).to(dtype)
+
+
 def build_backbone(config) -> nn.Module:
     """A randomly initialised backbone of the config's family (tests, benchmarks, loading)."""
     _, model_class = family_of(config).classes()
@@ -92,8 +121,6 @@ def uses_group_norm(backbone: nn.Module) -> bool:
     """Whether the feature encoder's first layer normalises over time (a group norm, possibly masked),
     which padding would change; layer norms work per frame. Read from the model, not the config:
     data2vec-audio has layer norms whatever its config says."""
-    from .model import MaskedGroupNorm  # the classifier's group norm over valid frames
-
     return isinstance(getattr(backbone.feature_extractor.conv_layers[0], "layer_norm", None),
                       (nn.GroupNorm, MaskedGroupNorm))
 

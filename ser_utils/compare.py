@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .evaluate import read_metrics, read_predictions
-from .results import METRICS, comparison_table
+from .evaluate import METRICS, read_metrics, read_predictions
+from .results import comparison_table
 
 IDENTICAL, WITHIN, OUTSIDE, ONE_SIDED = "identical", "within intervals", "OUTSIDE intervals", "run in one only"
 

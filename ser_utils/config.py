@@ -1,6 +1,6 @@
 """Profiles, paths and environment overrides.
 
-Two profiles exist (see DESIGN.md):
+Two profiles exist (see the README's Settings section):
 
 * ``full``  - the real study: RAVDESS (downloaded with kagglehub, or ``RAVDESS_DIR``) and the pretrained
   ``facebook/wav2vec2-base`` (or ``SER_MODEL``, a hub name or a local directory).
@@ -29,6 +29,9 @@ from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 PROFILES = ("full", "smoke")
+#: The evaluation protocols (made in :mod:`ser_utils.splits`); named here so that the command line can
+#: offer them without importing pandas and scikit-learn.
+PROTOCOLS = ("random-80-20", "actor-kfold")
 DEFAULT_MODEL = "facebook/wav2vec2-base"
 KAGGLE_DATASET = "uwrfkaggler/ravdess-emotional-speech-audio"
 RECOMPUTE_ENV = "SER_RECOMPUTE_BEFORE"

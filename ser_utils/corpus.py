@@ -18,7 +18,7 @@ import pandas as pd
 import soundfile as sf
 
 from .cache import file_digest
-from .config import KAGGLE_DATASET, Profile
+from .config import KAGGLE_DATASET
 
 EMOTIONS: tuple[str, ...] = (
     "neutral", "calm", "happy", "sad", "angry", "fearful", "disgust", "surprised",
@@ -272,19 +272,17 @@ def download_ravdess() -> Path:
         ) from err
 
 
-def locate_corpus(profile: Profile) -> Path:
-    """The corpus directory of ``profile``: a local folder, a generated smoke corpus, or a download."""
-    if profile.is_smoke:
-        from .synthetic import make_synthetic_corpus
-
-        return make_synthetic_corpus(profile.data_dir, **profile.extra.get("synthetic", {}))
-    if profile.data_dir is not None:
-        if not profile.data_dir.is_dir():
-            raise CorpusError(f"RAVDESS_DIR={profile.data_dir} is not a directory")
-        return profile.data_dir
-    return download_ravdess()
+def corpus_dir(data_dir: str | Path | None) -> Path:
+    """The corpus folder: ``data_dir`` when given (it must exist), else RAVDESS downloaded with kagglehub."""
+    if data_dir is None:
+        return download_ravdess()
+    data_dir = Path(data_dir)
+    if not data_dir.is_dir():
+        raise CorpusError(f"RAVDESS_DIR={data_dir} is not a directory")
+    return data_dir
 
 
-def load_corpus(profile: Profile) -> pd.DataFrame:
-    """Locate (or download, or generate) the profile's corpus and return its :func:`discover` table."""
-    return discover(locate_corpus(profile))
+def quick_subset(meta: pd.DataFrame) -> pd.DataFrame:
+    """Statement 1, repetition 1 of every actor, emotion and intensity (15 of each actor's 60 clips):
+    the smoke runs' corpus, a quarter of the work with every actor and class kept."""
+    return meta[(meta["statement"] == 1) & (meta["repetition"] == 1)].reset_index(drop=True)

@@ -22,7 +22,8 @@ import pandas as pd
 
 from .evaluate import score
 from .normalization import GroupError, describe
-from .predict import DEFAULT_HOP, DEFAULT_WINDOW, EmotionRecognizer, NothingScoredError, read_manifest
+from .predict import DEFAULT_HOP, DEFAULT_WINDOW, EmotionRecognizer, check_window
+from .prediction_io import NothingScoredError, read_manifest
 
 ADAPTATIONS = ("none", "corpus", "speaker")
 LABEL_MODES = ("model", "manifest")
@@ -118,8 +119,11 @@ def evaluate_manifest(recognizer: EmotionRecognizer, manifest: str | Path, *, ad
     """Scores of a model on a ``path,label[,speaker]`` manifest with an adaptation and a label mode.
 
     Returns ``n, accuracy, uar, macro_f1, classes, confusion`` (a DataFrame), ``failures`` and
-    ``settings`` (what was used: adapt, labels, window, hop, the model's normalisation).
+    ``settings`` (what was used: adapt, labels, window, hop, the model's normalisation). Files that
+    cannot be read are reported and left out; when none can be, ``prediction_io.NothingScoredError``
+    keeps every file's reason.
     """
+    check_window(window, hop)
     if labels not in LABEL_MODES:
         raise ValueError(f"--labels {labels!r}: choose one of {', '.join(LABEL_MODES)}")
     scored, failures = manifest_probabilities(recognizer, manifest, adapt=adapt, window=window, hop=hop)

@@ -21,12 +21,11 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from torch import nn
 
-from .audio import SAMPLE_RATE, collate, load_many, normalize
+from .audio import SAMPLE_RATE, collate, crop, load_many, normalize
 from .cache import ArrayCache, MapResult
 from .device import autocast_dtype, inference_batch_size
 from .evaluate import prediction_table, score
 from .fingerprint import code_digest
-from .fingerprint import model_fingerprint as model_fingerprint  # re-exported: its old home
 from .model import EmotionClassifier, ModelConfig
 from .progress import progress as progress_bar
 from .splits import Split
@@ -35,10 +34,10 @@ STATS = ("first", "mean", "std")
 
 
 def embedding_code() -> str:
-    """Digest of the code the cached embeddings come from: audio loading, the model, this module."""
-    from . import audio, model
+    """Digest of the code the cached embeddings come from: audio loading, the backbone, the model, this module."""
+    from . import audio, backbones, model
 
-    return code_digest(audio, model, sys.modules[__name__])
+    return code_digest(audio, backbones, model, sys.modules[__name__])
 
 
 def extract_embeddings(model: EmotionClassifier, paths: Sequence[str | Path], cache_root: str | Path,
@@ -68,7 +67,7 @@ def extract_embeddings(model: EmotionClassifier, paths: Sequence[str | Path], ca
     limit = int(max_seconds * SAMPLE_RATE) if max_seconds else None
     for start in progress_bar(range(0, len(todo), batch_size), desc="wav2vec2 embeddings", disable=not progress):
         chunk = todo[start:start + batch_size]
-        clips = [_centre(waves[p], limit) for p, _ in chunk]
+        clips = [crop(waves[p], limit) if limit else waves[p] for p, _ in chunk]  # no rng: the centre
         batch, lengths = collate([normalize(c) if model.config.normalize else c for c in clips])
         with torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32):
             layers = model.layer_embeddings(batch.to(device), lengths.to(device))
@@ -77,13 +76,6 @@ def extract_embeddings(model: EmotionClassifier, paths: Sequence[str | Path], ca
             result.arrays[path] = array
             result.computed += 1
     return result
-
-
-def _centre(wave: np.ndarray, limit: int | None) -> np.ndarray:
-    if limit is None or len(wave) <= limit:
-        return wave
-    start = (len(wave) - limit) // 2
-    return wave[start:start + limit]
 
 
 class FrozenHead(nn.Module):

@@ -1,4 +1,4 @@
-"""The one way to score, and the tidy result tables every notebook writes.
+"""The one way to score, and the one writer of every result file the notebooks leave.
 
 Layout under a profile's ``results_dir`` (``reports/results`` for the full study):
 
@@ -6,6 +6,10 @@ Layout under a profile's ``results_dir`` (``reports/results`` for the full study
 * ``predictions/<system>.csv`` - one row per test clip and fold: ``system, protocol, fold, stem,
   actor, emotion, predicted`` (what confusion matrices, per-actor accuracy and significance tests
   are computed from).
+* ``corpus.csv`` (notebook 01), ``baselines_families.csv`` and ``enrolment_curve.csv`` (03),
+  ``comparison.csv`` and ``headline.csv`` (05), ``cross_corpus.csv`` (06), and beside the reports
+  ``figures/headline.png`` (05): one ``write_*`` function each below; ``report.write_index`` reads
+  the headline and cross-corpus ones back.
 """
 
 from __future__ import annotations
@@ -23,6 +27,8 @@ from .corpus import EMOTIONS
 METRIC_COLUMNS = ["system", "protocol", "fold", "accuracy", "uar", "macro_f1", "n_test", "status",
                   "note"]
 PREDICTION_COLUMNS = ["system", "protocol", "fold", "stem", "actor", "emotion", "predicted"]
+#: The three reported metrics, in the order tables show them.
+METRICS = ("accuracy", "uar", "macro_f1")
 
 
 @dataclass(frozen=True)
@@ -91,6 +97,78 @@ def write_metrics(rows: Iterable[dict], results_dir: str | Path, group: str) -> 
     return path
 
 
+CORPUS_FILE = "corpus.csv"
+FAMILIES_FILE = "baselines_families.csv"
+ENROLMENT_FILE = "enrolment_curve.csv"
+CROSS_CORPUS_FILE = "cross_corpus.csv"
+COMPARISON_FILE = "comparison.csv"
+HEADLINE_FILE = "headline.csv"
+#: Relative to the reports folder, not the results folder: the index page shows it.
+HEADLINE_FIGURE = Path("figures") / "headline.png"
+
+
+def _write_csv(frame: pd.DataFrame, results_dir: str | Path, name: str, **kwargs) -> Path:
+    path = Path(results_dir) / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    frame.to_csv(path, index=False, **kwargs)
+    return path
+
+
+def write_corpus_table(meta: pd.DataFrame, results_dir: str | Path) -> Path:
+    """The corpus table (one row per clip, :func:`ser_utils.corpus.discover`) without local paths."""
+    return _write_csv(meta.drop(columns=["path"], errors="ignore"), results_dir, CORPUS_FILE)
+
+
+def read_corpus_table(results_dir: str | Path) -> pd.DataFrame:
+    """What :func:`write_corpus_table` wrote."""
+    return pd.read_csv(Path(results_dir) / CORPUS_FILE, dtype={"stem": str})
+
+
+def write_family_summary(summary: pd.DataFrame, results_dir: str | Path) -> Path:
+    """The per-feature-family comparison of notebook 03 (a :func:`summarise` table, one row per family)."""
+    return _write_csv(summary, results_dir, FAMILIES_FILE, float_format="%.6g")
+
+
+def write_enrolment_curve(curve: pd.DataFrame, results_dir: str | Path) -> Path:
+    """UAR per fold against enrolment clips per speaker (notebook 03, ``normalised_systems.enrolment_curve``)."""
+    return _write_csv(curve, results_dir, ENROLMENT_FILE, float_format="%.6g")
+
+
+def write_cross_corpus(table: pd.DataFrame, results_dir: str | Path) -> Path:
+    """Exported models on other corpora (notebook 06, ``crosscorpus.cross_corpus_table``)."""
+    return _write_csv(table, results_dir, CROSS_CORPUS_FILE, float_format="%.6g")
+
+
+def read_cross_corpus(results_dir: str | Path) -> pd.DataFrame:
+    """What :func:`write_cross_corpus` wrote (an empty table before notebook 06 ran)."""
+    path = Path(results_dir) / CROSS_CORPUS_FILE
+    return pd.read_csv(path) if path.is_file() and path.stat().st_size else pd.DataFrame()
+
+
+def write_comparison(table: pd.DataFrame, results_dir: str | Path) -> Path:
+    """Every system x protocol with bootstrap intervals (``results.comparison_table``)."""
+    return _write_csv(table, results_dir, COMPARISON_FILE, float_format="%.6g")
+
+
+def write_headline(headline: pd.DataFrame, results_dir: str | Path) -> Path:
+    """The reader's table (``results.headline_table``), shown again on the index page."""
+    return _write_csv(headline, results_dir, HEADLINE_FILE)
+
+
+def read_headline(results_dir: str | Path) -> pd.DataFrame | None:
+    """What :func:`write_headline` wrote, as text cells (``None`` before notebook 05 ran)."""
+    path = Path(results_dir) / HEADLINE_FILE
+    return pd.read_csv(path, keep_default_na=False) if path.is_file() else None
+
+
+def write_headline_figure(figure, reports_dir: str | Path, dpi: int = 110) -> Path:
+    """Save the headline matplotlib ``figure`` as ``reports_dir/figures/headline.png``."""
+    path = Path(reports_dir) / HEADLINE_FIGURE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=dpi)
+    return path
+
+
 def prediction_table(system: str, protocol: str, fold: int, test: pd.DataFrame,
                      predicted: Sequence[str]) -> pd.DataFrame:
     """Per-clip predictions of one fold (:data:`PREDICTION_COLUMNS`) from its test rows of a corpus table."""
@@ -140,7 +218,7 @@ def summarise(metrics: pd.DataFrame) -> pd.DataFrame:
         row = {"system": system, "protocol": protocol, "folds": len(done),
                "status": "ok" if len(done) else "not run",
                "note": "" if len(done) else "; ".join(sorted(set(group["note"].dropna())))}
-        for metric in ("accuracy", "uar", "macro_f1"):
+        for metric in METRICS:
             values = done[metric].astype(float)
             row[f"{metric}_mean"] = values.mean() if len(values) else np.nan
             row[f"{metric}_std"] = values.std(ddof=1) if len(values) > 1 else np.nan

@@ -35,7 +35,7 @@ from torch import nn
 from transformers import PretrainedConfig, Wav2Vec2Config, Wav2Vec2FeatureExtractor
 
 from .audio import collate, normalize
-from .backbones import build_backbone, config_from_dict, load_backbone, uses_group_norm
+from .backbones import MaskedGroupNorm, build_backbone, config_from_dict, load_backbone, uses_group_norm
 from .corpus import EMOTIONS
 from .device import autocast_dtype, inference_batch_size
 
@@ -44,6 +44,8 @@ LAYER_MODES = ("last", "weighted")
 FREEZE_MODES = ("feature-encoder", "backbone", "none")
 CONFIG_NAME = "ser_config.json"
 WEIGHTS_NAME = "model.safetensors"
+#: Written into every saved model folder and checked on load.
+FORMAT = "ser_utils.EmotionClassifier/1"
 
 
 @dataclass(frozen=True)
@@ -102,35 +104,6 @@ def tiny_backbone_config(**overrides) -> Wav2Vec2Config:
                     num_conv_pos_embedding_groups=4, feat_extract_norm="group",
                     do_stable_layer_norm=False, mask_time_prob=0.05, mask_time_length=2)
     return Wav2Vec2Config(**{**settings, **overrides})
-
-
-class MaskedGroupNorm(nn.Module):
-    """Per-channel normalisation over each clip's valid frames only (wav2vec2-base's first norm).
-
-    A drop-in for ``nn.GroupNorm(C, C)`` with the same parameter names. ``lengths`` (valid frames per
-    row) is set by :class:`EmotionClassifier` around each forward pass; with ``lengths=None`` it is
-    exactly ``nn.GroupNorm``.
-    """
-
-    def __init__(self, norm: nn.GroupNorm):
-        super().__init__()
-        if norm.num_groups != norm.num_channels:
-            raise ValueError("MaskedGroupNorm replaces per-channel GroupNorm(C, C) only")
-        self.weight, self.bias, self.eps = norm.weight, norm.bias, norm.eps
-        self.lengths: torch.Tensor | None = None
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:  # x: (B, C, T)
-        if self.lengths is None or bool((self.lengths >= x.shape[-1]).all()):
-            # No padding: the fused kernel (autocast runs group norm in float32).
-            return nn.functional.group_norm(x, x.shape[1], self.weight, self.bias, self.eps)
-        dtype, x = x.dtype, x.float()  # statistics over ~10^4 frames need float32, also under bf16
-        steps = torch.arange(x.shape[-1], device=x.device)
-        mask = (steps[None, :] < self.lengths[:, None].to(x.device)).unsqueeze(1).float()
-        count = mask.sum(-1, keepdim=True).clamp(min=1)
-        mean = (x * mask).sum(-1, keepdim=True) / count
-        var = (((x - mean) * mask) ** 2).sum(-1, keepdim=True) / count
-        normed = (x - mean) * torch.rsqrt(var + self.eps)
-        return (normed * self.weight[None, :, None].float() + self.bias[None, :, None].float()).to(dtype)
 
 
 class EmotionClassifier(nn.Module):
@@ -285,10 +258,7 @@ class EmotionClassifier(nn.Module):
         """Per-layer pooled embeddings for the frozen mode: ``(B, L+1, 3, D)`` holding, per hidden
         layer, the first frame, the masked mean and the masked standard deviation."""
         states, mask = self.hidden_states(waves, lengths)
-        weights = mask[:, None, :, None].to(states.dtype)
-        count = weights.sum(2).clamp(min=1)
-        mean = (states * weights).sum(2) / count
-        std = ((((states - mean[:, :, None]) * weights) ** 2).sum(2) / count).sqrt()
+        mean, std = masked_mean_std(states, mask)
         return torch.stack([states[:, :, 0], mean, std], dim=2)
 
     @torch.inference_mode()
@@ -320,7 +290,7 @@ class EmotionClassifier(nn.Module):
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         meta = {"model": self.config.to_dict(), "backbone": self.backbone.config.to_dict(),
-                "format": "ser_utils.EmotionClassifier/1", **(extra or {})}
+                "format": FORMAT, **(extra or {})}
         (directory / CONFIG_NAME).write_text(json.dumps(meta, indent=2, default=str))
         state = {k: v.detach().contiguous() for k, v in self.state_dict().items()}
         save_file(state, str(directory / WEIGHTS_NAME))
@@ -332,6 +302,8 @@ class EmotionClassifier(nn.Module):
         directory = Path(directory)
         try:
             meta = json.loads((directory / CONFIG_NAME).read_text())
+            if meta.get("format") != FORMAT:
+                raise ValueError(f"{CONFIG_NAME} has format {meta.get('format')!r}, this code reads {FORMAT!r}")
             config = ModelConfig(**{**meta["model"], "labels": tuple(meta["model"]["labels"])})
             backbone = build_backbone(config_from_dict(meta["backbone"]))
             model = cls(config, backbone)
@@ -341,20 +313,26 @@ class EmotionClassifier(nn.Module):
         return model.eval()
 
 
+def masked_mean_std(frames: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean and standard deviation over the valid frames only: ``frames`` ``(B, ..., T, D)`` and ``mask``
+    ``(B, T)`` (bool) -> two ``(B, ..., D)`` tensors. The one masked statistic of the package (pooling,
+    frozen-embedding cache)."""
+    weights = mask.reshape(mask.shape[0], *([1] * (frames.ndim - 3)), mask.shape[1], 1).to(frames.dtype)
+    count = weights.sum(-2).clamp(min=1)
+    mean = (frames * weights).sum(-2) / count
+    var = (((frames - mean.unsqueeze(-2)) * weights) ** 2).sum(-2) / count
+    return mean, var.clamp(min=1e-8).sqrt()
+
+
 def pool_frames(frames: torch.Tensor, mask: torch.Tensor, pooling: str) -> torch.Tensor:
     """Pool ``(B, T, D)`` over valid frames (``mask``: ``(B, T)`` bool) -> ``(B, D)`` or ``(B, 2D)``."""
     if pooling == "first":
         return frames[:, 0]
-    weights = mask.unsqueeze(-1).to(frames.dtype)
-    count = weights.sum(1).clamp(min=1)
-    mean = (frames * weights).sum(1) / count
-    if pooling == "mean":
-        return mean
-    if pooling == "mean+std":
-        std = (((frames - mean[:, None]) * weights) ** 2).sum(1).div(count).clamp(min=1e-8).sqrt()
-        return torch.cat([mean, std], dim=-1)
-    raise ValueError(f"pooling={pooling!r}; choose one of {POOLINGS}")
+    if pooling not in POOLINGS:
+        raise ValueError(f"pooling={pooling!r}; choose one of {POOLINGS}")
+    mean, std = masked_mean_std(frames, mask)
+    return mean if pooling == "mean" else torch.cat([mean, std], dim=-1)
 
 
-__all__ = ["FREEZE_MODES", "LAYER_MODES", "ORIGINAL_RECIPE", "POOLINGS", "EmotionClassifier",
-           "MaskedGroupNorm", "ModelConfig", "pool_frames", "tiny_backbone_config"]
+__all__ = ["FORMAT", "FREEZE_MODES", "LAYER_MODES", "ORIGINAL_RECIPE", "POOLINGS", "EmotionClassifier",
+           "MaskedGroupNorm", "ModelConfig", "masked_mean_std", "pool_frames", "tiny_backbone_config"]

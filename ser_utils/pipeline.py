@@ -24,6 +24,7 @@ from pathlib import Path
 
 from .config import (
     KEEP_FOLDS_ENV,
+    PROFILES,
     RECOMPUTE_ENV,
     REPO_ROOT,
     Profile,
@@ -37,6 +38,10 @@ from .report import provenance, record_provenance, write_index
 
 NOTEBOOK_DIR = REPO_ROOT / "notebooks"
 NOTEBOOKS = ("01_download", "02_eda", "03_baselines", "04_wav2vec2", "05_results", "06_generalisation")
+#: The kernel's own log (not the notebook's output): warnings only at ERROR, so that the terminal of
+#: ``make all`` shows progress lines, not ipykernel's "running over TCP without encryption" per notebook
+#: (the kernel listens on localhost only, and each run starts and stops its own).
+KERNEL_ARGUMENTS = ["--IPKernelApp.log_level=ERROR"]
 
 
 class NotebookFailed(RuntimeError):
@@ -69,8 +74,9 @@ def fingerprint_parts(profile: Profile, name: str, parameters: dict, upstream: s
     from .fingerprint import corpus_digest, model_fingerprint
 
     code = hashlib.sha256()
-    for source in sorted((REPO_ROOT / "ser_utils").glob("*.py")):
-        code.update(source.name.encode() + source.read_bytes())
+    package = REPO_ROOT / "ser_utils"
+    for source in sorted(package.rglob("*.py")):  # subpackages (features/) included
+        code.update(source.relative_to(package).as_posix().encode() + source.read_bytes())
     data = profile.describe_data()
     if profile.data_dir is not None:
         data += f" {corpus_digest(profile.data_dir)}"
@@ -139,7 +145,7 @@ def run_notebook(profile: Profile, name: str, parameters: dict | None = None,
         pm.execute_notebook(
             str(notebook_dir / f"{name}.ipynb"), str(executed),
             parameters={"profile": profile.name, **(parameters or {})},
-            cwd=str(notebook_dir), progress_bar=False, log_output=False,
+            cwd=str(notebook_dir), progress_bar=False, log_output=False, extra_arguments=KERNEL_ARGUMENTS,
         )
     except pm.PapermillExecutionError as err:
         raise NotebookFailed(
@@ -219,7 +225,7 @@ def _run_pipeline(profile: Profile, only, force: bool, dry_run: bool, parameters
 
 def add_arguments(parser) -> None:
     """The options of ``python -m ser_utils pipeline``."""
-    parser.add_argument("--profile", choices=("full", "smoke"), default=None,
+    parser.add_argument("--profile", choices=PROFILES, default=None,
                         help="default: $SER_PROFILE, else full")
     parser.add_argument("--only", nargs="*", help="notebook names or numbers, e.g. 03 04_wav2vec2")
     parser.add_argument("--force", action="store_true",

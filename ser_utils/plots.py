@@ -124,8 +124,9 @@ def layer_probe(probe: pd.DataFrame):
     return fig
 
 
-def protocol_bars(gap: pd.DataFrame, metric_label: str = "accuracy"):
-    """Per system: the random split next to unseen actors (``results.leakage_gap`` output), in %."""
+def protocol_bars(gap: pd.DataFrame, metric_label: str = "accuracy", claimed: tuple[float, float] | None = None):
+    """Per system: the random split next to unseen actors (``results.leakage_gap`` output), in %;
+    ``claimed`` shades a published range (low, high, in %) under the random split."""
     fig, ax = plt.subplots(figsize=(max(6.0, 0.7 * len(gap) + 2), 3.6))
     x = np.arange(len(gap))
     ax.bar(x - 0.2, 100 * gap["random-80-20"], 0.4, label="random-80-20 (actors shared)", color="#c44e52")
@@ -136,6 +137,9 @@ def protocol_bars(gap: pd.DataFrame, metric_label: str = "accuracy"):
     ax.set_ylabel(f"{metric_label} (%)")
     ax.set_ylim(0, 100)
     ax.axhline(100 / 8, color="grey", lw=0.8, ls=":", label="chance (8 classes)")
+    if claimed is not None:
+        ax.axhspan(*claimed, color="orange", alpha=0.2,
+                   label=f"claimed {claimed[0]:.0f}-{claimed[1]:.0f} % (random split)")
     ax.legend(fontsize=8, loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=3, frameon=False)
     fig.tight_layout()
     return fig
@@ -159,7 +163,7 @@ def grouped_bars(frame: pd.DataFrame, ylabel: str, title: str = ""):
 
 def enrolment_curve(curve: pd.DataFrame, plain_uar: float | None = None, title: str = ""):
     """Mean UAR over folds (with the fold range and ± std) against enrolment clips per speaker
-    (``normalization.enrolment_curve`` output; ``clips`` in order, "all" last), in %."""
+    (``normalised_systems.enrolment_curve`` output; ``clips`` in order, "all" last), in %."""
     stats = curve.groupby("clips", sort=False)["uar"].agg(["mean", "std", "min", "max"]) * 100
     x = np.arange(len(stats))
     fig, ax = plt.subplots(figsize=(6.5, 3.6))

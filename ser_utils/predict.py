@@ -12,17 +12,13 @@ memory stays flat whatever the number of files.
 
 from __future__ import annotations
 
-import json
 import math
-import os
-import warnings
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import soundfile as sf
 
 from .audio import SAMPLE_RATE, SILENCE_PEAK, AudioError, SilentAudioError, load_audio
 
@@ -32,7 +28,6 @@ DEFAULT_HOP = 3.0
 #: short clips are batched together up to this much (enough to fill GPU batches), a longer file is
 #: scored on its own. Memory does not grow with the number of files.
 BUFFER_SECONDS = 600.0
-AUDIO_EXAMPLES = (".wav", ".flac", ".ogg", ".mp3")
 
 
 class ModelLoadError(ValueError):
@@ -76,21 +71,6 @@ def check_window(window: float | None, hop: float | None) -> str | None:
         return (f"--hop {hop:g} is longer than --window {window:g}: {hop - window:g} s of every {hop:g} s of "
                 "audio longer than the window are not scored")
     return None
-
-
-def check_output(path: str | Path | None, option: str) -> None:
-    """Fail early (``ValueError`` naming ``option``) for an output file that could not be written:
-    a missing or read-only folder, or a path that is a folder. ``None`` and ``"-"`` (stdout) pass."""
-    if path is None or str(path) == "-":
-        return
-    path = Path(path)
-    folder = path.parent if str(path.parent) else Path(".")
-    if path.is_dir():
-        raise ValueError(f"{option} {path}: is a directory, expected a file name")
-    if not folder.is_dir():
-        raise ValueError(f"{option} {path}: folder {folder} does not exist")
-    if not os.access(folder, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
-        raise ValueError(f"{option} {path}: not writable")
 
 
 def window_bounds(n_samples: int, window: float | None, hop: float | None,
@@ -141,7 +121,7 @@ class EmotionRecognizer:
             model = EmotionClassifier.from_pretrained(directory)  # raises ValueError naming the folder
             model.to(device or default_device())
             return cls(model, model.config.labels, model.config.sample_rate, "wav2vec2")
-        from .baselines import BaselineModel
+        from .baseline_model import BaselineModel
 
         if any((directory / name).is_file() for name in (BaselineModel.PIPELINE, BaselineModel.LEGACY_PIPELINE)):
             try:
@@ -318,133 +298,3 @@ class EmotionRecognizer:
                                           dict(zip(self.labels, map(float, mean / mean.sum()), strict=True)),
                                           table))
         return results
-
-
-def audio_files(paths: Iterable[str | Path]) -> tuple[list[Path], dict[str, str]]:
-    """Expand files and folders (recursively) into audio files soundfile can read, in a stable order.
-
-    Returns ``(files, failures)``; a path that does not exist, or a folder without audio files, is a
-    failure. Inside folders, files are recognised by extension (``soundfile.available_formats()``); a
-    file named explicitly is always tried, so a bad one gets a clear error instead of being ignored.
-    """
-    extensions = {f".{ext.lower()}" for ext in sf.available_formats()} | {".mp3", ".ogg", ".opus"}
-    files, failures = [], {}
-    for path in map(Path, paths):
-        if path.is_dir():
-            found = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in extensions)
-            if not found:
-                failures[str(path)] = (f"{path}: no audio files found in this folder (looked for "
-                                       f"{', '.join(sorted(AUDIO_EXAMPLES))}, ...)")
-            files += found
-        elif path.exists():
-            files.append(path)
-        else:
-            failures[str(path)] = f"{path}: no such file or directory"
-    return files, failures
-
-
-class NothingScoredError(ValueError):
-    """No file of a manifest could be scored; ``failures`` keeps each file's reason."""
-
-    def __init__(self, message: str, failures: dict[str, str]):
-        super().__init__(message)
-        self.failures = failures
-
-
-def read_manifest(manifest: str | Path, labels: Sequence[str]) -> tuple[pd.DataFrame, dict[str, str]]:
-    """Read a ``path,label`` CSV (other columns, e.g. ``speaker``, are kept); relative paths are taken
-    relative to the manifest's folder.
-
-    Returns the usable rows (one per distinct ``(path, label)``: repeated rows are scored once, with a
-    warning) and, per unusable row (empty path or label), the reason. Raises ``ValueError`` naming the
-    file for a manifest that cannot be used at all (empty, no ``path,label`` columns, unknown labels).
-    """
-    manifest = Path(manifest)
-    try:
-        table = pd.read_csv(manifest, dtype=str, keep_default_na=False)
-    except pd.errors.EmptyDataError:
-        raise ValueError(f"{manifest}: empty file (expected a CSV with columns path,label)") from None
-    except (UnicodeDecodeError, pd.errors.ParserError) as err:
-        raise ValueError(f"{manifest}: not a readable CSV ({err})") from None
-    missing = {"path", "label"} - set(table.columns)
-    if missing:
-        raise ValueError(f"{manifest}: needs columns path,label (missing {', '.join(sorted(missing))})")
-    table = table.apply(lambda column: column.str.strip())
-    table["label"] = table["label"].str.lower()
-    table.index = table.index + 2  # the CSV line of each row (line 1 is the header)
-    empty = (table["path"] == "") | (table["label"] == "")
-    failures = {f"{manifest}:{line}": f"{manifest} line {line}: empty {'path' if row.path == '' else 'label'} "
-                "cell, row left out" for line, row in table[empty].iterrows()}
-    table = table[~empty]
-    unknown = sorted(set(table["label"]) - set(labels))
-    if unknown:
-        raise ValueError(f"{manifest}: labels {unknown} are not among the model's {list(labels)}")
-    table["path"] = [str(p if Path(p).is_absolute() else manifest.parent / p) for p in table["path"]]
-    repeated = table.duplicated(["path", "label"])
-    if repeated.any():
-        lines = ", ".join(map(str, table.index[repeated][:5]))
-        warnings.warn(f"{manifest}: {int(repeated.sum())} repeated row(s) (lines {lines}"
-                      f"{', ...' if repeated.sum() > 5 else ''}) are scored once", stacklevel=2)
-    return table[~repeated].reset_index(drop=True), failures
-
-
-def evaluate_manifest(recognizer: EmotionRecognizer, manifest: str | Path, *,
-                      window: float | None = DEFAULT_WINDOW, hop: float | None = DEFAULT_HOP,
-                      adapt: str = "none", labels: str = "model") -> dict:
-    """Accuracy, UAR, macro-F1 and confusion matrix of a model on a ``path,label`` manifest.
-
-    Metrics average over the classes present in the manifest; with ``labels="model"`` a prediction of
-    any other class of the model counts as an error. Files that cannot be read are reported and left
-    out; when none can be, :class:`NothingScoredError` keeps every file's reason.
-    ``adapt`` and ``labels="manifest"``: see :mod:`ser_utils.crosscorpus`, which does the work.
-    """
-    from .crosscorpus import evaluate_manifest as evaluate
-
-    check_window(window, hop)
-
-    return evaluate(recognizer, manifest, adapt=adapt, labels=labels, window=window, hop=hop)
-
-
-def format_prediction(prediction: FilePrediction) -> str:
-    """One line per file: path, top emotion, and every class's probability."""
-    probs = " ".join(f"{k}={v:.3f}" for k, v in prediction.probabilities.items())
-    return f"{prediction.path}\t{prediction.emotion}\t{probs}"
-
-
-def predictions_table(predictions: Sequence[FilePrediction]) -> pd.DataFrame:
-    """Per-window rows plus one ``aggregate`` row per file (column ``row``), for CSV output."""
-    frames = []
-    for prediction in predictions:
-        windows = prediction.windows.assign(file=prediction.path, row="window")
-        aggregate = pd.DataFrame([{"file": prediction.path, "row": "aggregate", "start": 0.0,
-                                   "end": prediction.duration, "silent": False, **prediction.probabilities}])
-        frames += [windows, aggregate]
-    table = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
-    if not table.empty:
-        labels = list(predictions[0].probabilities)
-        voiced = ~table["silent"].astype(bool)
-        table["emotion"] = ""
-        table.loc[voiced, "emotion"] = table.loc[voiced, labels].idxmax(axis=1)
-        table = table[["file", "row", "start", "end", "silent", "emotion", *labels]]
-    return table
-
-
-def to_json(predictions: Sequence[FilePrediction]) -> str:
-    """Strict JSON (silent windows' probabilities are ``null``, never ``NaN``)."""
-    return strict_json([p.to_dict() for p in predictions])
-
-
-def strict_json(value) -> str:
-    """JSON that strict parsers accept: non-finite floats anywhere in ``value`` become ``null``."""
-    def clean(item):
-        if isinstance(item, dict):
-            return {k: clean(v) for k, v in item.items()}
-        if isinstance(item, list | tuple):
-            return [clean(v) for v in item]
-        if isinstance(item, float | np.floating):
-            return float(item) if math.isfinite(item) else None
-        if isinstance(item, np.integer):
-            return int(item)
-        return item
-
-    return json.dumps(clean(value), indent=1, allow_nan=False)

@@ -116,10 +116,9 @@ img { max-width: 100%; }
 
 def _cross_corpus_line(results: Path) -> str:
     """One paragraph on the cross-corpus evaluation (notebook 06), from ``cross_corpus.csv``."""
-    import pandas as pd
+    from .evaluate import read_cross_corpus
 
-    path = results / "cross_corpus.csv"
-    table = pd.read_csv(path) if path.is_file() and path.stat().st_size else pd.DataFrame()
+    table = read_cross_corpus(results)
     ok = table[table["status"] == "ok"] if "status" in table else table
     if ok.empty:
         return ("<p>Other corpora (<a href='06_generalisation.html'>06_generalisation</a>): none evaluated; "
@@ -134,8 +133,7 @@ def _cross_corpus_line(results: Path) -> str:
 def write_index(profile: Profile, notebooks) -> Path:
     """``reports_dir/index.html``: the headline table and figure, and a link to every report with its
     provenance (profile, data, model, device, commit, date). Reads what notebook 05 wrote."""
-
-    import pandas as pd
+    from .evaluate import HEADLINE_FIGURE, read_headline  # here: pandas and scikit-learn slow the CLI's start
 
     results = profile.results_dir
     parts = ["<h1>Speech emotion recognition on RAVDESS: wav2vec 2.0 vs handcrafted features</h1>"]
@@ -144,13 +142,12 @@ def write_index(profile: Profile, notebooks) -> Path:
     parts.append("<p>Accuracy and UAR in %: mean ± standard deviation over folds (or seeds) [95 % bootstrap "
                  "interval over test clips]. <code>actor-kfold</code> (EmoBox folds, unseen actors) is the "
                  "primary protocol; <code>random-80-20</code> shares actors between train and test.</p>")
-    headline = results / "headline.csv"
-    if headline.is_file():
-        table = pd.read_csv(headline, keep_default_na=False)
-        parts.append(table.to_html(index=False, escape=True, border=0))
+    headline = read_headline(results)
+    if headline is not None:
+        parts.append(headline.to_html(index=False, escape=True, border=0))
     else:
         parts.append("<p>No results yet: run the results notebook (05).</p>")
-    figure = profile.reports_dir / "figures" / "headline.png"
+    figure = profile.reports_dir / HEADLINE_FIGURE
     if figure.is_file():
         encoded = base64.b64encode(figure.read_bytes()).decode()
         parts.append(f"<img alt='headline figure' src='data:image/png;base64,{encoded}'>")

@@ -1,6 +1,7 @@
-"""Aggregation behind the results notebook: the comparison table with bootstrap confidence intervals,
-the leakage gap, error analysis and a significance test. Everything is computed from the result CSVs
-the earlier notebooks wrote (``evaluate.read_metrics`` / ``read_predictions``), never typed in.
+"""Tables across systems: the comparison table with bootstrap confidence intervals, the leakage gap,
+the best system, error analysis and a significance test (notebooks 03 and 05). Everything is computed
+from fold metrics and per-clip predictions (``evaluate.summarise``, ``read_metrics``,
+``read_predictions``), never typed in.
 """
 
 from __future__ import annotations
@@ -14,11 +15,10 @@ import pandas as pd
 from scipy.stats import binomtest
 
 from .corpus import EMOTIONS
-from .evaluate import summarise
+from .evaluate import METRICS, summarise
 
-METRICS = ("accuracy", "uar", "macro_f1")
-
-#: Published reference points (DESIGN.md), shown beside the measured numbers and marked as published.
+#: Published reference points, shown beside the measured numbers and marked as published (each row
+#: names its paper in ``source``).
 PUBLISHED = pd.DataFrame([
     ("wav2vec 2.0 base, frozen, last layer + small head", "EmoBox 6 folds, 8 classes", 54.3, 55.4,
      "EmoBox leaderboard (Ma et al. 2024)"),
@@ -54,8 +54,10 @@ def system_note(system: str) -> str:
     return ""
 
 
-def _metrics_from_counts(confusion: np.ndarray) -> dict[str, np.ndarray]:
-    """Accuracy, UAR and macro-F1 of confusion matrices ``(..., K, K)`` (classes present in the truth)."""
+def metrics_from_confusion(confusion: np.ndarray) -> dict[str, np.ndarray]:
+    """Accuracy, UAR and macro-F1 of confusion matrices ``(..., K, K)`` (rows: true class), each of shape
+    ``(...)``, as :func:`ser_utils.evaluate.score` defines them (averages over the classes present in
+    the truth); vectorised, so the bootstrap scores all its resamples at once."""
     support = confusion.sum(-1)
     predicted = confusion.sum(-2)
     hits = np.diagonal(confusion, axis1=-2, axis2=-1)
@@ -83,7 +85,7 @@ def bootstrap_ci(predictions: pd.DataFrame, labels: Sequence[str] = EMOTIONS, n_
         draws = codes[rng.integers(0, len(codes), size=(n_boot, len(codes)))]
         offsets = (np.arange(n_boot) * k * k)[:, None]
         counts = np.bincount((draws + offsets).ravel(), minlength=n_boot * k * k).reshape(n_boot, k, k)
-        per_fold.append(_metrics_from_counts(counts))
+        per_fold.append(metrics_from_confusion(counts))
     tail = (1 - level) / 2 * 100
     return {m: tuple(np.percentile(np.mean([f[m] for f in per_fold], axis=0), [tail, 100 - tail]))
             for m in METRICS}
@@ -119,10 +121,43 @@ def leakage_gap(table: pd.DataFrame, metric: str = "accuracy") -> pd.DataFrame:
     return wide.assign(gap=wide["random-80-20"] - wide["actor-kfold"]).sort_values("gap", ascending=False)
 
 
-def best_system(table: pd.DataFrame, kind: str, protocol: str = "actor-kfold", metric: str = "uar") -> str | None:
-    """The ``kind`` system with the highest mean ``metric`` under ``protocol`` (``None`` if none ran)."""
-    rows = table[(table["kind"] == kind) & (table["protocol"] == protocol) & (table["status"] == "ok")]
-    return None if rows.empty else rows.sort_values(f"{metric}_mean", ascending=False)["system"].iloc[0]
+def best_system(table: pd.DataFrame, protocol: str = "actor-kfold", metric: str = "uar", *,
+                kind: str | None = None) -> str | None:
+    """The system with the highest mean ``metric`` under ``protocol`` in a summary table
+    (:func:`ser_utils.evaluate.summarise` or :func:`comparison_table`), optionally of one ``kind``
+    (``"baseline"`` / ``"wav2vec2"``); ``None`` if none ran. The earlier row wins a tie."""
+    rows = table[(table["protocol"] == protocol) & (table["status"] == "ok")]
+    if kind is not None:
+        rows = rows[rows["system"].map(system_kind) == kind]
+    return None if rows.empty else rows.sort_values(f"{metric}_mean", ascending=False, kind="stable")["system"].iloc[0]
+
+
+def results_table(summary: pd.DataFrame, protocols: Sequence[str] = ("random-80-20", "actor-kfold")) -> pd.DataFrame:
+    """One row per system of a summary table (:func:`ser_utils.evaluate.summarise`); columns
+    ``(protocol, metric)`` holding ``"mean ± std"`` in percent."""
+    table = {}
+    for row in summary.itertuples(index=False):
+        for metric in METRICS:
+            mean, std = getattr(row, f"{metric}_mean"), getattr(row, f"{metric}_std")
+            cell = f"{100 * mean:.1f} ± {100 * std:.1f}" if np.isfinite(std) else f"{100 * mean:.1f}"
+            table.setdefault(row.system, {})[(row.protocol, metric)] = cell
+    frame = pd.DataFrame.from_dict(table, orient="index")
+    columns = [(p, m) for p in protocols for m in METRICS if (p, m) in frame.columns]
+    return frame[pd.MultiIndex.from_tuples(columns, names=["protocol", "metric"])]
+
+
+def protocol_gap(summary: pd.DataFrame) -> pd.DataFrame:
+    """Per system of a summary table: mean accuracy and UAR (%) under ``random-80-20`` and
+    ``actor-kfold``, and the gap in percentage points (how much the random split over-states
+    accuracy on unseen actors), in the table's system order."""
+    columns = {}
+    for metric in ("accuracy", "uar"):
+        gap = leakage_gap(summary, metric)
+        columns.update({f"{metric} random-80-20": gap["random-80-20"], f"{metric} actor-kfold": gap["actor-kfold"],
+                        f"{metric} gap (pp)": gap["gap"]})
+    frame = pd.DataFrame(columns)
+    order = [s for s in dict.fromkeys(summary["system"]) if s in frame.index]
+    return (100 * frame.reindex(order)).rename_axis("system").round(1)
 
 
 def confusion_share(predictions: pd.DataFrame, true: str, predicted: str) -> float:

@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 from sklearn.model_selection import train_test_split
 
-PROTOCOLS = ("random-80-20", "actor-kfold")
+from .config import PROTOCOLS
 
 #: EmoBox's RAVDESS folds: fold -> test actors (Ma et al. 2024). 240 test clips each.
 EMOBOX_FOLDS: dict[int, tuple[int, ...]] = {

@@ -1,4 +1,6 @@
-"""A generated corpus with RAVDESS file names, for the smoke profile and the tests.
+"""Generated corpora for the smoke profile and the tests: one with RAVDESS file names, and a second one
+under shifted conditions for the cross-corpus notebook (:mod:`ser_utils.sources` decides when; the
+tiny backbone is in :mod:`ser_utils.checkpoints`).
 
 Each clip is a harmonic "voice" whose pitch, loudness, syllable rate, pitch movement and spectral
 tilt depend on the emotion (and on the actor's gender and the intensity), under syllable-like
@@ -29,6 +31,22 @@ EMOTION_CUES: dict[str, tuple[float, float, float, float, float]] = {
 }
 
 
+def harmonic_sum(phase: np.ndarray, gains: np.ndarray) -> np.ndarray:
+    """``sum(gains[k - 1] * sin(k * phase) for k = 1 .. len(gains))``, shape of ``phase``.
+
+    By the recurrence ``sin((k + 1) x) = 2 cos(x) sin(k x) - sin((k - 1) x)``: one multiply-add per
+    harmonic instead of a sine, several times faster for the ~50 harmonics of a voice (the corpus is
+    generated for every test run).
+    """
+    two_cos = 2 * np.cos(phase)
+    previous, current = np.zeros_like(phase), np.sin(phase)
+    total = gains[0] * current
+    for gain in gains[1:]:
+        previous, current = current, two_cos * current - previous
+        total += gain * current
+    return total
+
+
 def synthesize_clip(emotion: str, actor: int, *, intensity: str = "normal", statement: int = 1,
                     seconds: float = 1.5, sample_rate: int = 16_000,
                     rng: np.random.Generator | None = None) -> np.ndarray:
@@ -45,7 +63,7 @@ def synthesize_clip(emotion: str, actor: int, *, intensity: str = "normal", stat
     phase = 2 * np.pi * np.cumsum(f0) / sample_rate
     n_harmonics = int(sample_rate / 2 / f0.max())
     gains = 2.0 ** (tilt / 6.02 * np.log2(np.arange(1, n_harmonics + 1)))
-    voice = (gains[:, None] * np.sin(np.arange(1, n_harmonics + 1)[:, None] * phase)).sum(0)
+    voice = harmonic_sum(phase, gains)
     syllables = np.abs(np.sin(np.pi * rate * (t + 0.05 * statement))) ** 1.5
     edge = int(0.15 * n)  # leading and trailing silence, as in RAVDESS
     envelope = np.zeros(n)
@@ -119,86 +137,3 @@ def make_shifted_corpus(root: str | Path, *, speakers=range(31, 37), emotions=("
     manifest.write_text("\n".join(rows) + "\n")
     stamp.write_text(json.dumps(settings))
     return manifest
-
-#: Flags of facebook/wav2vec2-base's config.json as published on the hub (a copy is in
-#: ../shared/fixtures/hub-configs): tiny checkpoints carry them, so they load and train as the real one.
-HUB_FLAGS = {"gradient_checkpointing": True, "layerdrop": 0.05, "mask_time_prob": 0.05,
-             "feat_extract_norm": "group", "do_stable_layer_norm": False, "conv_bias": False,
-             "apply_spec_augment": True, "hidden_dropout": 0.1, "attention_dropout": 0.1,
-             "feat_proj_dropout": 0.1, "activation_dropout": 0.0, "final_dropout": 0.0,
-             "feat_extract_activation": "gelu", "hidden_act": "gelu", "layer_norm_eps": 1e-5,
-             "conv_kernel": [10, 3, 3, 3, 3, 2, 2], "conv_stride": [5, 2, 2, 2, 2, 2, 2]}
-#: Tiny sizes (the receptive field and stride stay the real ones: 400 samples, 20 ms frames). Time masks
-#: are 2 frames, not the hub's 10: at least two masks per clip would hide most of a 0.5 s test clip.
-TINY_SIZES = {"mask_time_length": 2, "hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2,
-              "intermediate_size": 64, "conv_dim": [32] * 7, "num_conv_pos_embeddings": 16,
-              "num_conv_pos_embedding_groups": 4, "codevector_dim": 16, "proj_codevector_dim": 16,
-              "num_codevectors_per_group": 8, "vocab_size": 12}
-#: Checkpoint layouts met on the hub: (model_type, transformers class that saved it, config changes).
-CHECKPOINT_LAYOUTS = {
-    "wav2vec2-pretraining": ("wav2vec2", "Wav2Vec2ForPreTraining", {}),  # facebook/wav2vec2-base
-    "wav2vec2-layernorm-ctc": ("wav2vec2", "Wav2Vec2ForCTC",  # large-lv60, XLS-R fine-tuned
-                               {"feat_extract_norm": "layer", "do_stable_layer_norm": True, "conv_bias": True}),
-    "hubert-ctc": ("hubert", "HubertForCTC", {}),  # facebook/hubert-large-ls960-ft style
-    "wavlm": ("wavlm", "WavLMModel", {}),  # a bare backbone, no task prefix
-    "data2vec-audio-ctc": ("data2vec-audio", "Data2VecAudioForCTC", {}),
-}
-
-
-def make_tiny_checkpoint(directory: str | Path, layout: str = "wav2vec2-pretraining", *,
-                         formats: tuple[str, ...] = ("safetensors", "bin"), seed: int = 0) -> Path:
-    """Write a tiny randomly initialised checkpoint laid out as hub repositories are.
-
-    ``wav2vec2-pretraining`` is facebook/wav2vec2-base's layout: a ``Wav2Vec2ForPreTraining`` state
-    (``wav2vec2.*`` plus ``quantizer.*``, ``project_q.*``, ``project_hid.*``), legacy weight-norm names
-    (``weight_g``/``weight_v``), the hub's config flags, as ``model.safetensors`` and/or
-    ``pytorch_model.bin`` (``formats``). Other layouts are written by transformers' own
-    ``save_pretrained`` of the named task class. A ``preprocessor_config.json`` goes with each.
-    """
-    import torch
-    import transformers
-    from safetensors.torch import save_file
-
-    from .backbones import FAMILIES
-
-    if layout not in CHECKPOINT_LAYOUTS:
-        raise ValueError(f"layout={layout!r}; choose one of {tuple(CHECKPOINT_LAYOUTS)}")
-    model_type, class_name, changes = CHECKPOINT_LAYOUTS[layout]
-    config_class, _ = FAMILIES[model_type].classes()
-    settings = {**HUB_FLAGS, **TINY_SIZES, **changes}
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    torch.manual_seed(seed)
-    model = getattr(transformers, class_name)(config_class(**settings))
-    if layout == "wav2vec2-pretraining":
-        legacy = {"parametrizations.weight.original0": "weight_g", "parametrizations.weight.original1": "weight_v"}
-        state = {}
-        for key, value in model.state_dict().items():
-            for new, old in legacy.items():
-                key = key.replace(new, old)
-            state[key] = value.detach().clone().contiguous()
-        if "safetensors" in formats:
-            save_file(state, str(directory / "model.safetensors"), metadata={"format": "pt"})
-        if "bin" in formats:
-            torch.save(state, directory / "pytorch_model.bin")
-        config = {**model.config.to_dict(), **settings, "architectures": [class_name]}
-        (directory / "config.json").write_text(json.dumps(config, indent=2))
-    else:
-        model.save_pretrained(directory)
-    transformers.Wav2Vec2FeatureExtractor(feature_size=1, sampling_rate=16_000, padding_value=0.0,
-                                          do_normalize=True, return_attention_mask=False
-                                          ).save_pretrained(directory)
-    return directory
-
-
-def make_tiny_wav2vec2(directory: str | Path, seed: int = 0) -> Path:
-    """The smoke profile's backbone: a tiny random wav2vec2 saved as facebook/wav2vec2-base is on the
-    hub (``pytorch_model.bin`` of a ``Wav2Vec2ForPreTraining``, the hub's config flags), loadable
-    offline like a downloaded checkpoint. Reused if present."""
-    import shutil
-
-    directory = Path(directory)
-    if (directory / "pytorch_model.bin").is_file() and (directory / "preprocessor_config.json").is_file():
-        return directory
-    shutil.rmtree(directory, ignore_errors=True)  # an older layout: weights from two files would conflict
-    return make_tiny_checkpoint(directory, "wav2vec2-pretraining", formats=("bin",), seed=seed)

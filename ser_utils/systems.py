@@ -9,18 +9,22 @@ from __future__ import annotations
 
 import json
 import shutil
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
+from .audio import SAMPLE_RATE
 from .backbones import LoadReport
-from .config import Profile
+from .cache import file_digest, params_digest
+from .config import Profile, recompute_before
 from .device import default_device
-from .evaluate import metrics_from_predictions, not_run_rows, write_metrics, write_predictions
-from .model import ORIGINAL_RECIPE, ModelConfig
-from .splits import PROTOCOLS, make_splits, save_splits
+from .evaluate import metrics_from_predictions, not_run_rows, prediction_table, write_metrics, write_predictions
+from .fingerprint import code_digest, model_fingerprint
+from .model import ORIGINAL_RECIPE, EmotionClassifier, ModelConfig
+from .splits import PROTOCOLS, Split, make_splits, save_splits
 from .train import ORIGINAL_TRAINING, TrainConfig
 
 
@@ -38,20 +42,12 @@ ORIGINAL = Recipe("original", ORIGINAL_RECIPE, ORIGINAL_TRAINING)
 #: The project's configuration: weighted layers, masked mean pooling, frozen feature encoder,
 #: separate learning rates, warm-up + linear decay, 3 s random crops.
 PROJECT = Recipe("project", ModelConfig(), TrainConfig())
+RECIPES = {recipe.name: recipe for recipe in (PROJECT, ORIGINAL)}
 
 
 def system_name(recipe: Recipe, mode: str) -> str:
     """Result name of a recipe in a mode, e.g. ``w2v2-project-ft`` or ``w2v2-original-frozen``."""
     return f"w2v2-{recipe.name}-{'ft' if mode == 'finetune' else 'frozen'}"
-
-
-def prepare_backbone(profile: Profile) -> str:
-    """The profile's backbone name or folder; the smoke profile's tiny random model is made on first use."""
-    if profile.is_smoke:
-        from .synthetic import make_tiny_wav2vec2
-
-        make_tiny_wav2vec2(profile.model)
-    return profile.model
 
 
 def backbone_check(name_or_dir: str) -> tuple[LoadReport | None, str | None]:
@@ -135,15 +131,12 @@ def run_frozen(profile: Profile, meta: pd.DataFrame, backbone: str, recipes: Seq
     per-layer probe under ``actor-kfold`` (empty if that protocol is not run).
     """
     from .embeddings import extract_embeddings, frozen_predictions, layer_probe
-    from .fingerprint import model_fingerprint
-    from .model import EmotionClassifier
+    from .normalised_systems import frozen_normalised_predictions
 
     model = EmotionClassifier.from_backbone(backbone, ModelConfig(freeze="backbone")).to(default_device())
     embeddings = extract_embeddings(model, meta["path"], profile.cache_dir, model_fingerprint(backbone),
                                     batch_size=batch_size).arrays
     del model
-    from .normalization import frozen_normalised_predictions
-
     predictions, probe = {}, pd.DataFrame()
     for protocol in protocols:
         splits = protocol_splits(meta, protocol, profile, folds=folds, random_repeats=random_repeats)
@@ -161,27 +154,31 @@ def run_frozen(profile: Profile, meta: pd.DataFrame, backbone: str, recipes: Seq
 
 def run_finetune(profile: Profile, meta: pd.DataFrame, backbone: str, recipes: Sequence[Recipe],
                  protocols: Sequence[str] = PROTOCOLS, *, folds: Sequence[int] | None = None,
-                 random_repeats: int = 5, out_root: Path | None = None) -> tuple[pd.DataFrame, dict]:
+                 random_repeats: int = 5, out_root: Path | None = None,
+                 names: Sequence[str] | None = None) -> tuple[pd.DataFrame, dict]:
     """Fine-tune mode: every recipe under every protocol; finished folds are reused from disk.
 
-    Returns the fold metrics of every system and the epoch logs, keyed by (system, protocol, fold).
+    Checkpoints go under ``out_root`` (default ``models_dir/wav2vec2``); ``names`` replaces the
+    systems' result names (default :func:`system_name`), one per recipe. Returns the fold metrics of
+    every system and the epoch logs, keyed by (system, protocol, fold).
     """
     from .audio import load_many
-    from .train import finetune_predictions
 
     out_root = out_root or default_out_root(profile)
+    names = list(names) if names else [system_name(r, "finetune") for r in recipes]
+    if len(names) != len(recipes):
+        raise ValueError(f"names: {len(names)} given for {len(recipes)} recipe(s)")
     waves, _ = load_many(meta["path"])
-    predictions, histories = {system_name(r, "finetune"): [] for r in recipes}, {}
+    predictions, histories = {name: [] for name in names}, {}
     for protocol in protocols:
         splits = protocol_splits(meta, protocol, profile, folds=folds, random_repeats=random_repeats)
-        for recipe in recipes:
-            name = system_name(recipe, "finetune")
+        for recipe, name in zip(recipes, names, strict=True):
             predictions[name].append(finetune_predictions(meta, splits, backbone, recipe.model, recipe.training,
                                                           out_root, name, waves)[0])
             for split in splits:
                 log = out_root / name / protocol / f"fold{split.fold}" / "log.jsonl"
                 histories[(name, protocol, split.fold)] = pd.read_json(log, lines=True)
-    return write_systems(predictions, profile), histories
+    return (write_systems(predictions, profile) if is_main_process() else pd.DataFrame()), histories
 
 
 def export_model(profile: Profile, system: str = "w2v2-project-ft", protocol: str = "actor-kfold", fold: int = 1,
@@ -208,3 +205,83 @@ def export_model(profile: Profile, system: str = "w2v2-project-ft", protocol: st
         "data": profile.describe_data(), "backbone": profile.describe_model(),
         "test_actors": sorted(int(a) for a in tested["actor"].unique()), **scores.as_dict()}, indent=1))
     return target
+
+
+def finetune_predictions(meta: pd.DataFrame, splits: Sequence[Split], backbone: str, model_config: ModelConfig,
+                         config: TrainConfig, out_root: str | Path, system: str, waves: dict[str, np.ndarray], *,
+                         on_epoch_end: Callable[[dict], None] | None = None,
+                         progress: bool = True) -> tuple[pd.DataFrame, list]:
+    """Fine-tune one model per split (a fresh ``backbone`` each time: hub name or local folder) and
+    predict its test clips with the best checkpoint.
+
+    ``waves`` maps each clip's path to its 16 kHz waveform (clips missing from it - files that failed
+    to load - are left out). Each fold lives in ``out_root/<system>/<protocol>/fold<k>``; a finished
+    fold (``done.json``) is not trained again, an interrupted one resumes - except under ``FORCE=1``
+    (:func:`config.recompute_before`), which retrains folds made before the run. Returns the predictions
+    table (``system, protocol, fold, stem, actor, emotion, predicted``) and each fold's
+    :class:`FoldResult` (``None`` for folds reused from disk).
+    """
+    from .batches import ClipDataset
+    from .train import processes_state, train_fold
+
+    # Under `accelerate launch` every process trains; only the main one writes files, and the others
+    # wait for it wherever they would read what it writes.
+    processes = processes_state()
+    meta = meta[meta["path"].isin(waves.keys())]
+    frames, results = [], []
+    for split in splits:
+        fold_dir = Path(out_root) / system / split.protocol / f"fold{split.fold}"
+        done = fold_dir / "done.json"
+        fingerprint = fold_fingerprint(split, meta, backbone, model_config, config)
+        forced = recompute_before(folds=True)
+        stamp = fold_dir / "fingerprint.txt"
+        outdated = forced is not None and stamp.is_file() and stamp.stat().st_mtime < forced
+        processes.wait_for_everyone()  # every process has looked before the main one removes anything
+        if outdated and processes.is_main_process:
+            shutil.rmtree(fold_dir)  # FORCE=1 (without KEEP_FOLDS=1): folds from before this run are retrained
+        processes.wait_for_everyone()
+        if done.is_file() and json.loads(done.read_text()).get("fingerprint") == fingerprint:
+            frames.append(pd.read_csv(fold_dir / "predictions.csv", dtype={"stem": str}))
+            results.append(None)
+            continue
+        if processes.is_main_process:
+            if fold_dir.is_dir() and (not stamp.is_file() or stamp.read_text() != fingerprint):
+                shutil.rmtree(fold_dir)  # made from other data, model or settings: start this fold afresh
+            fold_dir.mkdir(parents=True, exist_ok=True)
+            stamp.write_text(fingerprint)
+        processes.wait_for_everyone()
+        train, val, test = split.frames(meta)
+        label_index = {name: i for i, name in enumerate(model_config.labels)}
+        datasets = [ClipDataset([waves[p] for p in part["path"]],
+                                part["emotion"].astype(str).map(label_index).to_numpy(),
+                                max_samples=int(config.max_seconds * SAMPLE_RATE) if config.max_seconds else None,
+                                train=is_train, seed=config.seed)
+                    for part, is_train in ((train, True), (val, False))]
+        result = train_fold(lambda: EmotionClassifier.from_backbone(backbone, model_config), *datasets,
+                            config, fold_dir, on_epoch_end=on_epoch_end, progress=progress)
+        if processes.is_main_process:
+            best = EmotionClassifier.from_pretrained(result.best_dir).to(processes.device)
+            probs = best.predict_proba([waves[p] for p in test["path"]], batch_size=config.eval_batch_size)
+            table = prediction_table(system, split.protocol, split.fold, test,
+                                     np.asarray(best.config.labels)[probs.argmax(1)])
+            table.to_csv(fold_dir / "predictions.csv", index=False)
+            done.write_text(json.dumps({"best_epoch": result.best_epoch, "best_val_uar": result.best_val_uar,
+                                        "training": config.to_dict(), "fingerprint": fingerprint}))
+        processes.wait_for_everyone()
+        frames.append(pd.read_csv(fold_dir / "predictions.csv", dtype={"stem": str}))
+        results.append(result)
+    return pd.concat(frames, ignore_index=True), results
+
+
+def fold_fingerprint(split: Split, meta: pd.DataFrame, backbone: str, model_config: ModelConfig,
+                     config: TrainConfig) -> str:
+    """What a trained fold depends on: the clips of its split (names and content), the backbone, the
+    model and training settings, and the code of audio loading, the backbone and model, and training.
+    A finished fold is reused only when this is unchanged."""
+    from . import audio, backbones, batches, model, train
+
+    clips = meta[meta["stem"].isin(set(split.train) | set(split.val) | set(split.test))]
+    content = {stem: file_digest(path) for stem, path in zip(clips["stem"], clips["path"], strict=True)}
+    return params_digest({"split": split.to_dict(), "content": content, "backbone": model_fingerprint(backbone),
+                          "model": model_config.to_dict(), "training": config.to_dict(),
+                          "code": code_digest(audio, backbones, model, batches, train)})

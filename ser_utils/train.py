@@ -16,20 +16,22 @@ from __future__ import annotations
 import json
 import math
 import shutil
-import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
-import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import DataLoader
 
-from .audio import SAMPLE_RATE, collate, crop, normalize
-from .config import recompute_before
-from .evaluate import prediction_table, score
-from .model import EmotionClassifier, ModelConfig
+from .audio import SAMPLE_RATE
+from .batches import ClipDataset, LengthGroupedBatches, clip_loader
+from .evaluate import score
+from .model import EmotionClassifier
+
+SCHEDULES = ("linear", "constant")
+MIXED_PRECISION = ("auto", "no", "bf16", "fp16")
 
 
 @dataclass(frozen=True)
@@ -37,7 +39,8 @@ class TrainConfig:
     """Optimisation settings (learning rates per parameter group, schedule, crops, early stopping).
 
     ``max_seconds`` crops training clips at random (``None``: whole clips); evaluation always uses
-    whole clips. ``mixed_precision="auto"`` is bf16 on CUDA and off on CPU.
+    whole clips. ``mixed_precision="auto"`` is bf16 on CUDA and off on CPU. Settings are checked when
+    the config is built, so a typo fails at once rather than epochs later.
     """
 
     epochs: int = 15
@@ -57,6 +60,26 @@ class TrainConfig:
     num_workers: int | None = None  # data-loading processes; None: 4 with CUDA, else 0
     checkpoint_every: int = 3  # epochs between resumable states (also saved whenever the best improves)
 
+    def __post_init__(self):
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"schedule={self.schedule!r}; choose one of {SCHEDULES}")
+        if self.mixed_precision not in MIXED_PRECISION:
+            raise ValueError(f"mixed_precision={self.mixed_precision!r}; choose one of {MIXED_PRECISION}")
+        for name in ("epochs", "batch_size", "grad_accum", "patience", "eval_batch_size", "checkpoint_every"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name}={value!r}; must be a whole number >= 1")
+        if self.lr_head <= 0 or self.lr_backbone < 0:
+            raise ValueError(f"learning rates must be positive: lr_head={self.lr_head}, lr_backbone={self.lr_backbone}")
+        if not 0 <= self.warmup_ratio < 1:
+            raise ValueError(f"warmup_ratio={self.warmup_ratio}; must be in [0, 1)")
+        if self.max_seconds is not None and self.max_seconds <= 0:
+            raise ValueError(f"max_seconds={self.max_seconds}; must be positive (None: whole clips)")
+        if self.weight_decay < 0 or self.clip_grad < 0:
+            raise ValueError(f"weight_decay={self.weight_decay} and clip_grad={self.clip_grad} must be >= 0")
+        if self.num_workers is not None and self.num_workers < 0:
+            raise ValueError(f"num_workers={self.num_workers}; must be >= 0 (None: automatic)")
+
     def to_dict(self) -> dict:
         return asdict(self)
 
@@ -65,78 +88,6 @@ class TrainConfig:
 #: whole clips.
 ORIGINAL_TRAINING = TrainConfig(lr_backbone=2e-5, lr_head=2e-5, warmup_ratio=0.0, schedule="constant",
                                 max_seconds=None, clip_grad=0.0)
-
-
-class ClipDataset(Dataset):
-    """Waveforms + labels; in training each item is a random crop of at most ``max_samples``.
-
-    Items are ``(normalised waveform, label, index)``. Crops are seeded by ``(seed, epoch, index)``,
-    so they are reproducible and independent of how many loader processes run.
-    """
-
-    def __init__(self, waves: Sequence[np.ndarray], labels: Sequence[int], *, max_samples: int | None = None,
-                 train: bool = False, normalise: bool = True, seed: int = 0):
-        self.waves, self.labels = list(waves), np.asarray(labels, dtype=np.int64)
-        self.max_samples, self.train, self.normalise, self.seed = max_samples, train, normalise, seed
-        self.epoch = 0
-
-    def __len__(self) -> int:
-        return len(self.waves)
-
-    def lengths(self) -> list[int]:
-        cap = self.max_samples if self.train and self.max_samples else None
-        return [min(len(w), cap) if cap else len(w) for w in self.waves]
-
-    def __getitem__(self, index: int):
-        wave = self.waves[index]
-        if self.train and self.max_samples:
-            wave = crop(wave, self.max_samples, np.random.default_rng([self.seed, self.epoch, index]))
-        return (normalize(wave) if self.normalise else wave), int(self.labels[index]), index
-
-
-class LengthGroupedBatches(Sampler):
-    """Batches of similar length (less padding, less wasted compute).
-
-    Training: shuffle, sort within windows of ``50 * batch_size`` clips, cut into batches, shuffle
-    the batches (the window keeps batches random, as in Hugging Face's LengthGroupedSampler).
-    Evaluation (``shuffle=False``): sorted by length. ``epoch`` seeds each epoch's order.
-    """
-
-    def __init__(self, lengths: Sequence[int], batch_size: int, *, shuffle: bool, seed: int = 0):
-        self.lengths, self.batch_size, self.shuffle, self.seed = np.asarray(lengths), batch_size, shuffle, seed
-        self.epoch = 0
-
-    def _batches(self) -> list[list[int]]:
-        if not self.shuffle:
-            order = np.argsort(-self.lengths, kind="stable")
-            return [order[i:i + self.batch_size].tolist() for i in range(0, len(order), self.batch_size)]
-        rng = np.random.default_rng([self.seed, self.epoch])
-        order, window = rng.permutation(len(self.lengths)), 50 * self.batch_size
-        batches = []
-        for start in range(0, len(order), window):
-            chunk = order[start:start + window]
-            chunk = chunk[np.argsort(-self.lengths[chunk], kind="stable")]
-            batches += [chunk[i:i + self.batch_size].tolist() for i in range(0, len(chunk), self.batch_size)]
-        return [batches[i] for i in rng.permutation(len(batches))]
-
-    def __iter__(self):
-        yield from self._batches()
-
-    def __len__(self) -> int:
-        return math.ceil(len(self.lengths) / self.batch_size)
-
-
-def collate_items(items):
-    """``[(wave, label, index)]`` -> ``(waves (B, T), lengths (B,), labels (B,), indices (B,))``."""
-    waves, labels, indices = zip(*items, strict=True)
-    batch, lengths = collate(waves)
-    return batch, lengths, torch.tensor(labels), torch.tensor(indices)
-
-
-def _loader(dataset: ClipDataset, batch_size: int, *, shuffle: bool, seed: int, workers: int) -> DataLoader:
-    sampler = LengthGroupedBatches(dataset.lengths(), batch_size, shuffle=shuffle, seed=seed)
-    return DataLoader(dataset, batch_sampler=sampler, collate_fn=collate_items, num_workers=workers,
-                      pin_memory=torch.cuda.is_available())
 
 
 def parameter_groups(model: EmotionClassifier, config: TrainConfig) -> list[dict]:
@@ -160,9 +111,7 @@ def _scheduler(optimizer, config: TrainConfig, total_steps: int):
     warmup = int(config.warmup_ratio * total_steps)
     if config.schedule == "constant":
         return get_constant_schedule_with_warmup(optimizer, warmup)
-    if config.schedule == "linear":
-        return get_linear_schedule_with_warmup(optimizer, warmup, total_steps)
-    raise ValueError(f"schedule={config.schedule!r}; choose 'linear' or 'constant'")
+    return get_linear_schedule_with_warmup(optimizer, warmup, total_steps)  # checked in TrainConfig
 
 
 def processes_state():
@@ -207,13 +156,67 @@ def train_fold(
     ``on_epoch_end(record)`` is called after each epoch (e.g. to show a
     curve); an exception raised there interrupts training exactly as a crash would.
     """
+    files = _FoldFiles(Path(out_dir))
+    files.root.mkdir(parents=True, exist_ok=True)
+    run = _prepare(make_model, train_set, val_set, config)
+    state, resumed_from = _resume(run.accelerator, files)
+    for epoch in range(state["epoch"] + 1, config.epochs + 1):
+        if state["bad_epochs"] >= config.patience:
+            break
+        run.sampler.epoch = train_set.epoch = epoch
+        record = _train_epoch(run, epoch, config, progress)
+        improved = _keep_if_best(run, state, record, config, files)
+        _log_and_checkpoint(run, state, record, improved, config, files)
+        if on_epoch_end is not None:
+            on_epoch_end(record)
+    history = [json.loads(line) for line in files.log.read_text().splitlines()] if files.log.exists() else []
+    if run.accelerator.is_main_process:
+        shutil.rmtree(files.last, ignore_errors=True)  # optimizer state: only needed to resume
+    run.accelerator.free_memory()
+    return FoldResult(files.best, state["best_val_uar"], state["best_epoch"], history, resumed_from)
+
+
+@dataclass(frozen=True)
+class _FoldFiles:
+    """A fold's output folder (see the module docstring)."""
+
+    root: Path
+
+    @property
+    def best(self) -> Path:
+        return self.root / "best"
+
+    @property
+    def last(self) -> Path:
+        return self.root / "last"
+
+    @property
+    def state(self) -> Path:
+        return self.root / "state.json"
+
+    @property
+    def log(self) -> Path:
+        return self.root / "log.jsonl"
+
+
+@dataclass
+class _Run:
+    """What the loop works on, after ``accelerator.prepare``; ``sampler`` is the training loader's."""
+
+    accelerator: Any
+    model: Any
+    optimizer: Any
+    train_loader: DataLoader
+    val_loader: DataLoader
+    scheduler: Any
+    sampler: LengthGroupedBatches
+
+
+def _prepare(make_model: Callable[[], EmotionClassifier], train_set: ClipDataset, val_set: ClipDataset,
+             config: TrainConfig) -> _Run:
     from accelerate import Accelerator
     from accelerate.utils import set_seed
 
-    from .progress import progress as progress_bar
-
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     accelerator = Accelerator(cpu=processes_state().device.type == "cpu",
                               mixed_precision=_mixed_precision(config.mixed_precision),
                               gradient_accumulation_steps=config.grad_accum)
@@ -221,83 +224,91 @@ def train_fold(
     model = make_model()
     optimizer = torch.optim.AdamW(parameter_groups(model, config))
     workers = config.num_workers if config.num_workers is not None else (4 if torch.cuda.is_available() else 0)
-    train_loader = _loader(train_set, config.batch_size, shuffle=True, seed=config.seed, workers=workers)
-    val_loader = _loader(val_set, config.eval_batch_size, shuffle=False, seed=config.seed, workers=workers)
+    train_loader = clip_loader(train_set, config.batch_size, shuffle=True, seed=config.seed, workers=workers)
+    val_loader = clip_loader(val_set, config.eval_batch_size, shuffle=False, seed=config.seed, workers=workers)
     steps_per_epoch = math.ceil(len(train_loader) / config.grad_accum)
     scheduler = _scheduler(optimizer, config, steps_per_epoch * config.epochs)
     sampler = train_loader.batch_sampler
-    model, optimizer, train_loader, val_loader, scheduler = accelerator.prepare(
-        model, optimizer, train_loader, val_loader, scheduler)
+    return _Run(accelerator, *accelerator.prepare(model, optimizer, train_loader, val_loader, scheduler),
+                sampler=sampler)
 
-    state_path, last_dir, log_path = out_dir / "state.json", out_dir / "last", out_dir / "log.jsonl"
-    state = {"epoch": 0, "best_val_uar": -1.0, "best_epoch": 0, "bad_epochs": 0}
-    resumed_from = 0
-    if last_dir.is_dir() and state_path.is_file():
-        accelerator.load_state(str(last_dir))
-        state = json.loads(state_path.read_text())
+
+def _resume(accelerator, files: _FoldFiles) -> tuple[dict, int]:
+    """The loop state to go on from (the saved one after an interruption) and the epoch it resumes after.
+    Only the main process edits the log; every process starts from the same files."""
+    state, resumed_from = {"epoch": 0, "best_val_uar": -1.0, "best_epoch": 0, "bad_epochs": 0}, 0
+    if files.last.is_dir() and files.state.is_file():
+        accelerator.load_state(str(files.last))
+        state = json.loads(files.state.read_text())
         resumed_from = state["epoch"]
         accelerator.print(f"resuming after epoch {resumed_from} (best val UAR {state['best_val_uar']:.3f})")
-        if log_path.exists() and accelerator.is_main_process:  # epochs after the saved state run again
-            kept = [line for line in log_path.read_text().splitlines()
+        if files.log.exists() and accelerator.is_main_process:  # epochs after the saved state run again
+            kept = [line for line in files.log.read_text().splitlines()
                     if json.loads(line)["epoch"] <= resumed_from]
-            log_path.write_text("".join(f"{line}\n" for line in kept))
-    elif log_path.exists() and accelerator.is_main_process:
-        log_path.unlink()  # a stale log without a state to resume from
-    accelerator.wait_for_everyone()  # every process starts from the same files
+            files.log.write_text("".join(f"{line}\n" for line in kept))
+    elif files.log.exists() and accelerator.is_main_process:
+        files.log.unlink()  # a stale log without a state to resume from
+    accelerator.wait_for_everyone()
+    return state, resumed_from
 
+
+def _train_epoch(run: _Run, epoch: int, config: TrainConfig, progress: bool) -> dict:
+    """One pass over the training clips, then validation; returns the epoch's log record."""
+    from .progress import progress as progress_bar
+
+    accelerator, model = run.accelerator, run.model
     loss_fn = torch.nn.CrossEntropyLoss()
-    for epoch in range(state["epoch"] + 1, config.epochs + 1):
-        if state["bad_epochs"] >= config.patience:
-            break
-        start = time.perf_counter()
-        sampler.epoch = train_set.epoch = epoch
-        model.train()
-        loss_sum, steps, audio_seconds = 0.0, 0, 0.0
-        for waves, lengths, labels, _ in progress_bar(train_loader, desc=f"epoch {epoch}", leave=False,
-                                              disable=not progress or not accelerator.is_local_main_process):
-            with accelerator.accumulate(model):
-                loss = loss_fn(model(waves, lengths), labels)
-                accelerator.backward(loss)
-                if config.clip_grad and accelerator.sync_gradients:
-                    accelerator.clip_grad_norm_(model.parameters(), config.clip_grad)
-                optimizer.step()
-                scheduler.step()
-                optimizer.zero_grad()
-            loss_sum, steps = loss_sum + loss.detach(), steps + 1  # no .item(): it would sync every step
-            audio_seconds += float(lengths.sum()) / SAMPLE_RATE
-        train_seconds = time.perf_counter() - start
-        val = evaluate_loader(model, val_loader, accelerator)
-        record = {"epoch": epoch, "train_loss": float(loss_sum) / max(steps, 1), "val_loss": val["loss"],
-                  "val_accuracy": val["accuracy"], "val_uar": val["uar"],
-                  "lr_head": scheduler.get_last_lr()[-1], "train_seconds": round(train_seconds, 2),
-                  "train_audio_seconds_per_second": round(audio_seconds / train_seconds, 2),
-                  "seconds": round(time.perf_counter() - start, 2)}
-        improved = val["uar"] > state["best_val_uar"]
-        if improved:
-            state.update(best_val_uar=val["uar"], best_epoch=epoch, bad_epochs=0)
-            if accelerator.is_main_process:
-                accelerator.unwrap_model(model).save_pretrained(out_dir / "best", extra={
-                    "training": config.to_dict(), "epoch": epoch, "val_uar": val["uar"]})
-        else:
-            state["bad_epochs"] += 1
-        state["epoch"] = epoch
-        if accelerator.is_main_process:
-            with log_path.open("a") as log:
-                log.write(json.dumps({**record, "best": improved}) + "\n")
-        # The resumable state (weights + optimizer, ~1 GB for wav2vec2-base) costs seconds to write:
-        # every few epochs, and whenever the best improves so that best/ never runs ahead of it.
-        if improved or epoch % config.checkpoint_every == 0:
-            accelerator.save_state(str(last_dir))
-            if accelerator.is_main_process:
-                state_path.write_text(json.dumps(state))
-        accelerator.wait_for_everyone()
-        if on_epoch_end is not None:
-            on_epoch_end(record)
-    history = [json.loads(line) for line in log_path.read_text().splitlines()] if log_path.exists() else []
+    start = time.perf_counter()
+    model.train()
+    loss_sum, steps, audio_seconds = 0.0, 0, 0.0
+    for waves, lengths, labels, _ in progress_bar(run.train_loader, desc=f"epoch {epoch}", leave=False,
+                                                  disable=not progress or not accelerator.is_local_main_process):
+        with accelerator.accumulate(model):
+            loss = loss_fn(model(waves, lengths), labels)
+            accelerator.backward(loss)
+            if config.clip_grad and accelerator.sync_gradients:
+                accelerator.clip_grad_norm_(model.parameters(), config.clip_grad)
+            run.optimizer.step()
+            run.scheduler.step()
+            run.optimizer.zero_grad()
+        loss_sum, steps = loss_sum + loss.detach(), steps + 1  # no .item(): it would sync every step
+        audio_seconds += float(lengths.sum()) / SAMPLE_RATE
+    train_seconds = time.perf_counter() - start
+    val = evaluate_loader(model, run.val_loader, accelerator)
+    return {"epoch": epoch, "train_loss": float(loss_sum) / max(steps, 1), "val_loss": val["loss"],
+            "val_accuracy": val["accuracy"], "val_uar": val["uar"],
+            "lr_head": run.scheduler.get_last_lr()[-1], "train_seconds": round(train_seconds, 2),
+            "train_audio_seconds_per_second": round(audio_seconds / train_seconds, 2),
+            "seconds": round(time.perf_counter() - start, 2)}
+
+
+def _keep_if_best(run: _Run, state: dict, record: dict, config: TrainConfig, files: _FoldFiles) -> bool:
+    """Early-stopping bookkeeping; an improved model is saved to ``best/``. Returns whether it improved."""
+    improved = record["val_uar"] > state["best_val_uar"]
+    if improved:
+        state.update(best_val_uar=record["val_uar"], best_epoch=record["epoch"], bad_epochs=0)
+        if run.accelerator.is_main_process:
+            run.accelerator.unwrap_model(run.model).save_pretrained(files.best, extra={
+                "training": config.to_dict(), "epoch": record["epoch"], "val_uar": record["val_uar"]})
+    else:
+        state["bad_epochs"] += 1
+    state["epoch"] = record["epoch"]
+    return improved
+
+
+def _log_and_checkpoint(run: _Run, state: dict, record: dict, improved: bool, config: TrainConfig,
+                        files: _FoldFiles) -> None:
+    accelerator = run.accelerator
     if accelerator.is_main_process:
-        shutil.rmtree(last_dir, ignore_errors=True)  # optimizer state: only needed to resume
-    accelerator.free_memory()
-    return FoldResult(out_dir / "best", state["best_val_uar"], state["best_epoch"], history, resumed_from)
+        with files.log.open("a") as log:
+            log.write(json.dumps({**record, "best": improved}) + "\n")
+    # The resumable state (weights + optimizer, ~1 GB for wav2vec2-base) costs seconds to write:
+    # every few epochs, and whenever the best improves so that best/ never runs ahead of it.
+    if improved or record["epoch"] % config.checkpoint_every == 0:
+        accelerator.save_state(str(files.last))
+        if accelerator.is_main_process:
+            files.state.write_text(json.dumps(state))
+    accelerator.wait_for_everyone()
 
 
 @torch.no_grad()
@@ -322,82 +333,3 @@ def evaluate_loader(model, loader: DataLoader, accelerator=None) -> dict:
 def model_labels(model, accelerator=None) -> tuple[str, ...]:
     inner = accelerator.unwrap_model(model) if accelerator is not None else model
     return inner.config.labels
-
-
-def finetune_predictions(meta, splits, backbone: str, model_config: ModelConfig, config: TrainConfig,
-                         out_root: str | Path, system: str, waves: dict[str, np.ndarray], *,
-                         on_epoch_end: Callable[[dict], None] | None = None, progress: bool = True):
-    """Fine-tune one model per split (a fresh ``backbone`` each time: hub name or local folder) and
-    predict its test clips with the best checkpoint.
-
-    ``waves`` maps each clip's path to its 16 kHz waveform (clips missing from it - files that failed
-    to load - are left out). Each fold lives in ``out_root/<system>/<protocol>/fold<k>``; a finished
-    fold (``done.json``) is not trained again, an interrupted one resumes - except under ``FORCE=1``
-    (:func:`config.recompute_before`), which retrains folds made before the run. Returns the predictions
-    table (``system, protocol, fold, stem, actor, emotion, predicted``) and each fold's
-    :class:`FoldResult` (``None`` for folds reused from disk).
-    """
-    import pandas as pd
-
-    # Under `accelerate launch` every process trains; only the main one writes files, and the others
-    # wait for it wherever they would read what it writes.
-    processes = processes_state()
-    meta = meta[meta["path"].isin(waves.keys())]
-    frames, results = [], []
-    for split in splits:
-        fold_dir = Path(out_root) / system / split.protocol / f"fold{split.fold}"
-        done = fold_dir / "done.json"
-        fingerprint = fold_fingerprint(split, meta, backbone, model_config, config)
-        forced = recompute_before(folds=True)
-        stamp = fold_dir / "fingerprint.txt"
-        outdated = forced is not None and stamp.is_file() and stamp.stat().st_mtime < forced
-        processes.wait_for_everyone()  # every process has looked before the main one removes anything
-        if outdated and processes.is_main_process:
-            shutil.rmtree(fold_dir)  # FORCE=1 (without KEEP_FOLDS=1): folds from before this run are retrained
-        processes.wait_for_everyone()
-        if done.is_file() and json.loads(done.read_text()).get("fingerprint") == fingerprint:
-            frames.append(pd.read_csv(fold_dir / "predictions.csv", dtype={"stem": str}))
-            results.append(None)
-            continue
-        if processes.is_main_process:
-            if fold_dir.is_dir() and (not stamp.is_file() or stamp.read_text() != fingerprint):
-                shutil.rmtree(fold_dir)  # made from other data, model or settings: start this fold afresh
-            fold_dir.mkdir(parents=True, exist_ok=True)
-            stamp.write_text(fingerprint)
-        processes.wait_for_everyone()
-        train, val, test = split.frames(meta)
-        label_index = {name: i for i, name in enumerate(model_config.labels)}
-        datasets = [ClipDataset([waves[p] for p in part["path"]],
-                                part["emotion"].astype(str).map(label_index).to_numpy(),
-                                max_samples=int(config.max_seconds * SAMPLE_RATE) if config.max_seconds else None,
-                                train=is_train, seed=config.seed)
-                    for part, is_train in ((train, True), (val, False))]
-        result = train_fold(lambda: EmotionClassifier.from_backbone(backbone, model_config), *datasets,
-                            config, fold_dir, on_epoch_end=on_epoch_end, progress=progress)
-        if processes.is_main_process:
-            best = EmotionClassifier.from_pretrained(result.best_dir).to(processes.device)
-            probs = best.predict_proba([waves[p] for p in test["path"]], batch_size=config.eval_batch_size)
-            table = prediction_table(system, split.protocol, split.fold, test,
-                                     np.asarray(best.config.labels)[probs.argmax(1)])
-            table.to_csv(fold_dir / "predictions.csv", index=False)
-            done.write_text(json.dumps({"best_epoch": result.best_epoch, "best_val_uar": result.best_val_uar,
-                                        "training": config.to_dict(), "fingerprint": fingerprint}))
-        processes.wait_for_everyone()
-        frames.append(pd.read_csv(fold_dir / "predictions.csv", dtype={"stem": str}))
-        results.append(result)
-    return pd.concat(frames, ignore_index=True), results
-
-
-def fold_fingerprint(split, meta, backbone: str, model_config: ModelConfig, config: TrainConfig) -> str:
-    """What a trained fold depends on: the clips of its split (names and content), the backbone, the
-    model and training settings, and the code of training, the model and audio loading. A finished fold
-    is reused only when this is unchanged."""
-    from . import audio, model
-    from .cache import file_digest, params_digest
-    from .fingerprint import code_digest, model_fingerprint
-
-    clips = meta[meta["stem"].isin(set(split.train) | set(split.val) | set(split.test))]
-    content = {stem: file_digest(path) for stem, path in zip(clips["stem"], clips["path"], strict=True)}
-    return params_digest({"split": split.to_dict(), "content": content, "backbone": model_fingerprint(backbone),
-                          "model": model_config.to_dict(), "training": config.to_dict(),
-                          "code": code_digest(audio, model, sys.modules[__name__])})

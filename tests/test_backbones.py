@@ -18,9 +18,9 @@ from ser_utils.backbones import (
     load_backbone,
     modern_name,
 )
+from ser_utils.checkpoints import CHECKPOINT_LAYOUTS, HUB_FLAGS, TINY_SIZES, make_tiny_checkpoint
 from ser_utils.config import REPO_ROOT
 from ser_utils.model import ORIGINAL_RECIPE, EmotionClassifier, ModelConfig
-from ser_utils.synthetic import CHECKPOINT_LAYOUTS, HUB_FLAGS, TINY_SIZES, make_tiny_checkpoint
 
 HUB_CONFIG = REPO_ROOT.parent / "shared" / "fixtures" / "hub-configs" / "facebook-wav2vec2-base" / "config.json"
 #: layout -> (transformers class of the backbone, padding strategy, key prefix in the saved file)

@@ -7,20 +7,21 @@ from sklearn.base import BaseEstimator, ClassifierMixin
 
 from ser_utils import baselines
 from ser_utils.audio import load_audio
+from ser_utils.baseline_model import BaselineModel
 from ser_utils.baselines import (
-    BaselineModel,
     SystemSpec,
-    best_system,
     evaluate_systems,
-    family_importance,
     make_classifier,
+    result_of,
     select_params,
     summary_table,
     write_results,
 )
 from ser_utils.corpus import EMOTIONS
-from ser_utils.evaluate import read_metrics, read_predictions
+from ser_utils.evaluate import METRICS, read_metrics, read_predictions
 from ser_utils.features import FeatureConfig, FeatureTable, LibrosaFeatures, extract_corpus
+from ser_utils.importance import family_importance, fold_family_importance, refit_folds
+from ser_utils.results import best_system, protocol_gap, results_table
 from ser_utils.splits import make_splits
 
 
@@ -80,16 +81,33 @@ def test_no_test_clip_or_actor_reaches_model_selection(synthetic_meta, monkeypat
             assert final[1] == actors["test"]
 
 
+def test_the_progress_bar_follows_the_headless_switch(synthetic_meta, monkeypatch, capsys):
+    # make all sets SER_PROGRESS=0 so that rendered reports carry no progress widgets.
+    monkeypatch.setattr(baselines, "make_classifier", lambda name, params=None, seed=0, **_: Spy())
+    splits = {"actor-kfold": make_splits(synthetic_meta, "actor-kfold")[:1]}
+    for setting, shown in (("0", False), ("1", True)):
+        monkeypatch.setenv("SER_PROGRESS", setting)
+        evaluate_systems({"spy": spy_table(synthetic_meta)}, [SystemSpec("spy", "spy")], splits,
+                         grids={"spy": [{}]}, n_jobs=1)
+        assert ("baseline folds" in capsys.readouterr().err) == shown
+
+
 def test_selection_picks_the_best_validation_uar_and_the_first_of_ties():
     rng = np.random.default_rng(0)
     X = rng.normal(size=(200, 5))
     y = np.where(X[:, 0] > 0, "happy", "sad")
-    params, trials = select_params("logreg", [{"C": 1e-6}, {"C": 1.0}, {"C": 10.0}], X[:100], y[:100],
-                                   X[100:], y[100:])
-    assert [t["params"] for t in trials] == [{"C": 1e-6}, {"C": 1.0}, {"C": 10.0}]
-    best = max(t["val_uar"] for t in trials)
-    assert params == next(t["params"] for t in trials if t["val_uar"] == best)
-    assert trials[0]["val_uar"] <= best
+    data = (X[:100], y[:100], X[100:], y[100:])
+    grid = [{"C": 1e-6}, {"C": 1.0}, {"C": 10.0}]
+    params, trials = select_params("logreg", grid, *data)
+    assert [t["params"] for t in trials] == grid
+    uars = [t["val_uar"] for t in trials]
+    assert uars[0] < uars[1] < uars[2]  # the settings really differ here, so the choice is meaningful
+    assert params == {"C": 10.0}
+    # C=10 and C=100 both separate the validation clips perfectly: the earlier grid point wins, either way round.
+    for tie in ([{"C": 10.0}, {"C": 100.0}], [{"C": 100.0}, {"C": 10.0}]):
+        params, trials = select_params("logreg", tie, *data)
+        assert trials[0]["val_uar"] == trials[1]["val_uar"]
+        assert params == tie[0]
 
 
 @pytest.fixture(scope="module")
@@ -128,13 +146,13 @@ def test_evaluate_and_write_results(synthetic_table, tmp_path):
     predictions = read_predictions(tmp_path, ["mfcc-set+svm"])
     assert set(predictions["protocol"]) == {"actor-kfold", "random-80-20"}
     assert (tmp_path / "baselines_selection.csv").is_file()
-    assert best_system(results).protocol == "actor-kfold"
+    kfold_uar = summary.xs("actor-kfold", level="protocol")["uar_mean"]
+    best = best_system(summary_table(results))
+    assert kfold_uar[best] == kfold_uar.max() and result_of(results, best).protocol == "actor-kfold"
 
     # The analysis refits each fold's chosen setting and checks it reproduces the recorded predictions.
-    assert sorted(baselines.refit_folds(kfold, synthetic_table, splits["actor-kfold"], n_jobs=1)) == [
-        1, 2, 3, 4, 5, 6]
-    importance = baselines.fold_family_importance(kfold, synthetic_table, splits["actor-kfold"],
-                                                  n_repeats=1, n_jobs=1)
+    assert sorted(refit_folds(kfold, synthetic_table, splits["actor-kfold"], n_jobs=1)) == [1, 2, 3, 4, 5, 6]
+    importance = fold_family_importance(kfold, synthetic_table, splits["actor-kfold"], n_repeats=1, n_jobs=1)
     assert set(importance["family"]) == set(synthetic_table.families)
 
 
@@ -205,8 +223,8 @@ def test_tables_for_the_notebook(synthetic_table):
               "random-80-20": make_splits(meta, "random-80-20", n_repeats=2)}
     results = evaluate_systems({"mfcc-set": synthetic_table}, [SystemSpec("mfcc-set", "svm")], splits,
                                grids={"svm": [{"C": 1.0}]}, n_jobs=1, progress=False)
-    table = baselines.results_table(results)
-    assert list(table.columns) == [(p, m) for p in ("random-80-20", "actor-kfold") for m in baselines.METRICS]
+    table = results_table(summary_table(results))
+    assert list(table.columns) == [(p, m) for p in ("random-80-20", "actor-kfold") for m in METRICS]
     assert " ± " in table.loc["mfcc-set+svm", ("actor-kfold", "uar")]
-    gap = baselines.protocol_gap(results).loc["mfcc-set+svm"]
+    gap = protocol_gap(summary_table(results)).loc["mfcc-set+svm"]
     assert gap["uar gap (pp)"] == pytest.approx(gap["uar random-80-20"] - gap["uar actor-kfold"], abs=0.11)

@@ -11,7 +11,8 @@ import soundfile as sf
 import torch
 
 from ser_utils.__main__ import main
-from ser_utils.baselines import CLASSIFIERS, BaselineModel, make_classifier
+from ser_utils.baseline_model import BaselineModel
+from ser_utils.baselines import CLASSIFIERS, make_classifier
 from ser_utils.corpus import EMOTIONS
 from ser_utils.features import make_extractor
 from ser_utils.model import EmotionClassifier, ModelConfig, tiny_backbone_config

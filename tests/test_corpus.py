@@ -2,7 +2,7 @@ import shutil
 
 import pytest
 
-from ser_utils import corpus
+from ser_utils import sources
 from ser_utils.config import get_profile
 from ser_utils.corpus import (
     CorpusError,
@@ -113,10 +113,10 @@ def test_discover_rejects_a_missing_directory(tmp_path):
 
 def test_local_directory_wins_over_download(monkeypatch, tmp_path):
     monkeypatch.setenv("RAVDESS_DIR", str(tmp_path))
-    assert corpus.locate_corpus(get_profile("full")) == tmp_path.resolve()
+    assert sources.locate_corpus(get_profile("full")) == tmp_path.resolve()
     monkeypatch.setenv("RAVDESS_DIR", str(tmp_path / "missing"))
     with pytest.raises(CorpusError, match="RAVDESS_DIR"):
-        corpus.locate_corpus(get_profile("full"))
+        sources.locate_corpus(get_profile("full"))
 
 
 def test_failed_download_says_how_to_use_a_local_copy(monkeypatch):
@@ -128,6 +128,6 @@ def test_failed_download_says_how_to_use_a_local_copy(monkeypatch):
     monkeypatch.delenv("RAVDESS_DIR", raising=False)
     monkeypatch.setattr(kagglehub, "dataset_download", offline)
     with pytest.raises(DownloadError) as err:
-        corpus.locate_corpus(get_profile("full"))
+        sources.locate_corpus(get_profile("full"))
     assert "RAVDESS_DIR" in str(err.value)
     assert "uwrfkaggler/ravdess-emotional-speech-audio" in str(err.value)

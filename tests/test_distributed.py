@@ -9,8 +9,9 @@ import sys
 
 import pandas as pd
 
+from ser_utils.checkpoints import make_tiny_checkpoint
 from ser_utils.config import REPO_ROOT
-from ser_utils.synthetic import make_synthetic_corpus, make_tiny_checkpoint
+from ser_utils.synthetic import make_synthetic_corpus
 
 
 def free_port() -> int:

@@ -12,6 +12,7 @@ from ser_utils.corpus import discover, parse_filename
 from ser_utils.features import (
     LIBROSA_FAMILIES,
     ClipTooShortError,
+    EgemapsConfig,
     EgemapsFeatures,
     FeatureConfig,
     LibrosaFeatures,
@@ -57,6 +58,11 @@ def test_bad_configs_are_refused():
         FeatureConfig(mfcc_deltas=3)
     with pytest.raises(ValueError, match="delta_width"):
         FeatureConfig(min_seconds=0.05)
+    with pytest.raises(ValueError, match=r"'eGeMAPSv03' is not an openSMILE feature set.*eGeMAPSv02"):
+        EgemapsConfig(feature_set="eGeMAPSv03")
+    with pytest.raises(ValueError, match="Functionals"):
+        EgemapsConfig(feature_level="LowLevelDescriptors")
+    assert EgemapsConfig(feature_set="GeMAPSv01b").feature_set == "GeMAPSv01b"
 
 
 def test_one_stft_matches_librosa_called_on_the_signal(real_clip):

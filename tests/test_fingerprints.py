@@ -13,13 +13,14 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from ser_utils import audio, features
+from ser_utils import audio
 from ser_utils.cache import ArrayCache, cached_map
+from ser_utils.checkpoints import make_tiny_wav2vec2
 from ser_utils.config import KEEP_FOLDS_ENV, RECOMPUTE_ENV, display_path, get_profile
-from ser_utils.features import make_extractor
+from ser_utils.features import base, egemaps, make_extractor, mfcc_set
 from ser_utils.fingerprint import code_digest
 from ser_utils.pipeline import fingerprint_parts, run_pipeline, stale_reasons
-from ser_utils.synthetic import make_synthetic_corpus, make_tiny_wav2vec2
+from ser_utils.synthetic import make_synthetic_corpus
 
 
 def _module(path, source):
@@ -38,10 +39,11 @@ def test_code_digest_follows_statements_not_comments(tmp_path):
     assert reworded == base and changed != base
 
 
-@pytest.mark.parametrize("name", ["egemaps", "mfcc-set"])
-def test_feature_cache_keys_carry_the_extractor_code(name):
+@pytest.mark.parametrize("name, module", [("egemaps", egemaps), ("mfcc-set", mfcc_set)])
+def test_feature_cache_keys_carry_the_extractor_code(name, module):
     params = make_extractor(name).cache_params()
-    assert params["code"] == code_digest(audio, features)  # an edit to either module is a new cache folder
+    # An edit to the feature set's module, the shared base or the audio loader is a new cache folder.
+    assert params["code"] == code_digest(audio, base, module)
 
 
 @pytest.fixture
@@ -139,7 +141,8 @@ def test_force_retrains_finished_folds_unless_kept(monkeypatch, synthetic_meta, 
     from ser_utils.audio import load_many
     from ser_utils.model import ModelConfig
     from ser_utils.splits import make_splits
-    from ser_utils.train import TrainConfig, finetune_predictions
+    from ser_utils.systems import finetune_predictions
+    from ser_utils.train import TrainConfig
 
     meta = synthetic_meta[synthetic_meta["actor"] <= 8]
     waves, _ = load_many(meta["path"])

@@ -1,5 +1,7 @@
 """wav2vec2 classifier tests on a tiny randomly initialised backbone (and one full-size architecture)."""
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -7,7 +9,9 @@ from torch import nn
 from transformers import Wav2Vec2Config, Wav2Vec2Model
 
 from ser_utils.audio import collate
+from ser_utils.checkpoints import make_tiny_wav2vec2
 from ser_utils.model import (
+    FORMAT,
     LAYER_MODES,
     ORIGINAL_RECIPE,
     POOLINGS,
@@ -16,7 +20,6 @@ from ser_utils.model import (
     ModelConfig,
     tiny_backbone_config,
 )
-from ser_utils.synthetic import make_tiny_wav2vec2
 
 
 def tiny(config: ModelConfig | None = None, seed: int = 0) -> EmotionClassifier:
@@ -125,6 +128,32 @@ def test_save_and_load_give_identical_outputs(tmp_path):
     assert loaded.config == model.config
     waves = clips(3000, 5000, 4200)
     assert np.array_equal(model.predict_proba(waves), loaded.predict_proba(waves))
+
+
+def test_layer_embeddings_are_the_masked_statistics_of_every_layer():
+    model = tiny(ModelConfig(pooling="mean+std", layers="last"))
+    batch, lengths = collate(clips(3000, 7000))
+    with torch.no_grad():
+        states, mask = model.hidden_states(batch, lengths)
+        layers = model.layer_embeddings(batch, lengths)
+        pooled = model.pool(states[:, -1], mask)
+    assert layers.shape == (2, 3, 3, 32)  # (clips, layers + 1, first/mean/std, hidden size)
+    assert torch.allclose(layers[:, -1, 1], pooled[:, :32], atol=1e-5)
+    assert torch.allclose(layers[:, -1, 2], pooled[:, 32:], atol=1e-5)
+    valid = states[0, :, : int(mask[0].sum())]  # the short clip's own frames, no padding
+    assert mask[0].sum() < mask[1].sum()
+    assert torch.allclose(layers[0, :, 1], valid.mean(1), atol=1e-5)
+    assert torch.allclose(layers[0, :, 2], valid.std(1, unbiased=False), atol=1e-5)
+
+
+def test_a_checkpoint_of_another_format_is_refused(tmp_path):
+    tiny().save_pretrained(tmp_path / "model")
+    config_path = tmp_path / "model" / "ser_config.json"
+    config = json.loads(config_path.read_text())
+    assert config["format"] == FORMAT
+    config_path.write_text(json.dumps({**config, "format": "ser_utils.EmotionClassifier/99"}))
+    with pytest.raises(ValueError, match=r"model: not a usable .* format 'ser_utils.EmotionClassifier/99'"):
+        EmotionClassifier.from_pretrained(tmp_path / "model")
 
 
 def test_a_corrupt_checkpoint_is_a_clear_error(tmp_path):

@@ -8,14 +8,12 @@ import pytest
 
 from ser_utils import baselines
 from ser_utils.features import FeatureTable
+from ser_utils.normalised_systems import enrolment_curve, evaluate_normalised, frozen_normalised_predictions
 from ser_utils.normalization import (
     GroupError,
     Normalisation,
     SpeakerNormalizer,
     adapt_features,
-    enrolment_curve,
-    evaluate_normalised,
-    frozen_normalised_predictions,
     normalise_table,
 )
 from ser_utils.splits import make_splits

@@ -5,6 +5,7 @@ import sys
 import nbformat
 import pytest
 
+from ser_utils.__main__ import main
 from ser_utils.config import REPO_ROOT, get_profile
 from ser_utils.pipeline import NOTEBOOKS, NotebookFailed, run_notebook, run_pipeline
 
@@ -55,23 +56,36 @@ def test_a_failing_notebook_is_named_and_kept(smoke_dirs):
     assert kept.is_file() and str(kept) in str(err.value)
 
 
-def test_cli_validates_a_corpus(ravdess_16k):
-    done = subprocess.run([sys.executable, "-m", "ser_utils", "validate", str(ravdess_16k)],
-                          capture_output=True, text=True, check=True)
-    assert "clips: 1440" in done.stdout and "status: complete" in done.stdout
+def test_the_package_runs_as_a_command():
+    # The other CLI tests call main() in this process; this one checks the `python -m ser_utils` entry.
+    done = subprocess.run([sys.executable, "-m", "ser_utils", "--help"], capture_output=True, text=True)
+    assert done.returncode == 0 and "finetune" in done.stdout and "predict" in done.stdout
 
 
-def test_cli_writes_a_synthetic_corpus(tmp_path):
-    subprocess.run([sys.executable, "-m", "ser_utils", "synth", str(tmp_path), "--actors", "2",
-                    "--seconds", "0.3"], check=True, capture_output=True)
+def test_cli_validates_a_corpus(ravdess_16k, capsys):
+    assert main(["validate", str(ravdess_16k)]) == 0
+    out = capsys.readouterr().out
+    assert "clips: 1440" in out and "status: complete" in out
+
+
+def test_cli_writes_a_synthetic_corpus(tmp_path, capsys):
+    assert main(["synth", str(tmp_path), "--actors", "2", "--seconds", "0.3"]) == 0
     assert len(list(tmp_path.rglob("*.wav"))) == 120
     assert json.loads((tmp_path / "synthetic.json").read_text())["actors"] == [1, 2]
+    assert str(tmp_path) in capsys.readouterr().out
 
 
-def test_cli_reports_a_partial_corpus_once_and_fails_it_when_strict(ravdess_48k_sample):
-    done = subprocess.run([sys.executable, "-m", "ser_utils", "validate", str(ravdess_48k_sample)],
-                          capture_output=True, text=True)
-    assert done.returncode == 0 and done.stdout.count("PARTIAL") == 1 and "clips: 8" in done.stdout
-    strict = subprocess.run([sys.executable, "-m", "ser_utils", "validate", "--strict", str(ravdess_48k_sample)],
-                            capture_output=True, text=True)
-    assert strict.returncode == 1 and "missing: 1432" in strict.stderr
+def test_cli_reports_a_partial_corpus_once_and_fails_it_when_strict(ravdess_48k_sample, capsys):
+    assert main(["validate", str(ravdess_48k_sample)]) == 0
+    out = capsys.readouterr().out
+    assert out.count("PARTIAL") == 1 and "clips: 8" in out
+    assert main(["validate", "--strict", str(ravdess_48k_sample)]) == 1
+    assert "missing: 1432" in capsys.readouterr().err
+
+
+def test_cli_rejects_unknown_choices_with_exit_2(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["finetune", "--protocol", "leave-one-out"])
+    assert exit_.value.code == 2 and "random-80-20" in capsys.readouterr().err
+    assert main(["finetune", "--recipe", "mine"]) == 2
+    assert capsys.readouterr().err.strip() == "error: --recipe 'mine'; choose one of ('project', 'original')"

@@ -1,8 +1,8 @@
-"""The predict and evaluate commands, through the real command line, on real and bad files."""
+"""The predict and evaluate commands, through the command line's ``main`` (in this process), on real and
+bad files."""
 
 import json
-import subprocess
-import sys
+from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
@@ -10,9 +10,11 @@ import pytest
 import soundfile as sf
 import torch
 
+from ser_utils.__main__ import main
 from ser_utils.corpus import EMOTIONS
 from ser_utils.model import EmotionClassifier, ModelConfig, tiny_backbone_config
-from ser_utils.predict import EmotionRecognizer, predictions_table, window_bounds
+from ser_utils.predict import EmotionRecognizer, window_bounds
+from ser_utils.prediction_io import predictions_table
 from ser_utils.synthetic import synthesize_clip
 
 
@@ -24,11 +26,19 @@ def model_dir(tmp_path_factory):
     return directory
 
 
-def cli(*args):
-    return subprocess.run([sys.executable, "-m", "ser_utils", *map(str, args)], capture_output=True, text=True)
+@pytest.fixture
+def cli(capsys):
+    """``cli(*args)``: run ``python -m ser_utils ARGS`` in this process; exit code, stdout and stderr."""
+
+    def run(*args):
+        code = main([str(a) for a in args])
+        out, err = capsys.readouterr()
+        return SimpleNamespace(returncode=code, stdout=out, stderr=err)
+
+    return run
 
 
-def test_predict_scores_the_real_48k_stereo_samples(ravdess_48k_sample, model_dir):
+def test_predict_scores_the_real_48k_stereo_samples(ravdess_48k_sample, model_dir, cli):
     done = cli("predict", ravdess_48k_sample, "--model", model_dir, "--json")
     assert done.returncode == 0, done.stderr
     results = json.loads(done.stdout)
@@ -41,7 +51,7 @@ def test_predict_scores_the_real_48k_stereo_samples(ravdess_48k_sample, model_di
         assert 3.0 < result["duration"] < 5.0 and len(result["windows"]) == 1
 
 
-def test_bad_items_get_one_line_each_and_the_good_file_is_still_scored(tmp_path, ravdess_48k_sample, model_dir):
+def test_bad_items_get_one_line_each_and_the_good_file_is_still_scored(tmp_path, ravdess_48k_sample, model_dir, cli):
     good = next(ravdess_48k_sample.rglob("*.wav"))
     (tmp_path / "notes.wav").write_text("not audio")
     sf.write(str(tmp_path / "empty.wav"), np.zeros(0), 16000)
@@ -56,7 +66,7 @@ def test_bad_items_get_one_line_each_and_the_good_file_is_still_scored(tmp_path,
     assert done.stdout.count("\n") == 1 and good.name in done.stdout
 
 
-def test_a_corrupt_or_missing_checkpoint_is_one_clear_line(tmp_path, model_dir, ravdess_48k_sample):
+def test_a_corrupt_or_missing_checkpoint_is_one_clear_line(tmp_path, model_dir, ravdess_48k_sample, cli):
     broken = tmp_path / "broken"
     broken.mkdir()
     (broken / "ser_config.json").write_text((model_dir / "ser_config.json").read_text())
@@ -67,7 +77,7 @@ def test_a_corrupt_or_missing_checkpoint_is_one_clear_line(tmp_path, model_dir, 
         assert len(done.stderr.strip().splitlines()) == 1 and str(directory) in done.stderr
 
 
-def test_long_audio_is_scored_in_windows_and_aggregated(tmp_path, model_dir):
+def test_long_audio_is_scored_in_windows_and_aggregated(tmp_path, model_dir, cli):
     rng = np.random.default_rng(0)
     speech = np.concatenate([synthesize_clip(e, 3, seconds=2.0, rng=rng) for e in ("angry", "sad", "happy")])
     wave = np.concatenate([speech, np.zeros(4 * 16000, np.float32)])  # 6 s of speech, 4 s of silence
@@ -101,7 +111,7 @@ def test_the_python_api_loads_once_and_predicts_many(model_dir, ravdess_48k_samp
     assert set(predictions_table(batch)["row"]) == {"window", "aggregate"}
 
 
-def test_evaluate_on_a_manifest_of_another_corpus(tmp_path, ravdess_16k, model_dir):
+def test_evaluate_on_a_manifest_of_another_corpus(tmp_path, ravdess_16k, model_dir, cli):
     clips = sorted(ravdess_16k.rglob("*-01.flac"))
     sad, angry = ([p for p in clips if p.name.split("-")[2] == code][:3] for code in ("04", "05"))
     chosen = sad + angry
@@ -129,7 +139,7 @@ def test_evaluate_on_a_manifest_of_another_corpus(tmp_path, ravdess_16k, model_d
 
 @pytest.fixture(scope="module")
 def baseline_dir(synthetic_meta, tmp_path_factory):
-    from ser_utils.baselines import BaselineModel
+    from ser_utils.baseline_model import BaselineModel
     from ser_utils.features import EgemapsFeatures, extract_corpus
 
     meta = synthetic_meta[(synthetic_meta["statement"] == 1) & (synthetic_meta["actor"] <= 6)]
@@ -139,7 +149,7 @@ def baseline_dir(synthetic_meta, tmp_path_factory):
     return directory
 
 
-def test_predict_takes_a_saved_baseline_pipeline_too(baseline_dir, ravdess_48k_sample, tmp_path):
+def test_predict_takes_a_saved_baseline_pipeline_too(baseline_dir, ravdess_48k_sample, tmp_path, cli):
     sf.write(str(tmp_path / "short.wav"), 0.1 * np.sin(np.arange(1600) / 3), 16000)  # 0.1 s: too short
     done = cli("predict", ravdess_48k_sample, tmp_path / "short.wav", "--model", baseline_dir, "--json")
     assert done.returncode == 1 and "short.wav" in done.stderr and len(done.stderr.strip().splitlines()) == 1

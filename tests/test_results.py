@@ -4,11 +4,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from ser_utils.corpus import EMOTIONS
 from ser_utils.evaluate import (
     metrics_from_predictions,
     not_run_rows,
     read_metrics,
     read_predictions,
+    score,
     write_metrics,
     write_predictions,
 )
@@ -18,6 +20,7 @@ from ser_utils.results import (
     headline_table,
     leakage_gap,
     mcnemar,
+    metrics_from_confusion,
     pair_confusions,
     per_group_accuracy,
     replace_marked,
@@ -62,11 +65,32 @@ def test_comparison_table_from_hand_made_files(results_dir):
     assert headline.loc["w2v2-project-ft", "note"] == "no weights"
 
 
-def test_bootstrap_ci_of_uar_and_f1_stays_within_the_observed_range(results_dir):
+def test_bootstrap_interval_holds_the_estimate_and_is_a_point_for_a_perfect_system(results_dir):
     predictions = read_predictions(results_dir)
+    # actor-kfold: fold 1 all right, fold 2 right on angry and sad only, so UAR and accuracy are
+    # (1 + 0.5) / 2 = 0.75 and macro-F1 (1 + 0.5) / 2 = 0.75 too (fold 2: F1 1, 1, 0, 0).
     ci = bootstrap_ci(predictions[predictions["protocol"] == "actor-kfold"], n_boot=500)
-    for low, high in ci.values():
-        assert 0 <= low <= high <= 1
+    for metric, (low, high) in ci.items():
+        assert low < 0.75 < high, metric
+    wider = bootstrap_ci(predictions[predictions["protocol"] == "actor-kfold"], n_boot=500, level=0.99)
+    assert all(wider[m][0] <= ci[m][0] and ci[m][1] <= wider[m][1] for m in ci)
+    perfect = bootstrap_ci(predictions[predictions["protocol"] == "random-80-20"], n_boot=50)
+    assert all(interval == (1.0, 1.0) for interval in perfect.values())
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_the_bootstraps_fast_scorer_agrees_with_evaluate_score(seed):
+    """The bootstrap scores confusion-matrix counts directly (thousands of resamples at once); on any
+    predictions, including classes absent from the truth and never predicted, it must give exactly
+    what evaluate.score gives."""
+    rng = np.random.default_rng(seed)
+    present = rng.choice(EMOTIONS, size=rng.integers(2, 8), replace=False)
+    truth = rng.choice(present, size=60)
+    predicted = np.where(rng.random(60) < 0.5, truth, rng.choice(EMOTIONS, size=60))
+    expected = score(truth, predicted)
+    fast = metrics_from_confusion(expected.confusion[None])
+    for metric in ("accuracy", "uar", "macro_f1"):
+        assert fast[metric][0] == pytest.approx(getattr(expected, metric), abs=1e-12), metric
 
 
 def test_leakage_gap_is_random_minus_actor(results_dir):

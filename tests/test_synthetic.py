@@ -10,11 +10,19 @@ from ser_utils.audio import load_audio
 from ser_utils.corpus import discover, validate
 from ser_utils.evaluate import score
 from ser_utils.splits import actor_kfold
-from ser_utils.synthetic import make_synthetic_corpus
+from ser_utils.synthetic import harmonic_sum, make_synthetic_corpus
 
 
 def digest(root):
     return hashlib.sha256(b"".join(p.read_bytes() for p in sorted(root.rglob("*.wav")))).hexdigest()
+
+
+def test_the_harmonic_recurrence_equals_the_sum_of_sines():
+    rng = np.random.default_rng(3)
+    phase = np.cumsum(rng.uniform(0.01, 0.2, size=20_000))  # up to ~2,000 rad, as a 1.5 s voice reaches
+    gains = rng.uniform(0.01, 1.0, size=60)
+    direct = (gains[:, None] * np.sin(np.arange(1, 61)[:, None] * phase)).sum(0)
+    np.testing.assert_allclose(harmonic_sum(phase, gains), direct, atol=1e-8)
 
 
 def test_synthetic_corpus_is_a_complete_ravdess_lookalike(synthetic_meta):

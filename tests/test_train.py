@@ -6,13 +6,18 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
+from ser_utils.__main__ import main
 from ser_utils.audio import load_many
-from ser_utils.embeddings import extract_embeddings, frozen_predictions, layer_probe, model_fingerprint
-from ser_utils.evaluate import metrics_from_predictions
+from ser_utils.batches import ClipDataset, LengthGroupedBatches
+from ser_utils.checkpoints import make_tiny_wav2vec2
+from ser_utils.embeddings import extract_embeddings, frozen_predictions, layer_probe
+from ser_utils.evaluate import metrics_from_predictions, read_metrics
+from ser_utils.fingerprint import model_fingerprint
 from ser_utils.model import EmotionClassifier, ModelConfig
 from ser_utils.splits import make_splits
-from ser_utils.synthetic import make_tiny_wav2vec2
-from ser_utils.train import ClipDataset, LengthGroupedBatches, TrainConfig, finetune_predictions, train_fold
+from ser_utils.synthetic import make_synthetic_corpus
+from ser_utils.systems import finetune_predictions
+from ser_utils.train import TrainConfig, train_fold
 
 FAST = TrainConfig(epochs=3, batch_size=16, lr_backbone=1e-3, lr_head=3e-3, max_seconds=0.5, patience=3)
 
@@ -20,6 +25,13 @@ FAST = TrainConfig(epochs=3, batch_size=16, lr_backbone=1e-3, lr_head=3e-3, max_
 @pytest.fixture(scope="module")
 def tiny_dir(tmp_path_factory):
     return str(make_tiny_wav2vec2(tmp_path_factory.mktemp("tiny")))
+
+
+@pytest.fixture(scope="module")
+def meta(synthetic_meta):
+    """Half of the synthetic corpus (repetition 1: 30 clips per actor): enough for the tests that embed
+    clips or resume training, in half the time. The accuracy check fine-tunes on all clips."""
+    return synthetic_meta[synthetic_meta["repetition"] == 1].reset_index(drop=True)
 
 
 @pytest.fixture(scope="module")
@@ -42,6 +54,14 @@ def test_length_grouped_batches_cover_every_clip_once_with_little_padding():
     assert list(sampler) != batches  # a new order each epoch
     eval_order = [i for b in LengthGroupedBatches(lengths, 8, shuffle=False) for i in b]
     assert list(lengths[eval_order]) == sorted(lengths, reverse=True)
+
+
+@pytest.mark.parametrize("bad", [{"schedule": "cosine"}, {"grad_accum": 0}, {"epochs": 0}, {"batch_size": 2.5},
+                                 {"mixed_precision": "fp8"}, {"warmup_ratio": 1.0}, {"max_seconds": 0}])
+def test_bad_training_settings_fail_when_built(bad):
+    (name,) = bad
+    with pytest.raises(ValueError, match=f"^{name}="):
+        TrainConfig(**bad)
 
 
 def test_training_crops_and_evaluation_keeps_whole_clips():
@@ -80,9 +100,9 @@ class Interrupted(Exception):
     pass
 
 
-def test_an_interrupted_run_resumes_where_it_stopped(synthetic_meta, waves, tiny_dir, tmp_path):
-    split = make_splits(synthetic_meta, "actor-kfold")[1]
-    train, val, _ = split.frames(synthetic_meta.iloc[::3])
+def test_an_interrupted_run_resumes_where_it_stopped(meta, waves, tiny_dir, tmp_path):
+    split = make_splits(meta, "actor-kfold")[1]
+    train, val, _ = split.frames(meta.iloc[::3])
     datasets = [ClipDataset([waves[p] for p in part["path"]], part["emotion"].cat.codes.to_numpy(),
                             max_samples=8000, train=flag) for part, flag in ((train, True), (val, False))]
 
@@ -102,20 +122,20 @@ def test_an_interrupted_run_resumes_where_it_stopped(synthetic_meta, waves, tiny
     assert not (tmp_path / "last").exists()
 
 
-def test_frozen_embeddings_are_cached_and_heads_learn(synthetic_meta, tiny_dir, tmp_path):
+def test_frozen_embeddings_are_cached_and_heads_learn(meta, tiny_dir, tmp_path):
     model = EmotionClassifier.from_backbone(tiny_dir)
-    paths = list(synthetic_meta["path"])
+    paths = list(meta["path"])
     first = extract_embeddings(model, paths, tmp_path, model_fingerprint(tiny_dir), progress=False)
     second = extract_embeddings(model, paths, tmp_path, model_fingerprint(tiny_dir), progress=False)
-    assert (first.computed, first.hits) == (1440, 0) and (second.computed, second.hits) == (0, 1440)
+    assert (first.computed, first.hits) == (720, 0) and (second.computed, second.hits) == (0, 720)
     assert first.arrays[paths[0]].shape == (3, 3, 32)  # (layers + 1, first/mean/std, hidden size)
     assert np.array_equal(first.arrays[paths[5]], second.arrays[paths[5]])
 
-    splits = make_splits(synthetic_meta, "actor-kfold")[:2]
-    predictions = frozen_predictions(synthetic_meta, splits, second.arrays, ModelConfig(), "tiny-frozen",
+    splits = make_splits(meta, "actor-kfold")[:2]
+    predictions = frozen_predictions(meta, splits, second.arrays, ModelConfig(), "tiny-frozen",
                                      epochs=60)
     assert all(row["accuracy"] > 0.35 for row in metrics_from_predictions(predictions))
-    probe = layer_probe(synthetic_meta, splits, second.arrays)
+    probe = layer_probe(meta, splits, second.arrays)
     assert sorted(probe["layer"].unique()) == [0, 1, 2] and len(probe) == 6
 
 
@@ -123,3 +143,18 @@ def test_a_changed_model_is_a_new_cache_entry(tmp_path, tiny_dir):
     other = make_tiny_wav2vec2(tmp_path / "other", seed=1)
     assert model_fingerprint(tiny_dir) != model_fingerprint(str(other))
     assert model_fingerprint("facebook/wav2vec2-base") == "facebook/wav2vec2-base"
+
+
+def test_the_finetune_command_runs_the_system_runner(tmp_path, tiny_dir, monkeypatch, capsys):
+    """`python -m ser_utils finetune` in this process, on four generated actors: one fold, one epoch."""
+    corpus = make_synthetic_corpus(tmp_path / "corpus", actors=[1, 2, 3, 4], seconds=0.6)
+    monkeypatch.setenv("SER_WORK_DIR", str(tmp_path / "work"))
+    monkeypatch.setenv("SER_REPORTS_DIR", str(tmp_path / "reports"))
+    code = main(["finetune", "--profile", "full", "--data", str(corpus), "--backbone", tiny_dir, "--folds", "1",
+                 "--epochs", "1", "--batch-size", "16", "--name", "tiny-cli"])
+    out = capsys.readouterr().out
+    assert code == 0 and "tiny-cli" in out and "1 fold(s)" in out
+    metrics = read_metrics(tmp_path / "reports" / "results")
+    assert list(metrics["system"]) == ["tiny-cli"] and list(metrics["n_test"]) == [60]  # actor 1's clips
+    fold_dir = tmp_path / "work" / "full" / "models" / "wav2vec2" / "tiny-cli" / "actor-kfold" / "fold1"
+    assert (fold_dir / "done.json").is_file()  # the default checkpoint folder

@@ -1,0 +1,149 @@
+"""The systems built on speaker normalisation (:mod:`ser_utils.normalization`): the baselines and the
+frozen heads with a normalisation, under the same splits and selection as the plain ones, the
+enrolment curve, and the deployable speaker-normalised baseline.
+
+* :func:`evaluate_normalised` - the baselines with a normalisation, as
+  :func:`ser_utils.baselines.evaluate_systems` evaluates them (the variance chosen on validation).
+* :func:`enrolment_curve` - actor-kfold UAR against the number of enrolment clips per speaker.
+* :func:`frozen_normalised_predictions` - frozen wav2vec2 heads on speaker-normalised embeddings.
+* :func:`fit_speaker_model` - the deployable speaker-normalised :class:`~ser_utils.baseline_model.BaselineModel`.
+
+System names: ``<features>+<classifier>+spknorm`` and ``<features>+<classifier>+spknorm-k10``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import replace
+
+import numpy as np
+import pandas as pd
+import torch
+
+from .baseline_model import BaselineModel
+from .baselines import SystemResult, SystemSpec, evaluate_systems
+from .embeddings import stack, train_frozen_head
+from .evaluate import prediction_table, score
+from .features import FeatureTable
+from .normalization import Normalisation, SpeakerNormalizer, normalise_embeddings, normalise_table, normaliser_config
+
+
+def _variant_key(feature_set: str, normalisation: Normalisation, variance: str) -> str:
+    return f"{feature_set}@{normalisation.kind}-{normalisation.clips}-{variance}"
+
+
+def evaluate_normalised(tables: dict[str, FeatureTable], jobs: Sequence[tuple[SystemSpec, Normalisation]],
+                        splits: dict[str, list], *, grids: dict[str, list[dict]] | None = None, seed: int = 0,
+                        n_jobs: int = -1, group: str = "actor", progress: bool = True) -> list[SystemResult]:
+    """Evaluate each ``(spec, normalisation)`` under every protocol, as ``evaluate_systems`` does.
+
+    Every candidate variance is evaluated as its own system (hyper-parameters chosen on validation
+    clips); per split, the variance whose chosen setting has the higher validation UAR is kept (the
+    first candidate on a tie), so the test clips play no part in the choice. Result names get the
+    normalisation's suffix; ``selections`` keep every candidate with a ``variance`` column.
+    """
+    normed, specs, owners = dict(tables), [], []
+    for spec, normalisation in jobs:
+        if normalisation.kind == "none":
+            raise ValueError("evaluate_normalised is for speaker normalisation; use evaluate_systems for none")
+        for variance in normalisation.variances:
+            key = _variant_key(spec.feature_set, normalisation, variance)
+            if key not in normed:
+                normed[key] = normalise_table(tables[spec.feature_set], variance, normalisation.clips,
+                                              group=group, seed=seed)
+            name = spec.system + normalisation.suffix
+            specs.append(SystemSpec(key, spec.classifier, spec.families, f"{name}#{variance}"))
+            owners.append((name, variance, spec))
+    results = evaluate_systems(normed, specs, splits, grids=grids, seed=seed, n_jobs=n_jobs, progress=progress)
+    by_name: dict[tuple[str, str], dict[str, SystemResult]] = {}
+    for result in results:
+        name, variance = result.system.rsplit("#", 1)
+        by_name.setdefault((name, result.protocol), {})[variance] = result
+    specs_by_name = {name: spec for name, _, spec in owners}
+    return [_merge_variants(name, protocol, candidates, specs_by_name[name])
+            for (name, protocol), candidates in by_name.items()]
+
+
+def _merge_variants(name: str, protocol: str, candidates: dict[str, SystemResult], spec: SystemSpec) -> SystemResult:
+    selections = pd.concat([r.selections.assign(variance=v) for v, r in candidates.items()], ignore_index=True)
+    chosen_val = selections[selections["chosen"]].groupby(["fold", "variance"], sort=False)["val_uar"].max()
+    order = list(candidates)
+    rows, predictions, picked = [], [], {}
+    for fold in sorted(selections["fold"].unique()):
+        best = max(order, key=lambda v: (chosen_val.get((fold, v), -1.0), -order.index(v)))
+        picked[fold] = best
+        result = candidates[best]
+        rows += [{**row, "system": name} for row in result.rows if row["fold"] == fold]
+        predictions.append(result.predictions[result.predictions["fold"] == fold].assign(system=name))
+    selections["chosen"] &= selections["variance"] == selections["fold"].map(picked)
+    selections["system"] = name
+    return SystemResult(name, spec.feature_set, spec.classifier, protocol, rows,
+                        pd.concat(predictions, ignore_index=True), selections, families=spec.families)
+
+
+def chosen_variance(result: SystemResult) -> str:
+    """The variance chosen most often over the folds of a :func:`evaluate_normalised` result."""
+    chosen = result.selections[result.selections["chosen"]]
+    return str(chosen["variance"].value_counts().idxmax())
+
+
+def enrolment_curve(tables: dict[str, FeatureTable], spec: SystemSpec, splits: list,
+                    clips: Sequence[int | None] = (3, 5, 10, 20, 30, None), **kwargs) -> pd.DataFrame:
+    """UAR per fold of ``spec`` with ``k`` enrolment clips per speaker, for each ``k`` in ``clips``
+    (``None``: all of the speaker's clips). ``splits``: one protocol's splits (actor-kfold).
+
+    Returns one row per (clips, fold): ``clips`` (``"all"`` for ``None``), ``fold``, ``uar``,
+    ``accuracy``, ``variance`` (chosen on validation).
+    """
+    protocol = splits[0].protocol
+    jobs = [(spec, Normalisation("speaker") if k is None else Normalisation("speaker-k", k)) for k in clips]
+    results = evaluate_normalised(tables, jobs, {protocol: splits}, **kwargs)
+    rows = []
+    for k, result in zip(clips, results, strict=True):
+        chosen = result.selections[result.selections["chosen"]].groupby("fold")["variance"].first()
+        for row in result.rows:
+            rows.append({"clips": "all" if k is None else str(k), "fold": row["fold"], "uar": row["uar"],
+                         "accuracy": row["accuracy"], "variance": chosen[row["fold"]]})
+    return pd.DataFrame(rows)
+
+
+def frozen_normalised_predictions(meta: pd.DataFrame, splits: Sequence, embeddings: dict[str, np.ndarray], config,
+                                  system: str, normalisation: Normalisation, *, seed: int = 0) -> pd.DataFrame:
+    """The frozen-head predictions of ``system`` with speaker normalisation: per split, a head per
+    candidate variance, the one with the higher validation UAR predicts the test clips."""
+    variants = {v: normalise_embeddings(meta, embeddings, v, normalisation.clips, seed=seed)
+                for v in normalisation.variances}
+    meta = meta[meta["path"].isin(embeddings.keys())]
+    index = {name: i for i, name in enumerate(config.labels)}
+    frames = []
+    for split in splits:
+        train, val, test = split.frames(meta)
+        y_train, y_val = (part["emotion"].astype(str).map(index).to_numpy() for part in (train, val))
+        best = None
+        for arrays in variants.values():
+            head = train_frozen_head(config, stack(arrays, train["path"]), y_train, stack(arrays, val["path"]),
+                                     y_val, seed=seed)
+            with torch.no_grad():
+                uar = score(y_val, head(torch.as_tensor(stack(arrays, val["path"]))).argmax(-1).numpy(),
+                            config.labels).uar
+            if best is None or uar > best[0]:
+                best = (uar, head, arrays)
+        with torch.no_grad():
+            predicted = best[1](torch.as_tensor(stack(best[2], test["path"]))).argmax(-1).numpy()
+        frames.append(prediction_table(system + normalisation.suffix, split.protocol, split.fold, test,
+                                       np.asarray(config.labels)[predicted]))
+    return pd.concat(frames, ignore_index=True)
+
+
+def fit_speaker_model(table: FeatureTable, classifier: str, params: dict | None, variance: str,
+                      clips: int | None = None, *, extractor=None, system: str | None = None, group: str = "actor",
+                      seed: int = 0) -> BaselineModel:
+    """The deployable speaker-normalised model: every training speaker standardised with ``clips``
+    random clips of their own (``None``: all), then ``classifier`` fit on all clips. The folder it
+    saves records the normalisation, so prediction standardises each group of new clips the same way.
+    """
+    normalizer = SpeakerNormalizer(variance, clips, seed=seed).fit(table.X, table.meta[group])
+    normed = replace(table, X=normalizer.transform(table.X, table.meta[group]))
+    model = BaselineModel.fit(normed, classifier, params, seed=seed, extractor=extractor, system=system)
+    model.normalization = normaliser_config(variance, normalizer.prior_var_, clips)
+    return model

@@ -1,0 +1,38 @@
+"""Where a profile's corpus and backbone come from: a local folder, a download, or - for the smoke
+profile - generated on first use (a RAVDESS-named synthetic corpus, a tiny random wav2vec2 saved as
+the hub's is).
+
+The data modules (``corpus``, ``synthetic``) know nothing of profiles or models, and ``checkpoints``
+nothing of profiles; this is the one place that decides, per profile, what to fetch or make.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from .config import Profile
+from .corpus import corpus_dir, discover
+from .synthetic import make_synthetic_corpus
+
+
+def locate_corpus(profile: Profile) -> Path:
+    """The corpus directory of ``profile``: a local folder, a download, or the generated smoke corpus."""
+    if profile.is_smoke:
+        return make_synthetic_corpus(profile.data_dir, **profile.extra.get("synthetic", {}))
+    return corpus_dir(profile.data_dir)
+
+
+def load_corpus(profile: Profile) -> pd.DataFrame:
+    """Locate (or download, or generate) the profile's corpus and return its ``corpus.discover`` table."""
+    return discover(locate_corpus(profile))
+
+
+def prepare_backbone(profile: Profile) -> str:
+    """The profile's backbone name or folder; the smoke profile's tiny random model is made on first use."""
+    if profile.is_smoke:
+        from .checkpoints import make_tiny_wav2vec2  # torch and transformers: only when a model is wanted
+
+        make_tiny_wav2vec2(profile.model)
+    return profile.model
