@@ -22,9 +22,12 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import pickle
+import socket
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from urllib.parse import urlparse
 
 import torch
 from safetensors import SafetensorError
@@ -134,6 +137,26 @@ def _unavailable(name_or_dir: str) -> BackboneError:
                          "the Hugging Face Hub and no local copy); set SER_MODEL to a local copy")
 
 
+def hub_reachable(timeout: float = 3.0) -> bool:
+    """Whether the Hugging Face Hub's host answers a TCP connection within ``timeout`` seconds.
+
+    Offline, the hub client retries each file with back-off (about 25 s per checkpoint); asking once
+    first lets an offline machine fall back to its local hub cache at once. Behind a proxy, or with
+    ``HF_HUB_OFFLINE`` set, the hub client's own rules apply (True / False as they say).
+    """
+    if os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in {"1", "true", "yes", "on"}:
+        return False
+    if any(os.environ.get(v) for v in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")):
+        return True  # a direct connection says nothing about the proxy's
+    endpoint = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
+    port = endpoint.port or (443 if endpoint.scheme == "https" else 80)
+    try:
+        socket.create_connection((endpoint.hostname, port), timeout=timeout).close()
+    except OSError:
+        return False
+    return True
+
+
 def _resolve(name_or_dir: str, filename: str) -> str | None:
     """Local path of ``filename`` in a folder or hub repository (``None``: the repository lacks it)."""
     from transformers.utils import cached_file
@@ -145,7 +168,8 @@ def _resolve(name_or_dir: str, filename: str) -> str | None:
     level = hub_log.level
     hub_log.setLevel(logging.ERROR)  # offline, the hub client logs every retry: one error says it once
     try:
-        return cached_file(name_or_dir, filename, _raise_exceptions_for_missing_entries=False)
+        return cached_file(name_or_dir, filename, _raise_exceptions_for_missing_entries=False,
+                           local_files_only=not hub_reachable())
     except (OSError, ValueError) as err:
         raise _unavailable(name_or_dir) from err
     finally:

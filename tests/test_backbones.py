@@ -15,6 +15,7 @@ from ser_utils.backbones import (
     GROUP_NORM_PADDING,
     LAYER_NORM_PADDING,
     BackboneError,
+    hub_reachable,
     load_backbone,
     modern_name,
 )
@@ -218,3 +219,32 @@ def test_finetune_runs_the_same_check_first_and_stops(tmp_path, capsys):
     assert main(["backbone", str(directory)]) == 2
     finetune_err, check_err = capsys.readouterr().err.splitlines()
     assert finetune_err == check_err and "feature_projection.layer_norm.bias" in check_err
+
+
+def test_an_unreachable_hub_is_noticed_at_once(monkeypatch):
+    monkeypatch.delenv("HTTPS_PROXY", raising=False)
+    monkeypatch.delenv("https_proxy", raising=False)
+    monkeypatch.delenv("ALL_PROXY", raising=False)
+    monkeypatch.delenv("all_proxy", raising=False)
+    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")  # discard port: nothing listens
+    assert not hub_reachable()
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_ENDPOINT", "https://huggingface.co")
+    assert not hub_reachable()
+
+
+def test_offline_a_hub_name_loads_from_the_local_hub_cache(tmp_path, monkeypatch, capsys):
+    # The layout huggingface_hub writes: models--org--name/{refs/main, snapshots/<revision>/...}.
+    repo = tmp_path / "hub" / "models--someone--tiny-w2v2"
+    revision = "0" * 40
+    make_tiny_checkpoint(repo / "snapshots" / revision, "wav2vec2-pretraining", formats=("safetensors",))
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(revision)
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")
+    for proxy in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.delenv(proxy, raising=False)
+    assert main(["backbone", "someone/tiny-w2v2", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["tensors_loaded"] == report["tensors_expected"] > 0
