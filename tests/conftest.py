@@ -5,9 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import torch
 
 from ser_utils.config import REPO_ROOT
 from ser_utils.corpus import discover
+from ser_utils.model import EmotionClassifier, ModelConfig, tiny_backbone_config
 from ser_utils.synthetic import make_synthetic_corpus
 
 SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
@@ -47,3 +49,12 @@ def synthetic_corpus(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def synthetic_meta(synthetic_corpus):
     return discover(synthetic_corpus)
+
+
+@pytest.fixture(scope="session")
+def model_dir(tmp_path_factory) -> Path:
+    """A tiny randomly initialised wav2vec2 emotion model saved as a model folder (predict, evaluate)."""
+    torch.manual_seed(0)
+    directory = tmp_path_factory.mktemp("model") / "w2v2"
+    EmotionClassifier.from_config(tiny_backbone_config(), ModelConfig()).save_pretrained(directory)
+    return directory

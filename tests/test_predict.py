@@ -8,22 +8,12 @@ import numpy as np
 import pandas as pd
 import pytest
 import soundfile as sf
-import torch
 
 from ser_utils.__main__ import main
 from ser_utils.corpus import EMOTIONS
-from ser_utils.model import EmotionClassifier, ModelConfig, tiny_backbone_config
 from ser_utils.predict import EmotionRecognizer, window_bounds
 from ser_utils.prediction_io import predictions_table
 from ser_utils.synthetic import synthesize_clip
-
-
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory):
-    torch.manual_seed(0)
-    directory = tmp_path_factory.mktemp("model") / "w2v2"
-    EmotionClassifier.from_config(tiny_backbone_config(), ModelConfig()).save_pretrained(directory)
-    return directory
 
 
 @pytest.fixture
