@@ -48,7 +48,7 @@ def naive_extraction(model: EmotionClassifier, waves: list[np.ndarray]) -> float
     for wave in waves:
         padded = torch.zeros(1, longest)
         padded[0, : len(wave)] = torch.from_numpy(normalize(wave))
-        states = model.backbone(padded, output_hidden_states=True).hidden_states
+        states = model.backbone.model(padded, output_hidden_states=True).hidden_states
         torch.stack([s.mean(1) for s in states])
     return time.perf_counter() - start
 
@@ -56,7 +56,7 @@ def naive_extraction(model: EmotionClassifier, waves: list[np.ndarray]) -> float
 def project_extraction(model: EmotionClassifier, paths: list[str], dtype: torch.dtype, batch_size: int) -> float:
     with tempfile.TemporaryDirectory() as cache:
         start = time.perf_counter()
-        result = extract_embeddings(model, paths, cache, "bench", batch_size=batch_size, dtype=dtype,
+        result = extract_embeddings(model.backbone, paths, cache, "bench", batch_size=batch_size, dtype=dtype,
                                     progress=False)
         seconds = time.perf_counter() - start
     assert result.computed == len(paths)

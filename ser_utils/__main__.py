@@ -43,9 +43,10 @@ def _synth(args: argparse.Namespace) -> int:
 
 
 def _finetune(args: argparse.Namespace) -> int:
+    from .backbones import backbone_check
     from .config import get_profile, with_overrides
     from .sources import load_corpus, prepare_backbone
-    from .systems import RECIPES, backbone_check, run_finetune
+    from .systems import RECIPES, StudyBackbone, run_finetune
     from .train import processes_state
 
     if args.recipe not in RECIPES:
@@ -54,7 +55,7 @@ def _finetune(args: argparse.Namespace) -> int:
     # Under `accelerate launch` the main process prepares data and backbone (and writes results); the
     # others find them ready.
     processes = processes_state()
-    profile = get_profile(args.profile, data_dir=args.data, model=args.backbone)
+    profile = get_profile(args.profile, data_dir=args.data, backbone=args.backbone)
     with processes.main_process_first():
         backbone = prepare_backbone(profile)
         checked, reason = backbone_check(backbone)  # before hours of training
@@ -67,7 +68,8 @@ def _finetune(args: argparse.Namespace) -> int:
     recipe = with_overrides(recipe, training=with_overrides(recipe.training, epochs=args.epochs,
                                                              batch_size=args.batch_size, patience=args.patience))
     start = time.perf_counter()
-    metrics, _ = run_finetune(profile, meta, backbone, [recipe], [args.protocol], folds=args.folds,
+    metrics, _ = run_finetune(profile, meta, StudyBackbone(backbone, checked.family), [recipe], [args.protocol],
+                              folds=args.folds,
                               out_root=Path(args.out) if args.out else None, names=[args.name] if args.name else None)
     if not processes.is_main_process:
         return 0
@@ -77,7 +79,7 @@ def _finetune(args: argparse.Namespace) -> int:
 
 
 def _backbone(args: argparse.Namespace) -> int:
-    from .systems import backbone_check
+    from .backbones import backbone_check
 
     report, reason = backbone_check(args.checkpoint)
     if reason:
@@ -129,7 +131,7 @@ def _predict(args: argparse.Namespace) -> int:
         print(f"error: {message}", file=sys.stderr)
     try:  # adapted features need every file of a group at once; otherwise files stream one after another
         groups = speaker_groups(files, args.adapt, args.speaker_pattern)
-        if groups is not None or recognizer.normalization:
+        if groups is not None or recognizer.needs_groups:
             scored, unreadable = recognizer.predict_files(files, window=args.window, hop=args.hop, groups=groups)
             stream = [(p.path, p, "") for p in scored] + [(p, None, why) for p, why in unreadable.items()]
         else:

@@ -67,6 +67,27 @@ class BaselineModel:
     def sample_rate(self) -> int:
         return self.extractor.config.sample_rate
 
+    @property
+    def min_seconds(self) -> float:
+        """Shortest clip the feature extractor summarises, in seconds."""
+        return self.extractor.config.min_seconds
+
+    @property
+    def needs_groups(self) -> bool:
+        """Whether prediction needs groups of clips (a speaker-normalised model)."""
+        return self.normalization is not None
+
+    def describe(self) -> str:
+        from .normalization import describe
+
+        return (f"{self.system}: {self.extractor.name} features + {self.classifier}; "
+                f"normalisation: {describe(self.normalization)}")
+
+    def check_clips(self, waves: Sequence[np.ndarray]) -> None:
+        """The ``ValueError`` a clip would raise in :meth:`predict_proba` (too short, silent), without
+        classifying it."""
+        self.extractor.transform(list(waves))
+
     @classmethod
     def fit(cls, table: FeatureTable, classifier: str, params: dict | None = None, seed: int = 0,
             extractor: FeatureExtractor | None = None, system: str | None = None) -> BaselineModel:

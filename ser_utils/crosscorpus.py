@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 
 from .evaluate import score
+from .names import MODEL_FOLDERS
 from .normalization import GroupError, describe
 from .predict import DEFAULT_HOP, DEFAULT_WINDOW, EmotionRecognizer, check_window
 from .prediction_io import NothingScoredError, read_manifest
@@ -130,14 +131,13 @@ def evaluate_manifest(recognizer: EmotionRecognizer, manifest: str | Path, *, ad
     result = score_manifest(scored, recognizer.labels, labels)
     result.pop("predicted")
     settings = {"manifest": str(manifest), "adapt": adapt, "labels": labels, "window": window, "hop": hop,
-                "model_kind": recognizer.kind, "model_normalization": describe(recognizer.normalization)}
+                "model_description": recognizer.describe(), "model_normalization": describe(recognizer.normalization)}
     return {**result, "failures": failures, "settings": settings}
 
 
 def model_folders(models_dir: str | Path) -> dict[str, Path]:
     """The exported model folders under ``models_dir`` (name -> folder), in a stable order."""
-    names = ("baseline", "baseline-spknorm", "wav2vec2-ser")
-    return {n: Path(models_dir) / n for n in names if (Path(models_dir) / n).is_dir()}
+    return {n: Path(models_dir) / n for n in MODEL_FOLDERS if (Path(models_dir) / n).is_dir()}
 
 
 def cross_corpus_table(models: dict[str, str | Path], manifests: Sequence[str | Path], *,

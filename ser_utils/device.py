@@ -12,6 +12,8 @@ forces float32 everywhere (bit-for-bit comparisons, CPUs where bf16 misbehaves).
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import torch
 
@@ -40,3 +42,14 @@ def autocast_dtype(device: str | torch.device) -> torch.dtype | None:
 
 def inference_batch_size(device: str | torch.device) -> int:
     return 16 if torch.device(device).type == "cuda" else 1
+
+
+@contextmanager
+def single_thread() -> Iterator[None]:
+    """torch on one intra-op thread for the block (tiny models: more threads only add contention)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)

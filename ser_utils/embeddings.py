@@ -1,36 +1,45 @@
 """Frozen-embedding mode: run the backbone once, cache every layer's pooled embedding, train heads.
 
-The backbone runs once over the corpus (inference mode, length-grouped batches); for each clip the
-cache holds, per hidden layer, the first frame, the masked mean and the masked standard deviation
-(``(L+1, 3, D)``, float16), keyed by the file's content and the model. Heads - weighted layers +
-MLP, or any pooling/layer choice of :class:`~ser_utils.model.ModelConfig` - then train from the cache
-in seconds per fold on a CPU, and a per-layer probe shows which layer carries emotion.
+The backbone (any :class:`~ser_utils.backbones.SpeechEncoder`: wav2vec2, Whisper, ...) runs once over
+the corpus (inference mode, length-grouped batches); for each clip the cache holds, per hidden layer,
+the first frame, the masked mean and the masked standard deviation (``(L+1, 3, D)``, float16), keyed
+by the file's content, the checkpoint and the encoder's options. Heads - weighted layers + MLP, or
+any pooling/layer choice of :class:`~ser_utils.model.ModelConfig` - then train from the cache in
+seconds per fold on a CPU, with or without speaker normalisation (:func:`frozen_predictions`, one
+loop for both), and a per-layer probe shows which layer carries emotion.
 """
 
 from __future__ import annotations
 
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import pandas as pd
 import torch
-from sklearn.linear_model import LogisticRegression
+from joblib import Parallel, delayed
+from sklearn.linear_model import RidgeClassifier
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from torch import nn
 
 from .audio import SAMPLE_RATE, collate, crop, load_many, normalize
+from .backbones import SpeechEncoder
 from .cache import ArrayCache, MapResult
-from .device import autocast_dtype, inference_batch_size
+from .device import autocast_dtype, inference_batch_size, single_thread
 from .evaluate import prediction_table, score
 from .fingerprint import code_digest
-from .model import EmotionClassifier, ModelConfig
+from .model import ModelConfig, layer_statistics
+from .normalization import Normalisation, SpeakerNormalizer, normaliser_config
 from .progress import progress as progress_bar
 from .splits import Split
 
 STATS = ("first", "mean", "std")
+#: Embeddings of at least this size train their splits' heads in parallel processes (smaller: serially).
+PARALLEL_BYTES = 16 * 2**20
 
 
 def embedding_code() -> str:
@@ -40,41 +49,59 @@ def embedding_code() -> str:
     return code_digest(audio, backbones, model, sys.modules[__name__])
 
 
-def extract_embeddings(model: EmotionClassifier, paths: Sequence[str | Path], cache_root: str | Path,
+def embed_waves(encoder: SpeechEncoder, waves: Sequence[np.ndarray], *, batch_size: int | None = None,
+                dtype: torch.dtype | None = None) -> Iterator[tuple[list[int], np.ndarray]]:
+    """Per-layer pooled embeddings of float32 16 kHz clips, longest first in batches: yields the clips'
+    indices and their ``(b, L+1, 3, D)`` float32 embeddings. ``dtype``: autocast precision (``None``:
+    float32); clips are standardised first when the encoder wants it."""
+    device = next(encoder.parameters()).device
+    batch_size = batch_size or inference_batch_size(device)
+    order = np.argsort([-len(w) for w in waves], kind="stable")
+    encoder.eval()
+    for start in range(0, len(order), batch_size):
+        rows = order[start:start + batch_size].tolist()
+        batch, lengths = collate([normalize(waves[i]) if encoder.normalize_input else waves[i] for i in rows])
+        with torch.inference_mode(), torch.autocast(device.type, dtype=dtype or torch.float32,
+                                                     enabled=dtype not in (None, torch.float32)):
+            states, mask = encoder(batch.to(device), lengths.to(device))
+            layers = layer_statistics(states, mask)
+        yield rows, layers.float().cpu().numpy()
+
+
+def extract_embeddings(encoder: SpeechEncoder, paths: Sequence[str | Path], cache_root: str | Path,
                        model_id: str, *, batch_size: int | None = None, max_seconds: float | None = None,
                        dtype: torch.dtype | str = "auto", progress: bool = True) -> MapResult:
     """Per-layer pooled embeddings ``(L+1, 3, D)`` of every file, from the cache where possible.
 
-    ``max_seconds`` keeps the centre of longer clips. ``dtype`` is the backbone's autocast precision
-    (``torch.float32`` or ``torch.bfloat16``; ``"auto"``: bf16 where the hardware runs it natively) and,
-    like the model, part of the cache key. ``batch_size`` defaults to the device's best (one clip at a
-    time on a CPU). Files that fail to load are reported and skipped.
+    ``model_id`` names the checkpoint (``fingerprint.model_fingerprint``); the encoder's options (e.g.
+    Whisper's input mode) are part of the key too. ``max_seconds`` keeps the centre of longer clips.
+    ``dtype`` is the backbone's autocast precision (``torch.float32`` or ``torch.bfloat16``; ``"auto"``:
+    bf16 where the hardware runs it natively) and part of the cache key. ``batch_size`` defaults to the
+    device's best (one clip at a time on a CPU). Files that fail to load are reported and skipped.
     """
-    device = next(model.parameters()).device
+    device = next(encoder.parameters()).device
     if dtype == "auto":
         dtype = autocast_dtype(device) or torch.float32
-    batch_size = batch_size or inference_batch_size(device)
-    params = {"model": model_id, "normalize": model.config.normalize, "max_seconds": max_seconds,
-              "dtype": str(dtype), "stats": STATS, "code": embedding_code()}
-    cache = ArrayCache(cache_root, "wav2vec2-embeddings", params)
+    params = {"model": model_id, "options": encoder.options, "normalize": encoder.normalize_input,
+              "max_seconds": max_seconds, "dtype": str(dtype), "stats": STATS, "code": embedding_code()}
+    cache = ArrayCache(cache_root, "embeddings", params)
     result, todo = cache.lookup(paths)
     if not todo:
         return result
     waves, failures = load_many([p for p, _ in todo])
     result.failures.update(failures)
-    todo = sorted((item for item in todo if item[0] in waves), key=lambda item: -len(waves[item[0]]))
-    model.eval()
+    todo = [item for item in todo if item[0] in waves]
     limit = int(max_seconds * SAMPLE_RATE) if max_seconds else None
-    for start in progress_bar(range(0, len(todo), batch_size), desc="wav2vec2 embeddings", disable=not progress):
-        chunk = todo[start:start + batch_size]
-        clips = [crop(waves[p], limit) if limit else waves[p] for p, _ in chunk]  # no rng: the centre
-        batch, lengths = collate([normalize(c) if model.config.normalize else c for c in clips])
-        with torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32):
-            layers = model.layer_embeddings(batch.to(device), lengths.to(device))
-        for (path, digest), array in zip(chunk, layers.float().cpu().numpy().astype(np.float16), strict=True):
+    clips = [crop(waves[p], limit) if limit else waves[p] for p, _ in todo]  # no rng: the centre
+    bar = progress_bar(total=len(clips), desc=f"{encoder.family} embeddings", disable=not progress)
+    for rows, layers in embed_waves(encoder, clips, batch_size=batch_size, dtype=dtype):
+        for row, array in zip(rows, layers.astype(np.float16), strict=True):
+            path, digest = todo[row]
             cache.put(digest, array)
             result.arrays[path] = array
             result.computed += 1
+        bar.update(len(rows))
+    bar.close()
     return result
 
 
@@ -84,7 +111,11 @@ class FrozenHead(nn.Module):
     Input ``(B, L+1, 3, D)``; features are standardised with training-set statistics (per layer,
     statistic and dimension), then combined over layers (last, or learned softmax weights), pooled as
     configured (first / mean / mean+std) and classified by Linear -> ReLU -> Dropout -> Linear.
+    ``forward`` = :meth:`classify` of :meth:`standardise`; training standardises once, not per step.
     """
+
+    #: The statistics (of ``first, mean, std``) each pooling reads.
+    POOLED: ClassVar[dict[str, list[int]]] = {"first": [0], "mean": [1], "mean+std": [1, 2]}
 
     def __init__(self, config: ModelConfig, n_layers: int, dim: int, mean: torch.Tensor, std: torch.Tensor):
         super().__init__()
@@ -92,22 +123,23 @@ class FrozenHead(nn.Module):
         self.register_buffer("mean", mean)
         self.register_buffer("std", std)
         self.layer_weights = nn.Parameter(torch.zeros(n_layers)) if config.layers == "weighted" else None
-        width = dim * (2 if config.pooling == "mean+std" else 1)
+        width = dim * len(self.POOLED[config.pooling])
         self.head = nn.Sequential(nn.Linear(width, config.head_hidden), nn.ReLU(),
                                   nn.Dropout(config.dropout), nn.Linear(config.head_hidden, len(config.labels)))
 
-    def features(self, x: torch.Tensor) -> torch.Tensor:
-        x = (x - self.mean) / self.std
-        x = x[:, -1] if self.layer_weights is None else torch.einsum(
-            "l,blsd->bsd", torch.softmax(self.layer_weights, 0), x)
-        if self.config.pooling == "first":
-            return x[:, 0]
-        if self.config.pooling == "mean":
-            return x[:, 1]
-        return torch.cat([x[:, 1], x[:, 2]], dim=-1)
+    def standardise(self, x: torch.Tensor) -> torch.Tensor:
+        """``(B, L+1, 3, D)`` -> the standardised statistics the pooling reads, ``(B, L+1, S, D)``."""
+        stats = self.POOLED[self.config.pooling]
+        return (x[:, :, stats] - self.mean[:, stats]) / self.std[:, stats]
+
+    def classify(self, z: torch.Tensor) -> torch.Tensor:
+        """Logits of standardised statistics (:meth:`standardise`): layers combined, statistics side by side."""
+        z = z[:, -1] if self.layer_weights is None else torch.einsum(
+            "l,blsd->bsd", torch.softmax(self.layer_weights, 0), z)
+        return self.head(z.flatten(1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.features(x))
+        return self.classify(self.standardise(x))
 
 
 def train_frozen_head(config: ModelConfig, x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarray,
@@ -115,34 +147,36 @@ def train_frozen_head(config: ModelConfig, x_train: np.ndarray, y_train: np.ndar
                       weight_decay: float = 1e-2, batch_size: int = 64, seed: int = 0) -> FrozenHead:
     """Train a :class:`FrozenHead` with AdamW; keep the epoch with the best validation UAR.
 
-    ``x_*``: ``(N, L+1, 3, D)`` embeddings; ``y_*``: class indices ``(N,)``.
+    ``x_*``: ``(N, L+1, 3, D)`` embeddings; ``y_*``: class indices ``(N,)``. Runs on one thread: the
+    steps are too small for more to help, and spare cores only contend.
     """
-    torch.manual_seed(seed)
-    xt, yt = torch.as_tensor(x_train, dtype=torch.float32), torch.tensor(np.asarray(y_train))
-    xv = torch.as_tensor(x_val, dtype=torch.float32)
-    mean, std = xt.mean(0), xt.std(0).clamp(min=1e-4)
-    head = FrozenHead(config, xt.shape[1], xt.shape[-1], mean, std)
-    optimizer = torch.optim.AdamW(head.parameters(), lr=lr, weight_decay=weight_decay)
-    generator = torch.Generator().manual_seed(seed)
-    best, best_state, bad = -1.0, None, 0
-    for _ in range(epochs):
-        head.train()
-        for rows in torch.randperm(len(xt), generator=generator).split(batch_size):
-            loss = nn.functional.cross_entropy(head(xt[rows]), yt[rows])
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-        head.eval()
-        with torch.no_grad():
-            uar = score(np.asarray(y_val), head(xv).argmax(-1).numpy(), config.labels).uar
-        if uar > best:
-            best, bad = uar, 0
-            best_state = {k: v.clone() for k, v in head.state_dict().items()}
-        else:
-            bad += 1
-            if bad >= patience:
-                break
-    head.load_state_dict(best_state)
+    with single_thread():
+        torch.manual_seed(seed)
+        xt, yt = torch.as_tensor(x_train, dtype=torch.float32), torch.tensor(np.asarray(y_train))
+        mean, std = xt.mean(0), xt.std(0).clamp(min=1e-4)
+        head = FrozenHead(config, xt.shape[1], xt.shape[-1], mean, std)
+        zt, zv = head.standardise(xt), head.standardise(torch.as_tensor(x_val, dtype=torch.float32))
+        optimizer = torch.optim.AdamW(head.parameters(), lr=lr, weight_decay=weight_decay)
+        generator = torch.Generator().manual_seed(seed)
+        best, best_state, bad = -1.0, None, 0
+        for _ in range(epochs):
+            head.train()
+            for rows in torch.randperm(len(zt), generator=generator).split(batch_size):
+                loss = nn.functional.cross_entropy(head.classify(zt[rows]), yt[rows])
+                optimizer.zero_grad()
+                loss.backward()
+                optimizer.step()
+            head.eval()
+            with torch.no_grad():
+                uar = score(np.asarray(y_val), head.classify(zv).argmax(-1).numpy(), config.labels).uar
+            if uar > best:
+                best, bad = uar, 0
+                best_state = {k: v.clone() for k, v in head.state_dict().items()}
+            else:
+                bad += 1
+                if bad >= patience:
+                    break
+        head.load_state_dict(best_state)
     return head.eval()
 
 
@@ -151,31 +185,97 @@ def stack(embeddings: dict[str, np.ndarray], paths: Sequence[str]) -> np.ndarray
     return np.stack([embeddings[p] for p in paths]).astype(np.float32)
 
 
-def frozen_predictions(meta: pd.DataFrame, splits: Sequence[Split], embeddings: dict[str, np.ndarray],
-                       config: ModelConfig, system: str, **train_kwargs) -> pd.DataFrame:
-    """Train a head per split (selection on its validation clips) and predict its test clips.
+@dataclass
+class SplitHead:
+    """A frozen head trained for one split, the variance chosen on validation (``None`` without
+    normalisation) and the normalisation to record in an exported model folder."""
 
+    head: FrozenHead
+    variance: str | None = None
+    normalization: dict | None = None
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        """Class indices of embeddings ``(N, L+1, 3, D)`` (normalised as the head's training clips were)."""
+        with torch.no_grad():
+            return self.head(torch.as_tensor(x, dtype=torch.float32)).argmax(-1).numpy()
+
+
+def normalised_variants(meta: pd.DataFrame, embeddings: dict[str, np.ndarray], normalisation: Normalisation, *,
+                        seed: int = 0) -> dict[str | None, tuple[np.ndarray, dict | None]]:
+    """The embeddings of ``meta``'s clips, in its row order, as each candidate of ``normalisation`` gives
+    them: variance -> (``(N, L+1, 3, D)`` float32, normalisation to record); without normalisation
+    the embeddings themselves under ``None``. Statistics per actor, from all of an actor's clips or
+    ``normalisation.clips`` random ones; labels play no part."""
+    x = stack(embeddings, meta["path"])
+    if normalisation.kind == "none":
+        return {None: (x, None)}
+    flat = x.reshape(len(x), -1)
+    variants = {}
+    for variance in normalisation.variances:
+        normalizer = SpeakerNormalizer(variance, normalisation.clips, seed=seed)
+        normed = normalizer.fit_transform(flat, meta["actor"]).astype(np.float32).reshape(x.shape)
+        variants[variance] = (normed, normaliser_config(variance, normalizer.prior_var_, normalisation.clips))
+    return variants
+
+
+def train_split_head(meta: pd.DataFrame, split: Split, variants: dict, config: ModelConfig, *,
+                     seed: int = 0, **train_kwargs) -> SplitHead:
+    """A head per candidate variant (:func:`normalised_variants`, rows in ``meta``'s order) on ``split``'s
+    training clips; the one with the higher validation UAR is kept (the first on a tie), so test clips
+    play no part."""
+    label_index = {name: i for i, name in enumerate(config.labels)}
+    (train, y_train), (val, y_val) = ((_rows(meta, part), part["emotion"].astype(str).map(label_index).to_numpy())
+                                      for part in split.frames(meta)[:2])
+    best, best_uar = None, -1.0
+    for variance, (x, recorded) in variants.items():
+        head = train_frozen_head(config, x[train], y_train, x[val], y_val, seed=seed, **train_kwargs)
+        candidate = SplitHead(head, variance, recorded)
+        uar = score(y_val, candidate.predict(x[val]), config.labels).uar if len(variants) > 1 else 0.0
+        if best is None or uar > best_uar:
+            best, best_uar = candidate, uar
+    return best
+
+
+def _rows(meta: pd.DataFrame, part: pd.DataFrame) -> np.ndarray:
+    """Positions in ``meta`` of the rows of ``part`` (a subset of it)."""
+    return meta.index.get_indexer(part.index)
+
+
+def _split_predictions(meta: pd.DataFrame, split: Split, variants: dict, config: ModelConfig, seed: int,
+                       train_kwargs: dict) -> np.ndarray:
+    fitted = train_split_head(meta, split, variants, config, seed=seed, **train_kwargs)
+    x = variants[fitted.variance][0]
+    return fitted.predict(x[_rows(meta, split.frames(meta)[2])])
+
+
+def frozen_predictions(meta: pd.DataFrame, splits: Sequence[Split], embeddings: dict[str, np.ndarray],
+                       config: ModelConfig, system: str, normalisation: Normalisation | None = None, *,
+                       seed: int = 0, n_jobs: int | None = None, **train_kwargs) -> pd.DataFrame:
+    """Train a head per split (selection on its validation clips) and predict its test clips, on the
+    embeddings as they are or speaker-normalised (``normalisation``: the variance chosen per split on
+    validation clips; the system's name gets the normalisation's suffix).
+
+    Splits train in ``n_jobs`` processes (``None``: one per core for real-size embeddings, one for
+    tiny ones, where starting processes would cost more than it saves); results do not depend on it.
     Clips without an embedding (files that failed) are left out. Returns the predictions table
     (``system, protocol, fold, stem, actor, emotion, predicted``).
     """
-    meta = meta[meta["path"].isin(embeddings.keys())]
-    label_index = {name: i for i, name in enumerate(config.labels)}
-    frames = []
-    for split in splits:
-        train, val, test = split.frames(meta)
-        labels = [part["emotion"].astype(str).map(label_index).to_numpy() for part in (train, val)]
-        head = train_frozen_head(config, stack(embeddings, train["path"]), labels[0],
-                                 stack(embeddings, val["path"]), labels[1], **train_kwargs)
-        with torch.no_grad():
-            predicted = head(torch.as_tensor(stack(embeddings, test["path"]))).argmax(-1).numpy()
-        frames.append(prediction_table(system, split.protocol, split.fold, test,
-                                       np.asarray(config.labels)[predicted]))
-    return pd.concat(frames, ignore_index=True)
+    normalisation = normalisation or Normalisation()
+    meta = meta[meta["path"].isin(embeddings.keys())].reset_index(drop=True)
+    variants = normalised_variants(meta, embeddings, normalisation, seed=seed)
+    if n_jobs is None:
+        n_jobs = -1 if variants[next(iter(variants))][0].nbytes > PARALLEL_BYTES and len(splits) > 1 else 1
+    predicted = Parallel(n_jobs=n_jobs)(delayed(_split_predictions)(meta, split, variants, config, seed, train_kwargs)
+                                        for split in splits)
+    return pd.concat([prediction_table(system + normalisation.suffix, split.protocol, split.fold,
+                                       split.frames(meta)[2], np.asarray(config.labels)[indices])
+                      for split, indices in zip(splits, predicted, strict=True)], ignore_index=True)
 
 
 def layer_probe(meta: pd.DataFrame, splits: Sequence[Split], embeddings: dict[str, np.ndarray],
                 stat: str = "mean") -> pd.DataFrame:
-    """Which layer carries emotion: a logistic-regression probe on each layer's pooled embedding.
+    """Which layer carries emotion: a linear probe (standardised features, ridge classifier: closed form,
+    30x faster than a logistic regression and within a point of it) on each layer's pooled embedding.
 
     Trained on train+validation clips of each split, scored on its test clips. Returns one row per
     (layer, fold) with ``accuracy`` and ``uar``.
@@ -188,7 +288,7 @@ def layer_probe(meta: pd.DataFrame, splits: Sequence[Split], embeddings: dict[st
         fit = pd.concat([train, val])
         x_fit, x_test = stack(embeddings, fit["path"]), stack(embeddings, test["path"])
         for layer in range(x_fit.shape[1]):
-            probe = make_pipeline(StandardScaler(), LogisticRegression(C=0.1, max_iter=500))
+            probe = make_pipeline(StandardScaler(), RidgeClassifier(alpha=100.0))
             probe.fit(x_fit[:, layer, column], fit["emotion"].astype(str))
             scores = score(test["emotion"].astype(str), probe.predict(x_test[:, layer, column]))
             rows.append({"layer": layer, "fold": split.fold, "protocol": split.protocol,

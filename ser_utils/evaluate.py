@@ -101,6 +101,8 @@ CORPUS_FILE = "corpus.csv"
 FAMILIES_FILE = "baselines_families.csv"
 ENROLMENT_FILE = "enrolment_curve.csv"
 CROSS_CORPUS_FILE = "cross_corpus.csv"
+INPUT_MODES_FILE = "whisper_input_modes.csv"
+LAYER_PROBE_FILE = "layer_probe.csv"
 COMPARISON_FILE = "comparison.csv"
 HEADLINE_FILE = "headline.csv"
 #: Relative to the reports folder, not the results folder: the index page shows it.
@@ -143,6 +145,16 @@ def read_cross_corpus(results_dir: str | Path) -> pd.DataFrame:
     """What :func:`write_cross_corpus` wrote (an empty table before notebook 06 ran)."""
     path = Path(results_dir) / CROSS_CORPUS_FILE
     return pd.read_csv(path) if path.is_file() and path.stat().st_size else pd.DataFrame()
+
+
+def write_input_modes(table: pd.DataFrame, results_dir: str | Path) -> Path:
+    """Whisper's ``clip`` against ``pad30`` input on the same clips (notebook 04, ``systems.compare_input_modes``)."""
+    return _write_csv(table, results_dir, INPUT_MODES_FILE, float_format="%.6g")
+
+
+def write_layer_probe(probe: pd.DataFrame, results_dir: str | Path) -> Path:
+    """Per-layer linear-probe scores of each backbone (notebook 04, ``embeddings.layer_probe``)."""
+    return _write_csv(probe, results_dir, LAYER_PROBE_FILE, float_format="%.6g")
 
 
 def write_comparison(table: pd.DataFrame, results_dir: str | Path) -> Path:

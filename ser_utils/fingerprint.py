@@ -5,8 +5,8 @@
   when only a comment does.
 * :func:`corpus_digest` - the listing of a corpus folder (relative names, sizes, modification times):
   adding, removing or editing a clip changes it, without reading the audio.
-* :func:`model_fingerprint` - a backbone's identity: a digest of a local folder's weights, else the
-  hub name.
+* :func:`model_fingerprint` - a backbone's identity: a digest of a local folder's weights, an installed
+  weight package's pinned SHA-256, else the hub name.
 """
 
 from __future__ import annotations
@@ -20,13 +20,22 @@ from types import ModuleType
 
 
 def code_digest(*modules: ModuleType) -> str:
-    """Digest (16 hex chars) of the code of ``modules``: comments, docstrings and formatting do not
-    count, any change to a statement does."""
+    """Digest (16 hex chars) of the code of ``modules`` (a package: every module in it, subpackages
+    included): comments, docstrings and formatting do not count, any change to a statement does."""
     digest = hashlib.blake2b(digest_size=8)
     for module in modules:
-        path = inspect.getsourcefile(module)
-        digest.update(module.__name__.encode() + _module_code(path, Path(path).stat().st_mtime_ns).encode())
+        for name, path in _source_files(module):
+            digest.update(name.encode() + _module_code(str(path), path.stat().st_mtime_ns).encode())
     return digest.hexdigest()
+
+
+def _source_files(module: ModuleType) -> list[tuple[str, Path]]:
+    """``(qualified name, path)`` of a module's source, or of every ``.py`` file of a package."""
+    path = Path(inspect.getsourcefile(module))
+    if not hasattr(module, "__path__"):
+        return [(module.__name__, path)]
+    root = path.parent
+    return [(f"{module.__name__}/{p.relative_to(root).as_posix()}", p) for p in sorted(root.rglob("*.py"))]
 
 
 @cache
@@ -57,11 +66,17 @@ def corpus_digest(root: str | Path) -> str:
 
 
 def model_fingerprint(name_or_dir: str) -> str:
-    """Identity of a checkpoint for cache keys: a digest of a local folder's weights, else the name."""
+    """Identity of a checkpoint for cache keys: a digest of a local folder's weights (safetensors,
+    ``.bin``, CTranslate2 ``model.bin`` parts), an installed weight package's pinned SHA-256 (checked
+    when it loads), else the hub name."""
+    from .backbones.resolve import WEIGHT_PACKAGES
     from .cache import file_digest
 
     folder = Path(name_or_dir)
-    weights = sorted(folder.glob("*.safetensors")) + sorted(folder.glob("*.bin")) if folder.is_dir() else []
+    if name_or_dir in WEIGHT_PACKAGES and not folder.is_dir():
+        return f"{name_or_dir}@sha256:{WEIGHT_PACKAGES[name_or_dir].sha256[:24]}"
+    weights = (sorted(folder.glob("*.safetensors")) + sorted(folder.glob("*.bin"))
+               + sorted(folder.glob("model.bin.part*"))) if folder.is_dir() else []
     if not weights:
         return str(name_or_dir)
     digest = hashlib.blake2b(digest_size=12)

@@ -1,23 +1,15 @@
-"""wav2vec 2.0 emotion classifier: a pretrained backbone, a pooling, and a small MLP head.
+"""Emotion classifier on a pretrained speech encoder: the encoder, a layer choice, a pooling, an MLP head.
 
 The original write-up's recipe is one configuration (:data:`ORIGINAL_RECIPE`: last hidden state, first
 frame, Linear -> ReLU -> Dropout -> Linear); the project's default (:class:`ModelConfig` defaults) uses
 a learned weighted sum of all hidden layers, masked mean pooling and a frozen convolutional front
 end, the usual choices of the SER literature (Pepino et al. 2021; Wang et al. 2021; SUPERB).
 
-The backbone is any family of :mod:`ser_utils.backbones` (wav2vec2, HuBERT, WavLM, data2vec-audio),
-loaded strictly from its checkpoint. "Last layer" is the backbone's final hidden state (after the
-encoder's final layer norm in the layer-norm variants).
-
-Padding never changes a clip's output. Batches are zero-padded at the end, and
-
-* a feature encoder whose first layer is a group norm (wav2vec2-base, HuBERT/WavLM base) normalises
-  each clip over its own samples only (:class:`MaskedGroupNorm`), which is also what the model saw in
-  pre-training, where batches were cropped rather than padded;
-* the transformer gets the frame-level attention mask, derived from the input lengths with the
-  model's own output-length formula (:meth:`EmotionClassifier.frame_lengths`), and data2vec-audio's
-  stacked positional convolutions see zeros beyond each clip, as a clip alone does;
-* every pooling mode ignores padded frames.
+The encoder is any :class:`~ser_utils.backbones.SpeechEncoder` (wav2vec2, HuBERT, WavLM,
+data2vec-audio, Whisper), loaded strictly from its checkpoint. The classifier sees only what the
+interface hands out - every layer's hidden states and a frame mask - so padding never changes a
+clip's output here either: every pooling mode ignores padded frames, and the encoders keep padding
+out of each clip's own frames (see :mod:`ser_utils.backbones`).
 """
 
 from __future__ import annotations
@@ -32,20 +24,21 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
-from transformers import PretrainedConfig, Wav2Vec2Config, Wav2Vec2FeatureExtractor
+from transformers import PretrainedConfig, Wav2Vec2Config
 
 from .audio import collate, normalize
-from .backbones import MaskedGroupNorm, build_backbone, config_from_dict, load_backbone, uses_group_norm
+from .backbones import FREEZE_MODES, MaskedGroupNorm, SpeechEncoder, build_backbone, config_from_dict, load_backbone
 from .corpus import EMOTIONS
 from .device import autocast_dtype, inference_batch_size
 
 POOLINGS = ("first", "mean", "mean+std")
 LAYER_MODES = ("last", "weighted")
-FREEZE_MODES = ("feature-encoder", "backbone", "none")
 CONFIG_NAME = "ser_config.json"
 WEIGHTS_NAME = "model.safetensors"
-#: Written into every saved model folder and checked on load.
-FORMAT = "ser_utils.EmotionClassifier/1"
+#: Written into every saved model folder and checked on load (``/1``: a wav2vec2-style backbone saved
+#: under ``backbone.*`` before the encoder interface, still read).
+FORMAT = "ser_utils.EmotionClassifier/2"
+OLD_FORMATS = ("ser_utils.EmotionClassifier/1",)
 
 
 @dataclass(frozen=True)
@@ -64,8 +57,8 @@ class ModelConfig:
         and layer weights train) or ``"none"``.
     labels : class names, in output order.
     sample_rate : input rate in Hz.
-    normalize : zero-mean unit-variance per clip before the backbone (from the checkpoint's
-        feature extractor, ``do_normalize``).
+    normalize : zero-mean unit-variance per clip before the backbone (the encoder's
+        ``normalize_input``: wav2vec2-style checkpoints' ``do_normalize``; never for Whisper).
     """
 
     pooling: str = "mean"
@@ -107,24 +100,19 @@ def tiny_backbone_config(**overrides) -> Wav2Vec2Config:
 
 
 class EmotionClassifier(nn.Module):
-    """Self-supervised speech backbone + pooling + MLP head.
+    """Speech encoder + layer choice + pooling + MLP head.
 
-    ``forward(waves, lengths)`` takes zero-padded, per-clip normalised audio ``(B, T)`` at 16 kHz and
-    the true lengths in samples ``(B,)``; it returns logits ``(B, n_classes)``.
+    ``forward(waves, lengths)`` takes zero-padded audio ``(B, T)`` at 16 kHz (per-clip normalised when
+    ``config.normalize``) and the true lengths in samples ``(B,)``; it returns logits ``(B, n_classes)``.
     """
 
-    def __init__(self, config: ModelConfig, backbone: nn.Module):
+    def __init__(self, config: ModelConfig, backbone: SpeechEncoder):
         super().__init__()
         self.config = config
         self.backbone = backbone
-        # LayerDrop skips whole layers in training, so the number of hidden states would vary.
-        self.backbone.config.layerdrop = 0.0
-        self._install_masked_norm()
-        self._padded_frames: torch.Tensor | None = None  # valid frames per clip during a padded forward
-        self._install_frame_masks()
-        n_states = backbone.config.num_hidden_layers + 1
+        n_states = backbone.num_layers + 1
         self.layer_weights = nn.Parameter(torch.zeros(n_states)) if config.layers == "weighted" else None
-        width = backbone.config.hidden_size * (2 if config.pooling == "mean+std" else 1)
+        width = backbone.hidden_size * (2 if config.pooling == "mean+std" else 1)
         self.head = nn.Sequential(
             nn.Linear(width, config.head_hidden),
             nn.ReLU(),
@@ -135,108 +123,42 @@ class EmotionClassifier(nn.Module):
 
     # -- construction -------------------------------------------------------------------------
     @classmethod
-    def from_backbone(cls, name_or_dir: str, config: ModelConfig | None = None,
-                      **kwargs) -> EmotionClassifier:
-        """Head on a pretrained backbone (hub name or local folder), loaded by its family with every
-        tensor from the checkpoint (:func:`ser_utils.backbones.load_backbone`; a
-        :class:`~ser_utils.backbones.BackboneError` otherwise).
+    def from_backbone(cls, name_or_dir: str, config: ModelConfig | None = None, *,
+                      options: dict | None = None, **kwargs) -> EmotionClassifier:
+        """Head on a pretrained backbone (hub name, local folder or installed weight package), loaded
+        by its family with every tensor from the checkpoint (:func:`ser_utils.backbones.load_backbone`;
+        a :class:`~ser_utils.backbones.BackboneError` otherwise). ``options``: the encoder's own
+        settings (Whisper: ``{"input": "clip" | "pad30"}``).
 
-        Input normalisation and rate follow the checkpoint's feature extractor when it has one.
+        Input normalisation and rate follow the encoder (a wav2vec2 checkpoint's feature extractor).
         """
-        backbone, _ = load_backbone(name_or_dir, **kwargs)
-        config = config or ModelConfig()
-        try:
-            extractor = Wav2Vec2FeatureExtractor.from_pretrained(name_or_dir)
-            config = replace(config, normalize=bool(extractor.do_normalize),
-                             sample_rate=int(extractor.sampling_rate))
-        except OSError:
-            pass  # no preprocessor_config.json: wav2vec2's defaults (normalise, 16 kHz) stand
+        backbone, _ = load_backbone(name_or_dir, options=options, **kwargs)
+        config = replace(config or ModelConfig(), normalize=backbone.normalize_input,
+                         sample_rate=backbone.sample_rate)
         return cls(config, backbone)
 
     @classmethod
-    def from_config(cls, backbone_config: PretrainedConfig, config: ModelConfig | None = None):
+    def from_config(cls, backbone_config: PretrainedConfig, config: ModelConfig | None = None,
+                    options: dict | None = None):
         """Randomly initialised backbone of the given architecture and family (tests, benchmarks)."""
-        return cls(config or ModelConfig(), build_backbone(backbone_config))
-
-    def _install_masked_norm(self) -> None:
-        if not uses_group_norm(self.backbone):
-            return  # layer-norm feature encoders normalise per frame: already padding-free
-        first = self.backbone.feature_extractor.conv_layers[0]
-        if not isinstance(first.layer_norm, MaskedGroupNorm):
-            first.layer_norm = MaskedGroupNorm(first.layer_norm)
-        # Hub configs carry `gradient_checkpointing: true`, which transformers turns into activation
-        # checkpointing of every layer. Recomputing the first conv layer in the backward pass would run
-        # without the clip lengths (set for the forward pass only) and so differ from the forward
-        # (PyTorch's CheckpointError on padded batches). The feature encoder is recomputed exactly or not
-        # at all: not at all. Transformer layers get the attention mask as an argument: they stay as set.
-        for layer in self.backbone.feature_extractor.conv_layers:
-            layer.gradient_checkpointing = False
-
-    def _install_frame_masks(self) -> None:
-        # data2vec-audio's positional embedding is a stack of convolutions with layer norms: the first
-        # turns the zeroed padding into values that the next ones carry into the clip's own frames.
-        # Zeroing padded frames after each layer makes it what a clip alone sees (zero padding).
-        # wav2vec2, HuBERT and WavLM use one convolution over zeroed padding: already exact.
-        for layer in getattr(self.backbone.encoder.pos_conv_embed, "layers", ()):
-            layer.register_forward_hook(self._zero_padded_frames)
-
-    def _zero_padded_frames(self, module: nn.Module, inputs, output: torch.Tensor) -> torch.Tensor | None:
-        if self._padded_frames is None:  # output: (B, D, T_frames)
-            return None
-        steps = torch.arange(output.shape[-1], device=output.device)
-        return output * (steps[None, :] < self._padded_frames[:, None]).unsqueeze(1).to(output.dtype)
-
-    @property
-    def _masked_norm(self) -> MaskedGroupNorm | None:
-        # Looked up, not stored: a second reference would register the module twice.
-        norm = self.backbone.feature_extractor.conv_layers[0].layer_norm
-        return norm if isinstance(norm, MaskedGroupNorm) else None
+        backbone = build_backbone(backbone_config, options)
+        return cls(replace(config or ModelConfig(), normalize=backbone.normalize_input), backbone)
 
     def apply_freeze(self) -> None:
         """Set ``requires_grad`` according to ``config.freeze``."""
-        for parameter in self.backbone.parameters():
-            parameter.requires_grad = self.config.freeze == "none"
-        if self.config.freeze == "feature-encoder":
-            for parameter in self.backbone.parameters():
-                parameter.requires_grad = True
-            self.backbone.feature_extractor._freeze_parameters()  # every family's (HuBERT has no public one)
+        self.backbone.freeze(self.config.freeze)
 
     # -- shapes -------------------------------------------------------------------------------
     def frame_lengths(self, lengths: torch.Tensor) -> torch.Tensor:
-        """Valid output frames per clip for input lengths in samples (the model's own formula)."""
-        return self.backbone._get_feat_extract_output_lengths(lengths).long()
-
-    def _first_norm_lengths(self, lengths: torch.Tensor) -> torch.Tensor:
-        kernel, stride = self.backbone.config.conv_kernel[0], self.backbone.config.conv_stride[0]
-        return torch.div(lengths - kernel, stride, rounding_mode="floor") + 1
+        """Valid output frames per clip for input lengths in samples (the encoder's own formula)."""
+        return self.backbone.frame_lengths(lengths)
 
     # -- forward ------------------------------------------------------------------------------
     def hidden_states(self, waves: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """All hidden states ``(B, L+1, T_frames, D)`` and the frame mask ``(B, T_frames)``."""
-        if int(self.frame_lengths(lengths).min()) < 1:
-            raise ValueError(f"clips of {int(lengths.min())} samples are shorter than one frame "
-                             "of the model (400 samples = 25 ms for wav2vec2-base)")
-        samples = torch.arange(waves.shape[1], device=waves.device)
-        padded = bool((lengths < waves.shape[1]).any())
-        sample_mask = (samples[None, :] < lengths[:, None].to(waves.device)).long() if padded else None
-        if self._masked_norm is not None:
-            self._masked_norm.lengths = self._first_norm_lengths(lengths)
-        if padded:
-            self._padded_frames = self.frame_lengths(lengths).to(waves.device)
         frozen = self.config.freeze == "backbone"
-        try:
-            with torch.set_grad_enabled(torch.is_grad_enabled() and not frozen):
-                out = self.backbone(waves, attention_mask=sample_mask, output_hidden_states=True)
-        finally:
-            if self._masked_norm is not None:
-                self._masked_norm.lengths = None
-            self._padded_frames = None
-        # The last entry is the final layer's output; in the layer-norm variants the encoder's final
-        # layer norm comes after it, so the model's last_hidden_state is the true last hidden state.
-        states = torch.stack((*out.hidden_states[:-1], out.last_hidden_state), dim=1)
-        frames = torch.arange(states.shape[2], device=waves.device)
-        frame_mask = frames[None, :] < self.frame_lengths(lengths).to(waves.device)[:, None]
-        return states, frame_mask
+        with torch.set_grad_enabled(torch.is_grad_enabled() and not frozen):
+            return self.backbone(waves, lengths)
 
     def combine_layers(self, states: torch.Tensor) -> torch.Tensor:
         """``(B, L+1, T, D)`` -> ``(B, T, D)``: the last layer, or the learned weighted sum."""
@@ -257,17 +179,47 @@ class EmotionClassifier(nn.Module):
     def layer_embeddings(self, waves: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """Per-layer pooled embeddings for the frozen mode: ``(B, L+1, 3, D)`` holding, per hidden
         layer, the first frame, the masked mean and the masked standard deviation."""
-        states, mask = self.hidden_states(waves, lengths)
-        mean, std = masked_mean_std(states, mask)
-        return torch.stack([states[:, :, 0], mean, std], dim=2)
+        return layer_statistics(*self.hidden_states(waves, lengths))
+
+    # -- the deployable-model interface (predict, evaluate) -----------------------------------
+    @property
+    def labels(self) -> tuple[str, ...]:
+        return tuple(self.config.labels)
+
+    @property
+    def sample_rate(self) -> int:
+        return self.config.sample_rate
+
+    @property
+    def min_seconds(self) -> float:
+        """Shortest clip the encoder takes, in seconds."""
+        return self.backbone.min_samples / self.backbone.sample_rate
+
+    needs_groups = False  # a fine-tuned network has no features to standardise per group
+    normalization = None
+
+    def describe(self) -> str:
+        return (f"fine-tuned {self.backbone.family} ({self.backbone.num_layers} layers x {self.backbone.hidden_size}, "
+                f"layers: {self.config.layers}, pooling: {self.config.pooling})")
+
+    def check_clips(self, waves: Sequence[np.ndarray]) -> None:
+        """The ``ValueError`` a clip would raise in :meth:`predict_proba`, without scoring it."""
+        for wave in waves:
+            self.backbone.check_lengths(torch.tensor([len(wave)]))
 
     @torch.inference_mode()
-    def predict_proba(self, waves: Sequence[np.ndarray], batch_size: int | None = None,
-                      precision: torch.dtype | str | None = "auto") -> np.ndarray:
+    def predict_proba(self, waves: Sequence[np.ndarray], groups: Sequence[str] | None = None,
+                      batch_size: int | None = None, precision: torch.dtype | str | None = "auto") -> np.ndarray:
         """Class probabilities ``(n, n_classes)`` (rows sum to 1) for float32 16 kHz clips of any
         lengths. Clips are normalised as in training and batched by length. ``batch_size`` and
         ``precision`` (an autocast dtype, ``None`` for float32) default to what suits the hardware
-        (:mod:`ser_utils.device`)."""
+        (:mod:`ser_utils.device`). ``groups`` (adaptation) is refused: see :attr:`needs_groups`."""
+        if groups is not None:
+            from .normalization import GroupError
+
+            raise GroupError(f"adaptation standardises features per group, and a fine-tuned {self.backbone.family} "
+                             "network has none to standardise: score it without adaptation, or use a baseline "
+                             "or frozen-encoder model")
         self.eval()
         device = next(self.parameters()).device
         batch_size = batch_size or inference_batch_size(device)
@@ -286,11 +238,11 @@ class EmotionClassifier(nn.Module):
     # -- persistence --------------------------------------------------------------------------
     def save_pretrained(self, directory: str | Path, extra: dict | None = None) -> Path:
         """Write a self-contained model directory: ``ser_config.json`` (head settings, labels,
-        pre-processing, the backbone's architecture) and ``model.safetensors`` (all weights)."""
+        pre-processing, the backbone's architecture and options) and ``model.safetensors`` (all weights)."""
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         meta = {"model": self.config.to_dict(), "backbone": self.backbone.config.to_dict(),
-                "format": FORMAT, **(extra or {})}
+                "backbone_options": self.backbone.options, "format": FORMAT, **(extra or {})}
         (directory / CONFIG_NAME).write_text(json.dumps(meta, indent=2, default=str))
         state = {k: v.detach().contiguous() for k, v in self.state_dict().items()}
         save_file(state, str(directory / WEIGHTS_NAME))
@@ -302,12 +254,18 @@ class EmotionClassifier(nn.Module):
         directory = Path(directory)
         try:
             meta = json.loads((directory / CONFIG_NAME).read_text())
-            if meta.get("format") != FORMAT:
+            if meta.get("format") not in (FORMAT, *OLD_FORMATS):
                 raise ValueError(f"{CONFIG_NAME} has format {meta.get('format')!r}, this code reads {FORMAT!r}")
             config = ModelConfig(**{**meta["model"], "labels": tuple(meta["model"]["labels"])})
-            backbone = build_backbone(config_from_dict(meta["backbone"]))
+            backbone = build_backbone(config_from_dict(meta["backbone"]), meta.get("backbone_options"),
+                                      **({"normalize_input": config.normalize} if meta["backbone"].get(
+                                          "model_type") != "whisper" else {}))
             model = cls(config, backbone)
-            model.load_state_dict(load_file(str(directory / WEIGHTS_NAME), device=map_location))
+            state = load_file(str(directory / WEIGHTS_NAME), device=map_location)
+            if meta["format"] in OLD_FORMATS:  # the wav2vec2 model itself was the backbone
+                state = {("backbone.model." + k[len("backbone."):] if k.startswith("backbone.") else k): v
+                         for k, v in state.items()}
+            model.load_state_dict(state)
         except (OSError, KeyError, ValueError, RuntimeError, TypeError, SafetensorError) as err:
             raise ValueError(f"{directory}: not a usable emotion-classifier checkpoint ({err})") from err
         return model.eval()
@@ -324,6 +282,13 @@ def masked_mean_std(frames: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Ten
     return mean, var.clamp(min=1e-8).sqrt()
 
 
+def layer_statistics(states: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Every layer's first frame, masked mean and masked standard deviation: ``states``
+    ``(B, L+1, T, D)`` and ``mask`` ``(B, T)`` -> ``(B, L+1, 3, D)`` (the frozen-embedding cache)."""
+    mean, std = masked_mean_std(states, mask)
+    return torch.stack([states[:, :, 0], mean, std], dim=2)
+
+
 def pool_frames(frames: torch.Tensor, mask: torch.Tensor, pooling: str) -> torch.Tensor:
     """Pool ``(B, T, D)`` over valid frames (``mask``: ``(B, T)`` bool) -> ``(B, D)`` or ``(B, 2D)``."""
     if pooling == "first":
@@ -335,4 +300,5 @@ def pool_frames(frames: torch.Tensor, mask: torch.Tensor, pooling: str) -> torch
 
 
 __all__ = ["FORMAT", "FREEZE_MODES", "LAYER_MODES", "ORIGINAL_RECIPE", "POOLINGS", "EmotionClassifier",
-           "MaskedGroupNorm", "ModelConfig", "masked_mean_std", "pool_frames", "tiny_backbone_config"]
+           "MaskedGroupNorm", "ModelConfig", "layer_statistics", "masked_mean_std", "pool_frames",
+           "tiny_backbone_config"]

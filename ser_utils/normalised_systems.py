@@ -1,11 +1,10 @@
 """The systems built on speaker normalisation (:mod:`ser_utils.normalization`): the baselines and the
-frozen heads with a normalisation, under the same splits and selection as the plain ones, the
-enrolment curve, and the deployable speaker-normalised baseline.
+enrolment curve, and the deployable speaker-normalised baseline. (Frozen heads with a normalisation:
+:func:`ser_utils.embeddings.frozen_predictions`.)
 
 * :func:`evaluate_normalised` - the baselines with a normalisation, as
   :func:`ser_utils.baselines.evaluate_systems` evaluates them (the variance chosen on validation).
 * :func:`enrolment_curve` - actor-kfold UAR against the number of enrolment clips per speaker.
-* :func:`frozen_normalised_predictions` - frozen wav2vec2 heads on speaker-normalised embeddings.
 * :func:`fit_speaker_model` - the deployable speaker-normalised :class:`~ser_utils.baseline_model.BaselineModel`.
 
 System names: ``<features>+<classifier>+spknorm`` and ``<features>+<classifier>+spknorm-k10``.
@@ -16,16 +15,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import replace
 
-import numpy as np
 import pandas as pd
-import torch
 
 from .baseline_model import BaselineModel
 from .baselines import SystemResult, SystemSpec, evaluate_systems
-from .embeddings import stack, train_frozen_head
-from .evaluate import prediction_table, score
 from .features import FeatureTable
-from .normalization import Normalisation, SpeakerNormalizer, normalise_embeddings, normalise_table, normaliser_config
+from .normalization import Normalisation, SpeakerNormalizer, normalise_table, normaliser_config
 
 
 def _variant_key(feature_set: str, normalisation: Normalisation, variance: str) -> str:
@@ -105,34 +100,6 @@ def enrolment_curve(tables: dict[str, FeatureTable], spec: SystemSpec, splits: l
             rows.append({"clips": "all" if k is None else str(k), "fold": row["fold"], "uar": row["uar"],
                          "accuracy": row["accuracy"], "variance": chosen[row["fold"]]})
     return pd.DataFrame(rows)
-
-
-def frozen_normalised_predictions(meta: pd.DataFrame, splits: Sequence, embeddings: dict[str, np.ndarray], config,
-                                  system: str, normalisation: Normalisation, *, seed: int = 0) -> pd.DataFrame:
-    """The frozen-head predictions of ``system`` with speaker normalisation: per split, a head per
-    candidate variance, the one with the higher validation UAR predicts the test clips."""
-    variants = {v: normalise_embeddings(meta, embeddings, v, normalisation.clips, seed=seed)
-                for v in normalisation.variances}
-    meta = meta[meta["path"].isin(embeddings.keys())]
-    index = {name: i for i, name in enumerate(config.labels)}
-    frames = []
-    for split in splits:
-        train, val, test = split.frames(meta)
-        y_train, y_val = (part["emotion"].astype(str).map(index).to_numpy() for part in (train, val))
-        best = None
-        for arrays in variants.values():
-            head = train_frozen_head(config, stack(arrays, train["path"]), y_train, stack(arrays, val["path"]),
-                                     y_val, seed=seed)
-            with torch.no_grad():
-                uar = score(y_val, head(torch.as_tensor(stack(arrays, val["path"]))).argmax(-1).numpy(),
-                            config.labels).uar
-            if best is None or uar > best[0]:
-                best = (uar, head, arrays)
-        with torch.no_grad():
-            predicted = best[1](torch.as_tensor(stack(best[2], test["path"]))).argmax(-1).numpy()
-        frames.append(prediction_table(system + normalisation.suffix, split.protocol, split.fold, test,
-                                       np.asarray(config.labels)[predicted]))
-    return pd.concat(frames, ignore_index=True)
 
 
 def fit_speaker_model(table: FeatureTable, classifier: str, params: dict | None, variance: str,

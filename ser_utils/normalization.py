@@ -12,8 +12,8 @@ used, so the statistics of a test speaker may come from that speaker's unlabelle
 * :class:`SpeakerNormalizer` - the scikit-learn-style transformer: ``fit(X, groups)`` learns a prior
   variance (pooled within-group) and each group's mean and scale; ``transform(X, groups)`` applies
   them. A group's variance is shrunk towards the prior, so a few clips give stable statistics.
-* :func:`normalise_table` / :func:`normalise_embeddings` - a feature table or frozen embeddings,
-  standardised per speaker.
+* :func:`normalise_table` - a feature table standardised per speaker (frozen embeddings:
+  ``embeddings.normalised_variants``).
 * :func:`adapt_features` - the same at prediction time (``predict`` / ``evaluate --adapt``).
 
 The systems built on it (the baselines and frozen heads with a normalisation, the enrolment curve, the
@@ -29,7 +29,6 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
 
 if TYPE_CHECKING:  # scikit-learn is imported only where baselines are evaluated (predict stays light)
     from .features import FeatureTable
@@ -173,17 +172,6 @@ def normalise_table(table: FeatureTable, variance: str, clips: int | None = None
     return replace(table, X=X)
 
 
-def normalise_embeddings(meta: pd.DataFrame, embeddings: dict[str, np.ndarray], variance: str,
-                         clips: int | None = None, *, group: str = "actor", seed: int = 0) -> dict[str, np.ndarray]:
-    """Frozen wav2vec2 embeddings (path -> ``(L+1, 3, D)``) standardised per speaker, same shapes."""
-    meta = meta[meta["path"].isin(embeddings.keys())]
-    paths = list(meta["path"])
-    shape = embeddings[paths[0]].shape
-    X = np.stack([embeddings[p].reshape(-1) for p in paths])
-    X = SpeakerNormalizer(variance, clips, seed=seed).fit_transform(X, meta[group]).astype(np.float32)
-    return {p: x.reshape(shape) for p, x in zip(paths, X, strict=True)}
-
-
 # --- prediction time ---------------------------------------------------------------------------------
 
 def normaliser_config(variance: str, prior_var: np.ndarray, clips_per_speaker: int | None) -> dict:
@@ -228,4 +216,4 @@ def describe(normalization: dict | None) -> str:
 
 
 __all__ = ["MIN_GROUP_CLIPS", "PRIOR_CLIPS", "VARIANCES", "GroupError", "Normalisation", "SpeakerNormalizer",
-           "adapt_features", "describe", "normalise_embeddings", "normalise_table", "normaliser_config"]
+           "adapt_features", "describe", "normalise_table", "normaliser_config"]

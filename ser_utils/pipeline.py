@@ -28,6 +28,7 @@ from .config import (
     RECOMPUTE_ENV,
     REPO_ROOT,
     Profile,
+    describe_backbone,
     display_path,
     env_path,
     extra_corpora,
@@ -62,7 +63,7 @@ def _environment_parameters(name: str) -> dict:
     return {}
 
 
-#: Notebooks that load the wav2vec2 backbone: their fingerprint includes its weights.
+#: Notebooks that load the pretrained backbones: their fingerprint includes their weights.
 USES_BACKBONE = ("04_wav2vec2",)
 _REASONS = {"notebook": "its source changed", "code": "ser_utils code changed", "parameters": "parameters changed",
             "data": "the corpus changed (files added, removed or edited)", "backbone": "the backbone changed",
@@ -83,9 +84,10 @@ def fingerprint_parts(profile: Profile, name: str, parameters: dict, upstream: s
     parts = {"notebook": hashlib.sha256((NOTEBOOK_DIR / f"{name}.ipynb").read_bytes()).hexdigest(),
              "code": code.hexdigest(), "parameters": json.dumps(parameters, sort_keys=True, default=str),
              "data": data, "upstream": upstream}
-    if name in USES_BACKBONE:  # a local folder's weights digest (never a machine's path), or the hub name
-        identity = model_fingerprint(profile.model)
-        parts["backbone"] = profile.describe_model() if identity == profile.model else identity
+    if name in USES_BACKBONE:  # a local folder's weights digest (never a machine's path), or the name
+        identities = [model_fingerprint(b) for b in profile.backbones]
+        parts["backbone"] = ", ".join(describe_backbone(b) if i == b else i
+                                      for b, i in zip(profile.backbones, identities, strict=True))
     return parts
 
 

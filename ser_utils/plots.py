@@ -112,10 +112,12 @@ def training_curves(histories: dict, metric: str = "val_uar"):
     return fig
 
 
-def layer_probe(probe: pd.DataFrame):
+def layer_probe(probe: pd.DataFrame, title: str = ""):
     """UAR of a linear probe on each hidden layer (mean +/- std over folds)."""
     summary = probe.groupby("layer")["uar"].agg(["mean", "std"])
     fig, ax = plt.subplots(figsize=(6.5, 3.2))
+    if title:
+        ax.set_title(title)
     ax.errorbar(summary.index, summary["mean"], yerr=summary["std"], marker="o", capsize=3)
     ax.set_xlabel("hidden layer (0 = input to the transformer)")
     ax.set_ylabel("probe UAR")

@@ -16,6 +16,7 @@ import math
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 import pandas as pd
@@ -32,6 +33,54 @@ BUFFER_SECONDS = 600.0
 
 class ModelLoadError(ValueError):
     """A model directory that cannot be used; the message names it."""
+
+
+class Deployable(Protocol):
+    """What every deployable model offers (``BaselineModel``, ``FrozenEncoderModel``, ``EmotionClassifier``)."""
+
+    labels: tuple[str, ...]
+    sample_rate: int
+    min_seconds: float  # shortest clip it takes
+    needs_groups: bool  # speaker-normalised: prediction needs groups of clips
+    normalization: dict | None  # how its training features were normalised (None: not at all)
+
+    def describe(self) -> str: ...
+
+    def check_clips(self, waves: Sequence[np.ndarray]) -> None: ...  # raises what predict_proba would
+
+    def predict_proba(self, waves: Sequence[np.ndarray], groups: Sequence[str] | None = None) -> np.ndarray: ...
+
+
+def load_deployable(directory: str | Path, device: str | None = None, *, allow_pickle: bool = False) -> Deployable:
+    """The model in a folder, by what the folder holds (:class:`ModelLoadError` naming it otherwise)."""
+    import json
+
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise ModelLoadError(f"{directory}: no such model directory")
+    if (directory / "ser_config.json").is_file():
+        from .device import default_device
+        from .frozen_model import FrozenEncoderModel, is_frozen_model_folder
+        from .model import EmotionClassifier
+
+        if is_frozen_model_folder(directory):
+            return FrozenEncoderModel.from_pretrained(directory, device)  # raises ValueError naming the folder
+        try:
+            json.loads((directory / "ser_config.json").read_text())
+        except (OSError, ValueError) as err:
+            raise ModelLoadError(f"{directory}: unreadable ser_config.json ({err})") from err
+        return EmotionClassifier.from_pretrained(directory).to(device or default_device())
+    from .baseline_model import BaselineModel
+
+    if any((directory / name).is_file() for name in (BaselineModel.PIPELINE, BaselineModel.LEGACY_PIPELINE)):
+        try:
+            return BaselineModel.from_pretrained(directory, allow_pickle=allow_pickle)
+        except (OSError, KeyError, ValueError, EOFError) as err:
+            raise ModelLoadError(f"not a usable baseline model: {err}") from err
+        except Exception as err:  # an allowed pickle can raise anything while it is unpickled
+            raise ModelLoadError(f"{directory}: not a usable baseline model ({type(err).__name__}: {err})") from err
+    raise ModelLoadError(f"{directory}: not a model directory (expected ser_config.json of a trained encoder, "
+                         "or config.json + pipeline.skops of a baseline)")
 
 
 @dataclass
@@ -99,59 +148,43 @@ class EmotionRecognizer:
     >>> recognizer.predict_file("speech.wav").emotion                          # doctest: +SKIP
     """
 
-    def __init__(self, model, labels: Sequence[str], sample_rate: int, kind: str, batch_size: int | None = None):
-        self.model, self.labels, self.sample_rate, self.kind = model, tuple(labels), sample_rate, kind
-        self.batch_size = batch_size
+    def __init__(self, model: Deployable):
+        self.model = model
 
-    @classmethod
-    def from_pretrained(cls, directory: str | Path, device: str | None = None, *,
-                        allow_pickle: bool = False) -> EmotionRecognizer:
-        """Load a wav2vec2 checkpoint directory or a saved baseline pipeline.
+    @property
+    def labels(self) -> tuple[str, ...]:
+        return tuple(self.model.labels)
 
-        ``allow_pickle=True`` also loads an old baseline saved as ``pipeline.joblib`` - a pickle, which
-        runs any code it holds: only for folders you made yourself.
-        """
-        directory = Path(directory)
-        if not directory.is_dir():
-            raise ModelLoadError(f"{directory}: no such model directory")
-        if (directory / "ser_config.json").is_file():
-            from .device import default_device
-            from .model import EmotionClassifier
+    @property
+    def sample_rate(self) -> int:
+        return self.model.sample_rate
 
-            model = EmotionClassifier.from_pretrained(directory)  # raises ValueError naming the folder
-            model.to(device or default_device())
-            return cls(model, model.config.labels, model.config.sample_rate, "wav2vec2")
-        from .baseline_model import BaselineModel
-
-        if any((directory / name).is_file() for name in (BaselineModel.PIPELINE, BaselineModel.LEGACY_PIPELINE)):
-            try:
-                model = BaselineModel.from_pretrained(directory, allow_pickle=allow_pickle)
-            except (OSError, KeyError, ValueError, EOFError) as err:
-                raise ModelLoadError(f"not a usable baseline model: {err}") from err
-            except Exception as err:  # an allowed pickle can raise anything while it is unpickled
-                raise ModelLoadError(f"{directory}: not a usable baseline model ({type(err).__name__}: "
-                                     f"{err})") from err
-            return cls(model, model.labels, model.sample_rate, "baseline")
-        raise ModelLoadError(f"{directory}: not a model directory (expected ser_config.json of a wav2vec2 "
-                             "checkpoint, or config.json + pipeline.skops of a baseline)")
+    @property
+    def needs_groups(self) -> bool:
+        """Whether the model needs groups of clips (``--adapt corpus`` / ``speaker``)."""
+        return self.model.needs_groups
 
     @property
     def normalization(self) -> dict | None:
         """The normalisation the model was trained with (``None``: none); see ``ser_utils.normalization``."""
-        return getattr(self.model, "normalization", None) if self.kind == "baseline" else None
+        return self.model.normalization
+
+    def describe(self) -> str:
+        return self.model.describe()
+
+    @classmethod
+    def from_pretrained(cls, directory: str | Path, device: str | None = None, *,
+                        allow_pickle: bool = False) -> EmotionRecognizer:
+        """Load any deployable model folder (:func:`load_deployable`).
+
+        ``allow_pickle=True`` also loads an old baseline saved as ``pipeline.joblib`` - a pickle, which
+        runs any code it holds: only for folders you made yourself.
+        """
+        return cls(load_deployable(directory, device, allow_pickle=allow_pickle))
 
     def predict_proba(self, waves: Sequence[np.ndarray], groups: Sequence[str] | None = None) -> np.ndarray:
-        """Probabilities ``(n, n_labels)`` of float32 mono clips at :attr:`sample_rate`.
-
-        ``groups`` (one per clip) adapts features per group (baseline models only).
-        """
-        if self.kind == "wav2vec2":
-            if groups is not None:
-                from .normalization import GroupError
-
-                raise GroupError("adaptation (--adapt corpus/speaker) works on feature-based (baseline) models; "
-                                 "this is a wav2vec2 checkpoint: use --adapt none")
-            return self.model.predict_proba(list(waves), batch_size=self.batch_size)
+        """Probabilities ``(n, n_labels)`` of float32 mono clips at :attr:`sample_rate`; ``groups`` (one
+        per clip) adapts features per group (models that have features to adapt)."""
         return self.model.predict_proba(list(waves), groups=groups)
 
     def predict_wave(self, wave: np.ndarray, *, window: float | None = DEFAULT_WINDOW,
@@ -221,7 +254,7 @@ class EmotionRecognizer:
         check_window(window, hop)
         if groups is not None:
             return self._predict_grouped(list(paths), list(groups), window, hop)
-        if self.normalization:
+        if self.needs_groups:
             self.predict_proba([], groups=None)  # raises GroupError: this model needs groups
         predictions, failures = [], {}
         for path, prediction, reason in self.iter_predictions(paths, window=window, hop=hop):
@@ -261,10 +294,7 @@ class EmotionRecognizer:
         """Raise the ValueError a clip's windows give the model, without scoring them."""
         pieces = [wave[a:b] for a, b in window_bounds(len(wave), window, hop, self.sample_rate)
                   if np.abs(wave[a:b]).max() >= SILENCE_PEAK]
-        if self.kind == "baseline":
-            self.model.extractor.transform(pieces or [wave])
-        else:
-            self.predict_proba(pieces or [wave])
+        self.model.check_clips(pieces or [wave])
 
     def _score(self, named_waves: list[tuple[str, np.ndarray]], window, hop,
                groups: Sequence[str] | None = None) -> list[FilePrediction]:

@@ -61,7 +61,7 @@ def provenance(profile: Profile) -> dict:
     return {
         "profile": profile.name,
         "data": profile.describe_data(),
-        "model": profile.describe_model(),
+        "model": profile.describe_backbones(),
         "commit": git_commit(),
         "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "device": device_description(),

@@ -16,6 +16,7 @@ from scipy.stats import binomtest
 
 from .corpus import EMOTIONS
 from .evaluate import METRICS, summarise
+from .names import system_kind, system_note
 
 #: Published reference points, shown beside the measured numbers and marked as published (each row
 #: names its paper in ``source``).
@@ -23,9 +24,11 @@ PUBLISHED = pd.DataFrame([
     ("wav2vec 2.0 base, frozen, last layer + small head", "EmoBox 6 folds, 8 classes", 54.3, 55.4,
      "EmoBox leaderboard (Ma et al. 2024)"),
     ("HuBERT base, frozen", "EmoBox 6 folds, 8 classes", 65.4, 66.2, "EmoBox leaderboard (Ma et al. 2024)"),
+    ("WavLM base, frozen", "EmoBox 6 folds, 8 classes", 61.6, 62.1, "EmoBox leaderboard (Ma et al. 2024)"),
+    ("data2vec 2.0 large, frozen", "EmoBox 6 folds, 8 classes", 71.2, 71.6, "EmoBox leaderboard (Ma et al. 2024)"),
     ("WavLM large, frozen", "EmoBox 6 folds, 8 classes", 72.0, 72.2, "EmoBox leaderboard (Ma et al. 2024)"),
-    ("Whisper large v3 encoder, frozen", "EmoBox 6 folds, 8 classes", 75.3, 75.9,
-     "EmoBox leaderboard (Ma et al. 2024)"),
+    ("Whisper large v3 encoder, frozen (every clip padded to 30 s, last layer trimmed to the clip's frames)",
+     "EmoBox 6 folds, 8 classes", 75.3, 75.9, "EmoBox leaderboard (Ma et al. 2024)"),
     ("wav2vec 2.0 base, frozen, weighted layers, per-speaker normalisation",
      "actors 01-20 / 21-22 / 23-24, 7 classes, speech + song", 84.3, 83.0, "Pepino, Riera, Ferrer, Interspeech 2021"),
     ("same, global normalisation", "actors 01-20 / 21-22 / 23-24, 7 classes, speech + song", 75.7, 74.2,
@@ -36,22 +39,6 @@ PUBLISHED = pd.DataFrame([
 
 #: The original write-up's claims (accuracy, %, random 80/20 split), as (low, high).
 CLAIMS = {"wav2vec2": (87.0, 90.0), "baseline": (65.0, 72.0)}
-
-
-def system_kind(system: str) -> str:
-    """``"wav2vec2"`` for ``w2v2-*`` systems, else ``"baseline"``."""
-    return "wav2vec2" if system.startswith("w2v2-") else "baseline"
-
-
-def system_note(system: str) -> str:
-    """What a reader must know about a system's numbers: speaker-normalised systems say how."""
-    enrolment = re.search(r"\+spknorm-k(\d+)$", system)
-    if enrolment:
-        return f"speaker-normalised: statistics from {enrolment.group(1)} unlabelled clips per speaker"
-    if system.endswith("+spknorm"):
-        return ("transductive: each speaker standardised with all of their own unlabelled clips, "
-                "test speakers included")
-    return ""
 
 
 def metrics_from_confusion(confusion: np.ndarray) -> dict[str, np.ndarray]:
@@ -125,7 +112,8 @@ def best_system(table: pd.DataFrame, protocol: str = "actor-kfold", metric: str 
                 kind: str | None = None) -> str | None:
     """The system with the highest mean ``metric`` under ``protocol`` in a summary table
     (:func:`ser_utils.evaluate.summarise` or :func:`comparison_table`), optionally of one ``kind``
-    (``"baseline"`` / ``"wav2vec2"``); ``None`` if none ran. The earlier row wins a tie."""
+    (``"baseline"``, ``"wav2vec2"``, ``"whisper"``: :func:`ser_utils.names.system_kind`); ``None`` if none
+    ran. The earlier row wins a tie."""
     rows = table[(table["protocol"] == protocol) & (table["status"] == "ok")]
     if kind is not None:
         rows = rows[rows["system"].map(system_kind) == kind]

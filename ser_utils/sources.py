@@ -1,6 +1,6 @@
 """Where a profile's corpus and backbone come from: a local folder, a download, or - for the smoke
-profile - generated on first use (a RAVDESS-named synthetic corpus, a tiny random wav2vec2 saved as
-the hub's is).
+profile - generated on first use (a RAVDESS-named synthetic corpus, tiny random backbones saved as
+the hub's are).
 
 The data modules (``corpus``, ``synthetic``) know nothing of profiles or models, and ``checkpoints``
 nothing of profiles; this is the one place that decides, per profile, what to fetch or make.
@@ -29,10 +29,17 @@ def load_corpus(profile: Profile) -> pd.DataFrame:
     return discover(locate_corpus(profile))
 
 
-def prepare_backbone(profile: Profile) -> str:
-    """The profile's backbone name or folder; the smoke profile's tiny random model is made on first use."""
+def prepare_backbones(profile: Profile) -> tuple[str, ...]:
+    """The profile's backbone names or folders; the smoke profile's tiny random models (a wav2vec2, a
+    Whisper) are made on first use."""
     if profile.is_smoke:
-        from .checkpoints import make_tiny_wav2vec2  # torch and transformers: only when a model is wanted
+        from .checkpoints import make_tiny_wav2vec2, make_tiny_whisper  # torch: only when a model is wanted
 
-        make_tiny_wav2vec2(profile.model)
-    return profile.model
+        make_tiny_wav2vec2(profile.backbones[0])
+        make_tiny_whisper(profile.backbones[1])
+    return profile.backbones
+
+
+def prepare_backbone(profile: Profile) -> str:
+    """The profile's first backbone (the self-supervised one), made on first use in the smoke profile."""
+    return prepare_backbones(profile)[0]

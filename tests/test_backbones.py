@@ -76,7 +76,7 @@ def test_a_hub_layout_checkpoint_loads_tensor_by_tensor(tmp_path, formats, capfd
     capfd.readouterr()
 
     model = EmotionClassifier.from_backbone(str(directory), ORIGINAL_RECIPE)
-    loaded = model.backbone.state_dict()
+    loaded = model.backbone.model.state_dict()
     assert set(loaded) == set(saved)
     for key, value in saved.items():
         assert torch.equal(loaded[key], value), key
@@ -107,11 +107,11 @@ def test_each_family_loads_through_its_own_class_with_every_tensor(checkpoints, 
     class_name, padding, prefix = EXPECTED[layout]
     directory = checkpoints[layout]
     backbone, report = load_backbone(str(directory))
-    assert type(backbone).__name__ == class_name
+    assert type(backbone.model).__name__ == class_name
     assert report.padding == padding and report.complete
-    assert report.tensors_loaded == report.tensors_expected == len(backbone.state_dict())
+    assert report.tensors_loaded == report.tensors_expected == len(backbone.model.state_dict())
     saved, _ = saved_backbone(directory, "model.safetensors", prefix)
-    for key, value in backbone.state_dict().items():
+    for key, value in backbone.model.state_dict().items():
         assert torch.equal(value, saved[key]), key
     if layout == "wavlm":  # the relative position bias, WavLM's own
         assert "encoder.layers.0.attention.rel_attn_embed.weight" in saved
@@ -137,7 +137,7 @@ def test_last_is_the_final_hidden_state_after_the_layer_norm_variants_final_norm
     model = EmotionClassifier.from_backbone(str(checkpoints["wav2vec2-layernorm-ctc"]), ORIGINAL_RECIPE).eval()
     waves, lengths = collate(clips(6000))
     with torch.no_grad():
-        out = model.backbone(waves, output_hidden_states=True)
+        out = model.backbone.model(waves, output_hidden_states=True)
         states, _ = model.hidden_states(waves, lengths)
     assert not torch.allclose(out.hidden_states[-1], out.last_hidden_state, atol=1e-3)  # before the norm
     assert torch.allclose(states[:, -1], out.last_hidden_state, atol=1e-6)
@@ -160,10 +160,10 @@ def test_gradient_checkpointing_from_a_hub_config_gives_the_same_gradients(check
     for checkpointing in (True, False):
         torch.manual_seed(0)
         model = EmotionClassifier.from_backbone(directory, ORIGINAL_RECIPE).train()
-        assert model.backbone.encoder.layers[0].gradient_checkpointing  # from the hub's config
+        assert model.backbone.model.encoder.layers[0].gradient_checkpointing  # from the hub's config
         if not checkpointing:
-            model.backbone.activation_checkpointing_disable()
-        assert model.backbone.encoder.layers[0].gradient_checkpointing is checkpointing
+            model.backbone.model.activation_checkpointing_disable()
+        assert model.backbone.model.encoder.layers[0].gradient_checkpointing is checkpointing
         torch.manual_seed(1)
         np.random.seed(1)  # noqa: NPY002 - transformers draws SpecAugment's time masks from it
         loss = torch.nn.functional.cross_entropy(model(waves, lengths), labels)
@@ -171,7 +171,7 @@ def test_gradient_checkpointing_from_a_hub_config_gives_the_same_gradients(check
         gradients.append({n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None})
     with_checkpoints, without = gradients
     assert set(with_checkpoints) == set(without)
-    assert "backbone.feature_extractor.conv_layers.0.conv.weight" in without  # the feature encoder trains
+    assert "backbone.model.feature_extractor.conv_layers.0.conv.weight" in without  # the feature encoder trains
     for name, grad in without.items():
         assert torch.allclose(with_checkpoints[name], grad, atol=1e-6, rtol=1e-5), name
 
@@ -204,9 +204,9 @@ def test_the_backbone_command_fails_with_one_line(tmp_path, checkpoints, capsys)
         assert main(["backbone", str(tmp_path / "garbage")]) == 2
         assert "unreadable weights" in capsys.readouterr().err
         (tmp_path / "garbage" / weights).unlink()
-    (tmp_path / "config.json").write_text(json.dumps({"model_type": "whisper"}))
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "speech_to_text"}))
     assert main(["backbone", str(tmp_path), "--json"]) == 2
-    assert "supported: wav2vec2, hubert, wavlm, data2vec-audio" in capsys.readouterr().err
+    assert "supported: wav2vec2, hubert, wavlm, data2vec-audio, whisper" in capsys.readouterr().err
 
 
 def test_finetune_runs_the_same_check_first_and_stops(tmp_path, capsys):

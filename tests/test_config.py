@@ -1,13 +1,16 @@
+import warnings
 from pathlib import Path
 
 import pytest
 
-from ser_utils.config import DEFAULT_MODEL, REPO_ROOT, display_path, get_profile
+import ser_utils.config as config_module
+from ser_utils.config import DEFAULT_BACKBONE, DEFAULT_WHISPER, REPO_ROOT, display_path, get_profile
 
 
 @pytest.fixture(autouse=True)
 def clean_env(monkeypatch):
-    for name in ("SER_PROFILE", "RAVDESS_DIR", "SER_MODEL", "SER_WORK_DIR", "SER_REPORTS_DIR"):
+    for name in ("SER_PROFILE", "RAVDESS_DIR", "SER_MODEL", "SER_BACKBONE", "SER_WHISPER", "SER_WORK_DIR",
+                 "SER_REPORTS_DIR"):
         monkeypatch.delenv(name, raising=False)
 
 
@@ -15,21 +18,35 @@ def test_full_profile_defaults():
     profile = get_profile()
     assert profile.name == "full" and not profile.is_smoke
     assert profile.data_dir is None
-    assert profile.model == DEFAULT_MODEL
+    assert profile.backbones == (DEFAULT_BACKBONE, DEFAULT_WHISPER) == ("facebook/wav2vec2-base", "whisper-base")
+    assert profile.backbone == DEFAULT_BACKBONE
     assert profile.reports_dir == REPO_ROOT / "reports"
     assert profile.describe_data() == "kagglehub:uwrfkaggler/ravdess-emotional-speech-audio"
 
 
 def test_environment_overrides(monkeypatch, tmp_path):
     monkeypatch.setenv("RAVDESS_DIR", str(tmp_path))
-    monkeypatch.setenv("SER_MODEL", str(tmp_path))
+    monkeypatch.setenv("SER_BACKBONE", str(tmp_path))
+    monkeypatch.setenv("SER_WHISPER", "whisper-tiny.en")
     monkeypatch.setenv("SER_WORK_DIR", str(tmp_path / "work"))
     profile = get_profile("full")
     assert profile.data_dir == tmp_path.resolve()
-    assert profile.model == str(tmp_path.resolve())
+    assert profile.backbones == (str(tmp_path.resolve()), "whisper-tiny.en")
     assert profile.cache_dir == tmp_path / "work" / "full" / "cache"
-    monkeypatch.setenv("SER_MODEL", "someone/wav2vec2-large")
-    assert get_profile("full").model == "someone/wav2vec2-large"
+    monkeypatch.setenv("SER_BACKBONE", "someone/wav2vec2-large")
+    assert get_profile("full").backbone == "someone/wav2vec2-large"
+
+
+def test_ser_model_is_the_old_name_of_ser_backbone_and_says_so_once(monkeypatch):
+    monkeypatch.setattr(config_module, "_ALIAS_WARNED", set())
+    monkeypatch.setenv("SER_MODEL", "someone/hubert-base")
+    with pytest.warns(FutureWarning, match="SER_MODEL is read as SER_BACKBONE"):
+        assert get_profile("full").backbone == "someone/hubert-base"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert get_profile("full").backbone == "someone/hubert-base"  # once per process
+    monkeypatch.setenv("SER_BACKBONE", "someone/wavlm-base")  # the new name wins
+    assert get_profile("full").backbone == "someone/wavlm-base"
 
 
 def test_smoke_profile_never_writes_into_reports(monkeypatch):
@@ -40,7 +57,9 @@ def test_smoke_profile_never_writes_into_reports(monkeypatch):
 
 
 def test_keyword_overrides_and_bad_names(tmp_path):
-    assert get_profile("full", data_dir=str(tmp_path), model=None).data_dir == tmp_path.resolve()
+    assert get_profile("full", data_dir=str(tmp_path), backbone=None).data_dir == tmp_path.resolve()
+    assert get_profile("full", backbone="x/y").backbones == ("x/y", DEFAULT_WHISPER)
+    assert get_profile("full", backbones=("a",)).backbones == ("a",)
     with pytest.raises(ValueError, match="unknown profile"):
         get_profile("huge")
 

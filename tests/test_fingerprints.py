@@ -15,7 +15,7 @@ import soundfile as sf
 
 from ser_utils import audio
 from ser_utils.cache import ArrayCache, cached_map
-from ser_utils.checkpoints import make_tiny_wav2vec2
+from ser_utils.checkpoints import make_tiny_wav2vec2, make_tiny_whisper
 from ser_utils.config import KEEP_FOLDS_ENV, RECOMPUTE_ENV, display_path, get_profile
 from ser_utils.features import base, egemaps, make_extractor, mfcc_set
 from ser_utils.fingerprint import code_digest
@@ -66,15 +66,19 @@ def test_the_fingerprint_follows_the_corpus_listing_and_the_backbone_weights(smo
     os.utime(clip, ns=(time.time_ns(), time.time_ns() + 10**9))
     edited = fingerprint_parts(smoke, "04_wav2vec2", {}, "")
     assert len({before["data"], added["data"], edited["data"]}) == 3
-    assert before["backbone"] == added["backbone"] == smoke.describe_model()
+    assert before["backbone"] == added["backbone"] == smoke.describe_backbones()
 
-    make_tiny_wav2vec2(smoke.model)
+    model = smoke.backbones[0]
+    make_tiny_wav2vec2(model)
     first = fingerprint_parts(smoke, "04_wav2vec2", {}, "")["backbone"]
     assert first.startswith("tiny-wav2vec2@") and first == fingerprint_parts(smoke, "04_wav2vec2", {}, "")["backbone"]
-    make_tiny_wav2vec2(smoke.model + "-other", seed=1)
-    shutil.rmtree(smoke.model)
-    shutil.move(smoke.model + "-other", smoke.model)
-    assert fingerprint_parts(smoke, "04_wav2vec2", {}, "")["backbone"] != first
+    make_tiny_wav2vec2(model + "-other", seed=1)
+    shutil.rmtree(model)
+    shutil.move(model + "-other", model)
+    second = fingerprint_parts(smoke, "04_wav2vec2", {}, "")["backbone"]
+    assert second != first
+    make_tiny_whisper(smoke.backbones[1])  # the second backbone counts too
+    assert fingerprint_parts(smoke, "04_wav2vec2", {}, "")["backbone"] not in (first, second)
     assert "backbone" not in fingerprint_parts(smoke, "03_baselines", {}, "")  # only 04 loads it
 
 

@@ -85,15 +85,15 @@ def test_original_recipe_is_first_frame_of_last_layer_and_a_two_layer_head():
     assert model.head[2].p == 0.3 and model.head[3].out_features == 8
     (wave,) = clips(4000)
     with torch.no_grad():
-        direct = model.backbone(torch.from_numpy(wave)[None]).last_hidden_state[:, 0]
+        direct = model.backbone.model(torch.from_numpy(wave)[None]).last_hidden_state[:, 0]
         assert torch.allclose(model(*collate([wave])), model.head(direct), atol=1e-5)
     assert all(p.requires_grad for p in model.backbone.parameters())  # the original trains everything
 
 
 def test_freeze_modes_choose_what_trains():
     encoder = tiny(ModelConfig(freeze="feature-encoder"))
-    assert not any(p.requires_grad for p in encoder.backbone.feature_extractor.parameters())
-    assert all(p.requires_grad for p in encoder.backbone.encoder.parameters())
+    assert not any(p.requires_grad for p in encoder.backbone.model.feature_extractor.parameters())
+    assert all(p.requires_grad for p in encoder.backbone.model.encoder.parameters())
     frozen = tiny(ModelConfig(freeze="backbone"))
     assert not any(p.requires_grad for p in frozen.backbone.parameters())
     assert all(p.requires_grad for p in frozen.head.parameters()) and frozen.layer_weights.requires_grad
@@ -204,7 +204,7 @@ def test_full_size_architecture_loads_offline_with_from_pretrained(tmp_path, mon
     model = EmotionClassifier.from_backbone(str(tmp_path / "base"), ORIGINAL_RECIPE)
     backbone_params = sum(p.numel() for p in model.backbone.parameters())
     assert 94e6 < backbone_params < 95e6
-    assert model.head[0].in_features == 768 and len(model.backbone.encoder.layers) == 12
+    assert model.head[0].in_features == 768 and len(model.backbone.model.encoder.layers) == 12
     assert model.frame_lengths(torch.tensor([16000])).item() == 49  # 20 ms frames
     with torch.no_grad():
         assert model(*collate(clips(16000))).shape == (1, 8)

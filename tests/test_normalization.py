@@ -7,8 +7,9 @@ import pandas as pd
 import pytest
 
 from ser_utils import baselines
+from ser_utils.embeddings import frozen_predictions
 from ser_utils.features import FeatureTable
-from ser_utils.normalised_systems import enrolment_curve, evaluate_normalised, frozen_normalised_predictions
+from ser_utils.normalised_systems import enrolment_curve, evaluate_normalised
 from ser_utils.normalization import (
     GroupError,
     Normalisation,
@@ -145,7 +146,7 @@ def test_frozen_heads_get_speaker_normalised_variants(speaker_table):
     embeddings = {p: np.stack([x[:12].reshape(3, 4), rng.normal(size=(3, 4)), x[:12].reshape(3, 4)])
                   for p, x in zip(meta["path"], speaker_table.X, strict=True)}
     split = make_splits(meta, "actor-kfold", seed=0)[:1]
-    predictions = frozen_normalised_predictions(meta, split, embeddings, ModelConfig(), "w2v2-toy-frozen",
-                                                Normalisation("speaker-k", 10))
+    predictions = frozen_predictions(meta, split, embeddings, ModelConfig(), "w2v2-toy-frozen",
+                                     Normalisation("speaker-k", 10))
     assert set(predictions["system"]) == {"w2v2-toy-frozen+spknorm-k10"} and len(predictions) == 60
     assert set(predictions["predicted"]) <= set(ModelConfig().labels)

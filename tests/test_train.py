@@ -125,8 +125,8 @@ def test_an_interrupted_run_resumes_where_it_stopped(meta, waves, tiny_dir, tmp_
 def test_frozen_embeddings_are_cached_and_heads_learn(meta, tiny_dir, tmp_path):
     model = EmotionClassifier.from_backbone(tiny_dir)
     paths = list(meta["path"])
-    first = extract_embeddings(model, paths, tmp_path, model_fingerprint(tiny_dir), progress=False)
-    second = extract_embeddings(model, paths, tmp_path, model_fingerprint(tiny_dir), progress=False)
+    first = extract_embeddings(model.backbone, paths, tmp_path, model_fingerprint(tiny_dir), progress=False)
+    second = extract_embeddings(model.backbone, paths, tmp_path, model_fingerprint(tiny_dir), progress=False)
     assert (first.computed, first.hits) == (720, 0) and (second.computed, second.hits) == (0, 720)
     assert first.arrays[paths[0]].shape == (3, 3, 32)  # (layers + 1, first/mean/std, hidden size)
     assert np.array_equal(first.arrays[paths[5]], second.arrays[paths[5]])

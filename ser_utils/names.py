@@ -1,0 +1,66 @@
+"""System names, and what a name tells a reader: the one owner of the naming rules.
+
+* pretrained encoders: ``<prefix>-<recipe>-<mode>``, e.g. ``w2v2-project-frozen``, ``whisper-original-ft``
+  (prefix per family: :data:`FAMILY_PREFIXES`; mode ``frozen`` or ``ft``);
+* handcrafted baselines: ``<features>+<classifier>``, e.g. ``egemaps+logreg``;
+* either with speaker normalisation: ``+spknorm`` (all of a speaker's clips, transductive) or
+  ``+spknorm-k<N>`` (N enrolment clips per speaker).
+"""
+
+from __future__ import annotations
+
+import re
+
+#: System-name prefix of each backbone family (``model_type``).
+FAMILY_PREFIXES = {"wav2vec2": "w2v2", "hubert": "hubert", "wavlm": "wavlm", "data2vec-audio": "data2vec",
+                   "whisper": "whisper"}
+MODES = {"frozen": "frozen", "finetune": "ft"}
+
+
+def encoder_system(family: str, recipe: str, mode: str) -> str:
+    """``encoder_system("whisper", "project", "frozen")`` -> ``"whisper-project-frozen"``."""
+    if mode not in MODES:
+        raise ValueError(f"mode={mode!r}; choose one of {tuple(MODES)}")
+    return f"{FAMILY_PREFIXES[family]}-{recipe}-{MODES[mode]}"
+
+
+def system_kind(system: str) -> str:
+    """The family of a pretrained-encoder system (``"wav2vec2"``, ``"whisper"``, ...), else ``"baseline"``."""
+    prefix = system.split("-", 1)[0]
+    families = {p: f for f, p in FAMILY_PREFIXES.items()}
+    return families.get(prefix, "baseline") if "-" in system else "baseline"
+
+
+def system_note(system: str) -> str:
+    """What a reader must know about a system's numbers: speaker-normalised systems say how."""
+    enrolment = re.search(r"\+spknorm-k(\d+)$", system)
+    if enrolment:
+        return f"speaker-normalised: statistics from {enrolment.group(1)} unlabelled clips per speaker"
+    if system.endswith("+spknorm"):
+        return ("transductive: each speaker standardised with all of their own unlabelled clips, "
+                "test speakers included")
+    return ""
+
+
+def guess_family(name: str) -> str:
+    """The family a backbone name suggests, for rows of a backbone that could not be loaded (its config
+    is what decides when it can): ``whisper`` for Whisper names, else by the name, else ``wav2vec2``."""
+    lowered = name.lower()
+    for family in ("whisper", "hubert", "wavlm", "data2vec"):
+        if family in lowered:
+            return "data2vec-audio" if family == "data2vec" else family
+    return "wav2vec2"
+
+
+def model_folder(family: str, mode: str, speaker_normalised: bool = False) -> str:
+    """The exported model folder of a pretrained-encoder system under ``models_dir``: ``<family>-frozen``
+    (``-frozen-spknorm``) for a frozen encoder with its head, ``<family>-ser`` for a fine-tuned one."""
+    if mode not in MODES:
+        raise ValueError(f"mode={mode!r}; choose one of {tuple(MODES)}")
+    return f"{family}-ser" if mode == "finetune" else f"{family}-frozen" + ("-spknorm" if speaker_normalised else "")
+
+
+#: Every exported model folder the study writes, in the order notebook 06 shows them.
+MODEL_FOLDERS = ("baseline", "baseline-spknorm", *(model_folder(family, mode, normed) for family in FAMILY_PREFIXES
+                                                   for mode, normed in (("frozen", False), ("frozen", True),
+                                                                        ("finetune", False))))
