@@ -100,7 +100,8 @@ def _load_recognizer(directory: str, allow_pickle: bool = False):
 
 def _check_run_options(args: argparse.Namespace, outputs: dict[str, str | None], inputs: list) -> bool:
     """Window, hop and output files, checked before any work: one line on stderr when one is bad. An
-    output may be neither an input (``inputs``) nor the other output."""
+    output may be neither an input (``inputs``) nor the other output. A warning waits in ``args.gap``
+    for :func:`_check_model_window`."""
     from .predict import check_window
     from .prediction_io import check_output, check_outputs_apart
 
@@ -112,8 +113,7 @@ def _check_run_options(args: argparse.Namespace, outputs: dict[str, str | None],
     except ValueError as err:
         error(str(err))
         return False
-    if gap:
-        warn(gap)
+    args.gap = gap
     return True
 
 
@@ -126,6 +126,8 @@ def _check_model_window(args: argparse.Namespace, recognizer) -> bool:
     elif args.hop is not None and args.hop * rate < 1:
         error(f"--hop {args.hop:g} is shorter than one sample at the model's {rate} Hz")
     else:
+        if getattr(args, "gap", None):
+            warn(args.gap)
         return True
     return False
 

@@ -75,42 +75,47 @@ def load_audio(
         constant (DC) signal is silent.
     """
     path = Path(path)
-    _check_readable(path)
-    try:
-        sound = sf.SoundFile(str(path))
-    except Exception as err:  # soundfile raises LibsndfileError, RuntimeError, TypeError...
-        raise AudioError(f"{path}: not a readable audio file ({err})") from err
-    with sound:
-        if sound.frames == 0:
-            raise AudioError(f"{path}: empty audio (0 samples)")
-        if max_seconds is not None and sound.frames / sound.samplerate > max_seconds:
-            raise AudioError(
-                f"{path}: {sound.frames / sound.samplerate:.0f} s long, more than max_seconds={max_seconds:g}"
-            )
-        block = max(1, int(block_seconds * sound.samplerate)) if block_seconds else -1
+    # Opened here and handed to soundfile as a file object: Python names the cause of a failure (libsndfile
+    # says "System error."), and paths longer than libsndfile's 1,024 characters (deep trees) open too.
+    with _open(path) as handle:
         try:
-            wave, level = _decode(sound, sample_rate, block)
-        except _NonFinite:
-            raise AudioError(f"{path}: contains NaN or infinite samples") from None
-        except Exception as err:
-            raise AudioError(f"{path}: could not decode audio ({err})") from err
+            sound = sf.SoundFile(handle)
+        except Exception as err:  # soundfile raises LibsndfileError, RuntimeError, TypeError...
+            # libsndfile's own words ("Format not recognised."), not soundfile's repr of the file object
+            raise AudioError(f"{path}: not a readable audio file ({getattr(err, 'error_string', err)})") from err
+        with sound:
+            return _load(path, sound, sample_rate, max_seconds, allow_silent, block_seconds)
+
+
+def _load(path: Path, sound: sf.SoundFile, sample_rate: int, max_seconds: float | None, allow_silent: bool,
+          block_seconds: float | None) -> np.ndarray:
+    if sound.frames == 0:
+        raise AudioError(f"{path}: empty audio (0 samples)")
+    if max_seconds is not None and sound.frames / sound.samplerate > max_seconds:
+        raise AudioError(f"{path}: {sound.frames / sound.samplerate:.0f} s long, more than max_seconds={max_seconds:g}")
+    block = max(1, int(block_seconds * sound.samplerate)) if block_seconds else -1
+    try:
+        wave, level = _decode(sound, sample_rate, block)
+    except _NonFinite:
+        raise AudioError(f"{path}: contains NaN or infinite samples") from None
+    except Exception as err:
+        raise AudioError(f"{path}: could not decode audio ({err})") from err
     if not allow_silent and level.silent:
         raise SilentAudioError(f"{path}: silent (peak amplitude below {SILENCE_PEAK:g} once its mean, the DC "
                                "offset, is removed)")
     return wave
 
 
-def _check_readable(path: Path) -> None:
-    """What is wrong with ``path`` before soundfile sees it (it would say "System error." for most)."""
+def _open(path: Path):
+    """``path`` opened for reading, or an :class:`AudioError` that says what is wrong with it."""
     if path.is_dir():
         raise AudioError(f"{path}: is a folder, not an audio file")
     if not path.exists():
         raise AudioError(f"{path}: no such file")
-    if not path.is_file():
+    if not path.is_file():  # opening a pipe would wait for a writer
         raise AudioError(f"{path}: not a regular file (a device, pipe or socket)")
     try:
-        with open(path, "rb"):
-            pass
+        return open(path, "rb")
     except PermissionError:
         raise AudioError(f"{path}: permission denied (this file cannot be read by you)") from None
     except OSError as err:

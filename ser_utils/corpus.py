@@ -144,7 +144,8 @@ def discover(root: str | Path) -> pd.DataFrame:
             duplicates.append((rel, str(kept[fields["stem"]].relative_to(root)), _compare(kept[fields["stem"]], path)))
             continue
         try:
-            info = sf.info(str(path))
+            with open(path, "rb") as handle:  # a file object: libsndfile refuses paths over 1,024 characters
+                info = sf.info(handle)
         except Exception as err:  # soundfile raises several types for broken files
             skipped.append((rel, f"unreadable audio ({err})"))
             continue
