@@ -10,7 +10,7 @@ import warnings
 from pathlib import Path
 
 from .config import PROFILES, PROTOCOLS
-from .console import error, say, warn, warning_lines
+from .console import drop_stdout, error, say, stdout_reader_gone, warn, warning_lines
 from .pipeline import add_arguments as add_pipeline_arguments
 from .pipeline import run_from_args as run_pipeline_from_args
 
@@ -357,6 +357,11 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:  # outside scoring (loading a model, writing): the default Ctrl-C, said in one line
         error("interrupted")
         return 130
+    except BrokenPipeError:  # the other commands' stdout read by `| head`: the reader has what it wanted
+        if not stdout_reader_gone():
+            raise  # a pipe other than stdout: a real failure
+        drop_stdout()
+        return 0
 
 
 if __name__ == "__main__":

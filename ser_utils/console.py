@@ -22,19 +22,36 @@ _closed = False
 
 def say(text: str) -> bool:
     """Print ``text`` on stdout (flushed); ``False`` once stdout's reader has closed it."""
-    global _closed
     if _closed:
         return False
     try:
         print(text, flush=True)
     except BrokenPipeError:
-        _closed = True
-        # Later writes, and the interpreter's flush at exit, go nowhere instead of failing again.
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
-        os.close(devnull)
+        drop_stdout()
         return False
     return True
+
+
+def stdout_reader_gone() -> bool:
+    """Whether stdout is a pipe whose reader has closed it (so a ``BrokenPipeError`` was about stdout)."""
+    import select
+
+    try:
+        poller = select.poll()
+        poller.register(sys.stdout.fileno(), select.POLLOUT)
+        return any(events & select.POLLERR for _, events in poller.poll(0))
+    except (AttributeError, OSError, ValueError):  # no real file descriptor (captured in tests)
+        return False
+
+
+def drop_stdout() -> None:
+    """After a ``BrokenPipeError``: later writes, and the interpreter's flush at exit, go to ``/dev/null``
+    instead of failing again."""
+    global _closed
+    _closed = True
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
 
 
 def error(text: str) -> None:
@@ -65,4 +82,4 @@ def warning_lines() -> Iterator[None]:
         yield
 
 
-__all__ = ["error", "say", "warn", "warning_lines"]
+__all__ = ["drop_stdout", "error", "say", "stdout_reader_gone", "warn", "warning_lines"]
