@@ -192,7 +192,8 @@ class EmotionRecognizer:
 
         ``paths`` is consumed lazily and at most ``buffer_seconds`` of audio (or one longer file) is held
         at once, so memory does not grow with the number of files; short clips in the buffer are
-        scored in one batch.
+        scored in one batch. Inside :func:`ser_utils.interrupts.deferred`, a Ctrl-C or SIGTERM stops the
+        iteration before the next file (``interrupts.Interrupted``), never as a file's failure.
         """
         check_window(window, hop)
         buffer, held = [], 0

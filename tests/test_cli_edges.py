@@ -121,6 +121,16 @@ def test_a_constant_signal_is_silent_and_a_file_far_above_full_scale_warns(capsy
     assert warnings == {str(loud): err[1][len("warning: "):], str(clips / "spk1" / "sad.wav"): None}
 
 
+def test_evaluate_names_the_files_far_above_full_scale_too(capsys, baseline, clips, tmp_path):
+    loud = tmp_path / "x1000.wav"
+    sf.write(str(loud), 1000 * sf.read(str(clips / "spk1" / "sad.wav"))[0], 16000, subtype="FLOAT")
+    manifest = _manifest(tmp_path / "m.csv", f"path,label\n{loud},sad\n{clips / 'spk1' / 'angry.wav'},angry\n")
+    summary = tmp_path / "s.json"
+    status, out, err = run(capsys, "evaluate", "--model", baseline, "--manifest", manifest, "--json", summary)
+    assert status == 0 and "clips: 2" in out and len(err) == 1 and err[0].startswith(f"warning: {loud}: peak amplitude")
+    assert json.loads(summary.read_text())["warnings"] == [err[0][len("warning: "):]]
+
+
 # -- impossible windows -----------------------------------------------------------------------------------
 
 def test_the_models_shortest_input_is_a_plain_attribute(baseline, model_dir):
