@@ -5,7 +5,11 @@ The notebooks in ``notebooks/`` tell the story; this package does the work. Modu
 
 ``config``       profiles (full / smoke), protocol names, paths, environment overrides
 ``progress``     progress bars, switched off in headless runs;  ``device``  precision and batch size
-``audio``        the one audio loader (float32 mono 16 kHz) and waveform helpers (crop, normalise, batch)
+``atomic``       every output file written whole or not at all (temp file, fsync, rename)
+``interrupts``   Ctrl-C / SIGTERM stop a run between files;  ``console``  the CLI's stdout and stderr lines
+``audio``        the one audio loader (float32 mono 16 kHz, read in blocks) and waveform helpers (crop,
+                 normalise, batch, silence, level)
+``scan``         which files are audio (every format soundfile reads), folder walks of any depth
 ``cache``        content-keyed on-disk cache with a parallel, resumable map
 ``corpus``       RAVDESS file-name grammar, discovery, validation, download, the quick subset
 ``splits``       the evaluation protocols (random-80-20, actor-kfold = EmoBox folds)

@@ -10,6 +10,7 @@ import warnings
 from pathlib import Path
 
 from .config import PROFILES, PROTOCOLS
+from .console import drop_stdout, error, say, stdout_reader_gone, warn, warning_lines
 from .pipeline import add_arguments as add_pipeline_arguments
 from .pipeline import run_from_args as run_pipeline_from_args
 
@@ -22,13 +23,13 @@ def _validate(args: argparse.Namespace) -> int:
     from .corpus import CorpusError, discover, validate
 
     try:
-        with warnings.catch_warnings():  # the report below says it all, once
-            warnings.filterwarnings("ignore", message="RAVDESS corpus is not complete")
+        with warning_lines(), warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="RAVDESS corpus is not complete")  # the report says it all
             report = validate(discover(args.directory), strict=args.strict)
     except CorpusError as err:
-        print(f"error: {err}", file=sys.stderr)
+        error(str(err))
         return 1
-    print(report)
+    say(str(report))
     return 0
 
 
@@ -99,106 +100,160 @@ def _load_recognizer(directory: str, allow_pickle: bool = False):
         return None
 
 
-def _check_run_options(args: argparse.Namespace, outputs: dict[str, str | None]) -> bool:
-    """Window, hop and output files, checked before any work: one line on stderr when one is bad."""
+def _check_run_options(args: argparse.Namespace, outputs: dict[str, str | None], inputs: list) -> bool:
+    """Window, hop and output files, checked before any work: one line on stderr when one is bad. An
+    output may be neither an input (``inputs``) nor the other output. A warning waits in ``args.gap``
+    for :func:`_check_model_window`."""
     from .predict import check_window
-    from .prediction_io import check_output
+    from .prediction_io import check_output, check_outputs_apart
 
     try:
         gap = check_window(args.window, args.hop)
         for option, path in outputs.items():
             check_output(path, option)
+        check_outputs_apart(outputs, inputs)
     except ValueError as err:
-        print(f"error: {err}", file=sys.stderr)
+        error(str(err))
         return False
-    if gap:
-        print(f"warning: {gap}", file=sys.stderr)
+    args.gap = gap
     return True
+
+
+def _check_model_window(args: argparse.Namespace, recognizer) -> bool:
+    """``--window`` / ``--hop`` against what the loaded model can score: no file could satisfy them."""
+    shortest, rate = recognizer.min_seconds, recognizer.sample_rate
+    if args.window is not None and args.window < shortest:
+        error(f"--window {args.window:g} is shorter than the model's shortest input ({shortest:g} s): no window "
+              "could be scored")
+    elif args.hop is not None and args.hop * rate < 1:
+        error(f"--hop {args.hop:g} is shorter than one sample at the model's {rate} Hz")
+    else:
+        if getattr(args, "gap", None):
+            warn(args.gap)
+        return True
+    return False
+
+
+def _write_outputs(outputs: dict[str, tuple[str | None, object]]) -> bool:
+    """Write each ``option -> (path, content)`` atomically (CSV from a DataFrame, else text); a failure
+    is one line and the other outputs are still written. Returns whether all were written."""
+    from .atomic import WriteError, atomic_to_csv, atomic_write_text
+
+    written = True
+    for path, content in outputs.values():
+        if not path:
+            continue
+        try:
+            if isinstance(content, str):
+                atomic_write_text(path, content)
+            else:
+                atomic_to_csv(content, path, index=False)
+        except WriteError as err:
+            error(str(err))
+            written = False
+    return written
+
+
+def _interrupted(err, done: int, total: int) -> int:
+    error(f"interrupted ({err.name}) after {done} of {total} file(s); no output file written")
+    return err.exit_status
 
 
 def _predict(args: argparse.Namespace) -> int:
     from .crosscorpus import speaker_groups
+    from .interrupts import Interrupted, deferred
     from .normalization import GroupError
     from .prediction_io import audio_files, format_prediction, predictions_table, to_json
 
-    if not _check_run_options(args, {"--csv": args.csv, "--json": args.json}):
+    with warning_lines():  # repeated files
+        files, failures = audio_files(args.paths)
+    outputs = {"--csv": args.csv, "--json": args.json}
+    if not _check_run_options(args, outputs, files):
         return 2
     recognizer = _load_recognizer(args.model, args.allow_pickle)
-    if recognizer is None:
+    if recognizer is None or not _check_model_window(args, recognizer):
         return 2
-    files, failures = audio_files(args.paths)
     for message in failures.values():
-        print(f"error: {message}", file=sys.stderr)
-    try:  # adapted features need every file of a group at once; otherwise files stream one after another
-        groups = speaker_groups(files, args.adapt, args.speaker_pattern)
-        if groups is not None or recognizer.needs_groups:
-            scored, unreadable = recognizer.predict_files(files, window=args.window, hop=args.hop, groups=groups)
-            stream = [(p.path, p, "") for p in scored] + [(p, None, why) for p, why in unreadable.items()]
-        else:
-            stream = recognizer.iter_predictions(files, window=args.window, hop=args.hop)
-    except GroupError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+        error(message)
     predictions = []
-    for path, prediction, reason in stream:
-        if prediction is None:
-            failures[path] = reason
-            print(f"error: {reason}", file=sys.stderr)
-            continue
-        predictions.append(prediction)  # small: scores and windows, not audio
-        if args.json != "-":
-            print(format_prediction(prediction), flush=True)
-    if args.csv:
-        predictions_table(predictions).to_csv(args.csv, index=False)
+    try:
+        with deferred(), warning_lines():  # Ctrl-C / SIGTERM: stop between files, keep old outputs
+            # Adapted features need every file of a group at once; otherwise files stream one after another.
+            groups = speaker_groups(files, args.adapt, args.speaker_pattern)
+            if groups is not None or recognizer.needs_groups:
+                scored, unreadable = recognizer.predict_files(files, window=args.window, hop=args.hop, groups=groups)
+                stream = [(p.path, p, "") for p in scored] + [(p, None, why) for p, why in unreadable.items()]
+            else:
+                stream = recognizer.iter_predictions(files, window=args.window, hop=args.hop)
+            for path, prediction, reason in stream:
+                if prediction is None:
+                    failures[path] = reason
+                    error(reason)
+                    continue
+                predictions.append(prediction)  # small: scores and windows, not audio
+                if prediction.warning:
+                    warn(prediction.warning)
+                if args.json != "-":
+                    say(format_prediction(prediction))  # a closed stdout stops the lines only
+    except GroupError as err:
+        error(str(err))
+        return 2
+    except Interrupted as err:
+        return _interrupted(err, len(predictions), len(files))
+    if not predictions and (args.csv or args.json not in (None, "-")):
+        kept = [f"{o} {p} holds {'the header row only' if o == '--csv' else 'an empty list'}"
+                for o, p in outputs.items() if p and p != "-"]
+        warn(f"no file could be scored: {'; '.join(kept)}")
+    written = _write_outputs({"--csv": (args.csv, predictions_table(predictions, recognizer.labels)),
+                              "--json": (args.json if args.json != "-" else None, to_json(predictions))})
     if args.json == "-":
-        print(to_json(predictions))
-    elif args.json:
-        Path(args.json).write_text(to_json(predictions))
-    return 1 if failures or not predictions else 0
+        say(to_json(predictions))
+    return 1 if failures or not predictions or not written else 0
 
 
 def _evaluate(args: argparse.Namespace) -> int:
     from .crosscorpus import evaluate_manifest
-    from .prediction_io import NothingScoredError, strict_json
+    from .interrupts import Interrupted, deferred
+    from .prediction_io import NothingScoredError, manifest_files, strict_json
 
-    if not _check_run_options(args, {"--json": args.json}):
+    if not _check_run_options(args, {"--json": args.json}, [args.manifest, *manifest_files(args.manifest)]):
         return 2
     recognizer = _load_recognizer(args.model, args.allow_pickle)
-    if recognizer is None:
+    if recognizer is None or not _check_model_window(args, recognizer):
         return 2
     try:
-        with warnings.catch_warnings(record=True) as caught:  # one "warning:" line each, no source echo
-            warnings.simplefilter("always", UserWarning)
+        with deferred(), warning_lines():  # one "warning:" line each, no source echo
             result = evaluate_manifest(recognizer, args.manifest, window=args.window, hop=args.hop,
                                        adapt=args.adapt, labels=args.labels)
-        for warning in caught:
-            if issubclass(warning.category, UserWarning):
-                print(f"warning: {warning.message}", file=sys.stderr)
-            else:
-                warnings.showwarning(warning.message, warning.category, warning.filename, warning.lineno)
+    except Interrupted as err:
+        error(f"interrupted ({err.name}); nothing scored is kept, no output file written")
+        return err.exit_status
     except NothingScoredError as err:
         for message in err.failures.values():
-            print(f"error: {message}", file=sys.stderr)
-        print(f"error: {err}", file=sys.stderr)
+            error(message)
+        error(str(err))
         return 1
     except (OSError, ValueError) as err:
-        print(f"error: {err}", file=sys.stderr)
+        error(str(err))
         return 2
     for message in result["failures"].values():
-        print(f"error: {message}", file=sys.stderr)
+        error(message)
+    for message in result["warnings"]:
+        warn(message)
     settings = result["settings"]
-    print(f"clips: {result['n']}  classes: {', '.join(result['classes'])}  adapt: {settings['adapt']}  "
-          f"labels: {settings['labels']}")
-    print(f"accuracy: {result['accuracy']:.4f}  UAR: {result['uar']:.4f}  macro-F1: {result['macro_f1']:.4f}")
-    print("confusion (rows: true, columns: predicted; other = a class absent from the manifest"
-          + (", never chosen with --labels manifest):" if args.labels == "manifest" else "):"))
-    print(result["confusion"].to_string())
+    say(f"clips: {result['n']}  classes: {', '.join(result['classes'])}  adapt: {settings['adapt']}  "
+        f"labels: {settings['labels']}")
+    say(f"accuracy: {result['accuracy']:.4f}  UAR: {result['uar']:.4f}  macro-F1: {result['macro_f1']:.4f}")
+    say("confusion (rows: true, columns: predicted; other = a class absent from the manifest"
+        + (", never chosen with --labels manifest):" if args.labels == "manifest" else "):"))
+    say(result["confusion"].to_string())
+    written = True
     if args.json:
         summary = {k: v for k, v in result.items() if k != "confusion"}
         summary["confusion"] = result["confusion"].to_dict(orient="index")
         summary["settings"] = {**settings, "model": args.model}
-        Path(args.json).write_text(strict_json(summary))
-    return 1 if result["failures"] else 0
+        written = _write_outputs({"--json": (args.json, strict_json(summary))})
+    return 1 if result["failures"] or not written else 0
 
 
 def _compare_results(args: argparse.Namespace) -> int:
@@ -299,7 +354,16 @@ def main(argv: list[str] | None = None) -> int:
     same.set_defaults(func=_compare_results)
 
     args = parser.parse_args(argv)
-    return args.func(args)
+    try:
+        return args.func(args)
+    except KeyboardInterrupt:  # outside scoring (loading a model, writing): the default Ctrl-C, said in one line
+        error("interrupted")
+        return 130
+    except BrokenPipeError:  # the other commands' stdout read by `| head`: the reader has what it wanted
+        if not stdout_reader_gone():
+            raise  # a pipe other than stdout: a real failure
+        drop_stdout()
+        return 0
 
 
 if __name__ == "__main__":

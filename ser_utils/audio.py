@@ -20,6 +20,12 @@ SAMPLE_RATE = 16_000
 SILENCE_PEAK = 1e-5
 #: Longest file :func:`load_audio` accepts by default, in seconds (RAVDESS clips are 3-5 s).
 MAX_SECONDS = 600.0
+#: Audio :func:`load_audio` decodes at once, in seconds: longer files are read, down-mixed and resampled
+#: block by block (10 s of 48 kHz stereo float32: 3.8 MB).
+BLOCK_SECONDS = 10.0
+#: Peak amplitude (x full scale) above which a clip gets a warning: float audio may peak a little over
+#: 1.0, but 4x (+12 dB) means samples that were never scaled as audio (a float WAV at x1000).
+OVER_FULL_SCALE = 4.0
 
 
 class AudioError(ValueError):
@@ -36,18 +42,24 @@ def load_audio(
     *,
     max_seconds: float | None = MAX_SECONDS,
     allow_silent: bool = False,
+    block_seconds: float | None = BLOCK_SECONDS,
 ) -> np.ndarray:
     """Read any file soundfile understands as float32 mono at ``sample_rate``.
 
-    Stereo and multichannel audio is averaged to mono; other rates are resampled with soxr (HQ).
+    Stereo and multichannel audio is averaged to mono; other rates are resampled with soxr (HQ). The
+    file is read ``block_seconds`` at a time, each block down-mixed and fed to soxr's streaming
+    resampler, so memory holds the result and one block, never the whole file at its own rate and
+    channel count (an hour at 48 kHz stereo would be 1.4 GB as float32); the result equals reading
+    the whole file at once (``block_seconds=None``).
 
     Parameters
     ----------
-    path : audio file (WAV, FLAC, OGG, ...).
+    path : audio file (WAV, FLAC, OGG, AIFF, ...).
     sample_rate : output rate in Hz.
     max_seconds : longer files raise :class:`AudioError` (``None``: no limit). Guards long runs
         against a stray hour-long recording.
-    allow_silent : return all-zero clips instead of raising :class:`SilentAudioError`.
+    allow_silent : return silent clips instead of raising :class:`SilentAudioError`.
+    block_seconds : how much of the file is decoded at once (``None``: all of it).
 
     Returns
     -------
@@ -56,33 +68,126 @@ def load_audio(
     Raises
     ------
     AudioError
-        Missing, unreadable or non-audio file, zero length, too long, or NaN/inf samples.
+        Missing, unreadable (permissions) or non-audio file, a folder, zero length, too long, or
+        NaN/inf samples.
     SilentAudioError
-        All samples below :data:`SILENCE_PEAK` (unless ``allow_silent``).
+        No sample departs from the clip's mean by :data:`SILENCE_PEAK` (unless ``allow_silent``); a
+        constant (DC) signal is silent.
     """
     path = Path(path)
-    if not path.is_file():
-        raise AudioError(f"{path}: no such file")
-    try:
-        info = sf.info(str(path))
-    except Exception as err:  # soundfile raises LibsndfileError, RuntimeError, TypeError...
-        raise AudioError(f"{path}: not a readable audio file ({err})") from err
-    if info.frames == 0:
+    # Opened here and handed to soundfile as a file object: Python names the cause of a failure (libsndfile
+    # says "System error."), and paths longer than libsndfile's 1,024 characters (deep trees) open too.
+    with _open(path) as handle:
+        try:
+            sound = sf.SoundFile(handle)
+        except Exception as err:  # soundfile raises LibsndfileError, RuntimeError, TypeError...
+            # libsndfile's own words ("Format not recognised."), not soundfile's repr of the file object
+            raise AudioError(f"{path}: not a readable audio file ({getattr(err, 'error_string', err)})") from err
+        with sound:
+            return _load(path, sound, sample_rate, max_seconds, allow_silent, block_seconds)
+
+
+def _load(path: Path, sound: sf.SoundFile, sample_rate: int, max_seconds: float | None, allow_silent: bool,
+          block_seconds: float | None) -> np.ndarray:
+    if sound.frames == 0:
         raise AudioError(f"{path}: empty audio (0 samples)")
-    if max_seconds is not None and info.frames / info.samplerate > max_seconds:
-        raise AudioError(
-            f"{path}: {info.frames / info.samplerate:.0f} s long, more than max_seconds={max_seconds:g}"
-        )
+    if max_seconds is not None and sound.frames / sound.samplerate > max_seconds:
+        raise AudioError(f"{path}: {sound.frames / sound.samplerate:.0f} s long, more than max_seconds={max_seconds:g}")
+    block = max(1, int(block_seconds * sound.samplerate)) if block_seconds else -1
     try:
-        data, rate = sf.read(str(path), dtype="float32", always_2d=True)
+        wave, level = _decode(sound, sample_rate, block)
+    except _NonFinite:
+        raise AudioError(f"{path}: contains NaN or infinite samples") from None
     except Exception as err:
         raise AudioError(f"{path}: could not decode audio ({err})") from err
-    wave = data.mean(axis=1) if data.shape[1] > 1 else data[:, 0]
-    if not np.isfinite(wave).all():
-        raise AudioError(f"{path}: contains NaN or infinite samples")
-    if not allow_silent and np.abs(wave).max() < SILENCE_PEAK:
-        raise SilentAudioError(f"{path}: silent (peak amplitude below {SILENCE_PEAK:g})")
-    return resample(wave, rate, sample_rate)
+    if not allow_silent and level.silent:
+        raise SilentAudioError(f"{path}: silent (peak amplitude below {SILENCE_PEAK:g} once its mean, the DC "
+                               "offset, is removed)")
+    return wave
+
+
+def _open(path: Path):
+    """``path`` opened for reading, or an :class:`AudioError` that says what is wrong with it."""
+    if path.is_dir():
+        raise AudioError(f"{path}: is a folder, not an audio file")
+    if not path.exists():
+        raise AudioError(f"{path}: no such file")
+    if not path.is_file():  # opening a pipe would wait for a writer
+        raise AudioError(f"{path}: not a regular file (a device, pipe or socket)")
+    try:
+        return open(path, "rb")
+    except PermissionError:
+        raise AudioError(f"{path}: permission denied (this file cannot be read by you)") from None
+    except OSError as err:
+        raise AudioError(f"{path}: cannot be opened ({err.strerror})") from None
+
+
+class _NonFinite(ValueError):
+    pass
+
+
+class _Level:
+    """Running minimum, maximum and mean of a signal read in blocks: is it silent once DC is removed?"""
+
+    def __init__(self):
+        self.low, self.high, self.total, self.count = np.inf, -np.inf, 0.0, 0
+
+    def add(self, block: np.ndarray) -> None:
+        self.low, self.high = min(self.low, float(block.min())), max(self.high, float(block.max()))
+        self.total += float(block.sum(dtype=np.float64))
+        self.count += len(block)
+
+    @property
+    def silent(self) -> bool:
+        mean = self.total / max(self.count, 1)
+        return max(self.high - mean, mean - self.low) < SILENCE_PEAK
+
+
+def _decode(sound: sf.SoundFile, sample_rate: int, block: int) -> tuple[np.ndarray, _Level]:
+    """Decode, down-mix and resample ``sound`` ``block`` frames at a time (``-1``: all at once)."""
+    stream = (None if sound.samplerate == sample_rate
+              else soxr.ResampleStream(sound.samplerate, sample_rate, 1, dtype="float32", quality="HQ"))
+    out = np.empty(int(np.ceil(sound.frames * sample_rate / sound.samplerate)) + 1, np.float32)
+    filled, level = 0, _Level()
+    while True:
+        data = sound.read(block, dtype="float32", always_2d=True)
+        if len(data) == 0:
+            break
+        mono = data.mean(axis=1) if data.shape[1] > 1 else data[:, 0]
+        if not np.isfinite(mono).all():
+            raise _NonFinite
+        level.add(mono)
+        out, filled = _append(out, filled, stream.resample_chunk(mono) if stream else mono)
+    if stream is not None:
+        out, filled = _append(out, filled, stream.resample_chunk(np.zeros(0, np.float32), last=True))
+    return out[:filled], level
+
+
+def _append(out: np.ndarray, filled: int, chunk: np.ndarray) -> tuple[np.ndarray, int]:
+    if filled + len(chunk) > len(out):  # the header's frame count was short (some compressed formats)
+        out = np.concatenate([out[:filled], np.empty(max(len(chunk), len(out) // 2), np.float32)])
+    out[filled:filled + len(chunk)] = chunk
+    return out, filled + len(chunk)
+
+
+def is_silent(wave: np.ndarray) -> bool:
+    """Whether no sample of ``wave`` departs from its mean (the DC offset) by :data:`SILENCE_PEAK`: a
+    constant signal is silent, however far from zero."""
+    if len(wave) == 0:
+        return True
+    mean = float(np.mean(wave, dtype=np.float64))
+    return max(float(wave.max()) - mean, mean - float(wave.min())) < SILENCE_PEAK
+
+
+def level_warning(wave: np.ndarray, name: str) -> str | None:
+    """A one-line warning naming ``name`` when the peak of ``wave`` is far above full scale
+    (:data:`OVER_FULL_SCALE`), e.g. a float file saved unnormalised; else ``None``."""
+    peak = max(float(wave.max()), -float(wave.min())) if len(wave) else 0.0
+    if peak <= OVER_FULL_SCALE:
+        return None
+    return (f"{name}: peak amplitude {peak:.3g}, {20 * np.log10(peak):.0f} dB above full scale (1.0): the "
+            "file is not scaled like audio, so level-dependent features (loudness, energy) and its scores "
+            "mean little")
 
 
 def resample(wave: np.ndarray, orig_rate: int, new_rate: int) -> np.ndarray:

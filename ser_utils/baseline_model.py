@@ -13,6 +13,7 @@ import joblib
 import numpy as np
 from sklearn.base import BaseEstimator
 
+from .atomic import atomic_open, atomic_write_text
 from .baselines import fit_quietly, make_classifier
 from .corpus import EMOTIONS
 from .features import FeatureExtractor, FeatureTable, make_extractor
@@ -151,9 +152,10 @@ class BaselineModel:
         }
         import skops.io
 
-        skops.io.dump(self.pipeline, directory / self.PIPELINE)
+        with atomic_open(directory / self.PIPELINE, "wb") as handle:
+            skops.io.dump(self.pipeline, handle)
         (directory / self.LEGACY_PIPELINE).unlink(missing_ok=True)  # never leave a stale pickle beside it
-        (directory / self.CONFIG).write_text(json.dumps(config, indent=2, default=str))
+        atomic_write_text(directory / self.CONFIG, json.dumps(config, indent=2, default=str))
         return directory
 
     @classmethod

@@ -38,6 +38,7 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.svm import SVC
 
+from .atomic import atomic_to_csv
 from .evaluate import (
     PREDICTION_COLUMNS,
     metric_row,
@@ -256,8 +257,8 @@ def write_results(results: Sequence[SystemResult], results_dir: str | Path, grou
         by_system.setdefault(r.system, []).append(r.predictions)
     for system, frames in by_system.items():
         write_predictions(pd.concat(frames, ignore_index=True)[PREDICTION_COLUMNS], results_dir, system)
-    pd.concat([r.selections for r in results], ignore_index=True).to_csv(
-        results_dir / f"{group}_selection.csv", index=False, float_format="%.6g")
+    atomic_to_csv(pd.concat([r.selections for r in results], ignore_index=True),
+                  results_dir / f"{group}_selection.csv", index=False, float_format="%.6g")
     return path
 
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import warnings
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -21,6 +20,7 @@ from pathlib import Path
 import numpy as np
 from joblib import Parallel, delayed
 
+from .atomic import WriteError, atomic_open, atomic_write_text
 from .config import recompute_before
 from .progress import progress as progress_bar
 
@@ -51,7 +51,7 @@ class ArrayCache:
         self.dir.mkdir(parents=True, exist_ok=True)
         manifest = self.dir / "params.json"
         if not manifest.exists():
-            manifest.write_text(json.dumps(params, indent=1, sort_keys=True, default=str))
+            atomic_write_text(manifest, json.dumps(params, indent=1, sort_keys=True, default=str))
 
     def _path(self, digest: str) -> Path:
         return self.dir / f"{digest}.npy"
@@ -70,10 +70,9 @@ class ArrayCache:
             return None
 
     def put(self, digest: str, array: np.ndarray) -> None:
-        # Write then rename, so a killed run never leaves a truncated entry under the real name.
-        tmp = self.dir / f".{digest}.{os.getpid()}.tmp.npy"
-        np.save(tmp, np.asarray(array))
-        tmp.replace(self._path(digest))
+        # Written beside it, then renamed: a killed run or a full disk never leaves a truncated entry.
+        with atomic_open(self._path(digest), "wb") as handle:
+            np.save(handle, np.asarray(array), allow_pickle=False)
 
     def __len__(self) -> int:
         return sum(1 for _ in self.dir.glob("*.npy"))
@@ -124,6 +123,7 @@ def cached_map(func: Callable[[str], np.ndarray], paths: Iterable[str | Path], c
     in a warning and skipped; the run goes on. Returns arrays keyed by the path strings given.
     """
     result, todo = cache.lookup(paths)
+    unsaved = None
     if todo:
         workers = n_jobs if len(todo) >= min_parallel else 1
         jobs = Parallel(n_jobs=workers, return_as="generator", batch_size="auto")(
@@ -134,9 +134,16 @@ def cached_map(func: Callable[[str], np.ndarray], paths: Iterable[str | Path], c
             if error is not None:
                 result.failures[path] = error
                 continue
-            cache.put(digest, array)
+            if unsaved is None:
+                try:
+                    cache.put(digest, array)
+                except WriteError as err:  # a full disk: the values are still good, only the cache is lost
+                    unsaved = err
             result.arrays[path] = array
             result.computed += 1
+    if unsaved is not None:
+        warnings.warn(f"{desc}: cache not written from here on ({unsaved}); these values are recomputed next "
+                      "time", stacklevel=2)
     if result.failures:
         listed = "\n".join(f"  {p}: {why}" for p, why in list(result.failures.items())[:20])
         warnings.warn(f"{desc}: {len(result.failures)} file(s) failed and were skipped:\n{listed}",

@@ -7,7 +7,6 @@ modality (03 = audio-only), vocal channel (01 = speech, 02 = song), emotion (01-
 
 from __future__ import annotations
 
-import os
 import re
 import warnings
 from collections import Counter
@@ -19,12 +18,12 @@ import soundfile as sf
 
 from .cache import file_digest
 from .config import KAGGLE_DATASET
+from .scan import AUDIO_EXTENSIONS, LOSSY_EXTENSIONS, walk_files
 
 EMOTIONS: tuple[str, ...] = (
     "neutral", "calm", "happy", "sad", "angry", "fearful", "disgust", "surprised",
 )
 INTENSITIES = ("normal", "strong")
-AUDIO_SUFFIXES = (".wav", ".flac")
 N_ACTORS = 24
 CLIPS_PER_ACTOR = 60
 N_CLIPS = N_ACTORS * CLIPS_PER_ACTOR
@@ -97,31 +96,23 @@ def expected_stems(actors=range(1, N_ACTORS + 1)) -> list[str]:
 
 
 def audio_paths(root: str | Path) -> list[Path]:
-    """Every ``.wav`` / ``.flac`` file under ``root``, following symlinked folders (each real folder is
-    visited once, so a link back up the tree cannot loop), nearest to ``root`` first."""
+    """Every audio file under ``root`` (any format soundfile reads, :data:`ser_utils.scan.AUDIO_EXTENSIONS`),
+    at any depth, following symlinked folders (each real folder is visited once, so a link back up the
+    tree cannot loop): nearest to ``root`` first, lossless before lossy formats, then by name."""
     root = Path(root)
-    found, visited = [], set()
-    for folder, subfolders, names in os.walk(root, followlinks=True):
-        status = os.stat(folder)
-        if (status.st_dev, status.st_ino) in visited:
-            subfolders[:] = []  # reached again through a link: already listed
-            continue
-        visited.add((status.st_dev, status.st_ino))
-        subfolders.sort()
-        found += [Path(folder) / n for n in names if Path(n).suffix.lower() in AUDIO_SUFFIXES]
-    files = [p for p in found if p.is_file()]
-    return sorted(files, key=lambda p: (len(p.relative_to(root).parts), str(p)))
+    return sorted(walk_files(root, AUDIO_EXTENSIONS),
+                  key=lambda p: (len(p.relative_to(root).parts), p.suffix.lower() in LOSSY_EXTENSIONS, str(p)))
 
 
 def discover(root: str | Path) -> pd.DataFrame:
-    """Find every audio-only speech clip under ``root`` (WAV or FLAC, any depth, symlinked folders
-    followed).
+    """Find every audio-only speech clip under ``root`` (WAV, FLAC or any other format soundfile reads,
+    any depth, symlinked folders followed).
 
     Returns one row per clip, sorted by actor and name, with columns ``path``, ``file``, ``stem``,
     the parsed fields (see :func:`parse_filename`), ``duration`` (s), ``sample_rate`` (Hz) and
     ``channels``. A clip is its stem: the same stem twice (the Kaggle layout holds every actor folder
     twice; or one clip as both ``.wav`` and ``.flac``) is one clip, the copy nearest to ``root`` wins
-    (``.flac`` before ``.wav`` at equal depth, by name order). ``df.attrs``:
+    (at equal depth lossless before lossy, then by name: ``.flac`` before ``.wav``). ``df.attrs``:
 
     * ``skipped`` - ``(relative path, reason)`` of files that are not usable (names outside the grammar,
       unreadable audio), also reported in a warning;
@@ -129,12 +120,14 @@ def discover(root: str | Path) -> pd.DataFrame:
       ``(relative path, kept copy, how it differs)``: ``"same bytes"``, ``"other format"`` or
       ``"DIFFERENT content"`` (the last also gives a warning: which copy is right is not known);
     * ``video`` and ``song`` - files of the audio-visual modalities and of the song channel, left out
-      (``not_speech`` is their sum).
+      (``not_speech`` is their sum);
+    * ``misplaced`` - ``(relative path, folder actor)`` of clips whose name's actor differs from the
+      ``Actor_XX`` folder they are in (kept, as named; also a warning: one of the two is wrong).
     """
     root = Path(root)
     if not root.is_dir():
         raise CorpusError(f"{root}: not a directory")
-    rows, skipped, duplicates, kept = [], [], [], {}
+    rows, skipped, duplicates, kept, misplaced = [], [], [], {}, []
     video = song = 0
     for path in audio_paths(root):
         rel = str(path.relative_to(root))
@@ -151,11 +144,15 @@ def discover(root: str | Path) -> pd.DataFrame:
             duplicates.append((rel, str(kept[fields["stem"]].relative_to(root)), _compare(kept[fields["stem"]], path)))
             continue
         try:
-            info = sf.info(str(path))
+            with open(path, "rb") as handle:  # a file object: libsndfile refuses paths over 1,024 characters
+                info = sf.info(handle)
         except Exception as err:  # soundfile raises several types for broken files
             skipped.append((rel, f"unreadable audio ({err})"))
             continue
         kept[fields["stem"]] = path
+        folder_actor = _folder_actor(path.relative_to(root))
+        if folder_actor is not None and folder_actor != fields["actor"]:
+            misplaced.append((rel, folder_actor))
         rows.append({"path": str(path), "file": path.name, **fields,
                      "duration": info.frames / info.samplerate, "sample_rate": info.samplerate,
                      "channels": info.channels})
@@ -165,13 +162,28 @@ def discover(root: str | Path) -> pd.DataFrame:
     if differing:
         warnings.warn(f"{root}: {len(differing)} second cop(ies) differ in content from the copy used:\n"
                       f"{_listing(differing)}", stacklevel=2)
+    if misplaced:
+        warnings.warn(f"{root}: {len(misplaced)} clip(s) named for another actor than their Actor_XX folder:\n"
+                      f"{_listing([(rel, f'in the folder of actor {a:02d}') for rel, a in misplaced])}", stacklevel=2)
     columns = ["path", "file", "stem", *_FIELDS, "emotion", "intensity", "gender", "duration",
                "sample_rate", "channels"]
     df = pd.DataFrame(rows, columns=columns).sort_values(["actor", "stem"], ignore_index=True)
     df["emotion"] = pd.Categorical(df["emotion"], categories=EMOTIONS)
     df.attrs.update(root=str(root), skipped=skipped, duplicates=len(duplicates), duplicate_files=duplicates,
-                    video=int(video), song=int(song), not_speech=int(video + song))
+                    video=int(video), song=int(song), not_speech=int(video + song), misplaced=misplaced)
     return df
+
+
+_ACTOR_FOLDER = re.compile(r"actor_?(\d{1,2})", re.IGNORECASE)
+
+
+def _folder_actor(relative: Path) -> int | None:
+    """The actor number of the nearest ``Actor_XX`` folder above a file, if any."""
+    for part in reversed(relative.parts[:-1]):
+        match = _ACTOR_FOLDER.fullmatch(part)
+        if match:
+            return int(match.group(1))
+    return None
 
 
 def _compare(kept: Path, copy: Path) -> str:
@@ -202,6 +214,7 @@ class CorpusReport:
     duplicate_files: list = field(default_factory=list)
     video: int = 0
     song: int = 0
+    misplaced: list = field(default_factory=list)
 
     @property
     def complete(self) -> bool:
@@ -221,6 +234,9 @@ class CorpusReport:
             lines.append(f"unexpected: {len(self.extra)} clip(s), e.g. {', '.join(self.extra[:5])}")
         if self.skipped:
             lines.append(f"skipped files: {len(self.skipped)}")
+        if self.misplaced:
+            shown = ", ".join(f"{rel} (in the folder of actor {a:02d})" for rel, a in self.misplaced[:3])
+            lines.append(f"named for another actor than their Actor_XX folder: {len(self.misplaced)}, e.g. {shown}")
         differing = [f"{rel} ({other})" for rel, other, how in self.duplicate_files if how == "DIFFERENT content"]
         if differing:
             lines.append(f"copies that DIFFER from the one used: {len(differing)}, e.g. {', '.join(differing[:3])}")
@@ -247,7 +263,7 @@ def validate(df: pd.DataFrame, *, strict: bool = False) -> CorpusReport:
         missing=sorted(expected - present), extra=sorted(present - expected),
         skipped=list(df.attrs.get("skipped", [])), duplicates=int(df.attrs.get("duplicates", 0)),
         duplicate_files=list(df.attrs.get("duplicate_files", [])), video=int(df.attrs.get("video", 0)),
-        song=int(df.attrs.get("song", 0)),
+        song=int(df.attrs.get("song", 0)), misplaced=list(df.attrs.get("misplaced", [])),
     )
     if not report.complete:
         message = f"RAVDESS corpus is not complete:\n{report}"

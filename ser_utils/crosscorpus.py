@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Sequence
 from pathlib import Path
@@ -52,13 +53,21 @@ def speaker_groups(paths: Sequence[str | Path], adapt: str, pattern: str | None 
         regex = re.compile(pattern)
     except re.error as err:
         raise GroupError(f"--speaker-pattern {pattern!r} is not a regular expression ({err})") from None
-    groups = []
+    groups, misses = [], []
     for path in map(str, paths):
         match = regex.search(path)
-        if match is None:
-            raise GroupError(f"{path}: --speaker-pattern {pattern!r} finds no speaker in this path")
-        groups.append(match.group(1) if regex.groups else match.group(0))
+        speaker = (match.group(1) if regex.groups else match.group(0)) if match else None
+        if not speaker:  # no match, or an empty (or unmatched optional) group: no speaker to group by
+            misses.append(path)
+        groups.append(speaker)
+    if misses:
+        raise GroupError(f"--speaker-pattern {pattern!r} finds no speaker in {len(misses)} of {len(groups)} path(s): "
+                         f"{_some(misses)}")
     return groups
+
+
+def _some(items: Sequence, limit: int = 5) -> str:
+    return ", ".join(map(str, items[:limit])) + (f", ... ({len(items) - limit} more)" if len(items) > limit else "")
 
 
 def manifest_groups(table: pd.DataFrame, adapt: str, manifest: str | Path = "manifest") -> list[str] | None:
@@ -70,9 +79,12 @@ def manifest_groups(table: pd.DataFrame, adapt: str, manifest: str | Path = "man
         return ["corpus"] * len(table)
     if "speaker" not in table.columns:
         raise GroupError(f"{manifest}: --adapt speaker needs a speaker column (or use --adapt corpus)")
-    if table["speaker"].isna().any():
-        raise GroupError(f"{manifest}: {int(table['speaker'].isna().sum())} row(s) have no speaker")
-    return table["speaker"].astype(str).tolist()
+    speakers = table["speaker"].fillna("").astype(str).str.strip()
+    empty = speakers == ""
+    if empty.any():  # never one group named "" mixing real speakers
+        raise GroupError(f"{manifest}: --adapt speaker needs a speaker on every row; {int(empty.sum())} have none "
+                         f"(line(s) {_some(list(table.index[empty]))}): fill them in, or use --adapt corpus")
+    return speakers.tolist()
 
 
 def manifest_probabilities(recognizer: EmotionRecognizer, manifest: str | Path, *, adapt: str = "none",
@@ -82,14 +94,27 @@ def manifest_probabilities(recognizer: EmotionRecognizer, manifest: str | Path, 
     the failures (path -> reason). Raises ``GroupError`` for a grouping that cannot work."""
     table, failures = read_manifest(manifest, recognizer.labels)
     groups = manifest_groups(table, adapt, manifest)
-    predictions, unreadable = recognizer.predict_files(table["path"], window=window, hop=hop, groups=groups)
+    # Each file is scored once, so it counts once in its group, even when listed under two labels.
+    rows = table.assign(file=[os.path.realpath(p) for p in table["path"]],
+                        group=groups if groups is not None else "")
+    if groups is not None:
+        split = rows.groupby("file")["group"].nunique()
+        if (split > 1).any():
+            lines = list(rows.index[rows["file"].isin(split.index[split > 1])])
+            raise GroupError(f"{manifest}: a file under two speakers (lines {_some(lines)}); a clip can count "
+                             "for one speaker only")
+    files = rows.drop_duplicates("file")
+    predictions, unreadable = recognizer.predict_files(files["path"], window=window, hop=hop,
+                                                       groups=None if groups is None else list(files["group"]))
     failures.update(unreadable)
-    probabilities = pd.DataFrame([p.probabilities for p in predictions], index=[p.path for p in predictions])
-    probabilities = probabilities[~probabilities.index.duplicated()]  # a file listed under two labels
-    scored = table[table["path"].isin(probabilities.index)].reset_index(drop=True)
+    file_of = dict(zip(files["path"], files["file"], strict=True))
+    probabilities = pd.DataFrame([{**p.probabilities, "warning": p.warning} for p in predictions],
+                                 index=[file_of[p.path] for p in predictions])
+    scored = rows[rows["file"].isin(probabilities.index)]
     if scored.empty:
         raise NothingScoredError(f"{manifest}: none of the {len(table)} file(s) could be scored", failures)
-    return pd.concat([scored, probabilities.loc[scored["path"]].reset_index(drop=True)], axis=1), failures
+    joined = probabilities.loc[scored["file"]].reset_index(drop=True)
+    return pd.concat([scored.drop(columns=["file", "group"]).reset_index(drop=True), joined], axis=1), failures
 
 
 def score_manifest(scored: pd.DataFrame, model_labels: Sequence[str], labels: str = "model") -> dict:
@@ -119,9 +144,10 @@ def evaluate_manifest(recognizer: EmotionRecognizer, manifest: str | Path, *, ad
                       hop: float | None = DEFAULT_HOP) -> dict:
     """Scores of a model on a ``path,label[,speaker]`` manifest with an adaptation and a label mode.
 
-    Returns ``n, accuracy, uar, macro_f1, classes, confusion`` (a DataFrame), ``failures`` and
-    ``settings`` (what was used: adapt, labels, window, hop, the model's normalisation). Files that
-    cannot be read are reported and left out; when none can be, ``prediction_io.NothingScoredError``
+    Returns ``n, accuracy, uar, macro_f1, classes, confusion`` (a DataFrame), ``failures``,
+    ``warnings`` (files whose level makes their scores doubtful, one line each) and ``settings`` (what
+    was used: adapt, labels, window, hop, the model's normalisation). Files that cannot be read are
+    reported and left out; when none can be, ``prediction_io.NothingScoredError``
     keeps every file's reason.
     """
     check_window(window, hop)
@@ -132,7 +158,8 @@ def evaluate_manifest(recognizer: EmotionRecognizer, manifest: str | Path, *, ad
     result.pop("predicted")
     settings = {"manifest": str(manifest), "adapt": adapt, "labels": labels, "window": window, "hop": hop,
                 "model_description": recognizer.describe(), "model_normalization": describe(recognizer.normalization)}
-    return {**result, "failures": failures, "settings": settings}
+    level = dict.fromkeys(w for w in scored["warning"] if w)  # per file once, in manifest order
+    return {**result, "failures": failures, "warnings": list(level), "settings": settings}
 
 
 def model_folders(models_dir: str | Path) -> dict[str, Path]:

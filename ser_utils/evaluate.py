@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import confusion_matrix, f1_score
 
+from .atomic import atomic_open, atomic_to_csv
 from .corpus import EMOTIONS
 
 METRIC_COLUMNS = ["system", "protocol", "fold", "accuracy", "uar", "macro_f1", "n_test", "status",
@@ -93,7 +94,7 @@ def write_metrics(rows: Iterable[dict], results_dir: str | Path, group: str) -> 
     """Write ``rows`` to ``results_dir/metrics/<group>.csv`` (replacing that group's earlier rows)."""
     path = Path(results_dir) / "metrics" / f"{group}.csv"
     path.parent.mkdir(parents=True, exist_ok=True)
-    pd.DataFrame(list(rows), columns=METRIC_COLUMNS).to_csv(path, index=False, float_format="%.6g")
+    atomic_to_csv(pd.DataFrame(list(rows), columns=METRIC_COLUMNS), path, index=False, float_format="%.6g")
     return path
 
 
@@ -112,7 +113,7 @@ HEADLINE_FIGURE = Path("figures") / "headline.png"
 def _write_csv(frame: pd.DataFrame, results_dir: str | Path, name: str, **kwargs) -> Path:
     path = Path(results_dir) / name
     path.parent.mkdir(parents=True, exist_ok=True)
-    frame.to_csv(path, index=False, **kwargs)
+    atomic_to_csv(frame, path, index=False, **kwargs)
     return path
 
 
@@ -177,7 +178,8 @@ def write_headline_figure(figure, reports_dir: str | Path, dpi: int = 110) -> Pa
     """Save the headline matplotlib ``figure`` as ``reports_dir/figures/headline.png``."""
     path = Path(reports_dir) / HEADLINE_FIGURE
     path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=dpi)
+    with atomic_open(path, "wb") as handle:
+        figure.savefig(handle, dpi=dpi, format=path.suffix.lstrip("."))
     return path
 
 
@@ -196,7 +198,7 @@ def write_predictions(predictions: pd.DataFrame, results_dir: str | Path, system
         raise ValueError(f"predictions lack columns {sorted(missing)}")
     path = Path(results_dir) / "predictions" / f"{system}.csv"
     path.parent.mkdir(parents=True, exist_ok=True)
-    predictions[PREDICTION_COLUMNS].to_csv(path, index=False)
+    atomic_to_csv(predictions[PREDICTION_COLUMNS], path, index=False)
     return path
 
 

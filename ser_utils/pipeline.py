@@ -22,6 +22,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from .atomic import atomic_write_text
 from .config import (
     KEEP_FOLDS_ENV,
     PROFILES,
@@ -125,7 +126,7 @@ def render_html(notebook: Path, html: Path) -> Path:
     exporter = HTMLExporter(exclude_input_prompt=True, exclude_output_prompt=True)
     body, _ = exporter.from_notebook_node(nb)
     html.parent.mkdir(parents=True, exist_ok=True)
-    html.write_text(body, encoding="utf-8")
+    atomic_write_text(html, body)
     return html
 
 
@@ -215,7 +216,7 @@ def _run_pipeline(profile: Profile, only, force: bool, dry_run: bool, parameters
             # tiny backbone (smoke profile), so an unchanged second run matches and skips.
             parts = fingerprint_parts(profile, name, params, upstream)
             stamps.mkdir(parents=True, exist_ok=True)
-            stamp.write_text(json.dumps({"fingerprint": _digest(parts), "parts": parts}, indent=1))
+            atomic_write_text(stamp, json.dumps({"fingerprint": _digest(parts), "parts": parts}, indent=1))
             steps.append(Step(name, "ran", time.perf_counter() - start))
             print(f"[{name}] done in {steps[-1].seconds:.0f} s -> {display_path(html)}", flush=True)
         upstream = _digest(parts)

@@ -13,6 +13,8 @@ memory stays flat whatever the number of files.
 from __future__ import annotations
 
 import math
+import os
+import warnings
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,7 +23,8 @@ from typing import Protocol
 import numpy as np
 import pandas as pd
 
-from .audio import SAMPLE_RATE, SILENCE_PEAK, AudioError, SilentAudioError, load_audio
+from . import interrupts
+from .audio import SAMPLE_RATE, SILENCE_PEAK, AudioError, SilentAudioError, is_silent, level_warning, load_audio
 
 DEFAULT_WINDOW = 6.0  # seconds: longer than any RAVDESS clip (2.9-5.3 s), so those are scored whole
 DEFAULT_HOP = 3.0
@@ -88,13 +91,15 @@ class FilePrediction:
     """Scores of one file: per-window rows and the aggregate.
 
     ``windows`` has columns ``start``, ``end`` (seconds), ``silent`` and one probability per label;
-    ``probabilities`` (label -> probability, summing to 1) is the mean over non-silent windows.
+    ``probabilities`` (label -> probability, summing to 1) is the mean over non-silent windows;
+    ``warning`` is ``""`` or a line saying why the scores may mean little (a peak far above full scale).
     """
 
     path: str
     duration: float
     probabilities: dict[str, float]
     windows: pd.DataFrame = field(repr=False)
+    warning: str = ""
 
     @property
     def emotion(self) -> str:
@@ -103,7 +108,7 @@ class FilePrediction:
     def to_dict(self) -> dict:
         return {"file": self.path, "duration": round(self.duration, 3), "emotion": self.emotion,
                 "probabilities": {k: round(v, 6) for k, v in self.probabilities.items()},
-                "windows": self.windows.round(6).to_dict(orient="records")}
+                "warning": self.warning or None, "windows": self.windows.round(6).to_dict(orient="records")}
 
 
 def check_window(window: float | None, hop: float | None) -> str | None:
@@ -165,6 +170,12 @@ class EmotionRecognizer:
         return self.model.needs_groups
 
     @property
+    def min_seconds(self) -> float:
+        """The shortest clip (or window) this model can score, in seconds: a feature extractor's
+        ``min_seconds``, or an encoder's shortest input (400 samples = 25 ms for wav2vec2-base and Whisper)."""
+        return float(self.model.min_seconds)
+
+    @property
     def normalization(self) -> dict | None:
         """The normalisation the model was trained with (``None``: none); see ``ser_utils.normalization``."""
         return self.model.normalization
@@ -206,11 +217,13 @@ class EmotionRecognizer:
 
         ``paths`` is consumed lazily and at most ``buffer_seconds`` of audio (or one longer file) is held
         at once, so memory does not grow with the number of files; short clips in the buffer are
-        scored in one batch.
+        scored in one batch. Inside :func:`ser_utils.interrupts.deferred`, a Ctrl-C or SIGTERM stops the
+        iteration before the next file (``interrupts.Interrupted``), never as a file's failure.
         """
         check_window(window, hop)
         buffer, held = [], 0
         for path in paths:
+            interrupts.check()  # a Ctrl-C / SIGTERM (inside interrupts.deferred) stops here, between files
             try:
                 wave = load_audio(path, self.sample_rate, max_seconds=None)
             except AudioError as err:
@@ -232,6 +245,7 @@ class EmotionRecognizer:
             predictions = self._score(named_waves, window, hop)
         except ValueError:  # one unusable clip (e.g. too short for the model): isolate it, score the rest
             for name, wave in named_waves:
+                interrupts.check()
                 try:
                     yield name, self._score([(name, wave)], window, hop)[0], ""
                 except ValueError as err:
@@ -269,8 +283,10 @@ class EmotionRecognizer:
 
         if len(groups) != len(paths):
             raise ValueError(f"{len(groups)} groups for {len(paths)} files")
+        paths, groups = _once_each(paths, groups)
         loaded, kept, failures = [], [], {}
         for path, group in zip(paths, groups, strict=True):
+            interrupts.check()
             try:
                 loaded.append((str(path), load_audio(path, self.sample_rate, max_seconds=None)))
                 kept.append(str(group))
@@ -293,7 +309,7 @@ class EmotionRecognizer:
     def _summarisable(self, wave: np.ndarray, window, hop) -> None:
         """Raise the ValueError a clip's windows give the model, without scoring them."""
         pieces = [wave[a:b] for a, b in window_bounds(len(wave), window, hop, self.sample_rate)
-                  if np.abs(wave[a:b]).max() >= SILENCE_PEAK]
+                  if not is_silent(wave[a:b])]
         self.model.check_clips(pieces or [wave])
 
     def _score(self, named_waves: list[tuple[str, np.ndarray]], window, hop,
@@ -302,7 +318,7 @@ class EmotionRecognizer:
         plans = []
         for index, (_, wave) in enumerate(named_waves):
             bounds = window_bounds(len(wave), window, hop, self.sample_rate)
-            silent = [np.abs(wave[a:b]).max() < SILENCE_PEAK for a, b in bounds]
+            silent = [is_silent(wave[a:b]) for a, b in bounds]
             plans.append((bounds, silent))
             for (a, b), quiet in zip(bounds, silent, strict=True):
                 if not quiet:
@@ -321,10 +337,36 @@ class EmotionRecognizer:
                              **dict(zip(self.labels, map(float, p), strict=True))})
             table = pd.DataFrame(rows)
             if table["silent"].all():
-                raise SilentAudioError(f"{name}: silent (peak amplitude below {SILENCE_PEAK:g})")
+                raise SilentAudioError(f"{name}: silent (peak amplitude below {SILENCE_PEAK:g} once its mean, "
+                                       "the DC offset, is removed)")
             voiced = table.loc[~table["silent"], list(self.labels)]
             mean = voiced.mean().to_numpy()
             results.append(FilePrediction(name, len(wave) / self.sample_rate,
                                           dict(zip(self.labels, map(float, mean / mean.sum()), strict=True)),
-                                          table))
+                                          table, level_warning(wave, name) or ""))
         return results
+
+
+def _once_each(paths: list, groups: list) -> tuple[list, list]:
+    """Each file once (by its real path), so a file named three times is one clip of its group, not
+    three; a file given under two groups is a ``GroupError``."""
+    from .normalization import GroupError
+
+    seen: dict[str, tuple[str, str]] = {}
+    kept_paths, kept_groups, repeated = [], [], []
+    for path, group in zip(paths, groups, strict=True):
+        key = os.path.realpath(path)
+        if key in seen:
+            if seen[key][1] != str(group):
+                raise GroupError(f"{path}: in two groups ({seen[key][1]!r} and {str(group)!r}); a clip's "
+                                 "statistics can count for one group only")
+            repeated.append(seen[key][0])
+            continue
+        seen[key] = (str(path), str(group))
+        kept_paths.append(path)
+        kept_groups.append(group)
+    if repeated:
+        names = list(dict.fromkeys(repeated))
+        warnings.warn(f"{len(names)} file(s) given more than once ({', '.join(names[:3])}"
+                      f"{', ...' if len(names) > 3 else ''}): each counts once in its group", stacklevel=3)
+    return kept_paths, kept_groups

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import warnings
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -14,12 +15,15 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
-import soundfile as sf
+
+from .scan import AUDIO_EXTENSIONS, walk_files
 
 if TYPE_CHECKING:
     from .predict import FilePrediction
 
-AUDIO_EXAMPLES = (".wav", ".flac", ".ogg", ".mp3")
+AUDIO_EXAMPLES = (".aiff", ".flac", ".mp3", ".ogg", ".wav")
+#: The CSV's columns before the per-label probabilities.
+TABLE_COLUMNS = ["file", "row", "start", "end", "silent", "emotion", "warning"]
 
 
 def check_output(path: str | Path | None, option: str) -> None:
@@ -38,26 +42,66 @@ def check_output(path: str | Path | None, option: str) -> None:
 
 
 def audio_files(paths: Iterable[str | Path]) -> tuple[list[Path], dict[str, str]]:
-    """Expand files and folders (recursively) into audio files soundfile can read, in a stable order.
+    """Expand files and folders (at any depth) into audio files soundfile can read, in a stable order.
 
     Returns ``(files, failures)``; a path that does not exist, or a folder without audio files, is a
-    failure. Inside folders, files are recognised by extension (``soundfile.available_formats()``); a
-    file named explicitly is always tried, so a bad one gets a clear error instead of being ignored.
+    failure. Inside folders, files are recognised by extension (:data:`ser_utils.scan.AUDIO_EXTENSIONS`,
+    from ``soundfile.available_formats()``); a file named explicitly is always tried, so a bad one gets a
+    clear error instead of being ignored. A file reached twice (named again, inside a folder also given,
+    through a link) is listed once, with a warning: it must not count twice in an adaptation group.
     """
-    extensions = {f".{ext.lower()}" for ext in sf.available_formats()} | {".mp3", ".ogg", ".opus"}
-    files, failures = [], {}
+    files, failures, first, repeats = [], {}, {}, {}
     for path in map(Path, paths):
         if path.is_dir():
-            found = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in extensions)
+            found = sorted(walk_files(path, AUDIO_EXTENSIONS))
             if not found:
                 failures[str(path)] = (f"{path}: no audio files found in this folder (looked for "
-                                       f"{', '.join(sorted(AUDIO_EXAMPLES))}, ...)")
-            files += found
+                                       f"{', '.join(AUDIO_EXAMPLES)} and every other format soundfile reads)")
         elif path.exists():
-            files.append(path)
+            found = [path]
         else:
             failures[str(path)] = f"{path}: no such file or directory"
+            found = []
+        for file in found:
+            key = os.path.realpath(file)
+            if key in first:
+                repeats[key] = repeats.get(key, 1) + 1
+            else:
+                first[key] = file
+                files.append(file)
+    for key, times in repeats.items():
+        warnings.warn(f"{first[key]}: given {times} times (named again, inside a folder also given, or through a "
+                      "link); scored once", stacklevel=2)
     return files, failures
+
+
+def check_outputs_apart(outputs: dict[str, str | Path | None], inputs: Iterable[str | Path]) -> None:
+    """Fail early (``ValueError`` naming the option) when an output file is one of ``inputs`` or the same
+    file as another output, by name, through a symlink or as a hard link: writing it would destroy an
+    input, or keep only one of two outputs. Keys are the options (``"--csv"``); ``None`` and ``"-"`` pass."""
+    named = [(option, Path(path)) for option, path in outputs.items() if path is not None and str(path) != "-"]
+    taken = {}
+    for path in map(Path, inputs):
+        taken.setdefault(_identity(path), path)
+    for index, (option, path) in enumerate(named):
+        identity = _identity(path)
+        if identity in taken:
+            same = "" if taken[identity] == path else f" (the same file as {taken[identity]})"
+            raise ValueError(f"{option} {path}: is an input of this run{same}; writing it would destroy it, "
+                             "choose another file name")
+        for other_option, other in named[:index]:
+            if _identity(other) == identity:
+                raise ValueError(f"{option} {path} and {other_option} {other} are the same file: one output "
+                                 "would replace the other")
+
+
+def _identity(path: Path) -> tuple:
+    # An existing file is its device and inode (any name, link or hard link); a new one its real path.
+    try:
+        status = os.stat(path)
+        return (status.st_dev, status.st_ino)
+    except OSError:
+        return (os.path.realpath(path),)
 
 
 class NothingScoredError(ValueError):
@@ -72,23 +116,14 @@ def read_manifest(manifest: str | Path, labels: Sequence[str]) -> tuple[pd.DataF
     """Read a ``path,label`` CSV (other columns, e.g. ``speaker``, are kept); relative paths are taken
     relative to the manifest's folder.
 
-    Returns the usable rows (one per distinct ``(path, label)``: repeated rows are scored once, with a
-    warning) and, per unusable row (empty path or label), the reason. Raises ``ValueError`` naming the
-    file for a manifest that cannot be used at all (empty, no ``path,label`` columns, unknown labels).
+    Returns the usable rows, indexed by their CSV line (one per distinct file and label: repeated rows
+    are scored once, with a warning) and, per unusable row (empty path or label), the reason. Column
+    names are matched without case and spaces. Raises ``ValueError`` naming the file for a manifest
+    that cannot be used at all (empty, ragged, no ``path,label`` columns, unknown labels).
     """
     manifest = Path(manifest)
-    try:
-        table = pd.read_csv(manifest, dtype=str, keep_default_na=False)
-    except pd.errors.EmptyDataError:
-        raise ValueError(f"{manifest}: empty file (expected a CSV with columns path,label)") from None
-    except (UnicodeDecodeError, pd.errors.ParserError) as err:
-        raise ValueError(f"{manifest}: not a readable CSV ({err})") from None
-    missing = {"path", "label"} - set(table.columns)
-    if missing:
-        raise ValueError(f"{manifest}: needs columns path,label (missing {', '.join(sorted(missing))})")
-    table = table.apply(lambda column: column.str.strip())
+    table = _manifest_rows(manifest)
     table["label"] = table["label"].str.lower()
-    table.index = table.index + 2  # the CSV line of each row (line 1 is the header)
     empty = (table["path"] == "") | (table["label"] == "")
     failures = {f"{manifest}:{line}": f"{manifest} line {line}: empty {'path' if row.path == '' else 'label'} "
                 "cell, row left out" for line, row in table[empty].iterrows()}
@@ -96,37 +131,93 @@ def read_manifest(manifest: str | Path, labels: Sequence[str]) -> tuple[pd.DataF
     unknown = sorted(set(table["label"]) - set(labels))
     if unknown:
         raise ValueError(f"{manifest}: labels {unknown} are not among the model's {list(labels)}")
-    table["path"] = [str(p if Path(p).is_absolute() else manifest.parent / p) for p in table["path"]]
-    repeated = table.duplicated(["path", "label"])
+    table["path"] = _resolved(manifest, table["path"])
+    # The same file under other spellings (./a.wav, a link) is the same row.
+    repeated = table.assign(file=[os.path.realpath(p) for p in table["path"]]).duplicated(["file", "label"])
     if repeated.any():
         lines = ", ".join(map(str, table.index[repeated][:5]))
         warnings.warn(f"{manifest}: {int(repeated.sum())} repeated row(s) (lines {lines}"
                       f"{', ...' if repeated.sum() > 5 else ''}) are scored once", stacklevel=2)
-    return table[~repeated].reset_index(drop=True), failures
+    return table[~repeated], failures
+
+
+def _manifest_rows(manifest: Path) -> pd.DataFrame:
+    """A manifest's cells, stripped, columns matched case- and space-insensitively (``Path``, `` label ``),
+    indexed by CSV line (the header is line 1). ``ValueError`` naming the file when it is not usable."""
+    try:
+        table = pd.read_csv(manifest, dtype=str, keep_default_na=False)
+    except pd.errors.EmptyDataError:
+        raise ValueError(f"{manifest}: empty file (expected a CSV with columns path,label)") from None
+    except pd.errors.ParserError as err:
+        ragged = re.search(r"Expected (\d+) fields in line (\d+), saw (\d+)", str(err))
+        if ragged:
+            fields, line, saw = ragged.groups()
+            raise ValueError(f"{manifest} line {line}: {saw} cells where the header has {fields} (a cell holding a "
+                             "comma needs quotes)") from None
+        raise ValueError(f"{manifest}: not a readable CSV ({' '.join(str(err).split())})") from None
+    except UnicodeDecodeError as err:
+        raise ValueError(f"{manifest}: not a readable CSV (not UTF-8 text: {err.reason} at byte {err.start})") from None
+    table.columns = [str(c).strip().lower() for c in table.columns]
+    doubled = sorted({c for c in table.columns if list(table.columns).count(c) > 1})
+    if doubled:
+        raise ValueError(f"{manifest}: column(s) {', '.join(doubled)} appear twice (names are matched without case "
+                         "and spaces)")
+    missing = {"path", "label"} - set(table.columns)
+    if missing:
+        raise ValueError(f"{manifest}: needs columns path,label (missing {', '.join(sorted(missing))})")
+    table = table.apply(lambda column: column.str.strip())
+    table.index = table.index + 2
+    return table
+
+
+def _resolved(manifest: Path, paths: Iterable[str]) -> list[str]:
+    return [str(p if Path(p).is_absolute() else manifest.parent / p) for p in paths]
+
+
+def manifest_files(manifest: str | Path) -> list[str]:
+    """The files a manifest names (relative paths resolved), for checks before any work; ``[]`` when the
+    manifest cannot be read (reading it for real then says why)."""
+    try:
+        table = _manifest_rows(Path(manifest))
+    except (OSError, ValueError):
+        return []
+    return _resolved(Path(manifest), [p for p in table["path"] if p])
+
+
+_ESCAPES = {"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"}
+
+
+def escape_field(text: str) -> str:
+    """``text`` safe for one tab-separated field: backslash, tab, newline, carriage return and other
+    control characters written as escapes (``\\t``, ``\\n``, ``\\x1b``), everything else kept."""
+    return "".join(_ESCAPES.get(c, f"\\x{ord(c):02x}" if ord(c) < 32 or ord(c) == 127 else c) for c in text)
 
 
 def format_prediction(prediction: FilePrediction) -> str:
-    """One line per file: path, top emotion, and every class's probability."""
+    """One tab-separated line per file: path (escaped, :func:`escape_field`), top emotion, and every
+    class's probability."""
     probs = " ".join(f"{k}={v:.3f}" for k, v in prediction.probabilities.items())
-    return f"{prediction.path}\t{prediction.emotion}\t{probs}"
+    return f"{escape_field(prediction.path)}\t{prediction.emotion}\t{probs}"
 
 
-def predictions_table(predictions: Sequence[FilePrediction]) -> pd.DataFrame:
-    """Per-window rows plus one ``aggregate`` row per file (column ``row``), for CSV output."""
+def predictions_table(predictions: Sequence[FilePrediction], labels: Sequence[str] | None = None) -> pd.DataFrame:
+    """Per-window rows plus one ``aggregate`` row per file (column ``row``), for CSV output; ``warning``
+    repeats a file's level warning on each of its rows. No predictions: the columns only (``labels``
+    names the probability columns then)."""
+    labels = list(predictions[0].probabilities) if predictions else list(labels or [])
     frames = []
     for prediction in predictions:
         windows = prediction.windows.assign(file=prediction.path, row="window")
         aggregate = pd.DataFrame([{"file": prediction.path, "row": "aggregate", "start": 0.0,
                                    "end": prediction.duration, "silent": False, **prediction.probabilities}])
-        frames += [windows, aggregate]
-    table = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
-    if not table.empty:
-        labels = list(predictions[0].probabilities)
-        voiced = ~table["silent"].astype(bool)
-        table["emotion"] = ""
-        table.loc[voiced, "emotion"] = table.loc[voiced, labels].idxmax(axis=1)
-        table = table[["file", "row", "start", "end", "silent", "emotion", *labels]]
-    return table
+        frames += [pd.concat([windows, aggregate], ignore_index=True).assign(warning=prediction.warning)]
+    if not frames:
+        return pd.DataFrame(columns=[*TABLE_COLUMNS, *labels])
+    table = pd.concat(frames, ignore_index=True)
+    voiced = ~table["silent"].astype(bool)
+    table["emotion"] = ""
+    table.loc[voiced, "emotion"] = table.loc[voiced, labels].idxmax(axis=1)
+    return table[[*TABLE_COLUMNS, *labels]]
 
 
 def to_json(predictions: Sequence[FilePrediction]) -> str:

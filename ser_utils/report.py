@@ -12,6 +12,7 @@ import subprocess
 from importlib import metadata
 from pathlib import Path
 
+from .atomic import atomic_write_text
 from .config import REPO_ROOT, Profile
 
 PACKAGES = ("torch", "torchaudio", "transformers", "accelerate", "librosa", "opensmile",
@@ -89,7 +90,7 @@ def write_run_info(path: str | Path, profile: Profile, config: dict | None = Non
     """Write the configuration of a run next to its results, with full provenance (JSON)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({**provenance(profile), "config": config or {}}, indent=2, default=str))
+    atomic_write_text(path, json.dumps({**provenance(profile), "config": config or {}}, indent=2, default=str))
     return path
 
 
@@ -99,7 +100,7 @@ def record_provenance(profile: Profile, notebook: str, info: dict | None = None)
     records = json.loads(path.read_text()) if path.is_file() else {}
     records[notebook] = info or provenance(profile)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(dict(sorted(records.items())), indent=1))
+    atomic_write_text(path, json.dumps(dict(sorted(records.items())), indent=1))
     return path
 
 
@@ -166,5 +167,5 @@ def write_index(profile: Profile, notebooks) -> Path:
     page = (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>SER study: results</title>"
             f"<style>{_INDEX_STYLE}</style></head><body>{''.join(parts)}</body></html>")
     path = profile.reports_dir / "index.html"
-    path.write_text(page, encoding="utf-8")
+    atomic_write_text(path, page)
     return path

@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 from scipy.stats import binomtest
 
+from .atomic import atomic_write_text
 from .corpus import EMOTIONS
 from .evaluate import METRICS, summarise
 from .names import system_kind, system_note
@@ -252,7 +253,7 @@ def replace_marked(path: str | Path, marker: str, text: str) -> bool:
         raise ValueError(f"{path}: markers <!-- {marker} --> ... <!-- /{marker} --> not found")
     updated = pattern.sub(lambda m: m.group(1) + text.strip() + m.group(2), content)
     if updated != content:
-        path.write_text(updated)
+        atomic_write_text(path, updated)  # README / MODEL_CARD: never left half-written
     return updated != content
 
 

@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 from sklearn.model_selection import train_test_split
 
+from .atomic import atomic_write_text
 from .config import PROTOCOLS
 
 #: EmoBox's RAVDESS folds: fold -> test actors (Ma et al. 2024). 240 test clips each.
@@ -120,7 +121,7 @@ def save_splits(splits: list[Split], path: str | Path) -> Path:
     """Write splits as JSON (clip stems), so every result can be traced to its exact partition."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps([s.to_dict() for s in splits], indent=1))
+    atomic_write_text(path, json.dumps([s.to_dict() for s in splits], indent=1))
     return path
 
 

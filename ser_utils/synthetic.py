@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
+from .atomic import atomic_write_text
 from .corpus import expected_stems, parse_filename
 
 #: Per emotion: (pitch factor, level in dBFS, syllables per second, pitch movement, tilt dB/octave)
@@ -101,7 +102,7 @@ def make_synthetic_corpus(root: str | Path, *, actors=range(1, 25), seconds: flo
         path = root / f"Actor_{fields['actor']:02d}" / f"{stem}{suffix}"
         path.parent.mkdir(parents=True, exist_ok=True)
         sf.write(str(path), wave, sample_rate, subtype="PCM_16")
-    stamp.write_text(json.dumps(settings))
+    atomic_write_text(stamp, json.dumps(settings))  # last: it says the corpus is complete
     return root
 
 
@@ -134,6 +135,6 @@ def make_shifted_corpus(root: str | Path, *, speakers=range(31, 37), emotions=("
                 (root / path).parent.mkdir(parents=True, exist_ok=True)
                 sf.write(str(root / path), wave.astype(np.float32), sample_rate, subtype="PCM_16")
                 rows.append(f"{path.as_posix()},{emotion},spk{speaker}")
-    manifest.write_text("\n".join(rows) + "\n")
-    stamp.write_text(json.dumps(settings))
+    atomic_write_text(manifest, "\n".join(rows) + "\n")
+    atomic_write_text(stamp, json.dumps(settings))
     return manifest

@@ -58,3 +58,25 @@ def model_dir(tmp_path_factory) -> Path:
     directory = tmp_path_factory.mktemp("model") / "w2v2"
     EmotionClassifier.from_config(tiny_backbone_config(), ModelConfig()).save_pretrained(directory)
     return directory
+
+
+@pytest.fixture
+def full_disk(monkeypatch):
+    """``full_disk(folder)``: from now on, flushing a file under ``folder`` to disk fails as a full disk
+    does (``OSError(ENOSPC)`` from ``os.fsync``); files elsewhere are written as usual."""
+    import errno
+    import os
+
+    real_fsync, full = os.fsync, []
+
+    def fsync(fd):
+        try:
+            where = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:
+            where = ""
+        if any(where == str(f) or where.startswith(f"{f}/") for f in full):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    return lambda folder: full.append(Path(folder).resolve())

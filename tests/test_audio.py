@@ -1,3 +1,5 @@
+import os
+
 import numpy as np
 import pytest
 import soundfile as sf
@@ -7,6 +9,8 @@ from ser_utils.audio import (
     SilentAudioError,
     collate,
     crop,
+    is_silent,
+    level_warning,
     load_audio,
     normalize,
 )
@@ -122,3 +126,43 @@ def test_crop_is_centred_without_rng_and_seeded_with_it():
 def test_normalize_gives_zero_mean_unit_variance():
     wave = normalize(np.random.default_rng(0).normal(3.0, 0.2, 16000))
     assert abs(wave.mean()) < 1e-5 and abs(wave.std() - 1) < 1e-3
+
+
+@pytest.mark.parametrize("rate, channels, subtype", [(48000, 2, "PCM_16"), (44100, 1, "FLOAT"), (16000, 3, "PCM_24"),
+                                                     (22050, 2, "PCM_16")])
+def test_reading_in_blocks_equals_reading_the_whole_file(tmp_path, rate, channels, subtype):
+    rng = np.random.default_rng(rate)
+    seconds = 12.3  # longer than the default 10 s block: two blocks, the second partial
+    t = np.arange(int(seconds * rate)) / rate
+    voice = 0.3 * np.sin(2 * np.pi * 220 * t * (1 + 0.1 * np.sin(t)))
+    data = np.stack([voice * (1 - 0.2 * c) + 0.01 * rng.normal(size=len(t)) for c in range(channels)], axis=1)
+    path = _write(tmp_path / f"long.{'flac' if subtype != 'FLOAT' else 'wav'}", data, rate, subtype=subtype)
+    whole = load_audio(path, block_seconds=None)
+    for block in (10.0, 1.0, 0.3):
+        streamed = load_audio(path, block_seconds=block)
+        assert streamed.dtype == np.float32 and streamed.shape == whole.shape
+        assert np.max(np.abs(streamed - whole)) <= 1e-6  # the tolerance; measured: identical
+
+
+def test_a_constant_signal_is_silent_however_far_from_zero(tmp_path):
+    dc = _write(tmp_path / "dc.wav", np.full(16000, 0.5, np.float32), subtype="FLOAT")
+    with pytest.raises(SilentAudioError, match="DC offset"):
+        load_audio(dc)
+    assert is_silent(np.full(100, -0.7, np.float32)) and not is_silent(np.array([0.5, 0.5, 0.5001], np.float32))
+    offset_speech = 0.5 + 0.1 * np.sin(np.arange(16000) / 5)  # speech riding on an offset is not silent
+    assert load_audio(_write(tmp_path / "offset.wav", offset_speech, subtype="FLOAT")).std() > 0.05
+
+
+def test_a_peak_far_above_full_scale_gets_a_warning_naming_the_clip():
+    speech = 0.5 * np.sin(np.arange(16000) / 5).astype(np.float32)
+    assert level_warning(speech, "a.wav") is None and level_warning(1.5 * speech / 0.5, "a.wav") is None
+    message = level_warning(1000 * speech, "a.wav")
+    assert message.startswith("a.wav: peak amplitude 500, 54 dB above full scale")
+
+
+def test_a_folder_or_a_pipe_is_named_for_what_it_is(tmp_path):
+    with pytest.raises(AudioError, match="is a folder, not an audio file"):
+        load_audio(tmp_path)
+    os.mkfifo(tmp_path / "pipe.wav")
+    with pytest.raises(AudioError, match="not a regular file"):  # opening it would wait for a writer forever
+        load_audio(tmp_path / "pipe.wav")

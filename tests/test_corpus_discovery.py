@@ -103,3 +103,29 @@ def test_an_empty_cache_entry_is_recomputed(tmp_path):
         again = cached_map(lambda p: np.arange(3.0), [source], cache, progress=False)
     assert first.computed == 1 and again.computed == 1 and again.hits == 0
     assert np.array_equal(again.arrays[str(source)], np.arange(3.0)) and entry.stat().st_size > 0
+
+
+def test_other_formats_are_found_and_one_clip_in_several_formats_is_one_clip(two_actors, tmp_path):
+    root = tmp_path / "corpus"
+    for wav in sorted(two_actors.rglob("*.wav")):  # the corpus as AIFF only
+        target = root / wav.relative_to(two_actors).with_suffix(".aiff")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        data, rate = sf.read(str(wav))
+        sf.write(str(target), data, rate, format="AIFF")
+    assert len(discover(root)) == 120
+    first = sorted((root / "Actor_01").glob("*.aiff"))[:2]
+    for aiff in first:
+        data, rate = sf.read(str(aiff))
+        sf.write(str(aiff.with_suffix(".oga")), data, rate, format="OGG")  # a lossy copy beside it
+        sf.write(str(aiff.with_suffix(".wav")), data, rate)
+    meta = discover(root)
+    assert len(meta) == 120 and meta.attrs["duplicates"] == 4
+    kept = meta.set_index("stem").loc[[p.stem for p in first], "path"]
+    assert [os.path.splitext(p)[1] for p in kept] == [".aiff", ".aiff"]  # lossless first, then by name
+    assert {how for _, _, how in meta.attrs["duplicate_files"]} == {"other format"}
+    lossy = tmp_path / "lossy"
+    (lossy / "Actor_01").mkdir(parents=True)
+    for suffix, container in ((".ogg", "OGG"), (".wav", "WAV")):  # "ogg" sorts before "wav" by name
+        data, rate = sf.read(str(first[0]))
+        sf.write(str(lossy / "Actor_01" / f"{first[0].stem}{suffix}"), data, rate, format=container)
+    assert discover(lossy)["path"].str.endswith(".wav").all()

@@ -11,7 +11,8 @@ from typing import Any
 
 import numpy as np
 
-from ..audio import SILENCE_PEAK, SilentAudioError, load_audio
+from .. import interrupts
+from ..audio import SILENCE_PEAK, SilentAudioError, is_silent, load_audio
 
 #: Part of every cache key, with :func:`feature_code` (a digest of the extractor's code and ``audio``'s,
 #: so an edited extractor is recomputed without anyone bumping this). Bump it for what the code
@@ -46,8 +47,9 @@ def check_wave(wave: np.ndarray, sample_rate: int, min_seconds: float, source: s
                                 f"min_seconds={min_seconds:g} (too short to summarise)")
     if not np.isfinite(wave).all():
         raise FeatureError(f"{source}: contains NaN or infinite samples")
-    if np.abs(wave).max() < SILENCE_PEAK:
-        raise SilentAudioError(f"{source}: silent (peak amplitude below {SILENCE_PEAK:g})")
+    if is_silent(wave):  # a constant (DC) signal too: there is nothing to describe
+        raise SilentAudioError(f"{source}: silent (peak amplitude below {SILENCE_PEAK:g} once its mean, the DC "
+                               "offset, is removed)")
     return wave
 
 
@@ -101,7 +103,11 @@ class FeatureExtractor:
         """Features of several clips, ``(n_clips, n_features)`` float32 (in-process, no cache)."""
         if not len(waves):
             return np.empty((0, self.n_features), np.float32)
-        return np.stack([self.extract(w) for w in waves])
+        rows = []
+        for wave in waves:
+            interrupts.check()  # a long batch stops between clips on Ctrl-C / SIGTERM (interrupts.deferred)
+            rows.append(self.extract(wave))
+        return np.stack(rows)
 
     def __call__(self, path: str | Path) -> np.ndarray:
         """Load ``path`` with :func:`ser_utils.audio.load_audio` and extract; errors name the file."""

@@ -11,6 +11,7 @@ from importlib import metadata
 
 import numpy as np
 
+from .. import interrupts
 from ..audio import SAMPLE_RATE
 from .base import FEATURE_VERSION, FeatureError, FeatureExtractor, check_wave, config_to_dict, feature_code
 
@@ -100,7 +101,11 @@ class EgemapsFeatures(FeatureExtractor):
     def extract(self, wave: np.ndarray) -> np.ndarray:
         """The functionals of one float32 mono clip: shape ``(n_features,)`` (88 for eGeMAPSv02)."""
         wave = check_wave(wave, self.config.sample_rate, self.config.min_seconds, "waveform")
-        vector = self._smile().process_signal(wave, self.config.sample_rate).to_numpy()[0]
+        # openSMILE calls back into Python through ctypes, which swallows a KeyboardInterrupt raised there
+        # (and the clip comes back as NaN): signals are held during the call and acted on right after.
+        with interrupts.deferred():
+            vector = self._smile().process_signal(wave, self.config.sample_rate).to_numpy()[0]
+            interrupts.check()
         if not np.isfinite(vector).all():
             raise FeatureError("waveform: openSMILE returned non-finite features")
         return vector.astype(np.float32)

@@ -1,0 +1,73 @@
+"""Ctrl-C and SIGTERM stop a run cleanly between files, and are never mistaken for a bad file.
+
+Inside :func:`deferred`, SIGINT and SIGTERM are only recorded; :func:`check`, called between files
+(and between clips of a feature batch), raises :class:`Interrupted` once one arrived. A second signal
+raises at once, for a file that takes long. At the end of the block a signal that no check saw
+raises too, so none is lost.
+
+Why not the usual ``KeyboardInterrupt``: openSMILE (the ``egemaps`` features) calls back into Python
+through ctypes while it extracts (``opensmile.core.lib.OpenSMILE.external_sink_set_callback_ex``), and
+ctypes prints and drops any exception raised in a callback ("Exception ignored on calling ctypes
+callback function"). A Ctrl-C landing there vanished: the run went on to exit 0, or the clip came back
+as NaN features and was reported as a bad file. The extractor therefore runs openSMILE inside
+:func:`deferred` and calls :func:`check` right after it.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+SIGNALS = (signal.SIGINT, signal.SIGTERM)
+_received: list[int] = []
+
+
+class Interrupted(KeyboardInterrupt):
+    """A run stopped by a signal; ``exit_status`` is the shell's convention, 128 + the signal number
+    (130 for SIGINT, 143 for SIGTERM)."""
+
+    def __init__(self, signum: int):
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+        self.name = signal.Signals(signum).name
+        self.exit_status = 128 + signum
+
+
+def _record(signum, frame) -> None:
+    _received.append(signum)
+    if len(_received) > 1:  # asked twice: do not wait for the end of the file
+        raise Interrupted(_received[0])
+
+
+@contextmanager
+def deferred() -> Iterator[None]:
+    """Record SIGINT / SIGTERM instead of acting on them; see the module docstring.
+
+    Nested blocks share the outer block's record. Outside the main thread (where Python cannot set
+    signal handlers) the block does nothing.
+    """
+    if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGINT) is _record:
+        yield
+        return
+    previous = {s: signal.signal(s, _record) for s in SIGNALS}
+    _received.clear()
+    try:
+        yield
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
+        pending = list(_received)
+        _received.clear()
+    if pending:
+        raise Interrupted(pending[0])
+
+
+def check() -> None:
+    """Raise :class:`Interrupted` if a signal arrived inside :func:`deferred`; else nothing."""
+    if _received:
+        raise Interrupted(_received[0])
+
+
+__all__ = ["SIGNALS", "Interrupted", "check", "deferred"]
