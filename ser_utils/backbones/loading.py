@@ -42,17 +42,24 @@ WHISPER_PREFIXES = ("model.encoder.", "encoder.")
 
 def family_of(config) -> Family:
     """The :class:`Family` of a transformers config (or of its ``model_type`` string)."""
-    model_type = config if isinstance(config, str) else getattr(config, "model_type", None)
+    model_type = getattr(config, "model_type", config)  # a config object, or the value of its model_type
     if not isinstance(model_type, str) or model_type not in FAMILIES:
         raise BackboneError(f"model_type {model_type!r} is not a supported backbone; "
                             f"supported: {', '.join(FAMILIES)}")
     return FAMILIES[model_type]
 
 
+def json_kind(value) -> str:
+    """What a JSON value is, in JSON's words (``null``, ``an array``, ...)."""
+    kinds = {type(None): "null", list: "an array", str: "a string", bool: "a boolean", int: "a number",
+             float: "a number", dict: "an object"}
+    return kinds.get(type(value), type(value).__name__)
+
+
 def config_from_dict(settings: dict):
     """A backbone config from its ``to_dict()`` form (``model_type`` picks the class)."""
     if not isinstance(settings, dict):
-        raise BackboneError(f"a backbone config is a JSON object, not {type(settings).__name__}")
+        raise BackboneError(f"a backbone config is a JSON object, not {json_kind(settings)}")
     config_class, _ = family_of(settings.get("model_type")).classes()
     return config_class.from_dict(settings)
 
@@ -83,8 +90,11 @@ def load_backbone_config(name_or_dir: str | Checkpoint):
     except (OSError, ValueError) as err:
         raise BackboneError(f"{path}: unreadable config ({err})") from err
     if not isinstance(settings, dict):
-        raise BackboneError(f"{path}: a config is a JSON object, this is {type(settings).__name__}")
-    return config_from_dict(settings)
+        raise BackboneError(f"{path}: a config is a JSON object with model_type, not {json_kind(settings)}")
+    try:
+        return config_from_dict(settings)
+    except BackboneError as err:
+        raise BackboneError(f"{path}: {err}") from None
 
 
 def read_checkpoint(name_or_dir: str | Checkpoint) -> tuple[dict[str, torch.Tensor], str]:

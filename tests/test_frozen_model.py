@@ -1,0 +1,117 @@
+"""The deployable frozen-encoder model (a tiny random Whisper + a trained head): the study's export, its
+folder, and predict / evaluate with adaptation through the command line."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from ser_utils.__main__ import main
+from ser_utils.audio import load_many
+from ser_utils.backbones import load_backbone
+from ser_utils.checkpoints import make_tiny_whisper
+from ser_utils.config import get_profile
+from ser_utils.embeddings import extract_embeddings, frozen_predictions
+from ser_utils.frozen_model import FrozenEncoderModel
+from ser_utils.normalization import GroupError, Normalisation
+from ser_utils.predict import EmotionRecognizer
+from ser_utils.synthetic import make_shifted_corpus
+from ser_utils.systems import PROJECT, StudyBackbone, export_frozen
+
+
+@pytest.fixture(scope="module")
+def study(synthetic_meta, tmp_path_factory):
+    """A smoke profile in a temporary work folder, a tiny Whisper, 10 actors' embeddings."""
+    root = tmp_path_factory.mktemp("frozen")
+    meta = synthetic_meta[(synthetic_meta["actor"].isin([1, 2, 3, 4, 5, 6, 7, 8, 11, 20]))
+                          & (synthetic_meta["repetition"] == 1)].reset_index(drop=True)
+    checkpoint = str(make_tiny_whisper(root / "tiny-whisper"))
+    encoder, _ = load_backbone(checkpoint)
+    embeddings = extract_embeddings(encoder, meta["path"], root / "cache", "tiny", progress=False).arrays
+    profile = get_profile("smoke", work_dir=root / "work", reports_dir=root / "reports")
+    return profile, meta, StudyBackbone(checkpoint, "whisper", {"input": "clip"}), embeddings
+
+
+@pytest.fixture(scope="module")
+def exported(study):
+    profile, meta, backbone, embeddings = study
+    return {kind: export_frozen(profile, meta, backbone, embeddings, PROJECT, normalisation)
+            for kind, normalisation in (("plain", Normalisation()), ("spknorm", Normalisation("speaker-k", 10)))}
+
+
+def test_the_exported_model_predicts_what_the_study_scored(study, exported):
+    profile, meta, backbone, embeddings = study
+    assert exported["plain"] == profile.models_dir / "whisper-frozen"
+    assert exported["spknorm"] == profile.models_dir / "whisper-frozen-spknorm"
+    evaluation = json.loads((exported["plain"] / "evaluation.json").read_text())
+    assert evaluation["system"] == "whisper-project-frozen" and evaluation["test_actors"] == [1, 11, 20]
+    from ser_utils.splits import make_splits
+
+    split = make_splits(meta, "actor-kfold")[0]
+    study_rows = frozen_predictions(meta, [split], embeddings, PROJECT.model, "whisper-project-frozen", n_jobs=1)
+    model = FrozenEncoderModel.from_pretrained(exported["plain"], device="cpu")
+    test = split.frames(meta)[2]
+    waves, _ = load_many(test["path"])
+    predicted = np.asarray(model.labels)[model.predict_proba([waves[p] for p in test["path"]]).argmax(1)]
+    assert (predicted == study_rows["predicted"].to_numpy()).all()
+    assert evaluation["accuracy"] == pytest.approx(float(np.mean(predicted == test["emotion"].to_numpy())))
+
+
+def test_the_folder_round_trips_and_describes_itself(exported):
+    plain = FrozenEncoderModel.from_pretrained(exported["plain"], device="cpu")
+    assert plain.labels[0] == "neutral" and plain.sample_rate == 16_000 and not plain.needs_groups
+    assert plain.describe().startswith("whisper-project-frozen: frozen whisper encoder (2 layers x 32")
+    assert plain.min_seconds == pytest.approx(0.025)
+    normed = FrozenEncoderModel.from_pretrained(exported["spknorm"], device="cpu")
+    assert normed.needs_groups and normed.normalization["kind"] == "speaker"
+    assert normed.normalization["prior_var"].shape == (3 * 3 * 32,)  # in the weights file, not in the JSON
+    assert "prior_var" not in json.loads((exported["spknorm"] / "ser_config.json").read_text())["normalization"]
+    rng = np.random.default_rng(0)
+    waves = [(0.1 * rng.standard_normal(8000 + 100 * i)).astype(np.float32) for i in range(4)]
+    with pytest.raises(GroupError, match="speaker normalisation and needs groups"):
+        normed.predict_proba(waves)
+    proba = normed.predict_proba(waves, groups=["a"] * 4)
+    assert proba.shape == (4, 8) and np.allclose(proba.sum(1), 1, atol=1e-5)
+    # a plain model adapted per group maps each group's statistics onto the training ones, group by group
+    adapted = plain.predict_proba(waves, groups=["g"] * 4)
+    assert not np.allclose(adapted, plain.predict_proba(waves))
+    others = [3 * w[::-1].copy() for w in waves]
+    mixed = plain.predict_proba(waves + others, groups=["g"] * 4 + ["h"] * 4)
+    assert np.allclose(mixed[:4], adapted, atol=1e-6)
+    with pytest.raises(ValueError, match="not a usable frozen-encoder model"):
+        (exported["plain"] / "model.safetensors").rename(exported["plain"] / "moved")
+        try:
+            FrozenEncoderModel.from_pretrained(exported["plain"])
+        finally:
+            (exported["plain"] / "moved").rename(exported["plain"] / "model.safetensors")
+
+
+def test_predict_and_evaluate_with_adaptation_on_a_frozen_whisper_folder(exported, tmp_path, capsys):
+    manifest = make_shifted_corpus(tmp_path / "shifted", speakers=range(31, 33), clips_per_emotion=2, seconds=0.6)
+    assert main(["evaluate", "--model", str(exported["spknorm"]), "--manifest", str(manifest), "--adapt", "speaker",
+                 "--labels", "manifest", "--json", str(tmp_path / "scores.json")]) == 0
+    out = capsys.readouterr().out
+    assert "adapt: speaker  labels: manifest" in out
+    scores = json.loads((tmp_path / "scores.json").read_text())
+    assert scores["n"] == len(pd.read_csv(manifest)) and 0 <= scores["uar"] <= 1
+    assert scores["settings"]["model_description"].startswith("whisper-project-frozen+spknorm-k10: frozen whisper")
+    assert main(["evaluate", "--model", str(exported["spknorm"]), "--manifest", str(manifest)]) == 2
+    assert "needs groups" in capsys.readouterr().err
+    clips = sorted(manifest.parent.rglob("*.wav"))[:3]
+    assert main(["predict", *map(str, clips), "--model", str(exported["plain"]), "--json"]) == 0
+    results = json.loads(capsys.readouterr().out)
+    assert len(results) == 3 and all(abs(sum(r["probabilities"].values()) - 1) < 1e-4 for r in results)
+
+
+def test_a_fine_tuned_network_is_never_adapted(tmp_path):
+    from ser_utils.checkpoints import tiny_whisper_config
+    from ser_utils.model import EmotionClassifier, ModelConfig
+
+    torch.manual_seed(0)
+    EmotionClassifier.from_config(tiny_whisper_config(), ModelConfig()).save_pretrained(tmp_path / "ft")
+    recognizer = EmotionRecognizer.from_pretrained(tmp_path / "ft", device="cpu")
+    assert recognizer.describe().startswith("fine-tuned whisper (2 layers x 32")
+    with pytest.raises(GroupError, match="a fine-tuned whisper network has none to standardise"):
+        recognizer.predict_proba([np.zeros(8000, np.float32) + 0.1], groups=["a"])
