@@ -8,7 +8,7 @@ The notebooks in ``notebooks/`` tell the story; this package does the work. Modu
 ``atomic``       every output file written whole or not at all (temp file, fsync, rename)
 ``interrupts``   Ctrl-C / SIGTERM stop a run between files;  ``console``  the CLI's stdout and stderr lines
 ``audio``        the one audio loader (float32 mono 16 kHz, read in blocks) and waveform helpers (crop,
-                 normalise, batch, silence, level)
+                 normalize, batch, silence, level)
 ``scan``         which files are audio (every format soundfile reads), folder walks of any depth
 ``cache``        content-keyed on-disk cache with a parallel, resumable map
 ``corpus``       RAVDESS file-name grammar, discovery, validation, download, the quick subset
@@ -18,7 +18,7 @@ The notebooks in ``notebooks/`` tell the story; this package does the work. Modu
 ``synthetic``    generated corpora: RAVDESS-named, and a shifted second one (smoke profile, tests)
 ``features/``    handcrafted features: ``base``, ``mfcc_set`` (one-STFT librosa families), ``egemaps``,
                  ``extraction`` (feature tables of a corpus)
-``normalization``  speaker normalisation of features (per-speaker statistics, no labels), prediction-time
+``normalization``  speaker normalization of features (per-speaker statistics, no labels), prediction-time
                  adaptation
 ``backbones``    SSL backbones by model_type (wav2vec2, HuBERT, WavLM, data2vec-audio), strict loading,
                  the masked group norm that keeps padding out
@@ -30,7 +30,7 @@ The notebooks in ``notebooks/`` tell the story; this package does the work. Modu
 ``baseline_model``  the deployable baseline pipeline (save_pretrained / from_pretrained)
 ``batches``      clips with random training crops, length-grouped batches, collation
 ``train``        the fine-tuning loop (accelerate);  ``embeddings``  frozen-embedding cache and heads
-``normalised_systems``  baselines and frozen heads with speaker normalisation, the enrolment curve
+``normalized_systems``  baselines and frozen heads with speaker normalization, the enrolment curve
 ``systems``      the wav2vec2 recipes and how each runs under a protocol (frozen, fine-tuned)
 ``results``      tables across systems: comparison, bootstrap intervals, best system, errors, significance
 ``compare``      do two results folders agree within their bootstrap intervals (``compare-results``)

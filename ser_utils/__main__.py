@@ -18,6 +18,13 @@ ALLOW_PICKLE_HELP = ("also load an old baseline saved as pipeline.joblib: a pick
                      "it, so only for model folders you made yourself")
 
 
+def option_message(err: Exception) -> str:
+    """An error for the command line: one that a setting's value caused (``config.SettingError``) names
+    the option that set it, e.g. ``--window: the scoring window must be ...``."""
+    setting = getattr(err, "setting", None)
+    return f"--{setting.replace('_', '-')}: {err}" if setting else str(err)
+
+
 def _validate(args: argparse.Namespace) -> int:
 
     from .corpus import CorpusError, discover, validate
@@ -44,10 +51,10 @@ def _synth(args: argparse.Namespace) -> int:
 
 
 def _finetune(args: argparse.Namespace) -> int:
-    from .backbones import backbone_check
     from .config import get_profile, with_overrides
+    from .finetuning import run_finetune
     from .sources import load_corpus, prepare_backbone
-    from .systems import RECIPES, StudyBackbone, run_finetune
+    from .systems import RECIPES, StudyBackbone, study_recipes
     from .train import processes_state
 
     if args.recipe not in RECIPES:
@@ -58,20 +65,19 @@ def _finetune(args: argparse.Namespace) -> int:
     processes = processes_state()
     profile = get_profile(args.profile, data_dir=args.data, backbone=args.backbone)
     with processes.main_process_first():
-        backbone = prepare_backbone(profile)
-        checked, reason = backbone_check(backbone)  # before hours of training
-        meta = load_corpus(profile) if not reason else None
-    if reason:
-        processes.print(f"error: {reason}", file=sys.stderr)
+        backbone = StudyBackbone.check(prepare_backbone(profile), {"whisper": {"input": args.input or "clip"}})
+        meta = load_corpus(profile) if not backbone.reason else None  # the check comes before hours of training
+    if backbone.reason:
+        processes.print(f"error: {backbone.reason}", file=sys.stderr)
         return 2
-    processes.print(checked.summary())
-    recipe = RECIPES[args.recipe]
-    recipe = with_overrides(recipe, training=with_overrides(recipe.training, epochs=args.epochs,
-                                                             batch_size=args.batch_size, patience=args.patience))
+    processes.print(backbone.report.summary())
+    run = with_overrides(profile.run.encoders, epochs=args.epochs, batch_size=args.batch_size, folds=args.folds)
+    recipe = study_recipes(run)[args.recipe]
+    recipe = with_overrides(recipe, training=with_overrides(recipe.training, patience=args.patience))
     start = time.perf_counter()
-    metrics, _ = run_finetune(profile, meta, StudyBackbone(backbone, checked.family), [recipe], [args.protocol],
-                              folds=args.folds,
-                              out_root=Path(args.out) if args.out else None, names=[args.name] if args.name else None)
+    metrics, _ = run_finetune(profile, meta, backbone, [recipe], [args.protocol], folds=run.folds,
+                              random_repeats=run.random_repeats, out_root=Path(args.out) if args.out else None,
+                              names=[args.name] if args.name else None)
     if not processes.is_main_process:
         return 0
     print(metrics[["system", "protocol", "fold", "accuracy", "uar", "macro_f1", "n_test"]].to_string(index=False))
@@ -100,7 +106,7 @@ def _load_recognizer(directory: str, allow_pickle: bool = False):
     try:
         return EmotionRecognizer.from_pretrained(directory, allow_pickle=allow_pickle)
     except (ModelLoadError, ValueError) as err:
-        print(f"error: {err}", file=sys.stderr)
+        error(option_message(err))
         return None
 
 
@@ -117,7 +123,7 @@ def _check_run_options(args: argparse.Namespace, outputs: dict[str, str | None],
             check_output(path, option)
         check_outputs_apart(outputs, inputs)
     except ValueError as err:
-        error(str(err))
+        error(option_message(err))
         return False
     args.gap = gap
     return True
@@ -133,7 +139,7 @@ def _check_model_window(args: argparse.Namespace, recognizer) -> bool:
         error(f"--hop {args.hop:g} is shorter than one sample at the model's {rate} Hz")
     else:
         if getattr(args, "gap", None):
-            warn(args.gap)
+            warn(f"--hop: {args.gap}")
         return True
     return False
 
@@ -200,7 +206,7 @@ def _predict(args: argparse.Namespace) -> int:
                 if args.json != "-":
                     say(format_prediction(prediction))  # a closed stdout stops the lines only
     except GroupError as err:
-        error(str(err))
+        error(option_message(err))
         return 2
     except Interrupted as err:
         return _interrupted(err, len(predictions), len(files))
@@ -235,10 +241,10 @@ def _evaluate(args: argparse.Namespace) -> int:
     except NothingScoredError as err:
         for message in err.failures.values():
             error(message)
-        error(str(err))
+        error(option_message(err))
         return 1
     except (OSError, ValueError) as err:
-        error(str(err))
+        error(option_message(err))
         return 2
     for message in result["failures"].values():
         error(message)
@@ -300,14 +306,17 @@ def main(argv: list[str] | None = None) -> int:
     tune.add_argument("--profile", choices=PROFILES, default=None)
     tune.add_argument("--recipe", default="project", help="a recipe of ser_utils.systems.RECIPES (default: project)")
     tune.add_argument("--protocol", choices=PROTOCOLS, default="actor-kfold")
-    tune.add_argument("--folds", type=int, nargs="*", help="only these folds (default: all)")
+    tune.add_argument("--folds", type=int, nargs="*", help="only these folds (default: the profile's; full: all)")
     tune.add_argument("--epochs", type=int)
     tune.add_argument("--patience", type=int)
     tune.add_argument("--batch-size", type=int)
-    tune.add_argument("--backbone", help="hub name or local folder (default: the profile's, SER_MODEL)")
+    tune.add_argument("--backbone", help="local folder, installed weight package or hub name (default: the "
+                      "profile's first, SER_BACKBONE)")
+    tune.add_argument("--input", choices=("clip", "pad30"), help="Whisper only: each clip at its own length (clip, "
+                      "the default) or padded to 30 s")
     tune.add_argument("--data", help="corpus folder (default: the profile's, RAVDESS_DIR)")
-    tune.add_argument("--out", help="checkpoint folder (default: <work dir>/models/wav2vec2)")
-    tune.add_argument("--name", help="system name in the results (default: w2v2-<recipe>-ft)")
+    tune.add_argument("--out", help="checkpoint folder (default: <work dir>/models/<family>, e.g. .../wav2vec2)")
+    tune.add_argument("--name", help="system name in the results (default: <prefix>-<recipe>-ft, e.g. w2v2-project-ft)")
     tune.set_defaults(func=_finetune)
 
     check_backbone = commands.add_parser(
@@ -333,7 +342,7 @@ def main(argv: list[str] | None = None) -> int:
     guess.add_argument("--hop", type=float, default=DEFAULT_HOP, help="hop between windows, seconds")
     guess.add_argument("--adapt", choices=ADAPTATIONS, default="none",
                        help="standardise features per group first: corpus = all files of the call, speaker = "
-                            "per --speaker-pattern (needed by speaker-normalised models)")
+                            "per --speaker-pattern (needed by speaker-normalized models)")
     guess.add_argument("--speaker-pattern", help="regular expression finding the speaker in each path (its first "
                        "group, else the whole match), e.g. 'Actor_(\\d+)'")
     guess.add_argument("--allow-pickle", action="store_true", help=ALLOW_PICKLE_HELP)
@@ -347,10 +356,10 @@ def main(argv: list[str] | None = None) -> int:
     score.add_argument("--hop", type=float, default=DEFAULT_HOP)
     score.add_argument("--adapt", choices=ADAPTATIONS, default="none",
                        help="standardise features per group first: corpus = the whole manifest, speaker = per "
-                            "its speaker column (needed by speaker-normalised models)")
+                            "its speaker column (needed by speaker-normalized models)")
     score.add_argument("--labels", choices=LABEL_MODES, default="model",
                        help="decide among all of the model's classes, or only those in the manifest "
-                            "(probabilities renormalised: the usual cross-corpus protocol)")
+                            "(probabilities renormalized: the usual cross-corpus protocol)")
     score.add_argument("--allow-pickle", action="store_true", help=ALLOW_PICKLE_HELP)
     score.set_defaults(func=_evaluate)
 

@@ -1,6 +1,6 @@
 """The one way audio enters the study: :func:`load_audio` -> float32 mono 16 kHz.
 
-Plus small pure functions on waveforms (pad/crop, per-clip normalisation, batching). Files are read
+Plus small pure functions on waveforms (pad/crop, per-clip normalization, batching). Files are read
 with soundfile (torchaudio no longer decodes files) and resampled with soxr.
 """
 
@@ -181,7 +181,7 @@ def is_silent(wave: np.ndarray) -> bool:
 
 def level_warning(wave: np.ndarray, name: str) -> str | None:
     """A one-line warning naming ``name`` when the peak of ``wave`` is far above full scale
-    (:data:`OVER_FULL_SCALE`), e.g. a float file saved unnormalised; else ``None``."""
+    (:data:`OVER_FULL_SCALE`), e.g. a float file saved unnormalized; else ``None``."""
     peak = max(float(wave.max()), -float(wave.min())) if len(wave) else 0.0
     if peak <= OVER_FULL_SCALE:
         return None

@@ -14,7 +14,8 @@ import numpy as np
 from sklearn.base import BaseEstimator
 
 from .atomic import atomic_open, atomic_write_text
-from .baselines import fit_quietly, make_classifier
+from .baselines import SystemResult, fit_quietly, make_classifier
+from .config import SettingError
 from .corpus import EMOTIONS
 from .features import FeatureExtractor, FeatureTable, make_extractor
 
@@ -55,7 +56,7 @@ class BaselineModel:
         self.families = tuple(families) if families else None
         self.system = system or f"{extractor.name}+{classifier}"
         self.info = dict(info or {})
-        # How the training features were normalised (``ser_utils.normalization``); None: not at all.
+        # How the training features were normalized (``ser_utils.normalization``); None: not at all.
         self.normalization = normalization if normalization and normalization.get("kind") != "none" else None
         # The pipeline sees the columns of ``families`` only (all columns when None).
         self._columns = (np.isin(extractor.feature_families(), self.families) if self.families
@@ -75,14 +76,14 @@ class BaselineModel:
 
     @property
     def needs_groups(self) -> bool:
-        """Whether prediction needs groups of clips (a speaker-normalised model)."""
+        """Whether prediction needs groups of clips (a speaker-normalized model)."""
         return self.normalization is not None
 
     def describe(self) -> str:
         from .normalization import describe
 
         return (f"{self.system}: {self.extractor.name} features + {self.classifier}; "
-                f"normalisation: {describe(self.normalization)}")
+                f"normalization: {describe(self.normalization)}")
 
     def check_clips(self, waves: Sequence[np.ndarray]) -> None:
         """The ``ValueError`` a clip would raise in :meth:`predict_proba` (too short, silent), without
@@ -109,12 +110,20 @@ class BaselineModel:
         return cls(extractor, pipeline, classifier=classifier, params=params, families=families,
                    system=system, info={"n_train_clips": len(table.X), "seed": seed})
 
+    @classmethod
+    def refit(cls, result: SystemResult, tables: dict[str, FeatureTable], extractor: FeatureExtractor | None = None,
+              seed: int = 0) -> BaselineModel:
+        """The deployable model of an evaluated system: its classifier refit on every clip of its feature
+        table with the setting chosen most often over the folds (``SystemResult.chosen_params``)."""
+        return cls.fit(result.table(tables), result.classifier, result.chosen_params(), seed=seed, extractor=extractor,
+                       system=result.system)
+
     def predict_proba(self, waveforms: Sequence[np.ndarray], groups: Sequence[str] | None = None) -> np.ndarray:
         """Class probabilities of float32 mono clips at :attr:`sample_rate` (16 kHz): ``(n, 8)``,
         columns in ``labels`` order (``corpus.EMOTIONS``), rows summing to 1.
 
         ``groups`` (one name per clip: speaker, or one name for a whole corpus) adapts the features
-        per group first (``normalization.adapt_features``); a speaker-normalised model needs them.
+        per group first (``normalization.adapt_features``); a speaker-normalized model needs them.
         Raises ``features.ClipTooShortError`` / ``audio.SilentAudioError`` for clips that cannot be
         summarised (shorter than ``min_seconds``, or silent), ``normalization.GroupError`` for
         missing or too small groups.
@@ -189,9 +198,9 @@ class BaselineModel:
         elif allow_pickle:
             pipeline = joblib.load(pickle_path)
         else:
-            raise ValueError(f"{pickle_path}: a pickle, which runs any code it holds when loaded; not loaded. "
-                             "Re-save the model (save_pretrained writes pipeline.skops), or pass "
-                             "--allow-pickle / allow_pickle=True if you made this folder yourself")
+            raise SettingError(f"{pickle_path}: a pickle, which runs any code it holds when loaded; not loaded. "
+                               "Re-save the model (save_pretrained writes pipeline.skops), or allow pickles if you "
+                               "made this folder yourself", "allow_pickle")
         if not (hasattr(pipeline, "predict_proba") and hasattr(pipeline, "classes_")):
             raise ValueError(f"{directory}: the saved pipeline is a {type(pipeline).__name__}, not a fitted "
                              "classifier with predict_proba")

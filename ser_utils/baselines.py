@@ -39,6 +39,7 @@ from sklearn.preprocessing import StandardScaler
 from sklearn.svm import SVC
 
 from .atomic import atomic_to_csv
+from .config import ResultsFolder
 from .evaluate import (
     PREDICTION_COLUMNS,
     metric_row,
@@ -177,6 +178,16 @@ class SystemResult:
         return json.loads(best)
 
 
+def choice_counts(selections: pd.DataFrame, column: str = "params") -> pd.DataFrame:
+    """What was chosen on validation, counted over folds: one cell per system (rows) and protocol
+    (columns), e.g. ``{"C": 1.0} x4, {"C": 10.0} x2``. ``selections``: the ``selections`` of results
+    (with a ``protocol`` column), ``column``: ``params`` or ``variance``."""
+    chosen = selections[selections["chosen"]]
+    return (chosen.groupby(["system", "protocol"])[column]
+            .agg(lambda values: ", ".join(f"{v} x{n}" for v, n in values.value_counts().items()))
+            .unstack("protocol"))
+
+
 @dataclass(frozen=True)
 class SystemSpec:
     """A feature set (optionally restricted to some families) + classifier, under a system name."""
@@ -258,7 +269,7 @@ def write_results(results: Sequence[SystemResult], results_dir: str | Path, grou
     for system, frames in by_system.items():
         write_predictions(pd.concat(frames, ignore_index=True)[PREDICTION_COLUMNS], results_dir, system)
     atomic_to_csv(pd.concat([r.selections for r in results], ignore_index=True),
-                  results_dir / f"{group}_selection.csv", index=False, float_format="%.6g")
+                  ResultsFolder(results_dir).selection(group), index=False, float_format="%.6g")
     return path
 
 

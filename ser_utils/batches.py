@@ -16,14 +16,14 @@ from .audio import collate, crop, normalize
 class ClipDataset(Dataset):
     """Waveforms + labels; in training each item is a random crop of at most ``max_samples``.
 
-    Items are ``(normalised waveform, label, index)``. Crops are seeded by ``(seed, epoch, index)``,
+    Items are ``(normalized waveform, label, index)``. Crops are seeded by ``(seed, epoch, index)``,
     so they are reproducible and independent of how many loader processes run.
     """
 
     def __init__(self, waves: Sequence[np.ndarray], labels: Sequence[int], *, max_samples: int | None = None,
-                 train: bool = False, normalise: bool = True, seed: int = 0):
+                 train: bool = False, normalize: bool = True, seed: int = 0):
         self.waves, self.labels = list(waves), np.asarray(labels, dtype=np.int64)
-        self.max_samples, self.train, self.normalise, self.seed = max_samples, train, normalise, seed
+        self.max_samples, self.train, self.normalize, self.seed = max_samples, train, normalize, seed
         self.epoch = 0
 
     def __len__(self) -> int:
@@ -37,7 +37,7 @@ class ClipDataset(Dataset):
         wave = self.waves[index]
         if self.train and self.max_samples:
             wave = crop(wave, self.max_samples, np.random.default_rng([self.seed, self.epoch, index]))
-        return (normalize(wave) if self.normalise else wave), int(self.labels[index]), index
+        return (normalize(wave) if self.normalize else wave), int(self.labels[index]), index
 
 
 class LengthGroupedBatches(Sampler):

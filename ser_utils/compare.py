@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from .config import ResultsFolder
 from .evaluate import METRICS, read_metrics, read_predictions
 from .results import comparison_table
 
@@ -24,18 +25,15 @@ def load_comparison(folder: str | Path, n_boot: int = 1000) -> pd.DataFrame:
     """The comparison table (mean, std, bootstrap interval per system and protocol) of a results folder
     (``reports/results`` or the ``reports`` folder above it): its ``comparison.csv``, else computed
     from ``metrics/`` and ``predictions/``. Raises ``ValueError`` naming the folder when it holds neither."""
-    folder = Path(folder)
-    if not folder.is_dir():
+    if not Path(folder).is_dir():
         raise ValueError(f"{folder}: not a directory")
-    if not (folder / "comparison.csv").is_file() and not (folder / "metrics").is_dir() \
-            and (folder / "results").is_dir():
-        folder = folder / "results"
-    if (folder / "comparison.csv").is_file():
-        return pd.read_csv(folder / "comparison.csv", keep_default_na=False, na_values=[""])
-    metrics = read_metrics(folder)
+    layout = ResultsFolder.find(folder)
+    if layout.table("comparison").is_file():
+        return pd.read_csv(layout.table("comparison"), keep_default_na=False, na_values=[""])
+    metrics = read_metrics(layout.root)
     if metrics.empty:
-        raise ValueError(f"{folder}: no results (expected comparison.csv or metrics/*.csv)")
-    return comparison_table(metrics, read_predictions(folder), n_boot=n_boot)
+        raise ValueError(f"{layout.root}: no results (expected {layout.TABLES['comparison']} or metrics/*.csv)")
+    return comparison_table(metrics, read_predictions(layout.root), n_boot=n_boot)
 
 
 def compare_results(a: str | Path, b: str | Path, metric: str = "uar") -> pd.DataFrame:

@@ -28,8 +28,9 @@ from __future__ import annotations
 
 import os
 import warnings
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
+from typing import ClassVar
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 PROFILES = ("full", "smoke")
@@ -41,6 +42,16 @@ DEFAULT_WHISPER = "whisper-base"
 KAGGLE_DATASET = "uwrfkaggler/ravdess-emotional-speech-audio"
 RECOMPUTE_ENV = "SER_RECOMPUTE_BEFORE"
 KEEP_FOLDS_ENV = "SER_KEEP_FOLDS"
+
+
+class SettingError(ValueError):
+    """A setting whose value cannot work. ``setting`` names it as the library's parameter (``window``,
+    ``adapt``, ``speaker_pattern``...); the message says what the value means, never how a front end
+    spells it: the command line adds its own option name (``--window``)."""
+
+    def __init__(self, message: str, setting: str | None = None):
+        super().__init__(message)
+        self.setting = setting
 
 
 def recompute_before(*, folds: bool = False) -> float | None:
@@ -55,6 +66,149 @@ def recompute_before(*, folds: bool = False) -> float | None:
         raise ValueError(f"{RECOMPUTE_ENV}={value!r} is not a time in seconds since the epoch") from None
 
 
+def _whole(name: str, value, minimum: int = 1) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"{name}={value!r}; must be a whole number >= {minimum}")
+
+
+@dataclass(frozen=True)
+class BaselineRun:
+    """The sizes of the handcrafted-baseline run (notebook 03), checked when built.
+
+    ``quick``: the quick subset (statement 1, repetition 1: 15 clips per actor) and the small grids;
+    ``random_repeats``: seeds of the random-80-20 split; ``importance_repeats``: permutations per feature
+    family and fold; ``enrolment_clips``: points of the enrolment curve (clips per speaker, ``None``: all).
+    """
+
+    quick: bool = False
+    random_repeats: int = 5
+    importance_repeats: int = 5
+    enrolment_clips: tuple[int | None, ...] = (3, 5, 10, 20, 30, None)
+
+    def __post_init__(self):
+        _whole("random_repeats", self.random_repeats)
+        _whole("importance_repeats", self.importance_repeats)
+        object.__setattr__(self, "enrolment_clips", tuple(self.enrolment_clips))
+        for clips in self.enrolment_clips:
+            if clips is not None:
+                _whole("enrolment_clips", clips)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class EncoderRun:
+    """The sizes of the pretrained-encoder run (notebook 04 and ``finetune``), checked when built.
+
+    ``quick``: the quick subset; ``folds``: only these folds of each protocol (``None``: all);
+    ``random_repeats``: seeds of the random split; ``epochs`` / ``batch_size``: fine-tuning sizes for both
+    recipes (``None``: the recipes' own); ``normalizations``: the speaker-normalised frozen variants
+    (``speaker``, ``speaker-k``, ``speaker-k<N>``); ``finetune_on_cpu``: fine-tune without a GPU (hours
+    per fold at full size); ``comparison_clips``: clips per actor of Whisper's input comparison (from the
+    quick subset, which has 15).
+    """
+
+    quick: bool = False
+    folds: tuple[int, ...] | None = None
+    random_repeats: int = 5
+    epochs: int | None = None
+    batch_size: int | None = None
+    normalizations: tuple[str, ...] = ("speaker", "speaker-k")
+    finetune_on_cpu: bool = False
+    comparison_clips: int = 15
+
+    def __post_init__(self):
+        from .names import parse_normalization
+
+        _whole("random_repeats", self.random_repeats)
+        _whole("comparison_clips", self.comparison_clips)
+        for name in ("epochs", "batch_size"):
+            if getattr(self, name) is not None:
+                _whole(name, getattr(self, name))
+        if self.folds is not None:
+            object.__setattr__(self, "folds", tuple(self.folds))
+            for fold in self.folds:
+                _whole("folds", fold)
+        object.__setattr__(self, "normalizations", tuple(self.normalizations))
+        for name in self.normalizations:
+            parse_normalization(name)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class RunSizes:
+    """How big a profile's run is: notebook 03's (``baselines``), notebook 04's (``encoders``) and, for a
+    generated corpus, its clips' length in seconds (``synthetic_seconds``). Notebook parameters and
+    command-line options override single fields (:func:`with_overrides`)."""
+
+    baselines: BaselineRun = field(default_factory=BaselineRun)
+    encoders: EncoderRun = field(default_factory=EncoderRun)
+    synthetic_seconds: float | None = None
+
+
+FULL_RUN = RunSizes()
+#: The whole pipeline in minutes: the quick subset, one fold, one seed, one epoch, short generated clips.
+SMOKE_RUN = RunSizes(
+    baselines=BaselineRun(quick=True, random_repeats=2, importance_repeats=1),
+    encoders=EncoderRun(quick=True, folds=(1,), random_repeats=1, epochs=1, batch_size=16,
+                        normalizations=("speaker-k",), finetune_on_cpu=True, comparison_clips=4),
+    synthetic_seconds=1.0)
+
+
+@dataclass(frozen=True)
+class ResultsFolder:
+    """The layout of a results folder (``reports/results``): the one owner of every path in it.
+
+    ``metrics/<group>.csv`` (fold metrics), ``predictions/<system>.csv`` (per-clip predictions),
+    ``splits/<name>.json``, ``<name>_run.json`` (a run's configuration), ``<group>_selection.csv``
+    (validation choices), and one file per table (:data:`TABLES`).
+    """
+
+    root: Path
+    #: One file per table: key -> file name.
+    TABLES: ClassVar[dict[str, str]] = {
+        "corpus": "corpus.csv", "families": "baselines_families.csv", "enrolment": "enrolment_curve.csv",
+        "cross_corpus": "cross_corpus.csv", "input_modes": "whisper_input_modes.csv", "layer_probe": "layer_probe.csv",
+        "comparison": "comparison.csv", "headline": "headline.csv", "provenance": "provenance.json"}
+
+    @classmethod
+    def find(cls, folder: str | os.PathLike) -> ResultsFolder:
+        """The results folder ``folder`` is, or the one inside it (a reports folder holds ``results/``)."""
+        folder = Path(folder)
+        inner = folder / "results"
+        held = (folder / cls.TABLES["comparison"]).is_file() or (folder / "metrics").is_dir()
+        return cls(inner if not held and inner.is_dir() else folder)
+
+    def table(self, key: str) -> Path:
+        return self.root / self.TABLES[key]
+
+    @property
+    def metrics_dir(self) -> Path:
+        return self.root / "metrics"
+
+    def metrics(self, group: str) -> Path:
+        return self.metrics_dir / f"{group}.csv"
+
+    @property
+    def predictions_dir(self) -> Path:
+        return self.root / "predictions"
+
+    def predictions(self, system: str) -> Path:
+        return self.predictions_dir / f"{system}.csv"
+
+    def splits(self, name: str) -> Path:
+        return self.root / "splits" / f"{name}.json"
+
+    def run_info(self, name: str) -> Path:
+        return self.root / f"{name}_run.json"
+
+    def selection(self, group: str) -> Path:
+        return self.root / f"{group}_selection.csv"
+
+
 @dataclass(frozen=True)
 class Profile:
     """Everything that differs between the full study and the smoke run.
@@ -67,6 +221,7 @@ class Profile:
         weight package (``ser_utils.backbones.resolve``): the self-supervised one, then Whisper.
     work_dir : caches (features, embeddings), checkpoints and generated data.
     reports_dir : HTML reports; result tables go to ``reports_dir / "results"``.
+    run : the sizes of the run (:class:`RunSizes`).
     """
 
     name: str
@@ -75,7 +230,7 @@ class Profile:
     work_dir: Path
     reports_dir: Path
     seed: int = 0
-    extra: dict = field(default_factory=dict)
+    run: RunSizes = FULL_RUN
 
     @property
     def is_smoke(self) -> bool:
@@ -84,6 +239,11 @@ class Profile:
     @property
     def results_dir(self) -> Path:
         return self.reports_dir / "results"
+
+    @property
+    def results(self) -> ResultsFolder:
+        """The results folder's layout (:class:`ResultsFolder`)."""
+        return ResultsFolder(self.results_dir)
 
     @property
     def cache_dir(self) -> Path:
@@ -205,7 +365,7 @@ def _base_profile(name: str | None) -> Profile:
             backbones=(str(work_dir / "tiny-wav2vec2"), str(work_dir / "tiny-whisper")),
             work_dir=work_dir,
             reports_dir=reports_override or REPO_ROOT / "build" / "smoke-reports",
-            extra={"synthetic": {"seconds": 1.0}},  # short clips keep the smoke run within minutes
+            run=SMOKE_RUN,
         )
     return Profile(
         name="full",

@@ -5,7 +5,7 @@
   manifest, or for ``predict`` a ``--speaker-pattern`` regular expression on the path).
 * :func:`manifest_probabilities` then :func:`score_manifest` - one model, one adaptation, one
   manifest; ``labels="manifest"`` decides only among the classes the manifest has (probabilities
-  renormalised over them), the usual cross-corpus protocol; ``labels="model"`` among all of the
+  renormalized over them), the usual cross-corpus protocol; ``labels="model"`` among all of the
   model's classes (a prediction of a class the manifest lacks is an error, column ``other``).
 * :func:`evaluate_manifest` - both steps (the ``evaluate`` command).
 * :func:`cross_corpus_table` - every model x adaptation x label mode on every manifest (notebook 06).
@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from .config import SettingError
 from .evaluate import score
 from .names import MODEL_FOLDERS
 from .normalization import GroupError, describe
@@ -35,7 +36,7 @@ CROSS_CORPUS_COLUMNS = ["corpus", "model", "adapt", "labels", "status", "n", "cl
 
 def _check_adapt(adapt: str) -> None:
     if adapt not in ADAPTATIONS:
-        raise ValueError(f"--adapt {adapt!r}: choose one of {', '.join(ADAPTATIONS)}")
+        raise SettingError(f"adaptation {adapt!r}: choose one of {', '.join(ADAPTATIONS)}", "adapt")
 
 
 def speaker_groups(paths: Sequence[str | Path], adapt: str, pattern: str | None = None) -> list[str] | None:
@@ -47,12 +48,12 @@ def speaker_groups(paths: Sequence[str | Path], adapt: str, pattern: str | None 
     if adapt == "corpus":
         return ["corpus"] * len(paths)
     if not pattern:
-        raise GroupError("--adapt speaker needs --speaker-pattern REGEX naming the speaker in each path, "
-                         "e.g. --speaker-pattern 'Actor_(\\d+)'")
+        raise GroupError("speaker adaptation needs a regular expression naming the speaker in each path, "
+                         "e.g. 'Actor_(\\d+)'", "speaker_pattern")
     try:
         regex = re.compile(pattern)
     except re.error as err:
-        raise GroupError(f"--speaker-pattern {pattern!r} is not a regular expression ({err})") from None
+        raise GroupError(f"{pattern!r} is not a regular expression ({err})", "speaker_pattern") from None
     groups, misses = [], []
     for path in map(str, paths):
         match = regex.search(path)
@@ -61,8 +62,8 @@ def speaker_groups(paths: Sequence[str | Path], adapt: str, pattern: str | None 
             misses.append(path)
         groups.append(speaker)
     if misses:
-        raise GroupError(f"--speaker-pattern {pattern!r} finds no speaker in {len(misses)} of {len(groups)} path(s): "
-                         f"{_some(misses)}")
+        raise GroupError(f"{pattern!r} finds no speaker in {len(misses)} of {len(groups)} path(s): {_some(misses)}",
+                         "speaker_pattern")
     return groups
 
 
@@ -78,12 +79,13 @@ def manifest_groups(table: pd.DataFrame, adapt: str, manifest: str | Path = "man
     if adapt == "corpus":
         return ["corpus"] * len(table)
     if "speaker" not in table.columns:
-        raise GroupError(f"{manifest}: --adapt speaker needs a speaker column (or use --adapt corpus)")
+        raise GroupError(f"{manifest}: speaker adaptation needs a speaker column (or the whole corpus as one group)")
     speakers = table["speaker"].fillna("").astype(str).str.strip()
     empty = speakers == ""
     if empty.any():  # never one group named "" mixing real speakers
-        raise GroupError(f"{manifest}: --adapt speaker needs a speaker on every row; {int(empty.sum())} have none "
-                         f"(line(s) {_some(list(table.index[empty]))}): fill them in, or use --adapt corpus")
+        raise GroupError(f"{manifest}: speaker adaptation needs a speaker on every row; {int(empty.sum())} have none "
+                         f"(line(s) {_some(list(table.index[empty]))}): fill them in, or adapt the whole corpus as one "
+                         "group")
     return speakers.tolist()
 
 
@@ -121,10 +123,10 @@ def score_manifest(scored: pd.DataFrame, model_labels: Sequence[str], labels: st
     """Accuracy, UAR, macro-F1 and confusion of :func:`manifest_probabilities`' table.
 
     ``labels="manifest"``: decide among the classes present in the manifest only (probabilities
-    renormalised over them); ``"model"``: among all of the model's classes.
+    renormalized over them); ``"model"``: among all of the model's classes.
     """
     if labels not in LABEL_MODES:
-        raise ValueError(f"--labels {labels!r}: choose one of {', '.join(LABEL_MODES)}")
+        raise SettingError(f"label mode {labels!r}: choose one of {', '.join(LABEL_MODES)}", "labels")
     model_labels = list(model_labels)
     present = [c for c in model_labels if c in set(scored["label"])]
     candidates = present if labels == "manifest" else model_labels
@@ -146,13 +148,13 @@ def evaluate_manifest(recognizer: EmotionRecognizer, manifest: str | Path, *, ad
 
     Returns ``n, accuracy, uar, macro_f1, classes, confusion`` (a DataFrame), ``failures``,
     ``warnings`` (files whose level makes their scores doubtful, one line each) and ``settings`` (what
-    was used: adapt, labels, window, hop, the model's normalisation). Files that cannot be read are
+    was used: adapt, labels, window, hop, the model's normalization). Files that cannot be read are
     reported and left out; when none can be, ``prediction_io.NothingScoredError``
     keeps every file's reason.
     """
     check_window(window, hop)
     if labels not in LABEL_MODES:
-        raise ValueError(f"--labels {labels!r}: choose one of {', '.join(LABEL_MODES)}")
+        raise SettingError(f"label mode {labels!r}: choose one of {', '.join(LABEL_MODES)}", "labels")
     scored, failures = manifest_probabilities(recognizer, manifest, adapt=adapt, window=window, hop=hop)
     result = score_manifest(scored, recognizer.labels, labels)
     result.pop("predicted")
@@ -172,7 +174,7 @@ def cross_corpus_table(models: dict[str, str | Path], manifests: Sequence[str | 
                        window: float | None = DEFAULT_WINDOW, hop: float | None = DEFAULT_HOP) -> pd.DataFrame:
     """Every model x adaptation x label mode on every manifest: one row each (:data:`CROSS_CORPUS_COLUMNS`).
 
-    A combination that cannot run (e.g. a speaker-normalised model without groups, ``speaker`` on a
+    A combination that cannot run (e.g. a speaker-normalized model without groups, ``speaker`` on a
     manifest without speakers, adaptation of a wav2vec2 checkpoint) gets ``status`` "not run" and
     the reason in ``note``, never a number. The audio of a manifest is scored once per model and
     adaptation; both label modes decide from the same probabilities.

@@ -5,7 +5,7 @@ the corpus (inference mode, length-grouped batches); for each clip the cache hol
 the first frame, the masked mean and the masked standard deviation (``(L+1, 3, D)``, float16), keyed
 by the file's content, the checkpoint and the encoder's options. Heads - weighted layers + MLP, or
 any pooling/layer choice of :class:`~ser_utils.model.ModelConfig` - then train from the cache in
-seconds per fold on a CPU, with or without speaker normalisation (:func:`frozen_predictions`, one
+seconds per fold on a CPU, with or without speaker normalization (:func:`frozen_predictions`, one
 loop for both), and a per-layer probe shows which layer carries emotion.
 """
 
@@ -33,7 +33,7 @@ from .device import autocast_dtype, inference_batch_size, single_thread
 from .evaluate import prediction_table, score
 from .fingerprint import code_digest
 from .model import ModelConfig, layer_statistics
-from .normalization import Normalisation, SpeakerNormalizer, normaliser_config
+from .normalization import Normalization, SpeakerNormalizer, normalizer_config
 from .progress import progress as progress_bar
 from .splits import Split
 
@@ -188,39 +188,39 @@ def stack(embeddings: dict[str, np.ndarray], paths: Sequence[str]) -> np.ndarray
 @dataclass
 class SplitHead:
     """A frozen head trained for one split, the variance chosen on validation (``None`` without
-    normalisation) and the normalisation to record in an exported model folder."""
+    normalization) and the normalization to record in an exported model folder."""
 
     head: FrozenHead
     variance: str | None = None
     normalization: dict | None = None
 
     def predict(self, x: np.ndarray) -> np.ndarray:
-        """Class indices of embeddings ``(N, L+1, 3, D)`` (normalised as the head's training clips were)."""
+        """Class indices of embeddings ``(N, L+1, 3, D)`` (normalized as the head's training clips were)."""
         with torch.no_grad():
             return self.head(torch.as_tensor(x, dtype=torch.float32)).argmax(-1).numpy()
 
 
-def normalised_variants(meta: pd.DataFrame, embeddings: dict[str, np.ndarray], normalisation: Normalisation, *,
+def normalized_variants(meta: pd.DataFrame, embeddings: dict[str, np.ndarray], normalization: Normalization, *,
                         seed: int = 0) -> dict[str | None, tuple[np.ndarray, dict | None]]:
-    """The embeddings of ``meta``'s clips, in its row order, as each candidate of ``normalisation`` gives
-    them: variance -> (``(N, L+1, 3, D)`` float32, normalisation to record); without normalisation
+    """The embeddings of ``meta``'s clips, in its row order, as each candidate of ``normalization`` gives
+    them: variance -> (``(N, L+1, 3, D)`` float32, normalization to record); without normalization
     the embeddings themselves under ``None``. Statistics per actor, from all of an actor's clips or
-    ``normalisation.clips`` random ones; labels play no part."""
+    ``normalization.clips`` random ones; labels play no part."""
     x = stack(embeddings, meta["path"])
-    if normalisation.kind == "none":
+    if normalization.kind == "none":
         return {None: (x, None)}
     flat = x.reshape(len(x), -1)
     variants = {}
-    for variance in normalisation.variances:
-        normalizer = SpeakerNormalizer(variance, normalisation.clips, seed=seed)
+    for variance in normalization.variances:
+        normalizer = SpeakerNormalizer(variance, normalization.clips, seed=seed)
         normed = normalizer.fit_transform(flat, meta["actor"]).astype(np.float32).reshape(x.shape)
-        variants[variance] = (normed, normaliser_config(variance, normalizer.prior_var_, normalisation.clips))
+        variants[variance] = (normed, normalizer_config(variance, normalizer.prior_var_, normalization.clips))
     return variants
 
 
 def train_split_head(meta: pd.DataFrame, split: Split, variants: dict, config: ModelConfig, *,
                      seed: int = 0, **train_kwargs) -> SplitHead:
-    """A head per candidate variant (:func:`normalised_variants`, rows in ``meta``'s order) on ``split``'s
+    """A head per candidate variant (:func:`normalized_variants`, rows in ``meta``'s order) on ``split``'s
     training clips; the one with the higher validation UAR is kept (the first on a tie), so test clips
     play no part."""
     label_index = {name: i for i, name in enumerate(config.labels)}
@@ -249,25 +249,25 @@ def _split_predictions(meta: pd.DataFrame, split: Split, variants: dict, config:
 
 
 def frozen_predictions(meta: pd.DataFrame, splits: Sequence[Split], embeddings: dict[str, np.ndarray],
-                       config: ModelConfig, system: str, normalisation: Normalisation | None = None, *,
+                       config: ModelConfig, system: str, normalization: Normalization | None = None, *,
                        seed: int = 0, n_jobs: int | None = None, **train_kwargs) -> pd.DataFrame:
     """Train a head per split (selection on its validation clips) and predict its test clips, on the
-    embeddings as they are or speaker-normalised (``normalisation``: the variance chosen per split on
-    validation clips; the system's name gets the normalisation's suffix).
+    embeddings as they are or speaker-normalized (``normalization``: the variance chosen per split on
+    validation clips; the system's name gets the normalization's suffix).
 
     Splits train in ``n_jobs`` processes (``None``: one per core for real-size embeddings, one for
     tiny ones, where starting processes would cost more than it saves); results do not depend on it.
     Clips without an embedding (files that failed) are left out. Returns the predictions table
     (``system, protocol, fold, stem, actor, emotion, predicted``).
     """
-    normalisation = normalisation or Normalisation()
+    normalization = normalization or Normalization()
     meta = meta[meta["path"].isin(embeddings.keys())].reset_index(drop=True)
-    variants = normalised_variants(meta, embeddings, normalisation, seed=seed)
+    variants = normalized_variants(meta, embeddings, normalization, seed=seed)
     if n_jobs is None:
         n_jobs = -1 if variants[next(iter(variants))][0].nbytes > PARALLEL_BYTES and len(splits) > 1 else 1
     predicted = Parallel(n_jobs=n_jobs)(delayed(_split_predictions)(meta, split, variants, config, seed, train_kwargs)
                                         for split in splits)
-    return pd.concat([prediction_table(system + normalisation.suffix, split.protocol, split.fold,
+    return pd.concat([prediction_table(system + normalization.suffix, split.protocol, split.fold,
                                        split.frames(meta)[2], np.asarray(config.labels)[indices])
                       for split, indices in zip(splits, predicted, strict=True)], ignore_index=True)
 

@@ -23,6 +23,7 @@ import pandas as pd
 from sklearn.metrics import confusion_matrix, f1_score
 
 from .atomic import atomic_open, atomic_to_csv
+from .config import ResultsFolder
 from .corpus import EMOTIONS
 
 METRIC_COLUMNS = ["system", "protocol", "fold", "accuracy", "uar", "macro_f1", "n_test", "status",
@@ -92,26 +93,18 @@ def not_run_rows(system: str, protocols: Iterable[str], reason: str) -> list[dic
 
 def write_metrics(rows: Iterable[dict], results_dir: str | Path, group: str) -> Path:
     """Write ``rows`` to ``results_dir/metrics/<group>.csv`` (replacing that group's earlier rows)."""
-    path = Path(results_dir) / "metrics" / f"{group}.csv"
+    path = ResultsFolder(Path(results_dir)).metrics(group)
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_to_csv(pd.DataFrame(list(rows), columns=METRIC_COLUMNS), path, index=False, float_format="%.6g")
     return path
 
 
-CORPUS_FILE = "corpus.csv"
-FAMILIES_FILE = "baselines_families.csv"
-ENROLMENT_FILE = "enrolment_curve.csv"
-CROSS_CORPUS_FILE = "cross_corpus.csv"
-INPUT_MODES_FILE = "whisper_input_modes.csv"
-LAYER_PROBE_FILE = "layer_probe.csv"
-COMPARISON_FILE = "comparison.csv"
-HEADLINE_FILE = "headline.csv"
 #: Relative to the reports folder, not the results folder: the index page shows it.
 HEADLINE_FIGURE = Path("figures") / "headline.png"
 
 
-def _write_csv(frame: pd.DataFrame, results_dir: str | Path, name: str, **kwargs) -> Path:
-    path = Path(results_dir) / name
+def _write_csv(frame: pd.DataFrame, results_dir: str | Path, table: str, **kwargs) -> Path:
+    path = ResultsFolder(Path(results_dir)).table(table)
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_to_csv(frame, path, index=False, **kwargs)
     return path
@@ -119,58 +112,58 @@ def _write_csv(frame: pd.DataFrame, results_dir: str | Path, name: str, **kwargs
 
 def write_corpus_table(meta: pd.DataFrame, results_dir: str | Path) -> Path:
     """The corpus table (one row per clip, :func:`ser_utils.corpus.discover`) without local paths."""
-    return _write_csv(meta.drop(columns=["path"], errors="ignore"), results_dir, CORPUS_FILE)
+    return _write_csv(meta.drop(columns=["path"], errors="ignore"), results_dir, "corpus")
 
 
 def read_corpus_table(results_dir: str | Path) -> pd.DataFrame:
     """What :func:`write_corpus_table` wrote."""
-    return pd.read_csv(Path(results_dir) / CORPUS_FILE, dtype={"stem": str})
+    return pd.read_csv(ResultsFolder(Path(results_dir)).table("corpus"), dtype={"stem": str})
 
 
 def write_family_summary(summary: pd.DataFrame, results_dir: str | Path) -> Path:
     """The per-feature-family comparison of notebook 03 (a :func:`summarise` table, one row per family)."""
-    return _write_csv(summary, results_dir, FAMILIES_FILE, float_format="%.6g")
+    return _write_csv(summary, results_dir, "families", float_format="%.6g")
 
 
 def write_enrolment_curve(curve: pd.DataFrame, results_dir: str | Path) -> Path:
-    """UAR per fold against enrolment clips per speaker (notebook 03, ``normalised_systems.enrolment_curve``)."""
-    return _write_csv(curve, results_dir, ENROLMENT_FILE, float_format="%.6g")
+    """UAR per fold against enrolment clips per speaker (notebook 03, ``normalized_systems.enrolment_curve``)."""
+    return _write_csv(curve, results_dir, "enrolment", float_format="%.6g")
 
 
 def write_cross_corpus(table: pd.DataFrame, results_dir: str | Path) -> Path:
     """Exported models on other corpora (notebook 06, ``crosscorpus.cross_corpus_table``)."""
-    return _write_csv(table, results_dir, CROSS_CORPUS_FILE, float_format="%.6g")
+    return _write_csv(table, results_dir, "cross_corpus", float_format="%.6g")
 
 
 def read_cross_corpus(results_dir: str | Path) -> pd.DataFrame:
     """What :func:`write_cross_corpus` wrote (an empty table before notebook 06 ran)."""
-    path = Path(results_dir) / CROSS_CORPUS_FILE
+    path = ResultsFolder(Path(results_dir)).table("cross_corpus")
     return pd.read_csv(path) if path.is_file() and path.stat().st_size else pd.DataFrame()
 
 
 def write_input_modes(table: pd.DataFrame, results_dir: str | Path) -> Path:
     """Whisper's ``clip`` against ``pad30`` input on the same clips (notebook 04, ``systems.compare_input_modes``)."""
-    return _write_csv(table, results_dir, INPUT_MODES_FILE, float_format="%.6g")
+    return _write_csv(table, results_dir, "input_modes", float_format="%.6g")
 
 
 def write_layer_probe(probe: pd.DataFrame, results_dir: str | Path) -> Path:
     """Per-layer linear-probe scores of each backbone (notebook 04, ``embeddings.layer_probe``)."""
-    return _write_csv(probe, results_dir, LAYER_PROBE_FILE, float_format="%.6g")
+    return _write_csv(probe, results_dir, "layer_probe", float_format="%.6g")
 
 
 def write_comparison(table: pd.DataFrame, results_dir: str | Path) -> Path:
     """Every system x protocol with bootstrap intervals (``results.comparison_table``)."""
-    return _write_csv(table, results_dir, COMPARISON_FILE, float_format="%.6g")
+    return _write_csv(table, results_dir, "comparison", float_format="%.6g")
 
 
 def write_headline(headline: pd.DataFrame, results_dir: str | Path) -> Path:
     """The reader's table (``results.headline_table``), shown again on the index page."""
-    return _write_csv(headline, results_dir, HEADLINE_FILE)
+    return _write_csv(headline, results_dir, "headline")
 
 
 def read_headline(results_dir: str | Path) -> pd.DataFrame | None:
     """What :func:`write_headline` wrote, as text cells (``None`` before notebook 05 ran)."""
-    path = Path(results_dir) / HEADLINE_FILE
+    path = ResultsFolder(Path(results_dir)).table("headline")
     return pd.read_csv(path, keep_default_na=False) if path.is_file() else None
 
 
@@ -196,15 +189,20 @@ def write_predictions(predictions: pd.DataFrame, results_dir: str | Path, system
     missing = set(PREDICTION_COLUMNS) - set(predictions.columns)
     if missing:
         raise ValueError(f"predictions lack columns {sorted(missing)}")
-    path = Path(results_dir) / "predictions" / f"{system}.csv"
+    path = ResultsFolder(Path(results_dir)).predictions(system)
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_to_csv(predictions[PREDICTION_COLUMNS], path, index=False)
     return path
 
 
+def remove_predictions(results_dir: str | Path, system: str) -> None:
+    """Remove a system's predictions (a system recorded as not run has none: old ones would contradict it)."""
+    ResultsFolder(Path(results_dir)).predictions(system).unlink(missing_ok=True)
+
+
 def read_metrics(results_dir: str | Path) -> pd.DataFrame:
     """Every metrics CSV under ``results_dir`` in one table (empty table if there are none)."""
-    files = sorted((Path(results_dir) / "metrics").glob("*.csv"))
+    files = sorted(ResultsFolder(Path(results_dir)).metrics_dir.glob("*.csv"))
     if not files:
         return pd.DataFrame(columns=METRIC_COLUMNS)
     return pd.concat([pd.read_csv(f, keep_default_na=False, na_values=[""]) for f in files],
@@ -213,8 +211,9 @@ def read_metrics(results_dir: str | Path) -> pd.DataFrame:
 
 def read_predictions(results_dir: str | Path, systems: Iterable[str] | None = None) -> pd.DataFrame:
     """Per-clip predictions of ``systems`` (default: all) in one table."""
-    folder = Path(results_dir) / "predictions"
-    files = sorted(folder.glob("*.csv")) if systems is None else [folder / f"{s}.csv" for s in systems]
+    layout = ResultsFolder(Path(results_dir))
+    files = (sorted(layout.predictions_dir.glob("*.csv")) if systems is None
+             else [layout.predictions(s) for s in systems])
     if not files:
         return pd.DataFrame(columns=PREDICTION_COLUMNS)
     return pd.concat([pd.read_csv(f, dtype={"stem": str}) for f in files], ignore_index=True)

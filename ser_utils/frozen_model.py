@@ -3,13 +3,13 @@ embeddings the study's frozen heads were trained on, and one such head; waveform
 probabilities out, saved with ``save_pretrained`` and loaded with ``from_pretrained``.
 
 A model folder holds ``ser_config.json`` (format, system, head settings and labels, the encoder's
-architecture and options, the normalisation, provenance) and ``model.safetensors`` (the encoder's and
-the head's tensors, and a speaker-normalised model's prior variance). Loading runs no code from the
+architecture and options, the normalization, provenance) and ``model.safetensors`` (the encoder's and
+the head's tensors, and a speaker-normalized model's prior variance). Loading runs no code from the
 folder and needs no network.
 
 With ``groups`` (one name per clip: a speaker, or one name for a corpus) the embeddings are adapted per
 group before the head sees them (``normalization.adapt_features``), exactly as a baseline's features
-are; a speaker-normalised model needs them.
+are; a speaker-normalized model needs them.
 """
 
 from __future__ import annotations
@@ -63,12 +63,12 @@ class FrozenEncoderModel:
 
     @property
     def needs_groups(self) -> bool:
-        """Whether prediction needs groups of clips (a speaker-normalised model)."""
+        """Whether prediction needs groups of clips (a speaker-normalized model)."""
         return self.normalization is not None
 
     def describe(self) -> str:
         return (f"{self.system}: frozen {self.encoder.family} encoder ({self.encoder.num_layers} layers x "
-                f"{self.encoder.hidden_size}, {self.encoder.description()}) + head; normalisation: "
+                f"{self.encoder.hidden_size}, {self.encoder.description()}) + head; normalization: "
                 f"{describe(self.normalization)}")
 
     def check_clips(self, waves: Sequence[np.ndarray]) -> None:
@@ -95,7 +95,7 @@ class FrozenEncoderModel:
         """Class probabilities ``(n, n_labels)`` of float32 16 kHz mono clips, columns in :attr:`labels` order.
 
         ``groups`` adapts the embeddings per group first; :class:`~ser_utils.normalization.GroupError`
-        when a speaker-normalised model gets none, or a group is too small.
+        when a speaker-normalized model gets none, or a group is too small.
         """
         if groups is None and self.needs_groups:
             adapt_features(np.zeros((0, 1)), None, self.normalization, train_mean=np.zeros(1), train_scale=np.ones(1),

@@ -102,7 +102,7 @@ def tiny_backbone_config(**overrides) -> Wav2Vec2Config:
 class EmotionClassifier(nn.Module):
     """Speech encoder + layer choice + pooling + MLP head.
 
-    ``forward(waves, lengths)`` takes zero-padded audio ``(B, T)`` at 16 kHz (per-clip normalised when
+    ``forward(waves, lengths)`` takes zero-padded audio ``(B, T)`` at 16 kHz (per-clip normalized when
     ``config.normalize``) and the true lengths in samples ``(B,)``; it returns logits ``(B, n_classes)``.
     """
 
@@ -130,7 +130,7 @@ class EmotionClassifier(nn.Module):
         a :class:`~ser_utils.backbones.BackboneError` otherwise). ``options``: the encoder's own
         settings (Whisper: ``{"input": "clip" | "pad30"}``).
 
-        Input normalisation and rate follow the encoder (a wav2vec2 checkpoint's feature extractor).
+        Input normalization and rate follow the encoder (a wav2vec2 checkpoint's feature extractor).
         """
         backbone, _ = load_backbone(name_or_dir, options=options, **kwargs)
         config = replace(config or ModelConfig(), normalize=backbone.normalize_input,
@@ -211,7 +211,7 @@ class EmotionClassifier(nn.Module):
     def predict_proba(self, waves: Sequence[np.ndarray], groups: Sequence[str] | None = None,
                       batch_size: int | None = None, precision: torch.dtype | str | None = "auto") -> np.ndarray:
         """Class probabilities ``(n, n_classes)`` (rows sum to 1) for float32 16 kHz clips of any
-        lengths. Clips are normalised as in training and batched by length. ``batch_size`` and
+        lengths. Clips are normalized as in training and batched by length. ``batch_size`` and
         ``precision`` (an autocast dtype, ``None`` for float32) default to what suits the hardware
         (:mod:`ser_utils.device`). ``groups`` (adaptation) is refused: see :attr:`needs_groups`."""
         if groups is not None:

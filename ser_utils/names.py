@@ -3,13 +3,28 @@
 * pretrained encoders: ``<prefix>-<recipe>-<mode>``, e.g. ``w2v2-project-frozen``, ``whisper-original-ft``
   (prefix per family: :data:`FAMILY_PREFIXES`; mode ``frozen`` or ``ft``);
 * handcrafted baselines: ``<features>+<classifier>``, e.g. ``egemaps+logreg``;
-* either with speaker normalisation: ``+spknorm`` (all of a speaker's clips, transductive) or
+* either with speaker normalization: ``+spknorm`` (all of a speaker's clips, transductive) or
   ``+spknorm-k<N>`` (N enrolment clips per speaker).
 """
 
 from __future__ import annotations
 
 import re
+
+#: Enrolment clips per speaker of ``speaker-k`` when the name gives no number.
+DEFAULT_ENROLMENT_CLIPS = 10
+
+
+def parse_normalization(text: str) -> tuple[str, int | None]:
+    """A normalisation setting's name -> ``(kind, clips)``: ``none``, ``speaker``, ``speaker-k`` (k = 10)
+    or ``speaker-k<N>``, e.g. ``speaker-k5`` -> ``("speaker-k", 5)``; ``ValueError`` otherwise."""
+    if text in ("none", "speaker"):
+        return text, None
+    digits = text[len("speaker-k"):] if isinstance(text, str) and text.startswith("speaker-k") else None
+    if digits is not None and (digits == "" or (digits.isdigit() and int(digits) > 0)):
+        return "speaker-k", int(digits or DEFAULT_ENROLMENT_CLIPS)
+    raise ValueError(f"normalization {text!r}: choose none, speaker, speaker-k or speaker-k<N>")
+
 
 #: System-name prefix of each backbone family (``model_type``).
 FAMILY_PREFIXES = {"wav2vec2": "w2v2", "hubert": "hubert", "wavlm": "wavlm", "data2vec-audio": "data2vec",
@@ -32,10 +47,10 @@ def system_kind(system: str) -> str:
 
 
 def system_note(system: str) -> str:
-    """What a reader must know about a system's numbers: speaker-normalised systems say how."""
+    """What a reader must know about a system's numbers: speaker-normalized systems say how."""
     enrolment = re.search(r"\+spknorm-k(\d+)$", system)
     if enrolment:
-        return f"speaker-normalised: statistics from {enrolment.group(1)} unlabelled clips per speaker"
+        return f"speaker-normalized: statistics from {enrolment.group(1)} unlabelled clips per speaker"
     if system.endswith("+spknorm"):
         return ("transductive: each speaker standardised with all of their own unlabelled clips, "
                 "test speakers included")
@@ -52,12 +67,12 @@ def guess_family(name: str) -> str:
     return "wav2vec2"
 
 
-def model_folder(family: str, mode: str, speaker_normalised: bool = False) -> str:
+def model_folder(family: str, mode: str, speaker_normalized: bool = False) -> str:
     """The exported model folder of a pretrained-encoder system under ``models_dir``: ``<family>-frozen``
     (``-frozen-spknorm``) for a frozen encoder with its head, ``<family>-ser`` for a fine-tuned one."""
     if mode not in MODES:
         raise ValueError(f"mode={mode!r}; choose one of {tuple(MODES)}")
-    return f"{family}-ser" if mode == "finetune" else f"{family}-frozen" + ("-spknorm" if speaker_normalised else "")
+    return f"{family}-ser" if mode == "finetune" else f"{family}-frozen" + ("-spknorm" if speaker_normalized else "")
 
 
 #: Every exported model folder the study writes, in the order notebook 06 shows them.

@@ -1,23 +1,23 @@
-"""Speaker normalisation and enrolment: standardise features per speaker (or per corpus), from the
+"""Speaker normalization and enrolment: standardise features per speaker (or per corpus), from the
 features alone.
 
 Speaker variability is the classic obstacle of emotion recognition on unseen speakers; the classic
 remedy standardises each speaker's features with that speaker's own statistics. Labels are never
 used, so the statistics of a test speaker may come from that speaker's unlabelled test clips:
 
-* :class:`Normalisation` - the study's setting: ``none``; ``speaker`` (statistics from *all* of a
+* :class:`Normalization` - the study's setting: ``none``; ``speaker`` (statistics from *all* of a
   speaker's clips, test speakers included: transductive, and labelled so); ``speaker-k`` (statistics
   from ``k`` random clips of each speaker, a realistic enrolment; ``k = 10`` by default). Whether the
-  variance is normalised too (``shrunk``) or only the mean (``mean``) is chosen on validation data.
+  variance is normalized too (``shrunk``) or only the mean (``mean``) is chosen on validation data.
 * :class:`SpeakerNormalizer` - the scikit-learn-style transformer: ``fit(X, groups)`` learns a prior
   variance (pooled within-group) and each group's mean and scale; ``transform(X, groups)`` applies
   them. A group's variance is shrunk towards the prior, so a few clips give stable statistics.
-* :func:`normalise_table` - a feature table standardised per speaker (frozen embeddings:
-  ``embeddings.normalised_variants``).
+* :func:`normalize_table` - a feature table standardised per speaker (frozen embeddings:
+  ``embeddings.normalized_variants``).
 * :func:`adapt_features` - the same at prediction time (``predict`` / ``evaluate --adapt``).
 
-The systems built on it (the baselines and frozen heads with a normalisation, the enrolment curve, the
-deployable speaker-normalised model) are in :mod:`ser_utils.normalised_systems`.
+The systems built on it (the baselines and frozen heads with a normalization, the enrolment curve, the
+deployable speaker-normalized model) are in :mod:`ser_utils.normalized_systems`.
 
 System names: ``<features>+<classifier>+spknorm`` and ``<features>+<classifier>+spknorm-k10``.
 """
@@ -29,6 +29,9 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 import numpy as np
+
+from .config import SettingError
+from .names import parse_normalization
 
 if TYPE_CHECKING:  # scikit-learn is imported only where baselines are evaluated (predict stays light)
     from .features import FeatureTable
@@ -42,13 +45,17 @@ PRIOR_CLIPS = 10.0
 MIN_SCALE = 1e-8
 
 
-class GroupError(ValueError):
-    """A group (speaker or corpus) that cannot be normalised, or a missing group; one line naming the fix."""
+class GroupError(SettingError):
+    """A group (speaker or corpus) that cannot be normalized, or a missing group; one line naming the fix.
+    ``setting``: the adaptation (``adapt``) unless a more precise one is named (``speaker_pattern``)."""
+
+    def __init__(self, message: str, setting: str = "adapt"):
+        super().__init__(message, setting)
 
 
 @dataclass(frozen=True)
-class Normalisation:
-    """A normalisation setting: ``kind`` in ``none | speaker | speaker-k``; ``clips`` = k for ``speaker-k``.
+class Normalization:
+    """A normalization setting: ``kind`` in ``none | speaker | speaker-k``; ``clips`` = k for ``speaker-k``.
 
     ``variances`` are the candidates chosen between on validation data (one candidate: no choice).
     """
@@ -67,15 +74,11 @@ class Normalisation:
             raise ValueError(f"variances {self.variances}: choose among {VARIANCES}")
 
     @classmethod
-    def parse(cls, text: str) -> Normalisation:
-        """``none``, ``speaker``, ``speaker-k`` (k = 10) or ``speaker-k<N>``, e.g. ``speaker-k5``."""
-        if text in ("none", "speaker"):
-            return cls(text)
-        if text.startswith("speaker-k"):
-            digits = text[len("speaker-k"):]
-            if digits == "" or digits.isdigit():
-                return cls("speaker-k", int(digits or 10))
-        raise ValueError(f"normalization {text!r}: choose none, speaker, speaker-k or speaker-k<N>")
+    def parse(cls, text: str) -> Normalization:
+        """``none``, ``speaker``, ``speaker-k`` (k = 10) or ``speaker-k<N>``, e.g. ``speaker-k5``
+        (the grammar: :func:`ser_utils.names.parse_normalization`)."""
+        kind, clips = parse_normalization(text)
+        return cls(kind, clips)
 
     @property
     def suffix(self) -> str:
@@ -114,7 +117,8 @@ class SpeakerNormalizer:
             index = np.flatnonzero(groups == group)
             if len(index) < self.min_clips:
                 raise GroupError(f"group {group!r} has {len(index)} clip(s); its statistics need at least "
-                                 f"{self.min_clips}: group more files together (more per speaker, or --adapt corpus)")
+                                 f"{self.min_clips}: group more files together (more per speaker, or the whole "
+                                 "corpus as one group)")
             if self.clips is not None and len(index) > self.clips:
                 index = np.sort(rng.choice(index, self.clips, replace=False))
             rows[group] = X[index]
@@ -162,7 +166,7 @@ class SpeakerNormalizer:
         return X, groups.astype(str)
 
 
-def normalise_table(table: FeatureTable, variance: str, clips: int | None = None, *, group: str = "actor",
+def normalize_table(table: FeatureTable, variance: str, clips: int | None = None, *, group: str = "actor",
                     seed: int = 0) -> FeatureTable:
     """``table`` with every ``group`` (speaker) standardised by :class:`SpeakerNormalizer`; same rows.
 
@@ -174,8 +178,8 @@ def normalise_table(table: FeatureTable, variance: str, clips: int | None = None
 
 # --- prediction time ---------------------------------------------------------------------------------
 
-def normaliser_config(variance: str, prior_var: np.ndarray, clips_per_speaker: int | None) -> dict:
-    """What a speaker-normalised model folder records (``config.json`` -> ``normalization``)."""
+def normalizer_config(variance: str, prior_var: np.ndarray, clips_per_speaker: int | None) -> dict:
+    """What a speaker-normalized model folder records (``config.json`` -> ``normalization``)."""
     return {"kind": "speaker", "variance": variance, "clips_per_speaker": clips_per_speaker,
             "prior_clips": PRIOR_CLIPS, "min_clips": MIN_GROUP_CLIPS, "prior_var": [float(v) for v in prior_var]}
 
@@ -187,15 +191,15 @@ def adapt_features(X: np.ndarray, groups: Sequence | None, normalization: dict |
     * plain model (``normalization`` ``None`` or kind ``none``), ``groups`` given: each group is
       re-standardised to the training statistics (``train_mean``, ``train_scale``: the pipeline's
       scaler), its variance shrunk towards the training variance;
-    * speaker-normalised model: each group is standardised as the training speakers were; a group is
+    * speaker-normalized model: each group is standardised as the training speakers were; a group is
       required (:class:`GroupError` otherwise);
     * ``groups`` ``None`` and a plain model: ``X`` unchanged.
     """
     kind = (normalization or {}).get("kind", "none")
     if groups is None:
         if kind != "none":
-            raise GroupError(f"{model} was trained with speaker normalisation and needs groups of clips: pass "
-                             "--adapt speaker (a speaker column or --speaker-pattern) or --adapt corpus")
+            raise GroupError(f"{model} was trained with speaker normalization and needs groups of clips: by speaker, "
+                             "or the whole corpus as one group")
         return X
     if kind == "none":
         normalizer = SpeakerNormalizer("shrunk", min_clips=MIN_GROUP_CLIPS, prior_var=np.asarray(train_scale) ** 2)
@@ -215,5 +219,5 @@ def describe(normalization: dict | None) -> str:
     return f"speaker ({what}, {'all' if clips is None else clips} clips per training speaker)"
 
 
-__all__ = ["MIN_GROUP_CLIPS", "PRIOR_CLIPS", "VARIANCES", "GroupError", "Normalisation", "SpeakerNormalizer",
-           "adapt_features", "describe", "normalise_table", "normaliser_config"]
+__all__ = ["MIN_GROUP_CLIPS", "PRIOR_CLIPS", "VARIANCES", "GroupError", "Normalization", "SpeakerNormalizer",
+           "adapt_features", "describe", "normalize_table", "normalizer_config"]

@@ -1,7 +1,8 @@
 """Run the notebooks in order with papermill and render each to HTML (``make all`` / ``make smoke``).
 
 A notebook is skipped when nothing it depends on changed since its last successful run: its own
-source, the ``ser_utils`` code, its parameters, the corpus (the listing of the data folder: names,
+source, the ``ser_utils`` code (``fingerprint.code_digest``: statements, not comments or docstrings,
+the rule the caches follow too), its parameters, the corpus (the listing of the data folder: names,
 sizes, modification times), the backbone's weights (notebook 04), and every notebook before it.
 ``dry_run=True`` (``pipeline --dry-run``) only says what would run and why.
 
@@ -73,17 +74,15 @@ _REASONS = {"notebook": "its source changed", "code": "ser_utils code changed", 
 
 def fingerprint_parts(profile: Profile, name: str, parameters: dict, upstream: str) -> dict[str, str]:
     """What notebook ``name`` depends on, one digest per input (see the module docstring)."""
-    from .fingerprint import corpus_digest, model_fingerprint
+    import ser_utils
 
-    code = hashlib.sha256()
-    package = REPO_ROOT / "ser_utils"
-    for source in sorted(package.rglob("*.py")):  # subpackages (features/) included
-        code.update(source.relative_to(package).as_posix().encode() + source.read_bytes())
+    from .fingerprint import code_digest, corpus_digest, model_fingerprint
+
     data = profile.describe_data()
     if profile.data_dir is not None:
         data += f" {corpus_digest(profile.data_dir)}"
     parts = {"notebook": hashlib.sha256((NOTEBOOK_DIR / f"{name}.ipynb").read_bytes()).hexdigest(),
-             "code": code.hexdigest(), "parameters": json.dumps(parameters, sort_keys=True, default=str),
+             "code": code_digest(ser_utils), "parameters": json.dumps(parameters, sort_keys=True, default=str),
              "data": data, "upstream": upstream}
     if name in USES_BACKBONE:  # a local folder's weights digest (never a machine's path), or the name
         identities = [model_fingerprint(b) for b in profile.backbones]
@@ -140,16 +139,17 @@ def run_notebook(profile: Profile, name: str, parameters: dict | None = None,
 
     executed = profile.work_dir / "executed" / f"{name}.ipynb"
     executed.parent.mkdir(parents=True, exist_ok=True)
-    os.environ.update(HEADLESS_ENV)  # the kernel inherits it: no progress bars in the reports
-    for variable in ("RAVDESS_DIR", "SER_WORK_DIR", "SER_REPORTS_DIR"):  # kernels run in notebooks/
-        if os.environ.get(variable, "").strip():
-            os.environ[variable] = str(env_path(variable))
+    # The kernel inherits the environment: no progress bars in the reports, and paths made absolute (kernels
+    # run in notebooks/). Set for the run only.
+    paths = {v: str(env_path(v)) for v in ("RAVDESS_DIR", "SER_WORK_DIR", "SER_REPORTS_DIR")
+             if os.environ.get(v, "").strip()}
     try:
-        pm.execute_notebook(
-            str(notebook_dir / f"{name}.ipynb"), str(executed),
-            parameters={"profile": profile.name, **(parameters or {})},
-            cwd=str(notebook_dir), progress_bar=False, log_output=False, extra_arguments=KERNEL_ARGUMENTS,
-        )
+        with _environment({**HEADLESS_ENV, **paths}):
+            pm.execute_notebook(
+                str(notebook_dir / f"{name}.ipynb"), str(executed),
+                parameters={"profile": profile.name, **(parameters or {})},
+                cwd=str(notebook_dir), progress_bar=False, log_output=False, extra_arguments=KERNEL_ARGUMENTS,
+            )
     except pm.PapermillExecutionError as err:
         raise NotebookFailed(
             f"notebook {name} failed in cell {err.exec_count} ({err.ename}: {err.evalue}); "

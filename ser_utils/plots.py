@@ -80,7 +80,7 @@ def by_emotion_box(stats: pd.DataFrame, columns: Sequence[str], labels: Sequence
 
 def confusion_heatmap(confusion: np.ndarray, labels: Sequence[str] = EMOTIONS, title: str = "",
                       normalize: bool = True, ax=None):
-    """Confusion matrix as a heat map; rows (true class) normalised to sum to 1 when ``normalize``."""
+    """Confusion matrix as a heat map; rows (true class) normalized to sum to 1 when ``normalize``."""
     matrix = confusion / np.maximum(confusion.sum(1, keepdims=True), 1) if normalize else confusion
     if ax is None:
         _, ax = plt.subplots(figsize=(5.2, 4.4))
@@ -91,6 +91,28 @@ def confusion_heatmap(confusion: np.ndarray, labels: Sequence[str] = EMOTIONS, t
     ax.set_title(title)
     ax.figure.tight_layout()
     return ax.figure
+
+
+def protocol_confusions(system: str, confusions: dict[str, np.ndarray], uars: dict[str, float]):
+    """One system's row-normalised confusion matrices side by side, one per protocol (title: its UAR)."""
+    fig, axes = plt.subplots(1, len(confusions), figsize=(5.5 * len(confusions), 4.6), squeeze=False)
+    for ax, (protocol, confusion) in zip(axes[0], confusions.items(), strict=True):
+        confusion_heatmap(confusion, title=f"{system}, {protocol} (UAR {100 * uars[protocol]:.1f} %)", ax=ax)
+    fig.tight_layout()
+    return fig
+
+
+def family_importance(drops: dict[str, pd.DataFrame]):
+    """Permutation importance per feature family (``importance.fold_family_importance`` tables, one per
+    system): the UAR drop when a family is shuffled, with its spread over folds."""
+    fig, axes = plt.subplots(1, len(drops), figsize=(5.5 * len(drops), 4), squeeze=False)
+    for ax, (system, frame) in zip(axes[0], drops.items(), strict=True):
+        frame.iloc[::-1].plot.barh(x="family", y="uar_drop_mean", xerr="uar_drop_std_over_folds", ax=ax,
+                                   legend=False, color="#4C72B0")
+        ax.set_title(system)
+        ax.set_xlabel("UAR drop when shuffled (points of 1)")
+    fig.tight_layout()
+    return fig
 
 
 def training_curves(histories: dict, metric: str = "val_uar"):
@@ -165,7 +187,7 @@ def grouped_bars(frame: pd.DataFrame, ylabel: str, title: str = ""):
 
 def enrolment_curve(curve: pd.DataFrame, plain_uar: float | None = None, title: str = ""):
     """Mean UAR over folds (with the fold range and ± std) against enrolment clips per speaker
-    (``normalised_systems.enrolment_curve`` output; ``clips`` in order, "all" last), in %."""
+    (``normalized_systems.enrolment_curve`` output; ``clips`` in order, "all" last), in %."""
     stats = curve.groupby("clips", sort=False)["uar"].agg(["mean", "std", "min", "max"]) * 100
     x = np.arange(len(stats))
     fig, ax = plt.subplots(figsize=(6.5, 3.6))
@@ -173,7 +195,7 @@ def enrolment_curve(curve: pd.DataFrame, plain_uar: float | None = None, title: 
     ax.errorbar(x, stats["mean"], yerr=stats["std"], marker="o", color="#4c72b0", capsize=3,
                 label="mean ± std over folds")
     if plain_uar is not None:
-        ax.axhline(100 * plain_uar, color="#c44e52", ls="--", lw=1, label="no normalisation")
+        ax.axhline(100 * plain_uar, color="#c44e52", ls="--", lw=1, label="no normalization")
     ax.axhline(100 / 8, color="grey", lw=0.8, ls=":", label="chance (8 classes)")
     ax.set_xticks(x, stats.index)
     ax.set_xlabel("enrolment clips per speaker (unlabelled)")

@@ -25,6 +25,7 @@ import pandas as pd
 
 from . import interrupts
 from .audio import SAMPLE_RATE, SILENCE_PEAK, AudioError, SilentAudioError, is_silent, level_warning, load_audio
+from .config import SettingError
 
 DEFAULT_WINDOW = 6.0  # seconds: longer than any RAVDESS clip (2.9-5.3 s), so those are scored whole
 DEFAULT_HOP = 3.0
@@ -44,8 +45,8 @@ class Deployable(Protocol):
     labels: tuple[str, ...]
     sample_rate: int
     min_seconds: float  # shortest clip it takes
-    needs_groups: bool  # speaker-normalised: prediction needs groups of clips
-    normalization: dict | None  # how its training features were normalised (None: not at all)
+    needs_groups: bool  # speaker-normalized: prediction needs groups of clips
+    normalization: dict | None  # how its training features were normalized (None: not at all)
 
     def describe(self) -> str: ...
 
@@ -78,6 +79,8 @@ def load_deployable(directory: str | Path, device: str | None = None, *, allow_p
     if any((directory / name).is_file() for name in (BaselineModel.PIPELINE, BaselineModel.LEGACY_PIPELINE)):
         try:
             return BaselineModel.from_pretrained(directory, allow_pickle=allow_pickle)
+        except SettingError:
+            raise  # a pickle refused: the caller's setting, named as such
         except (OSError, KeyError, ValueError, EOFError) as err:
             raise ModelLoadError(f"not a usable baseline model: {err}") from err
         except Exception as err:  # an allowed pickle can raise anything while it is unpickled
@@ -114,16 +117,17 @@ class FilePrediction:
 def check_window(window: float | None, hop: float | None) -> str | None:
     """Validate the scoring window and hop (seconds) before any work is done.
 
-    Raises ``ValueError`` (naming the argument) unless both are finite and positive (``None`` means
-    "whole file" for ``window`` and "= window" for ``hop``). Returns a warning text when ``hop`` is
-    longer than ``window`` - parts of long files are then never scored - else ``None``.
+    Raises :class:`~ser_utils.config.SettingError` (``setting``: ``window`` or ``hop``) unless both are
+    finite and positive (``None`` means "whole file" for ``window`` and "= window" for ``hop``). Returns
+    a warning text when ``hop`` is longer than ``window`` - parts of long files are then never scored -
+    else ``None``.
     """
     for name, value in (("window", window), ("hop", hop)):
         if value is not None and not (isinstance(value, int | float) and math.isfinite(value) and value > 0):
-            raise ValueError(f"--{name} must be a positive number of seconds, got {value}")
+            raise SettingError(f"the scoring {name} must be a positive number of seconds, got {value}", name)
     if window is not None and hop is not None and hop > window:
-        return (f"--hop {hop:g} is longer than --window {window:g}: {hop - window:g} s of every {hop:g} s of "
-                "audio longer than the window are not scored")
+        return (f"the hop ({hop:g} s) is longer than the window ({window:g} s): {hop - window:g} s of every "
+                f"{hop:g} s of audio longer than the window are not scored")
     return None
 
 
@@ -177,7 +181,7 @@ class EmotionRecognizer:
 
     @property
     def normalization(self) -> dict | None:
-        """The normalisation the model was trained with (``None``: none); see ``ser_utils.normalization``."""
+        """The normalization the model was trained with (``None``: none); see ``ser_utils.normalization``."""
         return self.model.normalization
 
     def describe(self) -> str:
@@ -262,7 +266,7 @@ class EmotionRecognizer:
 
         ``groups`` (one per path: speaker, or one name for all) adapts features per group; the
         group statistics come from the group's readable files, so those files are loaded together.
-        ``normalization.GroupError`` (a group too small, or a speaker-normalised model without groups)
+        ``normalization.GroupError`` (a group too small, or a speaker-normalized model without groups)
         is raised, not isolated.
         """
         check_window(window, hop)

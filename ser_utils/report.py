@@ -96,7 +96,7 @@ def write_run_info(path: str | Path, profile: Profile, config: dict | None = Non
 
 def record_provenance(profile: Profile, notebook: str, info: dict | None = None) -> Path:
     """Add (or refresh) one notebook's provenance (default: as of now) in ``results_dir/provenance.json``."""
-    path = profile.results_dir / "provenance.json"
+    path = profile.results.table("provenance")
     records = json.loads(path.read_text()) if path.is_file() else {}
     records[notebook] = info or provenance(profile)
     path.parent.mkdir(parents=True, exist_ok=True)

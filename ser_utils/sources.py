@@ -20,7 +20,8 @@ from .synthetic import make_synthetic_corpus
 def locate_corpus(profile: Profile) -> Path:
     """The corpus directory of ``profile``: a local folder, a download, or the generated smoke corpus."""
     if profile.is_smoke:
-        return make_synthetic_corpus(profile.data_dir, **profile.extra.get("synthetic", {}))
+        seconds = profile.run.synthetic_seconds
+        return make_synthetic_corpus(profile.data_dir, **({"seconds": seconds} if seconds else {}))
     return corpus_dir(profile.data_dir)
 
 

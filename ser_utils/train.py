@@ -6,9 +6,10 @@ CUDA, gradient accumulation, random crops in training and full clips in evaluati
 batches, early stopping on validation UAR keeping the best checkpoint, a JSON log line per epoch,
 and resume after an interruption.
 
-A fold's output folder holds ``best/`` (the model directory), ``log.jsonl``, ``state.json`` and,
-while training runs, ``last/`` (the accelerate state for resuming). ``done.json`` marks a finished
-fold, whose test predictions are then reused instead of trained again.
+A fold's output folder (:class:`FoldFolder`, the one owner of its layout) holds ``best/`` (the model
+directory), ``log.jsonl``, ``state.json`` and, while training runs, ``last/`` (the accelerate state for
+resuming); :mod:`ser_utils.finetuning` adds ``fingerprint.txt``, ``predictions.csv`` and ``done.json``,
+which marks a finished fold whose test predictions are then reused instead of trained again.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader
 
+from .atomic import atomic_write_text
 from .audio import SAMPLE_RATE
 from .batches import ClipDataset, LengthGroupedBatches, clip_loader
 from .evaluate import score
@@ -156,7 +158,7 @@ def train_fold(
     ``on_epoch_end(record)`` is called after each epoch (e.g. to show a
     curve); an exception raised there interrupts training exactly as a crash would.
     """
-    files = _FoldFiles(Path(out_dir))
+    files = FoldFolder(Path(out_dir))
     files.root.mkdir(parents=True, exist_ok=True)
     run = _prepare(make_model, train_set, val_set, config)
     state, resumed_from = _resume(run.accelerator, files)
@@ -177,10 +179,20 @@ def train_fold(
 
 
 @dataclass(frozen=True)
-class _FoldFiles:
-    """A fold's output folder (see the module docstring)."""
+class FoldFolder:
+    """A fine-tuning fold's folder, ``<out_root>/<system>/<protocol>/fold<k>``: every path in it.
+
+    Written by :func:`train_fold`: ``best/`` (the best epoch's model directory), ``last/`` (the resumable
+    accelerate state, removed when training ends), ``state.json`` (the loop's state) and ``log.jsonl``
+    (one line per epoch). Written by :mod:`ser_utils.finetuning`: ``fingerprint.txt`` (what the fold was
+    trained from), ``predictions.csv`` (its test clips) and ``done.json`` (finished; its fingerprint).
+    """
 
     root: Path
+
+    @classmethod
+    def of(cls, out_root: str | Path, system: str, protocol: str, fold: int) -> FoldFolder:
+        return cls(Path(out_root) / system / protocol / f"fold{fold}")
 
     @property
     def best(self) -> Path:
@@ -197,6 +209,31 @@ class _FoldFiles:
     @property
     def log(self) -> Path:
         return self.root / "log.jsonl"
+
+    @property
+    def fingerprint(self) -> Path:
+        return self.root / "fingerprint.txt"
+
+    @property
+    def predictions(self) -> Path:
+        return self.root / "predictions.csv"
+
+    @property
+    def done(self) -> Path:
+        return self.root / "done.json"
+
+    def finished(self, fingerprint: str) -> bool:
+        """Whether the fold was finished from inputs with this ``fingerprint``."""
+        try:
+            return json.loads(self.done.read_text()).get("fingerprint") == fingerprint
+        except (OSError, ValueError, AttributeError):
+            return False
+
+    def history(self):
+        """The epoch log as a table (``pandas``)."""
+        import pandas as pd
+
+        return pd.read_json(self.log, lines=True)
 
 
 @dataclass
@@ -233,7 +270,7 @@ def _prepare(make_model: Callable[[], EmotionClassifier], train_set: ClipDataset
                 sampler=sampler)
 
 
-def _resume(accelerator, files: _FoldFiles) -> tuple[dict, int]:
+def _resume(accelerator, files: FoldFolder) -> tuple[dict, int]:
     """The loop state to go on from (the saved one after an interruption) and the epoch it resumes after.
     Only the main process edits the log; every process starts from the same files."""
     state, resumed_from = {"epoch": 0, "best_val_uar": -1.0, "best_epoch": 0, "bad_epochs": 0}, 0
@@ -245,7 +282,7 @@ def _resume(accelerator, files: _FoldFiles) -> tuple[dict, int]:
         if files.log.exists() and accelerator.is_main_process:  # epochs after the saved state run again
             kept = [line for line in files.log.read_text().splitlines()
                     if json.loads(line)["epoch"] <= resumed_from]
-            files.log.write_text("".join(f"{line}\n" for line in kept))
+            atomic_write_text(files.log, "".join(f"{line}\n" for line in kept))
     elif files.log.exists() and accelerator.is_main_process:
         files.log.unlink()  # a stale log without a state to resume from
     accelerator.wait_for_everyone()
@@ -282,7 +319,7 @@ def _train_epoch(run: _Run, epoch: int, config: TrainConfig, progress: bool) -> 
             "seconds": round(time.perf_counter() - start, 2)}
 
 
-def _keep_if_best(run: _Run, state: dict, record: dict, config: TrainConfig, files: _FoldFiles) -> bool:
+def _keep_if_best(run: _Run, state: dict, record: dict, config: TrainConfig, files: FoldFolder) -> bool:
     """Early-stopping bookkeeping; an improved model is saved to ``best/``. Returns whether it improved."""
     improved = record["val_uar"] > state["best_val_uar"]
     if improved:
@@ -297,7 +334,7 @@ def _keep_if_best(run: _Run, state: dict, record: dict, config: TrainConfig, fil
 
 
 def _log_and_checkpoint(run: _Run, state: dict, record: dict, improved: bool, config: TrainConfig,
-                        files: _FoldFiles) -> None:
+                        files: FoldFolder) -> None:
     accelerator = run.accelerator
     if accelerator.is_main_process:
         with files.log.open("a") as log:
@@ -307,7 +344,7 @@ def _log_and_checkpoint(run: _Run, state: dict, record: dict, improved: bool, co
     if improved or record["epoch"] % config.checkpoint_every == 0:
         accelerator.save_state(str(files.last))
         if accelerator.is_main_process:
-            files.state.write_text(json.dumps(state))
+            atomic_write_text(files.state, json.dumps(state))
     accelerator.wait_for_everyone()
 
 

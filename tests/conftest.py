@@ -1,7 +1,14 @@
-"""Shared fixtures: real data from ../shared/data when present, generated corpora otherwise."""
+"""Shared fixtures: generated corpora always, and real data from ../shared/data when present.
+
+``corpus_16k`` and ``sample_48k`` run each test that takes them twice: on generated audio of the same
+shape (always, so no guarantee depends on ``../shared``) and on the real files (skipped with the reason
+where they are absent). Tests of what only real speech has (a transcript, the reference copy) take
+``ravdess_16k`` / ``ravdess_48k_sample`` alone.
+"""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -12,7 +19,9 @@ from ser_utils.corpus import discover
 from ser_utils.model import EmotionClassifier, ModelConfig, tiny_backbone_config
 from ser_utils.synthetic import make_synthetic_corpus
 
-SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
+#: The real data beside the repository (``../shared/data``); ``SER_SHARED_DATA`` points elsewhere (an empty
+#: folder shows which tests would skip without it: none of the guarantees should).
+SHARED_DATA = Path(os.environ.get("SER_SHARED_DATA") or REPO_ROOT.parent / "shared" / "data")
 RAVDESS_16K = SHARED_DATA / "ravdess-16k"
 RAVDESS_48K_SAMPLE = SHARED_DATA / "ravdess-48k-sample"
 STEREO_SAMPLES = ("03-01-02-01-01-02-01", "03-01-08-01-02-02-01", "03-01-02-01-02-02-05",
@@ -38,6 +47,50 @@ def ravdess_48k_sample() -> Path:
 @pytest.fixture(scope="session")
 def real_meta(ravdess_16k):
     return discover(ravdess_16k)
+
+
+def make_48k_sample(root: Path) -> Path:
+    """Eight generated clips as a RAVDESS download delivers them: 48 kHz, 16-bit WAV, the five stems that are
+    stereo in the real sample stereo with the same signal on both channels (as RAVDESS's are)."""
+    import numpy as np
+    import soundfile as sf
+
+    from ser_utils.corpus import parse_filename
+    from ser_utils.synthetic import synthesize_clip
+
+    stems = (*STEREO_SAMPLES, "03-01-01-01-01-01-01", "03-01-05-02-01-01-02", "03-01-07-01-02-02-12")
+    for i, stem in enumerate(stems):
+        fields = parse_filename(stem)
+        wave = synthesize_clip(fields["emotion"], fields["actor"], intensity=fields["intensity"],
+                               statement=fields["statement"], seconds=1.2, sample_rate=48_000,
+                               rng=np.random.default_rng(i))
+        wave = 0.5 * wave / np.abs(wave).max()  # headroom: resampling a full-scale clip overshoots
+        data = np.stack([wave, wave], axis=1) if stem in STEREO_SAMPLES else wave
+        path = root / f"Actor_{fields['actor']:02d}" / f"{stem}.wav"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        sf.write(str(path), data, 48_000, subtype="PCM_16")
+    return root
+
+
+@pytest.fixture(scope="session", params=["generated", "real"])
+def sample_48k(request, tmp_path_factory) -> Path:
+    """Eight 48 kHz clips, five of them stereo: generated, then the real sample."""
+    if request.param == "real":
+        return _require(RAVDESS_48K_SAMPLE)
+    return make_48k_sample(tmp_path_factory.mktemp("sample-48k"))
+
+
+@pytest.fixture(scope="session", params=["generated", "real"])
+def corpus_16k(request, tmp_path_factory) -> Path:
+    """A complete RAVDESS-shaped corpus at 16 kHz (1,440 clips): generated (0.6 s clips), then the real one."""
+    if request.param == "real":
+        return _require(RAVDESS_16K)
+    return request.getfixturevalue("synthetic_corpus")
+
+
+@pytest.fixture(scope="session")
+def corpus_16k_meta(corpus_16k):
+    return discover(corpus_16k)
 
 
 @pytest.fixture(scope="session")

@@ -17,8 +17,8 @@ from ser_utils.audio import (
 from tests.conftest import STEREO_SAMPLES
 
 
-def test_real_48k_samples_load_as_16k_mono(ravdess_48k_sample):
-    files = sorted(ravdess_48k_sample.rglob("*.wav"))
+def test_48k_samples_load_as_16k_mono(sample_48k):
+    files = sorted(sample_48k.rglob("*.wav"))
     assert len(files) == 8
     stereo = 0
     for path in files:
@@ -32,9 +32,9 @@ def test_real_48k_samples_load_as_16k_mono(ravdess_48k_sample):
     assert stereo == len(STEREO_SAMPLES) == 5
 
 
-def test_real_stereo_files_are_down_mixed(ravdess_48k_sample, tmp_path):
+def test_stereo_files_are_down_mixed(sample_48k, tmp_path):
     # RAVDESS's stereo files carry the same signal twice; down-mixing must give exactly that signal.
-    path = next(ravdess_48k_sample.rglob(f"{STEREO_SAMPLES[0]}.wav"))
+    path = next(sample_48k.rglob(f"{STEREO_SAMPLES[0]}.wav"))
     data, rate = sf.read(str(path), dtype="float32")
     assert data.shape[1] == 2
     left = _write(tmp_path / "left.wav", data[:, 0], rate, subtype="FLOAT")

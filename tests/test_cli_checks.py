@@ -41,14 +41,15 @@ def test_bad_window_or_hop_is_one_line_before_any_work(capsys, clips, tmp_path, 
     for command in (["predict", clips], ["evaluate", "--manifest", tmp_path / "m.csv"]):
         status, out, err = run(capsys, *command, "--model", tmp_path / "nowhere", *option)
         assert status == 2 and not out
-        assert err == [f"error: {option[0]} must be a positive number of seconds, got {float(option[1])}"]
+        assert err == [f"error: {option[0]}: the scoring {option[0][2:]} must be a positive number of seconds, "
+                       f"got {float(option[1])}"]
 
 
 def test_a_hop_longer_than_the_window_warns_about_the_gaps(capsys, clips, model_dir):
     status, out, err = run(capsys, "predict", clips, "--model", model_dir, "--window", 2, "--hop", 5)
     assert status == 0 and out.count("\n") == 3
-    assert err == ["warning: --hop 5 is longer than --window 2: 3 s of every 5 s of audio longer than the "
-                   "window are not scored"]
+    assert err == ["warning: --hop: the hop (5 s) is longer than the window (2 s): 3 s of every 5 s of audio longer "
+                   "than the window are not scored"]
 
 
 def test_a_folder_without_audio_says_so(capsys, tmp_path, model_dir):

@@ -63,7 +63,8 @@ def test_empty_speaker_cells_are_an_error_naming_the_lines_before_scoring(capsys
     status, out, err = run(capsys, "evaluate", "--model", baseline, "--manifest", some, "--adapt", "speaker")
     # missing.wav was never read: the grouping was refused before any file was scored
     assert status == 2 and not out and len(err) == 1
-    assert err[0].startswith(f"error: {some}: --adapt speaker needs a speaker on every row; 2 have none (line(s) 3, 4)")
+    assert err[0].startswith(f"error: --adapt: {some}: speaker adaptation needs a speaker on every row; 2 have none "
+                             "(line(s) 3, 4)")
     none = _manifest(clips / "none.csv", "path,label,speaker\nspk1/sad.wav,sad,\nspk1/angry.wav,angry,\n"
                                          "spk2/happy.wav,happy,\n")
     status, out, err = run(capsys, "evaluate", "--model", baseline, "--manifest", none, "--adapt", "speaker")
@@ -89,8 +90,8 @@ def test_a_file_named_three_times_is_one_clip_of_its_group(capsys, baseline, cli
     assert status == 2 and not out
     assert err == [f"warning: {sad}: given 3 times (named again, inside a folder also given, or through a link); "
                    "scored once",
-                   "error: group 'corpus' has 1 clip(s); its statistics need at least 3: group more files together "
-                   "(more per speaker, or --adapt corpus)"]
+                   "error: --adapt: group 'corpus' has 1 clip(s); its statistics need at least 3: group more files "
+                   "together (more per speaker, or the whole corpus as one group)"]
     manifest = _manifest(clips / "thrice.csv", "path,label,speaker\nspk1/sad.wav,sad,a\n./spk1/sad.wav,sad,a\n"
                                                f"{link},sad,a\n")
     status, _, err = run(capsys, "evaluate", "--model", baseline, "--manifest", manifest, "--adapt", "speaker")

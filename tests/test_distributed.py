@@ -8,6 +8,7 @@ import subprocess
 import sys
 
 import pandas as pd
+import pytest
 
 from ser_utils.checkpoints import make_tiny_checkpoint
 from ser_utils.config import REPO_ROOT
@@ -34,6 +35,7 @@ def files(root):
     return sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file())
 
 
+@pytest.mark.slow
 def test_two_processes_write_the_same_files_once(tmp_path):
     make_synthetic_corpus(tmp_path / "corpus", actors=range(1, 7), seconds=0.5)  # fold 1 tests actor 1
     make_tiny_checkpoint(tmp_path / "tiny", formats=("bin",))

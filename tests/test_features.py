@@ -26,8 +26,9 @@ SR = 16_000
 
 
 @pytest.fixture(scope="module")
-def real_clip(ravdess_16k):
-    return load_audio(next(iter(sorted(ravdess_16k.rglob("*.flac")))))
+def real_clip(corpus_16k):
+    """A clip of the generated corpus, then of the real one."""
+    return load_audio(next(iter(sorted(p for p in corpus_16k.rglob("03-01-*") if p.suffix in (".wav", ".flac")))))
 
 
 def test_librosa_features_shape_names_and_families(real_clip):

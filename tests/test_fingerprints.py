@@ -96,6 +96,7 @@ def test_stale_reasons_name_what_changed(tmp_path):
     assert stale_reasons(stamp, html, parts) == ["recorded by an older version of the pipeline"]
 
 
+@pytest.mark.slow
 def test_dry_run_lists_what_would_run_and_why(smoke, tmp_path, capsys):
     done = subprocess.run([sys.executable, "-m", "ser_utils", "pipeline", "--profile", "smoke", "--only", "01", "02",
                            "--dry-run"], capture_output=True, text=True, env=os.environ)
@@ -143,9 +144,9 @@ def tiny_dir(tmp_path_factory):
 
 def test_force_retrains_finished_folds_unless_kept(monkeypatch, synthetic_meta, tiny_dir, tmp_path):
     from ser_utils.audio import load_many
+    from ser_utils.finetuning import finetune_predictions
     from ser_utils.model import ModelConfig
     from ser_utils.splits import make_splits
-    from ser_utils.systems import finetune_predictions
     from ser_utils.train import TrainConfig
 
     meta = synthetic_meta[synthetic_meta["actor"] <= 8]

@@ -15,7 +15,7 @@ from ser_utils.checkpoints import make_tiny_whisper
 from ser_utils.config import get_profile
 from ser_utils.embeddings import extract_embeddings, frozen_predictions
 from ser_utils.frozen_model import FrozenEncoderModel
-from ser_utils.normalization import GroupError, Normalisation
+from ser_utils.normalization import GroupError, Normalization
 from ser_utils.predict import EmotionRecognizer
 from ser_utils.synthetic import make_shifted_corpus
 from ser_utils.systems import PROJECT, StudyBackbone, export_frozen
@@ -37,8 +37,8 @@ def study(synthetic_meta, tmp_path_factory):
 @pytest.fixture(scope="module")
 def exported(study):
     profile, meta, backbone, embeddings = study
-    return {kind: export_frozen(profile, meta, backbone, embeddings, PROJECT, normalisation)
-            for kind, normalisation in (("plain", Normalisation()), ("spknorm", Normalisation("speaker-k", 10)))}
+    return {kind: export_frozen(profile, meta, backbone, embeddings, PROJECT, normalization)
+            for kind, normalization in (("plain", Normalization()), ("spknorm", Normalization("speaker-k", 10)))}
 
 
 def test_the_exported_model_predicts_what_the_study_scored(study, exported):
@@ -70,7 +70,7 @@ def test_the_folder_round_trips_and_describes_itself(exported):
     assert "prior_var" not in json.loads((exported["spknorm"] / "ser_config.json").read_text())["normalization"]
     rng = np.random.default_rng(0)
     waves = [(0.1 * rng.standard_normal(8000 + 100 * i)).astype(np.float32) for i in range(4)]
-    with pytest.raises(GroupError, match="speaker normalisation and needs groups"):
+    with pytest.raises(GroupError, match="speaker normalization and needs groups"):
         normed.predict_proba(waves)
     proba = normed.predict_proba(waves, groups=["a"] * 4)
     assert proba.shape == (4, 8) and np.allclose(proba.sum(1), 1, atol=1e-5)

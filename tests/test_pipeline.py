@@ -31,6 +31,7 @@ def smoke_dirs(monkeypatch, tmp_path):
     return tmp_path
 
 
+@pytest.mark.slow
 def test_pipeline_renders_reports_and_skips_unchanged_notebooks(smoke_dirs, capsys):
     steps = run_pipeline("smoke", only=["01"])
     html = smoke_dirs / "reports" / "01_download.html"
@@ -62,8 +63,8 @@ def test_the_package_runs_as_a_command():
     assert done.returncode == 0 and "finetune" in done.stdout and "predict" in done.stdout
 
 
-def test_cli_validates_a_corpus(ravdess_16k, capsys):
-    assert main(["validate", str(ravdess_16k)]) == 0
+def test_cli_validates_a_corpus(corpus_16k, capsys):
+    assert main(["validate", str(corpus_16k)]) == 0
     out = capsys.readouterr().out
     assert "clips: 1440" in out and "status: complete" in out
 
@@ -75,11 +76,11 @@ def test_cli_writes_a_synthetic_corpus(tmp_path, capsys):
     assert str(tmp_path) in capsys.readouterr().out
 
 
-def test_cli_reports_a_partial_corpus_once_and_fails_it_when_strict(ravdess_48k_sample, capsys):
-    assert main(["validate", str(ravdess_48k_sample)]) == 0
+def test_cli_reports_a_partial_corpus_once_and_fails_it_when_strict(sample_48k, capsys):
+    assert main(["validate", str(sample_48k)]) == 0
     out = capsys.readouterr().out
     assert out.count("PARTIAL") == 1 and "clips: 8" in out
-    assert main(["validate", "--strict", str(ravdess_48k_sample)]) == 1
+    assert main(["validate", "--strict", str(sample_48k)]) == 1
     assert "missing: 1432" in capsys.readouterr().err
 
 

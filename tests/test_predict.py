@@ -28,8 +28,8 @@ def cli(capsys):
     return run
 
 
-def test_predict_scores_the_real_48k_stereo_samples(ravdess_48k_sample, model_dir, cli):
-    done = cli("predict", ravdess_48k_sample, "--model", model_dir, "--json")
+def test_predict_scores_the_real_48k_stereo_samples(sample_48k, model_dir, cli):
+    done = cli("predict", sample_48k, "--model", model_dir, "--json")
     assert done.returncode == 0, done.stderr
     results = json.loads(done.stdout)
     assert len(results) == 8
@@ -38,11 +38,11 @@ def test_predict_scores_the_real_48k_stereo_samples(ravdess_48k_sample, model_di
         assert list(probabilities) == list(EMOTIONS)
         assert sum(probabilities.values()) == pytest.approx(1, abs=1e-4)
         assert result["emotion"] == max(probabilities, key=probabilities.get)
-        assert 3.0 < result["duration"] < 5.0 and len(result["windows"]) == 1
+        assert 1.0 < result["duration"] < 5.0 and len(result["windows"]) == 1
 
 
-def test_bad_items_get_one_line_each_and_the_good_file_is_still_scored(tmp_path, ravdess_48k_sample, model_dir, cli):
-    good = next(ravdess_48k_sample.rglob("*.wav"))
+def test_bad_items_get_one_line_each_and_the_good_file_is_still_scored(tmp_path, sample_48k, model_dir, cli):
+    good = next(sample_48k.rglob("*.wav"))
     (tmp_path / "notes.wav").write_text("not audio")
     sf.write(str(tmp_path / "empty.wav"), np.zeros(0), 16000)
     sf.write(str(tmp_path / "silent.flac"), np.zeros(16000), 16000)
@@ -56,13 +56,13 @@ def test_bad_items_get_one_line_each_and_the_good_file_is_still_scored(tmp_path,
     assert done.stdout.count("\n") == 1 and good.name in done.stdout
 
 
-def test_a_corrupt_or_missing_checkpoint_is_one_clear_line(tmp_path, model_dir, ravdess_48k_sample, cli):
+def test_a_corrupt_or_missing_checkpoint_is_one_clear_line(tmp_path, model_dir, sample_48k, cli):
     broken = tmp_path / "broken"
     broken.mkdir()
     (broken / "ser_config.json").write_text((model_dir / "ser_config.json").read_text())
     (broken / "model.safetensors").write_bytes(b"\x00" * 64)
     for directory in (broken, tmp_path / "nowhere", tmp_path):
-        done = cli("predict", ravdess_48k_sample, "--model", directory)
+        done = cli("predict", sample_48k, "--model", directory)
         assert done.returncode == 2
         assert len(done.stderr.strip().splitlines()) == 1 and str(directory) in done.stderr
 
@@ -91,9 +91,9 @@ def test_window_bounds():
     assert window_bounds(9 * 16000, None, None) == [(0, 144000)]
 
 
-def test_the_python_api_loads_once_and_predicts_many(model_dir, ravdess_48k_sample):
+def test_the_python_api_loads_once_and_predicts_many(model_dir, sample_48k):
     recognizer = EmotionRecognizer.from_pretrained(model_dir)
-    files = sorted(ravdess_48k_sample.rglob("*.wav"))
+    files = sorted(sample_48k.rglob("*.wav"))
     batch, failures = recognizer.predict_files(files)
     assert not failures
     single = recognizer.predict_file(files[2])
@@ -101,8 +101,8 @@ def test_the_python_api_loads_once_and_predicts_many(model_dir, ravdess_48k_samp
     assert set(predictions_table(batch)["row"]) == {"window", "aggregate"}
 
 
-def test_evaluate_on_a_manifest_of_another_corpus(tmp_path, ravdess_16k, model_dir, cli):
-    clips = sorted(ravdess_16k.rglob("*-01.flac"))
+def test_evaluate_on_a_manifest_of_another_corpus(tmp_path, corpus_16k, model_dir, cli):
+    clips = sorted(p for p in corpus_16k.rglob("*-01.*") if p.suffix in (".wav", ".flac"))
     sad, angry = ([p for p in clips if p.name.split("-")[2] == code][:3] for code in ("04", "05"))
     chosen = sad + angry
     (tmp_path / "clips").mkdir()
@@ -139,9 +139,9 @@ def baseline_dir(synthetic_meta, tmp_path_factory):
     return directory
 
 
-def test_predict_takes_a_saved_baseline_pipeline_too(baseline_dir, ravdess_48k_sample, tmp_path, cli):
+def test_predict_takes_a_saved_baseline_pipeline_too(baseline_dir, sample_48k, tmp_path, cli):
     sf.write(str(tmp_path / "short.wav"), 0.1 * np.sin(np.arange(1600) / 3), 16000)  # 0.1 s: too short
-    done = cli("predict", ravdess_48k_sample, tmp_path / "short.wav", "--model", baseline_dir, "--json")
+    done = cli("predict", sample_48k, tmp_path / "short.wav", "--model", baseline_dir, "--json")
     assert done.returncode == 1 and "short.wav" in done.stderr and len(done.stderr.strip().splitlines()) == 1
     results = json.loads(done.stdout)
     assert len(results) == 8

@@ -24,6 +24,10 @@ from ser_utils.synthetic import synthesize_clip
 N_CLIPS = 150
 
 
+#: Every test here starts real processes (seconds each).
+pytestmark = pytest.mark.slow
+
+
 @pytest.fixture(scope="module")
 def work(tmp_path_factory):
     """An eGeMAPS baseline folder, a first clip, a broken file and a folder of 150 one-second clips."""

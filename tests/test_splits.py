@@ -32,18 +32,18 @@ def test_actor_kfold_uses_exactly_the_emobox_folds():
         assert len(split.train) + len(split.val) + len(split.test) == 1440
 
 
-def test_no_actor_is_shared_between_train_validation_and_test(real_meta):
-    for split in actor_kfold(real_meta, seed=3):
-        train, val, test = (actors_of(real_meta, part) for part in (split.train, split.val, split.test))
+def test_no_actor_is_shared_between_train_validation_and_test(corpus_16k_meta):
+    for split in actor_kfold(corpus_16k_meta, seed=3):
+        train, val, test = (actors_of(corpus_16k_meta, part) for part in (split.train, split.val, split.test))
         assert not (train & val) and not (train & test) and not (val & test)
         assert len(val) == 2 and {a % 2 for a in val} == {0, 1}  # one male, one female
         assert len(train) == 18
 
 
-def test_every_clip_is_tested_exactly_once_per_kfold_run(real_meta):
-    tested = [stem for split in actor_kfold(real_meta) for stem in split.test]
-    assert len(tested) == len(set(tested)) == len(real_meta)
-    assert set(tested) == set(real_meta["stem"])
+def test_every_clip_is_tested_exactly_once_per_kfold_run(corpus_16k_meta):
+    tested = [stem for split in actor_kfold(corpus_16k_meta) for stem in split.test]
+    assert len(tested) == len(set(tested)) == len(corpus_16k_meta)
+    assert set(tested) == set(corpus_16k_meta["stem"])
 
 
 def test_validation_actors_depend_on_the_seed_only():

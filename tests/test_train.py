@@ -12,11 +12,11 @@ from ser_utils.batches import ClipDataset, LengthGroupedBatches
 from ser_utils.checkpoints import make_tiny_wav2vec2
 from ser_utils.embeddings import extract_embeddings, frozen_predictions, layer_probe
 from ser_utils.evaluate import metrics_from_predictions, read_metrics
+from ser_utils.finetuning import finetune_predictions
 from ser_utils.fingerprint import model_fingerprint
 from ser_utils.model import EmotionClassifier, ModelConfig
 from ser_utils.splits import make_splits
 from ser_utils.synthetic import make_synthetic_corpus
-from ser_utils.systems import finetune_predictions
 from ser_utils.train import TrainConfig, train_fold
 
 FAST = TrainConfig(epochs=3, batch_size=16, lr_backbone=1e-3, lr_head=3e-3, max_seconds=0.5, patience=3)
@@ -69,9 +69,10 @@ def test_training_crops_and_evaluation_keeps_whole_clips():
     train = ClipDataset(waves, [1], max_samples=8000, train=True)
     evaluation = ClipDataset(waves, [1], max_samples=8000, train=False)
     assert len(train[0][0]) == 8000 and len(evaluation[0][0]) == 20000
-    assert abs(float(train[0][0].mean())) < 1e-4  # normalised after cropping, as at prediction time
+    assert abs(float(train[0][0].mean())) < 1e-4  # normalized after cropping, as at prediction time
 
 
+@pytest.mark.slow
 def test_short_fine_tune_beats_chance_clearly(synthetic_meta, waves, tiny_dir, tmp_path):
     split = make_splits(synthetic_meta, "actor-kfold")[0]
     predictions, results = finetune_predictions(synthetic_meta, [split], tiny_dir, ModelConfig(), FAST,
@@ -122,6 +123,7 @@ def test_an_interrupted_run_resumes_where_it_stopped(meta, waves, tiny_dir, tmp_
     assert not (tmp_path / "last").exists()
 
 
+@pytest.mark.slow
 def test_frozen_embeddings_are_cached_and_heads_learn(meta, tiny_dir, tmp_path):
     model = EmotionClassifier.from_backbone(tiny_dir)
     paths = list(meta["path"])

@@ -24,7 +24,7 @@ class BackboneError(ValueError):
 class SpeechEncoder(nn.Module):
     """A pretrained speech encoder seen from outside: ``forward(waves, lengths)`` -> ``(states, mask)``.
 
-    ``waves`` ``(B, T)`` are zero-padded float32 clips at :attr:`sample_rate` (per-clip normalised first
+    ``waves`` ``(B, T)`` are zero-padded float32 clips at :attr:`sample_rate` (per-clip normalized first
     when :attr:`normalize_input` says so), ``lengths`` ``(B,)`` their true lengths in samples. ``states``
     ``(B, L+1, T_frames, D)`` holds the input of the first transformer layer and the output of each
     layer, the last one after the encoder's final layer norm where it has one; ``mask`` ``(B, T_frames)``

@@ -169,9 +169,9 @@ def _ctranslate2_tensors(checkpoint: Checkpoint):
     return config, tensors, aside, f"{files} (CTranslate2 {model.quantization})"
 
 
-def _normalisation(checkpoint: Checkpoint) -> dict:
+def _normalization(checkpoint: Checkpoint) -> dict:
     """``normalize_input`` from a wav2vec2-style checkpoint's ``preprocessor_config.json`` (``do_normalize``;
-    without one, wav2vec2's default: normalise)."""
+    without one, wav2vec2's default: normalize)."""
     path = checkpoint.file("preprocessor_config.json")
     if path is None:
         return {"normalize_input": True}
@@ -206,7 +206,7 @@ def load_backbone(name_or_dir: str, *, strict: bool = True,
             encoder = build_backbone(config, options)
         else:
             tensors, aside = backbone_tensors(state, family_of(config).prefix)
-            encoder = build_backbone(config, options, **_normalisation(checkpoint))
+            encoder = build_backbone(config, options, **_normalization(checkpoint))
     report = _load_tensors(encoder, tensors, aside, checkpoint, weights_file)
     if strict and not report.complete:
         raise BackboneError(report.problem())

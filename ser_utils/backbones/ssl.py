@@ -4,7 +4,7 @@ Each ``model_type`` is built with its own transformers class (:data:`FAMILIES`) 
 :class:`SSLEncoder`, which keeps padding out of every clip's output:
 
 * feature encoders whose first layer is a per-channel group norm (wav2vec2-base, HuBERT/WavLM base)
-  normalise over time, so each clip is normalised over its own samples only (:class:`MaskedGroupNorm`),
+  normalize over time, so each clip is normalized over its own samples only (:class:`MaskedGroupNorm`),
   which is also what the model saw in pre-training, where batches were cropped rather than padded;
 * the transformer gets the frame-level attention mask, derived from the input lengths with the
   model's own output-length formula, and data2vec-audio's stacked positional convolutions see zeros
@@ -51,7 +51,7 @@ SSL_FAMILIES = {family.model_type: family for family in (
 
 
 class MaskedGroupNorm(nn.Module):
-    """Per-channel normalisation over each clip's valid frames only (wav2vec2-base's first norm).
+    """Per-channel normalization over each clip's valid frames only (wav2vec2-base's first norm).
 
     A drop-in for ``nn.GroupNorm(C, C)`` with the same parameter names. ``lengths`` (valid frames per
     row) is set by :class:`SSLEncoder` around each forward pass; with ``lengths=None`` it is exactly
@@ -80,7 +80,7 @@ class MaskedGroupNorm(nn.Module):
 
 
 def uses_group_norm(model: nn.Module) -> bool:
-    """Whether the feature encoder's first layer normalises over time (a group norm, possibly masked),
+    """Whether the feature encoder's first layer normalizes over time (a group norm, possibly masked),
     which padding would change; layer norms work per frame. Read from the model, not the config:
     data2vec-audio has layer norms whatever its config says."""
     return isinstance(getattr(model.feature_extractor.conv_layers[0], "layer_norm", None),
@@ -135,7 +135,7 @@ class SSLEncoder(SpeechEncoder):
 
     def _install_masked_norm(self) -> None:
         if not uses_group_norm(self.model):
-            return  # layer-norm feature encoders normalise per frame: already padding-free
+            return  # layer-norm feature encoders normalize per frame: already padding-free
         first = self.model.feature_extractor.conv_layers[0]
         if not isinstance(first.layer_norm, MaskedGroupNorm):
             first.layer_norm = MaskedGroupNorm(first.layer_norm)

@@ -36,7 +36,7 @@ PAD30_PADDING = "silence to 30 s as in pre-training; the clip's own frames poole
 
 
 def mel_filters(n_mels: int, sample_rate: int = 16_000) -> torch.Tensor:
-    """``(n_mels, N_FFT // 2 + 1)`` Slaney-scale, Slaney-normalised filters (Whisper's, from librosa)."""
+    """``(n_mels, N_FFT // 2 + 1)`` Slaney-scale, Slaney-normalized filters (Whisper's, from librosa)."""
     import librosa
 
     return torch.from_numpy(librosa.filters.mel(sr=sample_rate, n_fft=N_FFT, n_mels=n_mels)).float()

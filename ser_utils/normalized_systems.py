@@ -1,11 +1,11 @@
-"""The systems built on speaker normalisation (:mod:`ser_utils.normalization`): the baselines and the
-enrolment curve, and the deployable speaker-normalised baseline. (Frozen heads with a normalisation:
+"""The systems built on speaker normalization (:mod:`ser_utils.normalization`): the baselines and the
+enrolment curve, and the deployable speaker-normalized baseline. (Frozen heads with a normalization:
 :func:`ser_utils.embeddings.frozen_predictions`.)
 
-* :func:`evaluate_normalised` - the baselines with a normalisation, as
+* :func:`evaluate_normalized` - the baselines with a normalization, as
   :func:`ser_utils.baselines.evaluate_systems` evaluates them (the variance chosen on validation).
 * :func:`enrolment_curve` - actor-kfold UAR against the number of enrolment clips per speaker.
-* :func:`fit_speaker_model` - the deployable speaker-normalised :class:`~ser_utils.baseline_model.BaselineModel`.
+* :func:`fit_speaker_model` - the deployable speaker-normalized :class:`~ser_utils.baseline_model.BaselineModel`.
 
 System names: ``<features>+<classifier>+spknorm`` and ``<features>+<classifier>+spknorm-k10``.
 """
@@ -20,33 +20,33 @@ import pandas as pd
 from .baseline_model import BaselineModel
 from .baselines import SystemResult, SystemSpec, evaluate_systems
 from .features import FeatureTable
-from .normalization import Normalisation, SpeakerNormalizer, normalise_table, normaliser_config
+from .normalization import Normalization, SpeakerNormalizer, normalize_table, normalizer_config
 
 
-def _variant_key(feature_set: str, normalisation: Normalisation, variance: str) -> str:
-    return f"{feature_set}@{normalisation.kind}-{normalisation.clips}-{variance}"
+def _variant_key(feature_set: str, normalization: Normalization, variance: str) -> str:
+    return f"{feature_set}@{normalization.kind}-{normalization.clips}-{variance}"
 
 
-def evaluate_normalised(tables: dict[str, FeatureTable], jobs: Sequence[tuple[SystemSpec, Normalisation]],
+def evaluate_normalized(tables: dict[str, FeatureTable], jobs: Sequence[tuple[SystemSpec, Normalization]],
                         splits: dict[str, list], *, grids: dict[str, list[dict]] | None = None, seed: int = 0,
                         n_jobs: int = -1, group: str = "actor", progress: bool = True) -> list[SystemResult]:
-    """Evaluate each ``(spec, normalisation)`` under every protocol, as ``evaluate_systems`` does.
+    """Evaluate each ``(spec, normalization)`` under every protocol, as ``evaluate_systems`` does.
 
     Every candidate variance is evaluated as its own system (hyper-parameters chosen on validation
     clips); per split, the variance whose chosen setting has the higher validation UAR is kept (the
     first candidate on a tie), so the test clips play no part in the choice. Result names get the
-    normalisation's suffix; ``selections`` keep every candidate with a ``variance`` column.
+    normalization's suffix; ``selections`` keep every candidate with a ``variance`` column.
     """
     normed, specs, owners = dict(tables), [], []
-    for spec, normalisation in jobs:
-        if normalisation.kind == "none":
-            raise ValueError("evaluate_normalised is for speaker normalisation; use evaluate_systems for none")
-        for variance in normalisation.variances:
-            key = _variant_key(spec.feature_set, normalisation, variance)
+    for spec, normalization in jobs:
+        if normalization.kind == "none":
+            raise ValueError("evaluate_normalized is for speaker normalization; use evaluate_systems for none")
+        for variance in normalization.variances:
+            key = _variant_key(spec.feature_set, normalization, variance)
             if key not in normed:
-                normed[key] = normalise_table(tables[spec.feature_set], variance, normalisation.clips,
+                normed[key] = normalize_table(tables[spec.feature_set], variance, normalization.clips,
                                               group=group, seed=seed)
-            name = spec.system + normalisation.suffix
+            name = spec.system + normalization.suffix
             specs.append(SystemSpec(key, spec.classifier, spec.families, f"{name}#{variance}"))
             owners.append((name, variance, spec))
     results = evaluate_systems(normed, specs, splits, grids=grids, seed=seed, n_jobs=n_jobs, progress=progress)
@@ -77,7 +77,7 @@ def _merge_variants(name: str, protocol: str, candidates: dict[str, SystemResult
 
 
 def chosen_variance(result: SystemResult) -> str:
-    """The variance chosen most often over the folds of a :func:`evaluate_normalised` result."""
+    """The variance chosen most often over the folds of a :func:`evaluate_normalized` result."""
     chosen = result.selections[result.selections["chosen"]]
     return str(chosen["variance"].value_counts().idxmax())
 
@@ -91,8 +91,8 @@ def enrolment_curve(tables: dict[str, FeatureTable], spec: SystemSpec, splits: l
     ``accuracy``, ``variance`` (chosen on validation).
     """
     protocol = splits[0].protocol
-    jobs = [(spec, Normalisation("speaker") if k is None else Normalisation("speaker-k", k)) for k in clips]
-    results = evaluate_normalised(tables, jobs, {protocol: splits}, **kwargs)
+    jobs = [(spec, Normalization("speaker") if k is None else Normalization("speaker-k", k)) for k in clips]
+    results = evaluate_normalized(tables, jobs, {protocol: splits}, **kwargs)
     rows = []
     for k, result in zip(clips, results, strict=True):
         chosen = result.selections[result.selections["chosen"]].groupby("fold")["variance"].first()
@@ -102,15 +102,23 @@ def enrolment_curve(tables: dict[str, FeatureTable], spec: SystemSpec, splits: l
     return pd.DataFrame(rows)
 
 
+def refit_speaker_model(result: SystemResult, tables: dict[str, FeatureTable], clips: int | None, *, extractor=None,
+                        seed: int = 0) -> BaselineModel:
+    """The deployable model of an evaluated speaker-normalized system (:func:`evaluate_normalized`): its
+    classifier, setting and variance as chosen most often over the folds, refit on every clip."""
+    return fit_speaker_model(tables[result.feature_set], result.classifier, result.chosen_params(),
+                             chosen_variance(result), clips, extractor=extractor, system=result.system, seed=seed)
+
+
 def fit_speaker_model(table: FeatureTable, classifier: str, params: dict | None, variance: str,
                       clips: int | None = None, *, extractor=None, system: str | None = None, group: str = "actor",
                       seed: int = 0) -> BaselineModel:
-    """The deployable speaker-normalised model: every training speaker standardised with ``clips``
+    """The deployable speaker-normalized model: every training speaker standardised with ``clips``
     random clips of their own (``None``: all), then ``classifier`` fit on all clips. The folder it
-    saves records the normalisation, so prediction standardises each group of new clips the same way.
+    saves records the normalization, so prediction standardises each group of new clips the same way.
     """
     normalizer = SpeakerNormalizer(variance, clips, seed=seed).fit(table.X, table.meta[group])
     normed = replace(table, X=normalizer.transform(table.X, table.meta[group]))
     model = BaselineModel.fit(normed, classifier, params, seed=seed, extractor=extractor, system=system)
-    model.normalization = normaliser_config(variance, normalizer.prior_var_, clips)
+    model.normalization = normalizer_config(variance, normalizer.prior_var_, clips)
     return model
