@@ -124,4 +124,27 @@ def atomic_to_csv(frame, path: str | Path, **to_csv) -> Path:
     return Path(path)
 
 
-__all__ = ["WriteError", "atomic_open", "atomic_to_csv", "atomic_write_bytes", "atomic_write_text"]
+@contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """A temporary path beside ``path`` for writers that take a file name (safetensors' ``save_file``);
+    renamed into place when the block succeeds, removed when it fails (:class:`WriteError` for an
+    ``OSError``)."""
+    target = _target(path)
+    fd, temporary = tempfile.mkstemp(dir=target.parent if str(target.parent) else ".", prefix=f".{target.name}.",
+                                     suffix=".tmp")
+    os.close(fd)
+    try:
+        yield Path(temporary)
+        os.chmod(temporary, _mode(target))
+        os.replace(temporary, target)
+        temporary = None
+    except OSError as err:
+        raise WriteError(target, err) from err
+    finally:
+        if temporary is not None:
+            with suppress(OSError):
+                os.unlink(temporary)
+    _sync_folder(target.parent)
+
+
+__all__ = ["WriteError", "atomic_open", "atomic_path", "atomic_to_csv", "atomic_write_bytes", "atomic_write_text"]

@@ -32,6 +32,16 @@ CHECKPOINT_LAYOUTS = {
 }
 
 
+def tiny_backbone_config(**overrides):
+    """A tiny wav2vec2 (group-norm feature encoder, like wav2vec2-base; :data:`TINY_SIZES`) for tests, benchmarks
+    and saved tiny models. Receptive field and stride are the real model's (400 samples, 320 = 20 ms), so
+    frame counts match."""
+    from transformers import Wav2Vec2Config
+
+    return Wav2Vec2Config(**{"feat_extract_norm": "group", "do_stable_layer_norm": False, "mask_time_prob": 0.05,
+                             **TINY_SIZES, **overrides})
+
+
 def make_tiny_checkpoint(directory: str | Path, layout: str = "wav2vec2-pretraining", *,
                          formats: tuple[str, ...] = ("safetensors", "bin"), seed: int = 0) -> Path:
     """Write a tiny randomly initialised checkpoint laid out as hub repositories are.

@@ -73,7 +73,7 @@ def extract_embeddings(encoder: SpeechEncoder, paths: Sequence[str | Path], cach
                        dtype: torch.dtype | str = "auto", progress: bool = True) -> MapResult:
     """Per-layer pooled embeddings ``(L+1, 3, D)`` of every file, from the cache where possible.
 
-    ``model_id`` names the checkpoint (``fingerprint.model_fingerprint``); the encoder's options (e.g.
+    ``model_id`` names the checkpoint (``backbones.backbone_fingerprint``); the encoder's options (e.g.
     Whisper's input mode) are part of the key too. ``max_seconds`` keeps the centre of longer clips.
     ``dtype`` is the backbone's autocast precision (``torch.float32`` or ``torch.bfloat16``; ``"auto"``:
     bf16 where the hardware runs it natively) and part of the cache key. ``batch_size`` defaults to the

@@ -21,11 +21,12 @@ import pandas as pd
 
 from .atomic import atomic_to_csv, atomic_write_text
 from .audio import SAMPLE_RATE
+from .backbones import backbone_fingerprint
 from .cache import file_digest, params_digest
 from .config import Profile, recompute_before
 from .device import default_device
 from .evaluate import prediction_table, score
-from .fingerprint import code_digest, model_fingerprint
+from .fingerprint import code_digest
 from .model import EmotionClassifier, ModelConfig
 from .names import guess_family, model_folder
 from .splits import PROTOCOLS, Split
@@ -194,6 +195,6 @@ def fold_fingerprint(split: Split, meta: pd.DataFrame, backbone: str, model_conf
 
     clips = meta[meta["stem"].isin(set(split.train) | set(split.val) | set(split.test))]
     content = {stem: file_digest(path) for stem, path in zip(clips["stem"], clips["path"], strict=True)}
-    return params_digest({"split": split.to_dict(), "content": content, "backbone": model_fingerprint(backbone),
+    return params_digest({"split": split.to_dict(), "content": content, "backbone": backbone_fingerprint(backbone),
                           "options": options or {}, "model": model_config.to_dict(), "training": config.to_dict(),
                           "code": code_digest(audio, backbones, model, batches, train)})

@@ -5,8 +5,7 @@
   when only a comment does.
 * :func:`corpus_digest` - the listing of a corpus folder (relative names, sizes, modification times):
   adding, removing or editing a clip changes it, without reading the audio.
-* :func:`model_fingerprint` - a backbone's identity: a digest of a local folder's weights, an installed
-  weight package's pinned SHA-256, else the hub name.
+(A backbone's identity, the third thing caches key on: ``backbones.backbone_fingerprint``.)
 """
 
 from __future__ import annotations
@@ -63,23 +62,3 @@ def corpus_digest(root: str | Path) -> str:
         status = path.stat()
         digest.update(f"{path.relative_to(root)}\0{status.st_size}\0{status.st_mtime_ns}\n".encode())
     return f"{len(paths)} files@{digest.hexdigest()}"
-
-
-def model_fingerprint(name_or_dir: str) -> str:
-    """Identity of a checkpoint for cache keys: a digest of a local folder's weights (safetensors,
-    ``.bin``, CTranslate2 ``model.bin`` parts), an installed weight package's pinned SHA-256 (checked
-    when it loads), else the hub name."""
-    from .backbones.resolve import WEIGHT_PACKAGES
-    from .cache import file_digest
-
-    folder = Path(name_or_dir)
-    if name_or_dir in WEIGHT_PACKAGES and not folder.is_dir():
-        return f"{name_or_dir}@sha256:{WEIGHT_PACKAGES[name_or_dir].sha256[:24]}"
-    weights = (sorted(folder.glob("*.safetensors")) + sorted(folder.glob("*.bin"))
-               + sorted(folder.glob("model.bin.part*"))) if folder.is_dir() else []
-    if not weights:
-        return str(name_or_dir)
-    digest = hashlib.blake2b(digest_size=12)
-    for path in weights:
-        digest.update(file_digest(path).encode())
-    return f"{folder.name}@{digest.hexdigest()}"

@@ -23,6 +23,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from .atomic import atomic_path, atomic_write_text
 from .backbones import SpeechEncoder, build_backbone, config_from_dict
 from .device import autocast_dtype, default_device
 from .embeddings import FrozenHead, embed_waves
@@ -124,8 +125,9 @@ class FrozenEncoderModel:
                 "layers": self.encoder.num_layers + 1, "width": self.encoder.hidden_size,
                 "backbone": self.encoder.config.to_dict(), "backbone_options": self.encoder.options,
                 "normalize_input": self.encoder.normalize_input, "normalization": normalization, "info": self.info}
-        save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(directory / WEIGHTS_NAME))
-        (directory / CONFIG_NAME).write_text(json.dumps(meta, indent=2, default=str))
+        with atomic_path(directory / WEIGHTS_NAME) as weights:  # weights first: a config names a whole folder
+            save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(weights))
+        atomic_write_text(directory / CONFIG_NAME, json.dumps(meta, indent=2, default=str))
         return directory
 
     @classmethod

@@ -24,8 +24,9 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
-from transformers import PretrainedConfig, Wav2Vec2Config
+from transformers import PretrainedConfig
 
+from .atomic import atomic_path, atomic_write_text
 from .audio import collate, normalize
 from .backbones import FREEZE_MODES, MaskedGroupNorm, SpeechEncoder, build_backbone, config_from_dict, load_backbone
 from .corpus import EMOTIONS
@@ -85,18 +86,6 @@ class ModelConfig:
 #: The original write-up: last hidden state, first frame, Linear(768, 256) -> ReLU -> Dropout ->
 #: Linear(256, 8), whole backbone trained.
 ORIGINAL_RECIPE = ModelConfig(pooling="first", layers="last", head_hidden=256, dropout=0.3, freeze="none")
-
-
-def tiny_backbone_config(**overrides) -> Wav2Vec2Config:
-    """A tiny wav2vec2 (group-norm feature encoder, like wav2vec2-base) for tests and the smoke run.
-
-    Receptive field and stride are the real model's (400 samples, 320 = 20 ms), so frame counts match.
-    """
-    settings = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
-                    conv_dim=(32, 32, 32, 32, 32, 32, 32), num_conv_pos_embeddings=16,
-                    num_conv_pos_embedding_groups=4, feat_extract_norm="group",
-                    do_stable_layer_norm=False, mask_time_prob=0.05, mask_time_length=2)
-    return Wav2Vec2Config(**{**settings, **overrides})
 
 
 class EmotionClassifier(nn.Module):
@@ -243,9 +232,10 @@ class EmotionClassifier(nn.Module):
         directory.mkdir(parents=True, exist_ok=True)
         meta = {"model": self.config.to_dict(), "backbone": self.backbone.config.to_dict(),
                 "backbone_options": self.backbone.options, "format": FORMAT, **(extra or {})}
-        (directory / CONFIG_NAME).write_text(json.dumps(meta, indent=2, default=str))
         state = {k: v.detach().contiguous() for k, v in self.state_dict().items()}
-        save_file(state, str(directory / WEIGHTS_NAME))
+        with atomic_path(directory / WEIGHTS_NAME) as weights:  # weights first: a config names a whole folder
+            save_file(state, str(weights))
+        atomic_write_text(directory / CONFIG_NAME, json.dumps(meta, indent=2, default=str))
         return directory
 
     @classmethod
@@ -300,5 +290,4 @@ def pool_frames(frames: torch.Tensor, mask: torch.Tensor, pooling: str) -> torch
 
 
 __all__ = ["FORMAT", "FREEZE_MODES", "LAYER_MODES", "ORIGINAL_RECIPE", "POOLINGS", "EmotionClassifier",
-           "MaskedGroupNorm", "ModelConfig", "layer_statistics", "masked_mean_std", "pool_frames",
-           "tiny_backbone_config"]
+           "MaskedGroupNorm", "ModelConfig", "layer_statistics", "masked_mean_std", "pool_frames"]

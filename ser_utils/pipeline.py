@@ -76,7 +76,8 @@ def fingerprint_parts(profile: Profile, name: str, parameters: dict, upstream: s
     """What notebook ``name`` depends on, one digest per input (see the module docstring)."""
     import ser_utils
 
-    from .fingerprint import code_digest, corpus_digest, model_fingerprint
+    from .backbones import backbone_fingerprint
+    from .fingerprint import code_digest, corpus_digest
 
     data = profile.describe_data()
     if profile.data_dir is not None:
@@ -85,7 +86,7 @@ def fingerprint_parts(profile: Profile, name: str, parameters: dict, upstream: s
              "code": code_digest(ser_utils), "parameters": json.dumps(parameters, sort_keys=True, default=str),
              "data": data, "upstream": upstream}
     if name in USES_BACKBONE:  # a local folder's weights digest (never a machine's path), or the name
-        identities = [model_fingerprint(b) for b in profile.backbones]
+        identities = [backbone_fingerprint(b) for b in profile.backbones]
         parts["backbone"] = ", ".join(describe_backbone(b) if i == b else i
                                       for b, i in zip(profile.backbones, identities, strict=True))
     return parts

@@ -18,8 +18,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from .atomic import atomic_write_text
 from .audio import SAMPLE_RATE
-from .backbones import LoadReport, backbone_check
+from .backbones import LoadReport, backbone_check, backbone_fingerprint
 from .config import EncoderRun, Profile, describe_backbone, with_overrides
 from .device import default_device
 from .evaluate import (
@@ -31,7 +32,6 @@ from .evaluate import (
     write_metrics,
     write_predictions,
 )
-from .fingerprint import model_fingerprint
 from .model import ORIGINAL_RECIPE, ModelConfig
 from .names import encoder_system, guess_family, model_folder
 from .normalization import Normalization
@@ -190,7 +190,7 @@ def backbone_embeddings(profile: Profile, meta: pd.DataFrame, backbone: StudyBac
 
     encoder, _ = load_backbone(backbone.checkpoint, options=backbone.options)
     return extract_embeddings(encoder.to(default_device()), meta["path"], profile.cache_dir,
-                              model_fingerprint(backbone.checkpoint), batch_size=batch_size).arrays
+                              backbone_fingerprint(backbone.checkpoint), batch_size=batch_size).arrays
 
 
 def best_frozen(metrics: pd.DataFrame, backbone: StudyBackbone, recipes: Sequence[Recipe],
@@ -236,7 +236,7 @@ def export_frozen(profile: Profile, meta: pd.DataFrame, backbone: StudyBackbone,
     target = profile.models_dir / model_folder(backbone.family, "frozen", normalization.kind != "none")
     shutil.rmtree(target, ignore_errors=True)
     model.save_pretrained(target)
-    (target / "evaluation.json").write_text(json.dumps({"system": system, **info}, indent=1))
+    atomic_write_text(target / "evaluation.json", json.dumps({"system": system, **info}, indent=1))
     return target
 
 

@@ -14,9 +14,10 @@ from pathlib import Path
 import pytest
 import torch
 
+from ser_utils.checkpoints import tiny_backbone_config
 from ser_utils.config import REPO_ROOT
 from ser_utils.corpus import discover
-from ser_utils.model import EmotionClassifier, ModelConfig, tiny_backbone_config
+from ser_utils.model import EmotionClassifier, ModelConfig
 from ser_utils.synthetic import make_synthetic_corpus
 
 #: The real data beside the repository (``../shared/data``); ``SER_SHARED_DATA`` points elsewhere (an empty

@@ -12,9 +12,10 @@ import torch
 
 from ser_utils.__main__ import main
 from ser_utils.baseline_model import BaselineModel
+from ser_utils.checkpoints import tiny_backbone_config
 from ser_utils.crosscorpus import cross_corpus_table, speaker_groups
 from ser_utils.features import LibrosaFeatures, extract_corpus
-from ser_utils.model import EmotionClassifier, ModelConfig, tiny_backbone_config
+from ser_utils.model import EmotionClassifier, ModelConfig
 from ser_utils.normalization import GroupError
 from ser_utils.normalized_systems import fit_speaker_model
 from ser_utils.synthetic import make_shifted_corpus

@@ -9,7 +9,7 @@ from torch import nn
 from transformers import Wav2Vec2Config, Wav2Vec2Model
 
 from ser_utils.audio import collate
-from ser_utils.checkpoints import make_tiny_wav2vec2
+from ser_utils.checkpoints import make_tiny_wav2vec2, tiny_backbone_config
 from ser_utils.model import (
     FORMAT,
     LAYER_MODES,
@@ -18,7 +18,6 @@ from ser_utils.model import (
     EmotionClassifier,
     MaskedGroupNorm,
     ModelConfig,
-    tiny_backbone_config,
 )
 
 

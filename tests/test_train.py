@@ -8,12 +8,12 @@ import pytest
 
 from ser_utils.__main__ import main
 from ser_utils.audio import load_many
+from ser_utils.backbones import backbone_fingerprint
 from ser_utils.batches import ClipDataset, LengthGroupedBatches
 from ser_utils.checkpoints import make_tiny_wav2vec2
 from ser_utils.embeddings import extract_embeddings, frozen_predictions, layer_probe
 from ser_utils.evaluate import metrics_from_predictions, read_metrics
 from ser_utils.finetuning import finetune_predictions
-from ser_utils.fingerprint import model_fingerprint
 from ser_utils.model import EmotionClassifier, ModelConfig
 from ser_utils.splits import make_splits
 from ser_utils.synthetic import make_synthetic_corpus
@@ -127,8 +127,8 @@ def test_an_interrupted_run_resumes_where_it_stopped(meta, waves, tiny_dir, tmp_
 def test_frozen_embeddings_are_cached_and_heads_learn(meta, tiny_dir, tmp_path):
     model = EmotionClassifier.from_backbone(tiny_dir)
     paths = list(meta["path"])
-    first = extract_embeddings(model.backbone, paths, tmp_path, model_fingerprint(tiny_dir), progress=False)
-    second = extract_embeddings(model.backbone, paths, tmp_path, model_fingerprint(tiny_dir), progress=False)
+    first = extract_embeddings(model.backbone, paths, tmp_path, backbone_fingerprint(tiny_dir), progress=False)
+    second = extract_embeddings(model.backbone, paths, tmp_path, backbone_fingerprint(tiny_dir), progress=False)
     assert (first.computed, first.hits) == (720, 0) and (second.computed, second.hits) == (0, 720)
     assert first.arrays[paths[0]].shape == (3, 3, 32)  # (layers + 1, first/mean/std, hidden size)
     assert np.array_equal(first.arrays[paths[5]], second.arrays[paths[5]])
@@ -143,8 +143,8 @@ def test_frozen_embeddings_are_cached_and_heads_learn(meta, tiny_dir, tmp_path):
 
 def test_a_changed_model_is_a_new_cache_entry(tmp_path, tiny_dir):
     other = make_tiny_wav2vec2(tmp_path / "other", seed=1)
-    assert model_fingerprint(tiny_dir) != model_fingerprint(str(other))
-    assert model_fingerprint("facebook/wav2vec2-base") == "facebook/wav2vec2-base"
+    assert backbone_fingerprint(tiny_dir) != backbone_fingerprint(str(other))
+    assert backbone_fingerprint("facebook/wav2vec2-base") == "facebook/wav2vec2-base"
 
 
 def test_the_finetune_command_runs_the_system_runner(tmp_path, tiny_dir, monkeypatch, capsys):

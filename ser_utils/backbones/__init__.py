@@ -23,12 +23,39 @@ from .loading import (
     modern_name,
     read_checkpoint,
 )
-from .resolve import RESOLUTION_ORDER, WEIGHT_PACKAGES, Checkpoint, hub_reachable, resolve
+from .resolve import RESOLUTION_ORDER, WEIGHT_PACKAGES, Checkpoint, backbone_fingerprint, hub_reachable, resolve
 from .ssl import GROUP_NORM_PADDING, LAYER_NORM_PADDING, Family, MaskedGroupNorm, SSLEncoder, uses_group_norm
 from .whisper import INPUT_MODES, WhisperEncoder, log_mel
 
-__all__ = ["FAMILIES", "FREEZE_MODES", "GROUP_NORM_PADDING", "INPUT_MODES", "LAYER_NORM_PADDING", "RESOLUTION_ORDER",
-           "WEIGHT_PACKAGES", "BackboneError", "Checkpoint", "Family", "LoadReport", "MaskedGroupNorm", "SSLEncoder",
-           "SpeechEncoder", "WhisperEncoder", "backbone_check", "backbone_tensors", "build_backbone",
-           "check_backbone", "config_from_dict", "family_of", "hub_reachable", "load_backbone",
-           "load_backbone_config", "log_mel", "modern_name", "read_checkpoint", "resolve", "uses_group_norm"]
+__all__ = [
+    "FAMILIES",
+    "FREEZE_MODES",
+    "GROUP_NORM_PADDING",
+    "INPUT_MODES",
+    "LAYER_NORM_PADDING",
+    "RESOLUTION_ORDER",
+    "WEIGHT_PACKAGES",
+    "BackboneError",
+    "Checkpoint",
+    "Family",
+    "LoadReport",
+    "MaskedGroupNorm",
+    "SSLEncoder",
+    "SpeechEncoder",
+    "WhisperEncoder",
+    "backbone_check",
+    "backbone_fingerprint",
+    "backbone_tensors",
+    "build_backbone",
+    "check_backbone",
+    "config_from_dict",
+    "family_of",
+    "hub_reachable",
+    "load_backbone",
+    "load_backbone_config",
+    "log_mel",
+    "modern_name",
+    "read_checkpoint",
+    "resolve",
+    "uses_group_norm",
+]

@@ -25,6 +25,7 @@ from importlib import metadata, util
 from pathlib import Path
 from urllib.parse import urlparse
 
+from ..atomic import atomic_write_text
 from .base import BackboneError
 from .ctranslate2 import is_ctranslate2_folder
 
@@ -141,7 +142,7 @@ def installed_weights(package: WeightPackage, root: Path | None = None) -> Path:
         for module, inside in package.files:
             shutil.copyfile(_package_file(package, module, inside), folder / Path(inside).name)
         os.replace(joined, folder / "model.bin")
-    record.write_text(json.dumps({**stamp, "size": (folder / "model.bin").stat().st_size, "name": package.name,
+    atomic_write_text(record, json.dumps({**stamp, "size": (folder / "model.bin").stat().st_size, "name": package.name,
                                   "folder": str(folder), "distributions": list(package.distributions),
                                   "model": package.model, "licence": package.licence}, indent=1))
     return folder
@@ -211,3 +212,22 @@ def hub_file(name: str, filename: str, *, local_only: bool = False) -> str | Non
         raise unavailable(name) from err
     finally:
         hub_log.setLevel(level)
+
+
+def backbone_fingerprint(name_or_dir: str) -> str:
+    """Identity of a checkpoint for cache keys: a digest of a local folder's weights (safetensors,
+    ``.bin``, CTranslate2 ``model.bin`` parts), an installed weight package's pinned SHA-256 (checked
+    when it loads), else the hub name."""
+    from ..cache import file_digest
+
+    folder = Path(name_or_dir)
+    if name_or_dir in WEIGHT_PACKAGES and not folder.is_dir():
+        return f"{name_or_dir}@sha256:{WEIGHT_PACKAGES[name_or_dir].sha256[:24]}"
+    weights = (sorted(folder.glob("*.safetensors")) + sorted(folder.glob("*.bin"))
+               + sorted(folder.glob("model.bin.part*"))) if folder.is_dir() else []
+    if not weights:
+        return str(name_or_dir)
+    digest = hashlib.blake2b(digest_size=12)
+    for path in weights:
+        digest.update(file_digest(path).encode())
+    return f"{folder.name}@{digest.hexdigest()}"
