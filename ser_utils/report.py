@@ -62,7 +62,7 @@ def provenance(profile: Profile) -> dict:
     return {
         "profile": profile.name,
         "data": profile.describe_data(),
-        "model": profile.describe_backbones(),
+        "backbones": profile.describe_backbones(),
         "commit": git_commit(),
         "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "device": device_description(),
@@ -133,11 +133,12 @@ def _cross_corpus_line(results: Path) -> str:
 
 def write_index(profile: Profile, notebooks) -> Path:
     """``reports_dir/index.html``: the headline table and figure, and a link to every report with its
-    provenance (profile, data, model, device, commit, date). Reads what notebook 05 wrote."""
+    provenance (profile, data, backbones, device, commit, date). Reads what notebook 05 wrote."""
     from .evaluate import HEADLINE_FIGURE, read_headline  # here: pandas and scikit-learn slow the CLI's start
 
     results = profile.results_dir
-    parts = ["<h1>Speech emotion recognition on RAVDESS: wav2vec 2.0 vs handcrafted features</h1>"]
+    parts = ["<h1>Speech emotion recognition on RAVDESS: pretrained encoders (wav2vec 2.0, Whisper) vs "
+             "handcrafted features</h1>"]
     if profile.is_smoke:
         parts.append(f"<div class='banner'>{html.escape(SMOKE_BANNER.replace('**', ''))}</div>")
     parts.append("<p>Accuracy and UAR in %: mean ± standard deviation over folds (or seeds) [95 % bootstrap "
@@ -153,14 +154,16 @@ def write_index(profile: Profile, notebooks) -> Path:
         encoded = base64.b64encode(figure.read_bytes()).decode()
         parts.append(f"<img alt='headline figure' src='data:image/png;base64,{encoded}'>")
     parts.append(_cross_corpus_line(results))
-    records = json.loads((results / "provenance.json").read_text()) if (results / "provenance.json").is_file() else {}
+    record = profile.results.table("provenance")
+    records = json.loads(record.read_text()) if record.is_file() else {}
     rows = []
     for name in notebooks:
         info = records.get(name, {})
         link = f"<a href='{name}.html'>{name}</a>" if (profile.reports_dir / f"{name}.html").is_file() else name
-        cells = [info.get(k, "-") for k in ("profile", "data", "model", "device", "commit", "date")]
+        cells = [info.get(k, info.get("model", "-") if k == "backbones" else "-")
+                 for k in ("profile", "data", "backbones", "device", "commit", "date")]
         rows.append("<tr><td>" + link + "</td>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in cells) + "</tr>")
-    parts.append("<h2>Reports</h2><table><tr><th>report</th><th>profile</th><th>data</th><th>model</th>"
+    parts.append("<h2>Reports</h2><table><tr><th>report</th><th>profile</th><th>data</th><th>backbones</th>"
                  "<th>device</th><th>commit</th><th>date</th></tr>" + "".join(rows) + "</table>")
     parts.append("<p>Machine-readable numbers behind every table: <code>results/</code> (metrics per fold, "
                  "predictions per clip, splits).</p>")

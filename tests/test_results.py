@@ -122,6 +122,20 @@ def test_error_analysis_tables():
     assert by_gender.loc["s", "male"] == pytest.approx(1 / 3) and by_gender.loc["s", "female"] == pytest.approx(2 / 3)
 
 
+def test_run_table_shows_what_ran_best_first_and_why_the_rest_did_not():
+    from ser_utils.evaluate import metric_row, not_run_rows, score
+    from ser_utils.results import run_table
+
+    good, poor = score(["sad", "happy"], ["sad", "happy"]), score(["sad", "happy"], ["sad", "sad"])
+    metrics = pd.DataFrame([metric_row("weak", "actor-kfold", 1, poor), metric_row("strong", "actor-kfold", 1, good),
+                            metric_row("strong", "actor-kfold", 2, poor),
+                            *not_run_rows("absent", ["actor-kfold"], "no weights here")])
+    table = run_table(metrics, protocols=("actor-kfold",))
+    assert list(table.index) == ["strong", "weak", "absent"]
+    assert table.loc["strong", "actor-kfold UAR"] == "75.0 ± 35.4" and table.loc["weak", "actor-kfold UAR"] == "50.0"
+    assert table.loc["absent", "actor-kfold UAR"] == "" and table.loc["absent", "note"] == "no weights here"
+
+
 def test_replace_marked(tmp_path):
     readme = tmp_path / "README.md"
     readme.write_text("intro\n<!-- results -->\nold\n<!-- /results -->\nend\n")
