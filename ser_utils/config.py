@@ -105,8 +105,9 @@ class EncoderRun:
     ``random_repeats``: seeds of the random split; ``epochs`` / ``batch_size``: fine-tuning sizes for both
     recipes (``None``: the recipes' own); ``normalizations``: the speaker-normalised frozen variants
     (``speaker``, ``speaker-k``, ``speaker-k<N>``); ``finetune_on_cpu``: fine-tune without a GPU (hours
-    per fold at full size); ``comparison_clips``: clips per actor of Whisper's input comparison (from the
-    quick subset, which has 15).
+    per fold at full size); ``comparison_clips``: clips per actor of Whisper's input comparison, from the
+    quick subset (statement 1, repetition 1: 15 per actor), or from the whole corpus when above 15 (60:
+    all of it; Whisper's 30 s input costs about 10 minutes for the whole corpus on 2 cores).
     """
 
     quick: bool = False
@@ -116,7 +117,7 @@ class EncoderRun:
     batch_size: int | None = None
     normalizations: tuple[str, ...] = ("speaker", "speaker-k")
     finetune_on_cpu: bool = False
-    comparison_clips: int = 15
+    comparison_clips: int = 10
 
     def __post_init__(self):
         from .names import parse_normalization
@@ -154,7 +155,7 @@ FULL_RUN = RunSizes()
 SMOKE_RUN = RunSizes(
     baselines=BaselineRun(quick=True, random_repeats=2, importance_repeats=1),
     encoders=EncoderRun(quick=True, folds=(1,), random_repeats=1, epochs=1, batch_size=16,
-                        normalizations=("speaker-k",), finetune_on_cpu=True, comparison_clips=4),
+                        normalizations=("speaker-k",), finetune_on_cpu=True, comparison_clips=8),
     synthetic_seconds=1.0)
 
 

@@ -298,6 +298,10 @@ def corpus_dir(data_dir: str | Path | None) -> Path:
     return data_dir
 
 
+#: Clips per actor in :func:`quick_subset` (7 emotions x 2 intensities + neutral at one).
+QUICK_CLIPS_PER_ACTOR = 15
+
+
 def quick_subset(meta: pd.DataFrame) -> pd.DataFrame:
     """Statement 1, repetition 1 of every actor, emotion and intensity (15 of each actor's 60 clips):
     the smoke runs' corpus, a quarter of the work with every actor and class kept."""

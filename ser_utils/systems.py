@@ -206,6 +206,31 @@ def best_frozen(metrics: pd.DataFrame, backbone: StudyBackbone, recipes: Sequenc
     return max(ranked, key=lambda c: uar[c[2]]) if ranked else None
 
 
+def comparison_subset(meta: pd.DataFrame, clips_per_actor: int) -> pd.DataFrame:
+    """The clips Whisper's input modes are compared on: ``clips_per_actor`` of each actor's quick subset
+    (statement 1, repetition 1: 15 per actor), or of all its clips when more are asked for; normal
+    intensity first, so that 8 or more per actor hold every emotion."""
+    from .corpus import QUICK_CLIPS_PER_ACTOR, quick_subset
+
+    pool = quick_subset(meta) if clips_per_actor <= QUICK_CLIPS_PER_ACTOR else meta
+    pool = pool.sort_values(["actor", "intensity_code", "emotion_code", "stem"], kind="stable")
+    return pool.groupby("actor", sort=False).head(clips_per_actor).reset_index(drop=True)
+
+
+def export_best_frozen(profile: Profile, meta: pd.DataFrame, backbone: StudyBackbone, embeddings: dict[str, np.ndarray],
+                       metrics: pd.DataFrame, recipes: Sequence[Recipe], normalizations: Sequence[Normalization],
+                       fold: int = 1) -> dict[str, Path]:
+    """Export the best plain frozen system of ``backbone`` and the best speaker-normalized one (by actor-kfold
+    UAR in ``metrics``) as model folders (:func:`export_frozen`); returns system -> folder."""
+    exported = {}
+    for choices in ([Normalization()], list(normalizations)):
+        best = best_frozen(metrics, backbone, recipes, choices) if choices else None
+        if best:
+            recipe, normalization, system = best
+            exported[system] = export_frozen(profile, meta, backbone, embeddings, recipe, normalization, fold=fold)
+    return exported
+
+
 def export_frozen(profile: Profile, meta: pd.DataFrame, backbone: StudyBackbone, embeddings: dict[str, np.ndarray],
                   recipe: Recipe, normalization: Normalization, fold: int = 1) -> Path:
     """Save a frozen system as a model folder for ``predict`` / ``evaluate``: ``models_dir/<family>-frozen``

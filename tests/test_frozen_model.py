@@ -115,3 +115,13 @@ def test_a_fine_tuned_network_is_never_adapted(tmp_path):
     assert recognizer.describe().startswith("fine-tuned whisper (2 layers x 32")
     with pytest.raises(GroupError, match="a fine-tuned whisper network has none to standardise"):
         recognizer.predict_proba([np.zeros(8000, np.float32) + 0.1], groups=["a"])
+
+
+def test_the_input_comparison_subset_keeps_every_emotion(synthetic_meta):
+    from ser_utils.systems import comparison_subset
+
+    ten = comparison_subset(synthetic_meta, 10)
+    assert len(ten) == 240 and ten.groupby("actor").size().eq(10).all()
+    assert set(ten["emotion"].astype(str)) == set(synthetic_meta["emotion"].astype(str))  # all 8
+    assert ((ten["statement"] == 1) & (ten["repetition"] == 1)).all()  # from the quick subset
+    assert len(comparison_subset(synthetic_meta, 60)) == len(synthetic_meta)
