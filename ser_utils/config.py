@@ -284,8 +284,9 @@ def with_overrides(settings, **overrides):
 
 
 def display_path(path: str | os.PathLike) -> str:
-    """``path`` relative to the repository when possible, so reports never show a machine's paths."""
-    path = Path(path).resolve()
+    """``path`` relative to the repository when possible, so reports never show a machine's paths.
+    Symbolic links are kept as named (``../shared`` linked elsewhere still reads ``../shared/...``)."""
+    path = Path(os.path.abspath(Path(path).expanduser()))
     try:
         return os.path.relpath(path, REPO_ROOT)
     except ValueError:  # another drive (Windows)
