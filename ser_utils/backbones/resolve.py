@@ -23,9 +23,10 @@ import socket
 from dataclasses import dataclass
 from importlib import metadata, util
 from pathlib import Path
+from typing import BinaryIO
 from urllib.parse import urlparse
 
-from ..atomic import atomic_write_text
+from ..atomic import atomic_open, atomic_write_text
 from .base import BackboneError
 from .ctranslate2 import is_ctranslate2_folder
 
@@ -125,27 +126,36 @@ def installed_weights(package: WeightPackage, root: Path | None = None) -> Path:
     if _recorded(record, stamp, folder / "model.bin"):
         return folder
     record.parent.mkdir(parents=True, exist_ok=True)
-    joined = record.parent / "model.bin.joining"
-    digest = hashlib.sha256()
-    with open(os.devnull if len(parts) == 1 else joined, "wb") as out:
-        for part in parts:
-            with open(part, "rb") as handle:
-                while chunk := handle.read(1 << 22):
-                    digest.update(chunk)
-                    out.write(chunk)
-    if digest.hexdigest() != package.sha256:
-        joined.unlink(missing_ok=True)
-        raise BackboneError(f"{package.name}: the installed files hold SHA-256 {digest.hexdigest()[:12]}..., "
-                            f"not the pinned {package.sha256[:12]}...; reinstall: pip install --force-reinstall "
-                            + " ".join(package.distributions))
-    if len(parts) > 1:
+    if len(parts) == 1:
+        _check_sha256(package, _sha256(parts))
+    else:  # joined under a temporary name of its own: an interrupt or a second process never leaves half a file
+        with atomic_open(folder / "model.bin", "wb") as joined:
+            _check_sha256(package, _sha256(parts, joined))
         for module, inside in package.files:
             shutil.copyfile(_package_file(package, module, inside), folder / Path(inside).name)
-        os.replace(joined, folder / "model.bin")
     atomic_write_text(record, json.dumps({**stamp, "size": (folder / "model.bin").stat().st_size, "name": package.name,
                                   "folder": str(folder), "distributions": list(package.distributions),
                                   "model": package.model, "licence": package.licence}, indent=1))
     return folder
+
+
+def _sha256(parts: list[Path], sink: BinaryIO | None = None) -> str:
+    """SHA-256 of ``parts`` read in order (4 MiB at a time), each chunk also written to ``sink`` if given."""
+    digest = hashlib.sha256()
+    for part in parts:
+        with open(part, "rb") as handle:
+            while chunk := handle.read(1 << 22):
+                digest.update(chunk)
+                if sink is not None:
+                    sink.write(chunk)
+    return digest.hexdigest()
+
+
+def _check_sha256(package: WeightPackage, found: str) -> None:
+    if found != package.sha256:
+        raise BackboneError(f"{package.name}: the installed files hold SHA-256 {found[:12]}..., "
+                            f"not the pinned {package.sha256[:12]}...; reinstall: pip install --force-reinstall "
+                            + " ".join(package.distributions))
 
 
 def _recorded(record: Path, stamp: dict, model: Path) -> bool:
