@@ -10,7 +10,7 @@ import warnings
 from pathlib import Path
 
 from .config import PROFILES, PROTOCOLS
-from .console import drop_stdout, error, say, stdout_reader_gone, warn, warning_lines
+from .console import drop_stdout, error, one_line, say, stdout_reader_gone, warn, warning_lines
 from .pipeline import add_arguments as add_pipeline_arguments
 from .pipeline import run_from_args as run_pipeline_from_args
 
@@ -184,7 +184,7 @@ def _predict(args: argparse.Namespace) -> int:
     if recognizer is None or not _check_model_window(args, recognizer):
         return 2
     for message in failures.values():
-        error(message)
+        error(one_line(message))
     predictions = []
     try:
         with deferred(), warning_lines():  # Ctrl-C / SIGTERM: stop between files, keep old outputs
@@ -198,11 +198,11 @@ def _predict(args: argparse.Namespace) -> int:
             for path, prediction, reason in stream:
                 if prediction is None:
                     failures[path] = reason
-                    error(reason)
+                    error(one_line(reason))
                     continue
                 predictions.append(prediction)  # small: scores and windows, not audio
                 if prediction.warning:
-                    warn(prediction.warning)
+                    warn(one_line(prediction.warning))
                 if args.json != "-":
                     say(format_prediction(prediction))  # a closed stdout stops the lines only
     except GroupError as err:
@@ -240,16 +240,16 @@ def _evaluate(args: argparse.Namespace) -> int:
         return err.exit_status
     except NothingScoredError as err:
         for message in err.failures.values():
-            error(message)
+            error(one_line(message))
         error(option_message(err))
         return 1
     except (OSError, ValueError) as err:
         error(option_message(err))
         return 2
     for message in result["failures"].values():
-        error(message)
+        error(one_line(message))
     for message in result["warnings"]:
-        warn(message)
+        warn(one_line(message))
     settings = result["settings"]
     say(f"clips: {result['n']}  classes: {', '.join(result['classes'])}  adapt: {settings['adapt']}  "
         f"labels: {settings['labels']}")

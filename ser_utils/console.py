@@ -54,6 +54,16 @@ def drop_stdout() -> None:
     os.close(devnull)
 
 
+_LINE_BREAKS = {"\n": "\\n", "\r": "\\r"}
+
+
+def one_line(text: str) -> str:
+    """``text`` with its line breaks and other control characters (tab aside) written as escapes
+    (``\\n``, ``\\x1b``), so a message naming an odd file name stays one line in a terminal or a log."""
+    return "".join(_LINE_BREAKS.get(c, f"\\x{ord(c):02x}") if (ord(c) < 32 and c != "\t") or ord(c) == 127
+                   else c for c in text)
+
+
 def error(text: str) -> None:
     """One ``error:`` line on stderr."""
     print(f"error: {text}", file=sys.stderr, flush=True)

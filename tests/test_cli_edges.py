@@ -219,13 +219,18 @@ def test_a_folder_of_other_formats_is_found(capsys, model_dir, tmp_path):
     assert [line.split("\t")[0] for line in out.splitlines()] == [str(tmp_path / n) for n in sorted(formats)]
 
 
-def test_tabs_and_newlines_in_names_are_escaped_in_the_stdout_line(capsys, model_dir, clips, tmp_path):
+def test_tabs_and_newlines_in_names_are_escaped_in_stdout_and_stderr_lines(capsys, model_dir, clips, tmp_path):
     odd = tmp_path / "two\twords\nline.wav"
     odd.write_bytes((clips / "spk1" / "sad.wav").read_bytes())
     status, out, _ = run(capsys, "predict", odd, "--model", model_dir)
     fields = out.rstrip("\n").split("\t")
     assert status == 0 and out.count("\n") == 1 and len(fields) == 3
     assert fields[0] == str(tmp_path) + "/two\\twords\\nline.wav"
+    broken = tmp_path / "broken\nname\x1b.wav"
+    broken.write_bytes(b"not audio")
+    status, out, err = run(capsys, "predict", odd, broken, "--model", model_dir)
+    assert status == 1 and out.count("\n") == 1  # the good file is still scored
+    assert len(err) == 1 and err[0].startswith("error: ") and "broken\\nname\\x1b.wav" in err[0]
 
 
 def test_manifest_headers_ragged_rows_and_folder_rows(capsys, baseline, clips, tmp_path):
