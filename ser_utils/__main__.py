@@ -129,6 +129,12 @@ def _check_run_options(args: argparse.Namespace, outputs: dict[str, str | None],
     return True
 
 
+def _model_files(model: str) -> list[Path]:
+    """The files of the model folder ``model`` (inputs too: an output may not replace one of them)."""
+    folder = Path(model)
+    return [p for p in folder.rglob("*") if p.is_file()] if folder.is_dir() else [folder]
+
+
 def _check_model_window(args: argparse.Namespace, recognizer) -> bool:
     """``--window`` / ``--hop`` against what the loaded model can score: no file could satisfy them."""
     shortest, rate = recognizer.min_seconds, recognizer.sample_rate
@@ -178,7 +184,7 @@ def _predict(args: argparse.Namespace) -> int:
     with warning_lines():  # repeated files
         files, failures = audio_files(args.paths)
     outputs = {"--csv": args.csv, "--json": args.json}
-    if not _check_run_options(args, outputs, files):
+    if not _check_run_options(args, outputs, [*files, *_model_files(args.model)]):
         return 2
     recognizer = _load_recognizer(args.model, args.allow_pickle)
     if recognizer is None or not _check_model_window(args, recognizer):
@@ -226,7 +232,8 @@ def _evaluate(args: argparse.Namespace) -> int:
     from .interrupts import Interrupted, deferred
     from .prediction_io import NothingScoredError, manifest_files, strict_json
 
-    if not _check_run_options(args, {"--json": args.json}, [args.manifest, *manifest_files(args.manifest)]):
+    inputs = [args.manifest, *manifest_files(args.manifest), *_model_files(args.model)]
+    if not _check_run_options(args, {"--json": args.json}, inputs):
         return 2
     recognizer = _load_recognizer(args.model, args.allow_pickle)
     if recognizer is None or not _check_model_window(args, recognizer):

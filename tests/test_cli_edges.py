@@ -176,6 +176,15 @@ def test_outputs_naming_an_input_or_each_other_are_refused_before_any_work(capsy
     assert {p: p.read_bytes() for p in before} == before and not (tmp_path / "x").exists()
 
 
+def test_an_output_may_not_replace_a_file_of_the_model_folder(capsys, baseline, clips):
+    sad = clips / "spk1" / "sad.wav"
+    files = {p: p.read_bytes() for p in baseline.rglob("*") if p.is_file()}
+    for target in files:
+        status, out, err = run(capsys, "predict", sad, "--model", baseline, "--csv", target)
+        assert status == 2 and not out and len(err) == 1 and f"--csv {target}: is an input of this run" in err[0]
+    assert {p: p.read_bytes() for p in files} == files
+
+
 def test_a_full_disk_is_one_line_keeps_the_old_file_and_still_writes_the_other(capsys, model_dir, clips, tmp_path,
                                                                                full_disk):
     full = tmp_path / "full"
