@@ -4,6 +4,7 @@ manifests, output paths checked before any work, and the per-file lines, CSV row
 
 from __future__ import annotations
 
+import csv
 import json
 import math
 import os
@@ -145,7 +146,13 @@ def _manifest_rows(manifest: Path) -> pd.DataFrame:
     """A manifest's cells, stripped, columns matched case- and space-insensitively (``Path``, `` label ``),
     indexed by CSV line (the header is line 1). ``ValueError`` naming the file when it is not usable."""
     try:
-        table = pd.read_csv(manifest, dtype=str, keep_default_na=False)
+        with warnings.catch_warnings():  # more cells than the header on the first row: pandas would index by them
+            warnings.simplefilter("error", pd.errors.ParserWarning)
+            table = pd.read_csv(manifest, dtype=str, keep_default_na=False, index_col=False)
+    except pd.errors.ParserWarning:
+        line, saw, fields = _first_ragged_line(manifest)
+        raise ValueError(f"{manifest} line {line}: {saw} cells where the header has {fields} (a cell holding a "
+                         "comma needs quotes)") from None
     except pd.errors.EmptyDataError:
         raise ValueError(f"{manifest}: empty file (expected a CSV with columns path,label)") from None
     except pd.errors.ParserError as err:
@@ -168,6 +175,14 @@ def _manifest_rows(manifest: Path) -> pd.DataFrame:
     table = table.apply(lambda column: column.str.strip())
     table.index = table.index + 2
     return table
+
+
+def _first_ragged_line(manifest: Path) -> tuple[int, int, int]:
+    """``(line, cells, header cells)`` of the first row whose cell count differs from the header's."""
+    with open(manifest, newline="", encoding="utf-8-sig") as handle:
+        rows = csv.reader(handle)
+        fields = len(next(rows))
+        return next(((rows.line_num, len(row), fields) for row in rows if row and len(row) != fields), (0, 0, fields))
 
 
 def _resolved(manifest: Path, paths: Iterable[str]) -> list[str]:
