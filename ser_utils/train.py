@@ -259,6 +259,8 @@ def _prepare(make_model: Callable[[], EmotionClassifier], train_set: ClipDataset
                               gradient_accumulation_steps=config.grad_accum)
     set_seed(config.seed)
     model = make_model()
+    for dataset in (train_set, val_set):  # the model decides, as in prediction (never for Whisper)
+        dataset.normalize = model.config.normalize
     optimizer = torch.optim.AdamW(parameter_groups(model, config))
     workers = config.num_workers if config.num_workers is not None else (4 if torch.cuda.is_available() else 0)
     train_loader = clip_loader(train_set, config.batch_size, shuffle=True, seed=config.seed, workers=workers)

@@ -5,12 +5,13 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
+import torch
 
 from ser_utils.__main__ import main
-from ser_utils.audio import load_many
+from ser_utils.audio import load_many, normalize
 from ser_utils.backbones import backbone_fingerprint
 from ser_utils.batches import ClipDataset, LengthGroupedBatches
-from ser_utils.checkpoints import make_tiny_wav2vec2
+from ser_utils.checkpoints import make_tiny_wav2vec2, tiny_backbone_config, tiny_whisper_config
 from ser_utils.embeddings import extract_embeddings, frozen_predictions, layer_probe
 from ser_utils.evaluate import metrics_from_predictions, read_metrics
 from ser_utils.finetuning import finetune_predictions
@@ -160,3 +161,26 @@ def test_the_finetune_command_runs_the_system_runner(tmp_path, tiny_dir, monkeyp
     assert list(metrics["system"]) == ["tiny-cli"] and list(metrics["n_test"]) == [60]  # actor 1's clips
     fold_dir = tmp_path / "work" / "full" / "models" / "wav2vec2" / "tiny-cli" / "actor-kfold" / "fold1"
     assert (fold_dir / "done.json").is_file()  # the default checkpoint folder
+
+
+@pytest.mark.parametrize("backbone", [tiny_backbone_config, tiny_whisper_config])
+def test_training_feeds_the_model_its_clips_as_prediction_does(backbone, waves, tmp_path):
+    # Per-clip normalization is the model's choice (wav2vec2: yes; Whisper: never, its log-mel has its
+    # own scale): the validation batches of training must be the waves predict_waves would feed it.
+    clips = list(waves.values())[:6]
+    seen, made = [], []
+
+    def make_model():
+        torch.manual_seed(0)
+        model = EmotionClassifier.from_config(backbone(), ModelConfig())
+        model.register_forward_pre_hook(lambda module, args: None if module.training else seen.append(args))
+        made.append(model)
+        return model
+
+    sets = [ClipDataset(clips, [0, 1, 2, 3, 4, 5], train=train) for train in (True, False)]
+    train_fold(make_model, *sets, replace(FAST, epochs=1, batch_size=6), tmp_path, progress=False)
+    batch, lengths = seen[0]
+    fed = sorted(float(batch[i, :n].std()) for i, n in enumerate(lengths.tolist()))
+    expected = sorted(float((normalize(w) if made[0].config.normalize else w).std()) for w in clips)
+    assert made[0].config.normalize == (backbone is tiny_backbone_config)
+    assert np.allclose(fed, expected, rtol=1e-3)
