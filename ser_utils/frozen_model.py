@@ -139,9 +139,8 @@ class FrozenEncoderModel:
             if meta.get("format") != FORMAT:
                 raise ValueError(f"{CONFIG_NAME} has format {meta.get('format')!r}, this code reads {FORMAT!r}")
             config = ModelConfig(**{**meta["head"], "labels": tuple(meta["head"]["labels"])})
-            kwargs = {} if meta["backbone"].get("model_type") == "whisper" else {
-                "normalize_input": bool(meta["normalize_input"])}
-            encoder = build_backbone(config_from_dict(meta["backbone"]), meta.get("backbone_options"), **kwargs)
+            encoder = build_backbone(config_from_dict(meta["backbone"]), meta.get("backbone_options"),
+                                     normalize_input=bool(meta["normalize_input"]))  # Whisper's encoder takes none
             state = load_file(str(directory / WEIGHTS_NAME))
             encoder.load_state_dict({k[len("encoder."):]: v for k, v in state.items() if k.startswith("encoder.")})
             shape = (meta["layers"], 3, meta["width"])

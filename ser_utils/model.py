@@ -248,8 +248,7 @@ class EmotionClassifier(nn.Module):
                 raise ValueError(f"{CONFIG_NAME} has format {meta.get('format')!r}, this code reads {FORMAT!r}")
             config = ModelConfig(**{**meta["model"], "labels": tuple(meta["model"]["labels"])})
             backbone = build_backbone(config_from_dict(meta["backbone"]), meta.get("backbone_options"),
-                                      **({"normalize_input": config.normalize} if meta["backbone"].get(
-                                          "model_type") != "whisper" else {}))
+                                      normalize_input=config.normalize)  # Whisper's encoder takes none
             model = cls(config, backbone)
             state = load_file(str(directory / WEIGHTS_NAME), device=map_location)
             if meta["format"] in OLD_FORMATS:  # the wav2vec2 model itself was the backbone

@@ -102,11 +102,6 @@ class StudyBackbone:
         return describe_backbone(self.checkpoint)
 
 
-def system_name(recipe: Recipe, mode: str, family: str = "wav2vec2") -> str:
-    """Result name of a recipe in a mode, e.g. ``w2v2-project-ft`` or ``whisper-original-frozen``."""
-    return encoder_system(family, recipe.name, mode)
-
-
 def protocol_splits(meta: pd.DataFrame, protocol: str, profile: Profile, *, folds: Sequence[int] | None = None,
                     random_repeats: int = 5) -> list:
     """The splits of ``protocol`` (optionally only ``folds``), saved next to the results."""

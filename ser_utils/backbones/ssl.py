@@ -107,12 +107,6 @@ class SSLEncoder(SpeechEncoder):
         self.min_samples = _receptive_field(kernels, strides)
         self.hop = int(torch.tensor(strides).prod())
 
-    @classmethod
-    def from_config(cls, config, options: dict | None = None) -> SSLEncoder:
-        """A randomly initialised encoder of the config's family (tests, benchmarks, saved models)."""
-        _, model_class = SSL_FAMILIES[config.model_type].classes()
-        return cls(model_class(config), options)
-
     @property
     def num_layers(self) -> int:
         return self.config.num_hidden_layers

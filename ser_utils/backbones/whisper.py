@@ -26,10 +26,9 @@ import math
 import torch
 from torch import nn
 
-from .base import SpeechEncoder
+from .base import BackboneError, SpeechEncoder
 
 N_FFT, HOP = 400, 160  # 25 ms windows every 10 ms at 16 kHz
-CHUNK_SECONDS = 30
 INPUT_MODES = ("clip", "pad30")
 CLIP_PADDING = "frame mask (padded frames zeroed between convolutions, masked in attention)"
 PAD30_PADDING = "silence to 30 s as in pre-training; the clip's own frames pooled"
@@ -119,8 +118,6 @@ class WhisperEncoder(SpeechEncoder):
     def __init__(self, config, options: dict | None = None):
         options = {"input": "clip", **(options or {})}
         if options["input"] not in INPUT_MODES or set(options) != {"input"}:
-            from .base import BackboneError
-
             raise BackboneError(f"Whisper options {options}: only input, one of {INPUT_MODES}")
         super().__init__(config, options)
         width = config.d_model
@@ -133,10 +130,6 @@ class WhisperEncoder(SpeechEncoder):
         self.layer_norm = nn.LayerNorm(width)
         self.register_buffer("filters", mel_filters(config.num_mel_bins), persistent=False)
         self.padding = CLIP_PADDING if self.input_mode == "clip" else PAD30_PADDING
-
-    @classmethod
-    def from_config(cls, config, options: dict | None = None) -> WhisperEncoder:
-        return cls(config, options)
 
     @property
     def input_mode(self) -> str:
