@@ -28,9 +28,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ser_utils.cache import MIN_PARALLEL
-from ser_utils.config import REPO_ROOT
-from ser_utils.corpus import discover
+from ser_utils.core.cache import MIN_PARALLEL
+from ser_utils.core.config import REPO_ROOT
+from ser_utils.data.corpus import discover
 from ser_utils.features import FeatureConfig, LibrosaFeatures, extract_corpus
 
 DEFAULT_DATA = REPO_ROOT.parent / "shared" / "data" / "ravdess-16k"

@@ -43,7 +43,7 @@ def child(method: str, path: str) -> None:
     """In the measured process: load ``path`` one way and print a digest of the result."""
     import soxr
 
-    from ser_utils.audio import load_audio
+    from ser_utils.data.audio import load_audio
 
     if method == "imports":
         print("-")

@@ -5,7 +5,7 @@ not depend on them), against a naive loop measured on the same files in the same
     no batching, no inference mode (how popular notebooks do it);
   * project, batch 1: EmotionRecognizer.predict_file, one file at a time;
   * project, predict_files: EmotionRecognizer.predict_files (batches grouped by length; on a CPU the
-    batch size is 1, see ser_utils.device).
+    batch size is 1, see ser_utils.core.device).
 
 Each mode runs in its own process so that its peak memory (max RSS) is its own. Real-time factor
 (RTF) = processing seconds / audio seconds (lower is better).
@@ -26,13 +26,13 @@ from pathlib import Path
 
 import torch
 
-from ser_utils.config import REPO_ROOT
+from ser_utils.core.config import REPO_ROOT
 
 MODES = ("naive", "batch1", "batched")
 
 
 def pick_files(data: Path, n: int) -> list[str]:
-    from ser_utils.corpus import discover
+    from ser_utils.data.corpus import discover
 
     meta = discover(data)
     step = max(1, len(meta) // n)
@@ -42,15 +42,15 @@ def pick_files(data: Path, n: int) -> list[str]:
 def make_model(directory: Path) -> None:
     from transformers import Wav2Vec2Config
 
-    from ser_utils.model import EmotionClassifier
+    from ser_utils.models.classifier import EmotionClassifier
 
     torch.manual_seed(0)
     EmotionClassifier.from_config(Wav2Vec2Config()).save_pretrained(directory)
 
 
 def run_mode(mode: str, model_dir: str, files: list[str]) -> dict:
-    from ser_utils.audio import load_audio
-    from ser_utils.predict import EmotionRecognizer
+    from ser_utils.data.audio import load_audio
+    from ser_utils.serving.predict import EmotionRecognizer
 
     audio = sum(len(load_audio(f)) for f in files) / 16_000
     if mode == "naive":
@@ -87,7 +87,7 @@ def main() -> None:
         print(json.dumps(run_mode(args.mode, args.model_dir, json.loads(Path(args.files).read_text()))))
         return
     if not args.data.is_dir():
-        from ser_utils.synthetic import make_synthetic_corpus
+        from ser_utils.data.synthetic import make_synthetic_corpus
 
         args.data = make_synthetic_corpus(Path(tempfile.mkdtemp()) / "corpus", actors=[1], seconds=3.7)
         print(f"(real data not found: synthetic 3.7 s clips in {args.data})")

@@ -22,14 +22,15 @@ import numpy as np
 import torch
 from transformers import Wav2Vec2Config
 
-from ser_utils.audio import SAMPLE_RATE, collate, load_many, normalize
-from ser_utils.config import REPO_ROOT
-from ser_utils.corpus import discover
-from ser_utils.device import autocast_dtype, cpu_has_native_bf16, inference_batch_size
-from ser_utils.embeddings import extract_embeddings
-from ser_utils.model import ORIGINAL_RECIPE, EmotionClassifier, ModelConfig
-from ser_utils.synthetic import make_synthetic_corpus
-from ser_utils.train import ORIGINAL_TRAINING, TrainConfig, parameter_groups
+from ser_utils.core.config import REPO_ROOT
+from ser_utils.core.device import autocast_dtype, cpu_has_native_bf16, inference_batch_size
+from ser_utils.data.audio import SAMPLE_RATE, collate, load_many, normalize
+from ser_utils.data.corpus import discover
+from ser_utils.data.synthetic import make_synthetic_corpus
+from ser_utils.models.classifier import EmotionClassifier
+from ser_utils.models.heads import ORIGINAL_RECIPE, ModelConfig
+from ser_utils.training.embeddings import extract_embeddings
+from ser_utils.training.loop import ORIGINAL_TRAINING, TrainConfig, parameter_groups
 
 
 def corpus_files(data: Path | None, n: int) -> list[str]:

@@ -25,14 +25,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ser_utils.audio import SAMPLE_RATE, load_many
 from ser_utils.backbones import load_backbone, resolve
 from ser_utils.backbones.ctranslate2 import dequantized, read_model, to_transformers, whisper_config
-from ser_utils.config import REPO_ROOT
-from ser_utils.corpus import discover
-from ser_utils.device import autocast_dtype
-from ser_utils.embeddings import embed_waves
-from ser_utils.synthetic import make_synthetic_corpus
+from ser_utils.core.config import REPO_ROOT
+from ser_utils.core.device import autocast_dtype
+from ser_utils.data.audio import SAMPLE_RATE, load_many
+from ser_utils.data.corpus import discover
+from ser_utils.data.synthetic import make_synthetic_corpus
+from ser_utils.models.frozen import embed_waves
 
 
 def corpus_waves(data: Path | None, n: int) -> list[np.ndarray]:
@@ -74,10 +74,9 @@ def project_seconds(waves: list[np.ndarray], mode: str) -> float:
 
 def predict_rtf(files: list[str], audio_seconds: float) -> float:
     """predict_file over the files with a frozen Whisper-base model folder (a random head: speed only)."""
-    from ser_utils.embeddings import FrozenHead
-    from ser_utils.frozen_model import FrozenEncoderModel
-    from ser_utils.model import ModelConfig
-    from ser_utils.predict import EmotionRecognizer
+    from ser_utils.models.frozen import FrozenEncoderModel
+    from ser_utils.models.heads import FrozenHead, ModelConfig
+    from ser_utils.serving.predict import EmotionRecognizer
 
     encoder, _ = load_backbone("whisper-base")
     shape = (encoder.num_layers + 1, 3, encoder.hidden_size)
@@ -93,9 +92,9 @@ def predict_rtf(files: list[str], audio_seconds: float) -> float:
 
 
 def gpu_finetune(waves: list[np.ndarray], epochs: int) -> None:
-    from ser_utils.model import EmotionClassifier
-    from ser_utils.systems import ORIGINAL, PROJECT
-    from ser_utils.train import parameter_groups
+    from ser_utils.models.classifier import EmotionClassifier
+    from ser_utils.study.systems import ORIGINAL, PROJECT
+    from ser_utils.training.loop import parameter_groups
 
     for recipe in (PROJECT, ORIGINAL):
         model = EmotionClassifier.from_backbone("whisper-base", recipe.model).cuda().train()

@@ -14,11 +14,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from ser_utils.checkpoints import tiny_backbone_config
-from ser_utils.config import REPO_ROOT
-from ser_utils.corpus import discover
-from ser_utils.model import EmotionClassifier, ModelConfig
-from ser_utils.synthetic import make_synthetic_corpus
+from ser_utils.backbones.checkpoints import tiny_backbone_config
+from ser_utils.core.config import REPO_ROOT
+from ser_utils.data.corpus import discover
+from ser_utils.data.synthetic import make_synthetic_corpus
+from ser_utils.models.classifier import EmotionClassifier
+from ser_utils.models.heads import ModelConfig
 
 #: The real data beside the repository (``../shared/data``); ``SER_SHARED_DATA`` points elsewhere (an empty
 #: folder shows which tests would skip without it: none of the guarantees should).
@@ -56,8 +57,8 @@ def make_48k_sample(root: Path) -> Path:
     import numpy as np
     import soundfile as sf
 
-    from ser_utils.corpus import parse_filename
-    from ser_utils.synthetic import synthesize_clip
+    from ser_utils.data.corpus import parse_filename
+    from ser_utils.data.synthetic import synthesize_clip
 
     stems = (*STEREO_SAMPLES, "03-01-01-01-01-01-01", "03-01-05-02-01-01-02", "03-01-07-01-02-02-12")
     for i, stem in enumerate(stems):

@@ -9,11 +9,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ser_utils.atomic import WriteError, atomic_open, atomic_to_csv, atomic_write_text
-from ser_utils.cache import ArrayCache, cached_map
-from ser_utils.evaluate import write_metrics
-from ser_utils.results import replace_marked
-from ser_utils.splits import Split, save_splits
+from ser_utils.core.atomic import WriteError, atomic_open, atomic_to_csv, atomic_write_text
+from ser_utils.core.cache import ArrayCache, cached_map
+from ser_utils.evaluation.splits import Split, save_splits
+from ser_utils.results.store import write_metrics
+from ser_utils.results.tables import replace_marked
 
 
 def _leftovers(folder):

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from ser_utils.audio import (
+from ser_utils.data.audio import (
     AudioError,
     SilentAudioError,
     collate,

@@ -9,7 +9,6 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from ser_utils.__main__ import main
-from ser_utils.audio import collate
 from ser_utils.backbones import (
     FAMILIES,
     GROUP_NORM_PADDING,
@@ -19,9 +18,11 @@ from ser_utils.backbones import (
     load_backbone,
     modern_name,
 )
-from ser_utils.checkpoints import CHECKPOINT_LAYOUTS, HUB_FLAGS, TINY_SIZES, make_tiny_checkpoint
-from ser_utils.config import REPO_ROOT
-from ser_utils.model import ORIGINAL_RECIPE, EmotionClassifier, ModelConfig
+from ser_utils.backbones.checkpoints import CHECKPOINT_LAYOUTS, HUB_FLAGS, TINY_SIZES, make_tiny_checkpoint
+from ser_utils.core.config import REPO_ROOT
+from ser_utils.data.audio import collate
+from ser_utils.models.classifier import EmotionClassifier
+from ser_utils.models.heads import ORIGINAL_RECIPE, ModelConfig
 
 HUB_CONFIG = REPO_ROOT.parent / "shared" / "fixtures" / "hub-configs" / "facebook-wav2vec2-base" / "config.json"
 #: layout -> (transformers class of the backbone, padding strategy, key prefix in the saved file)

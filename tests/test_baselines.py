@@ -5,24 +5,26 @@ import pandas as pd
 import pytest
 from sklearn.base import BaseEstimator, ClassifierMixin
 
-from ser_utils import baselines
-from ser_utils.audio import load_audio
-from ser_utils.baseline_model import BaselineModel
-from ser_utils.baselines import (
+from ser_utils.data.audio import load_audio
+from ser_utils.data.corpus import EMOTIONS
+from ser_utils.evaluation.metrics import METRICS
+from ser_utils.evaluation.splits import make_splits
+from ser_utils.features import FeatureConfig, FeatureTable, LibrosaFeatures, extract_corpus
+from ser_utils.models.baseline import BaselineModel
+from ser_utils.models.classifiers import make_classifier
+from ser_utils.results.store import read_metrics, read_predictions
+from ser_utils.results.tables import best_system, protocol_gap, results_table
+from ser_utils.study import baselines
+from ser_utils.study.baselines import (
+    SystemResult,
     SystemSpec,
     evaluate_systems,
-    make_classifier,
     result_of,
     select_params,
     summary_table,
     write_results,
 )
-from ser_utils.corpus import EMOTIONS
-from ser_utils.evaluate import METRICS, read_metrics, read_predictions
-from ser_utils.features import FeatureConfig, FeatureTable, LibrosaFeatures, extract_corpus
-from ser_utils.importance import family_importance, fold_family_importance, refit_folds
-from ser_utils.results import best_system, protocol_gap, results_table
-from ser_utils.splits import make_splits
+from ser_utils.study.importance import family_importance, fold_family_importance, refit_folds
 
 
 class Spy(ClassifierMixin, BaseEstimator):
@@ -228,3 +230,37 @@ def test_tables_for_the_notebook(synthetic_table):
     assert " ± " in table.loc["mfcc-set+svm", ("actor-kfold", "uar")]
     gap = protocol_gap(summary_table(results)).loc["mfcc-set+svm"]
     assert gap["uar gap (pp)"] == pytest.approx(gap["uar random-80-20"] - gap["uar actor-kfold"], abs=0.11)
+
+
+def _result_on(families):
+    """A SystemResult as evaluate_normalized leaves one: a chosen setting and variance per fold."""
+    selections = pd.DataFrame({"params": ['{"C": 0.1}'] * 2, "val_uar": [0.5, 0.5], "chosen": [True, True],
+                               "variance": ["shrunk", "shrunk"]})
+    return SystemResult(system="mfcc-rms+logreg+spknorm", feature_set="mfcc-set", classifier="logreg",
+                        protocol="actor-kfold", rows=[], predictions=pd.DataFrame(), selections=selections,
+                        families=families)
+
+
+def test_refits_use_the_systems_own_families(synthetic_table):
+    from ser_utils.study.baselines import refit_model
+    from ser_utils.study.normalized_systems import refit_speaker_model
+
+    tables = {"mfcc-set": synthetic_table}
+    result = _result_on(("mfcc", "rms"))
+    plain = refit_model(result, tables)
+    speaker = refit_speaker_model(result, tables, 3)
+    width = synthetic_table.select(("mfcc", "rms")).X.shape[1]
+    for model in (plain, speaker):
+        assert model.families == ("mfcc", "rms") and model.pipeline.n_features_in_ == width
+    assert speaker.normalization["kind"] != "none"
+    waves = [load_audio(p) for p in synthetic_table.meta["path"].iloc[:2]]
+    assert plain.predict_proba(waves).shape == (2, 8)
+
+
+def test_the_run_record_stores_the_settings_fields(tmp_path):
+    from ser_utils.core.config import BaselineRun, get_profile
+    from ser_utils.results.report import write_run_info
+
+    run = BaselineRun()
+    path = write_run_info(tmp_path / "baselines_run.json", get_profile("smoke"), {"run": run})
+    assert json.loads(path.read_text())["config"]["run"] == json.loads(json.dumps(run.to_dict()))

@@ -2,8 +2,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from ser_utils.audio import load_audio
-from ser_utils.cache import ArrayCache, cached_map, file_digest
+from ser_utils.core.cache import ArrayCache, cached_map, file_digest
+from ser_utils.data.audio import load_audio
 
 
 def level(path):

@@ -11,12 +11,12 @@ import pytest
 import soundfile as sf
 
 from ser_utils.__main__ import main
-from ser_utils.baseline_model import BaselineModel
-from ser_utils.baselines import make_classifier
-from ser_utils.corpus import EMOTIONS
+from ser_utils.data.corpus import EMOTIONS
+from ser_utils.data.synthetic import synthesize_clip
 from ser_utils.features import make_extractor
-from ser_utils.predict import EmotionRecognizer
-from ser_utils.synthetic import synthesize_clip
+from ser_utils.models.baseline import BaselineModel
+from ser_utils.models.classifiers import make_classifier
+from ser_utils.serving.predict import EmotionRecognizer
 
 
 @pytest.fixture(scope="module")

@@ -7,8 +7,8 @@ import pandas as pd
 import pytest
 
 from ser_utils.__main__ import main
-from ser_utils.compare import IDENTICAL, OUTSIDE, WITHIN, compare_results
-from ser_utils.config import REPO_ROOT
+from ser_utils.core.config import REPO_ROOT
+from ser_utils.results.compare import IDENTICAL, OUTSIDE, WITHIN, compare_results
 
 RESULTS = REPO_ROOT / "reports" / "results"
 

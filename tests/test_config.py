@@ -3,8 +3,8 @@ from pathlib import Path
 
 import pytest
 
-import ser_utils.config as config_module
-from ser_utils.config import DEFAULT_BACKBONE, DEFAULT_WHISPER, REPO_ROOT, display_path, get_profile
+import ser_utils.core.config as config_module
+from ser_utils.core.config import DEFAULT_BACKBONE, DEFAULT_WHISPER, REPO_ROOT, display_path, get_profile
 
 
 @pytest.fixture(autouse=True)
@@ -79,7 +79,7 @@ def test_relative_paths_in_the_environment_work_from_any_folder(monkeypatch, tmp
 
 
 def test_extra_corpora_are_comma_separated_paths_relative_to_the_repository(monkeypatch):
-    from ser_utils.config import extra_corpora
+    from ser_utils.core.config import extra_corpora
 
     monkeypatch.setenv("SER_EXTRA_CORPORA", " corpora/a.csv, /data/b/manifest.csv ,")
     assert extra_corpora() == [REPO_ROOT / "corpora" / "a.csv", Path("/data/b/manifest.csv")]

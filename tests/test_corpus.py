@@ -2,9 +2,8 @@ import shutil
 
 import pytest
 
-from ser_utils import sources
-from ser_utils.config import get_profile
-from ser_utils.corpus import (
+from ser_utils.core.config import get_profile
+from ser_utils.data.corpus import (
     CorpusError,
     DownloadError,
     InvalidFilenameError,
@@ -13,7 +12,8 @@ from ser_utils.corpus import (
     parse_filename,
     validate,
 )
-from ser_utils.synthetic import make_synthetic_corpus
+from ser_utils.data.synthetic import make_synthetic_corpus
+from ser_utils.study import sources
 
 
 def test_parse_filename_reads_all_seven_fields():

@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from ser_utils.cache import ArrayCache, cached_map
-from ser_utils.corpus import discover, validate
-from ser_utils.splits import random_80_20
-from ser_utils.synthetic import make_synthetic_corpus
+from ser_utils.core.cache import ArrayCache, cached_map
+from ser_utils.data.corpus import discover, validate
+from ser_utils.data.synthetic import make_synthetic_corpus
+from ser_utils.evaluation.splits import random_80_20
 
 
 @pytest.fixture(scope="module")

@@ -11,14 +11,15 @@ import pytest
 import torch
 
 from ser_utils.__main__ import main
-from ser_utils.baseline_model import BaselineModel
-from ser_utils.checkpoints import tiny_backbone_config
-from ser_utils.crosscorpus import cross_corpus_table, speaker_groups
+from ser_utils.backbones.checkpoints import tiny_backbone_config
+from ser_utils.data.synthetic import make_shifted_corpus
 from ser_utils.features import LibrosaFeatures, extract_corpus
-from ser_utils.model import EmotionClassifier, ModelConfig
-from ser_utils.normalization import GroupError
-from ser_utils.normalized_systems import fit_speaker_model
-from ser_utils.synthetic import make_shifted_corpus
+from ser_utils.features.normalization import GroupError
+from ser_utils.models.baseline import BaselineModel
+from ser_utils.models.classifier import EmotionClassifier
+from ser_utils.models.heads import ModelConfig
+from ser_utils.study.crosscorpus import cross_corpus_table, speaker_groups
+from ser_utils.study.normalized_systems import fit_speaker_model
 
 
 def cli(*args):
@@ -156,7 +157,7 @@ def test_a_wav2vec2_checkpoint_is_not_adapted(tmp_path, shifted):
 def test_a_bad_clip_in_a_group_is_reported_and_the_group_still_scored(models, shifted, tmp_path):
     import soundfile as sf
 
-    from ser_utils.predict import EmotionRecognizer
+    from ser_utils.serving.predict import EmotionRecognizer
 
     sf.write(str(tmp_path / "short.wav"), 0.1 * np.sin(np.arange(1600) / 3), 16000)  # 0.1 s: too short
     paths = [shifted.parent / p for p in pd.read_csv(shifted)["path"][:4]] + [tmp_path / "short.wav"]

@@ -10,9 +10,9 @@ import sys
 import pandas as pd
 import pytest
 
-from ser_utils.checkpoints import make_tiny_checkpoint
-from ser_utils.config import REPO_ROOT
-from ser_utils.synthetic import make_synthetic_corpus
+from ser_utils.backbones.checkpoints import make_tiny_checkpoint
+from ser_utils.core.config import REPO_ROOT
+from ser_utils.data.synthetic import make_synthetic_corpus
 
 
 def free_port() -> int:

@@ -2,17 +2,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ser_utils.evaluate import (
-    METRIC_COLUMNS,
-    metric_row,
-    not_run_rows,
-    read_metrics,
-    read_predictions,
-    score,
-    summarise,
-    write_metrics,
-    write_predictions,
-)
+from ser_utils.evaluation.metrics import METRIC_COLUMNS, metric_row, not_run_rows, score, summarise
+from ser_utils.results.store import read_metrics, read_predictions, write_metrics, write_predictions
 
 LABELS = ("a", "b", "c")
 

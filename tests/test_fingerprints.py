@@ -13,14 +13,14 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from ser_utils import audio
-from ser_utils.cache import ArrayCache, cached_map
-from ser_utils.checkpoints import make_tiny_wav2vec2, make_tiny_whisper
-from ser_utils.config import KEEP_FOLDS_ENV, RECOMPUTE_ENV, display_path, get_profile
+from ser_utils.backbones.checkpoints import make_tiny_wav2vec2, make_tiny_whisper
+from ser_utils.cli.pipeline import fingerprint_parts, run_pipeline, stale_reasons
+from ser_utils.core.cache import ArrayCache, cached_map
+from ser_utils.core.config import KEEP_FOLDS_ENV, RECOMPUTE_ENV, display_path, get_profile
+from ser_utils.core.fingerprint import code_digest
+from ser_utils.data import audio
+from ser_utils.data.synthetic import make_synthetic_corpus
 from ser_utils.features import base, egemaps, make_extractor, mfcc_set
-from ser_utils.fingerprint import code_digest
-from ser_utils.pipeline import fingerprint_parts, run_pipeline, stale_reasons
-from ser_utils.synthetic import make_synthetic_corpus
 
 
 def _module(path, source):
@@ -55,30 +55,31 @@ def smoke(monkeypatch, tmp_path):
 
 def test_the_fingerprint_follows_the_corpus_listing_and_the_backbone_weights(smoke, tmp_path):
     corpus = make_synthetic_corpus(smoke.data_dir, actors=[1], seconds=0.3)
-    before = fingerprint_parts(smoke, "04_wav2vec2", {}, "")
+    before = fingerprint_parts(smoke, "04_pretrained_encoders", {}, "")
     # No absolute path (relative to the repository), also before the tiny model exists.
     assert not any(os.path.isabs(word) for value in before.values() for word in value.split())
     clip = next(corpus.rglob("*.wav"))
     shutil.copy(clip, corpus / "Actor_01" / "03-01-01-01-01-01-02.wav")  # a clip of another actor appears
-    added = fingerprint_parts(smoke, "04_wav2vec2", {}, "")
+    added = fingerprint_parts(smoke, "04_pretrained_encoders", {}, "")
     data, rate = sf.read(str(clip))
     sf.write(str(clip), data * 0.5, rate)  # one clip edited
     os.utime(clip, ns=(time.time_ns(), time.time_ns() + 10**9))
-    edited = fingerprint_parts(smoke, "04_wav2vec2", {}, "")
+    edited = fingerprint_parts(smoke, "04_pretrained_encoders", {}, "")
     assert len({before["data"], added["data"], edited["data"]}) == 3
     assert before["backbone"] == added["backbone"] == smoke.describe_backbones()
 
     model = smoke.backbones[0]
     make_tiny_wav2vec2(model)
-    first = fingerprint_parts(smoke, "04_wav2vec2", {}, "")["backbone"]
-    assert first.startswith("tiny-wav2vec2@") and first == fingerprint_parts(smoke, "04_wav2vec2", {}, "")["backbone"]
+    first = fingerprint_parts(smoke, "04_pretrained_encoders", {}, "")["backbone"]
+    assert first.startswith("tiny-wav2vec2@")
+    assert first == fingerprint_parts(smoke, "04_pretrained_encoders", {}, "")["backbone"]
     make_tiny_wav2vec2(model + "-other", seed=1)
     shutil.rmtree(model)
     shutil.move(model + "-other", model)
-    second = fingerprint_parts(smoke, "04_wav2vec2", {}, "")["backbone"]
+    second = fingerprint_parts(smoke, "04_pretrained_encoders", {}, "")["backbone"]
     assert second != first
     make_tiny_whisper(smoke.backbones[1])  # the second backbone counts too
-    assert fingerprint_parts(smoke, "04_wav2vec2", {}, "")["backbone"] not in (first, second)
+    assert fingerprint_parts(smoke, "04_pretrained_encoders", {}, "")["backbone"] not in (first, second)
     assert "backbone" not in fingerprint_parts(smoke, "03_baselines", {}, "")  # only 04 loads it
 
 
@@ -143,11 +144,11 @@ def tiny_dir(tmp_path_factory):
 
 
 def test_force_retrains_finished_folds_unless_kept(monkeypatch, synthetic_meta, tiny_dir, tmp_path):
-    from ser_utils.audio import load_many
-    from ser_utils.finetuning import finetune_predictions
-    from ser_utils.model import ModelConfig
-    from ser_utils.splits import make_splits
-    from ser_utils.train import TrainConfig
+    from ser_utils.data.audio import load_many
+    from ser_utils.evaluation.splits import make_splits
+    from ser_utils.models.heads import ModelConfig
+    from ser_utils.study.finetuning import finetune_predictions
+    from ser_utils.training.loop import TrainConfig
 
     meta = synthetic_meta[synthetic_meta["actor"] <= 8]
     waves, _ = load_many(meta["path"])

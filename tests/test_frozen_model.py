@@ -9,16 +9,16 @@ import pytest
 import torch
 
 from ser_utils.__main__ import main
-from ser_utils.audio import load_many
 from ser_utils.backbones import load_backbone
-from ser_utils.checkpoints import make_tiny_whisper
-from ser_utils.config import get_profile
-from ser_utils.embeddings import extract_embeddings, frozen_predictions
-from ser_utils.frozen_model import FrozenEncoderModel
-from ser_utils.normalization import GroupError, Normalization
-from ser_utils.predict import EmotionRecognizer
-from ser_utils.synthetic import make_shifted_corpus
-from ser_utils.systems import PROJECT, StudyBackbone, export_frozen
+from ser_utils.backbones.checkpoints import make_tiny_whisper
+from ser_utils.core.config import get_profile
+from ser_utils.data.audio import load_many
+from ser_utils.data.synthetic import make_shifted_corpus
+from ser_utils.features.normalization import GroupError, Normalization
+from ser_utils.models.frozen import FrozenEncoderModel
+from ser_utils.serving.predict import EmotionRecognizer
+from ser_utils.study.systems import PROJECT, StudyBackbone, export_frozen
+from ser_utils.training.embeddings import extract_embeddings, frozen_predictions
 
 
 @pytest.fixture(scope="module")
@@ -47,7 +47,7 @@ def test_the_exported_model_predicts_what_the_study_scored(study, exported):
     assert exported["spknorm"] == profile.models_dir / "whisper-frozen-spknorm"
     evaluation = json.loads((exported["plain"] / "evaluation.json").read_text())
     assert evaluation["system"] == "whisper-project-frozen" and evaluation["test_actors"] == [1, 11, 20]
-    from ser_utils.splits import make_splits
+    from ser_utils.evaluation.splits import make_splits
 
     split = make_splits(meta, "actor-kfold")[0]
     study_rows = frozen_predictions(meta, [split], embeddings, PROJECT.model, "whisper-project-frozen", n_jobs=1)
@@ -106,8 +106,9 @@ def test_predict_and_evaluate_with_adaptation_on_a_frozen_whisper_folder(exporte
 
 
 def test_a_fine_tuned_network_is_never_adapted(tmp_path):
-    from ser_utils.checkpoints import tiny_whisper_config
-    from ser_utils.model import EmotionClassifier, ModelConfig
+    from ser_utils.backbones.checkpoints import tiny_whisper_config
+    from ser_utils.models.classifier import EmotionClassifier
+    from ser_utils.models.heads import ModelConfig
 
     torch.manual_seed(0)
     EmotionClassifier.from_config(tiny_whisper_config(), ModelConfig()).save_pretrained(tmp_path / "ft")
@@ -118,7 +119,7 @@ def test_a_fine_tuned_network_is_never_adapted(tmp_path):
 
 
 def test_the_input_comparison_subset_keeps_every_emotion(synthetic_meta):
-    from ser_utils.systems import comparison_subset
+    from ser_utils.study.systems import comparison_subset
 
     ten = comparison_subset(synthetic_meta, 10)
     assert len(ten) == 240 and ten.groupby("actor").size().eq(10).all()

@@ -8,17 +8,11 @@ import torch
 from torch import nn
 from transformers import Wav2Vec2Config, Wav2Vec2Model
 
-from ser_utils.audio import collate
-from ser_utils.checkpoints import make_tiny_wav2vec2, tiny_backbone_config
-from ser_utils.model import (
-    FORMAT,
-    LAYER_MODES,
-    ORIGINAL_RECIPE,
-    POOLINGS,
-    EmotionClassifier,
-    MaskedGroupNorm,
-    ModelConfig,
-)
+from ser_utils.backbones import MaskedGroupNorm
+from ser_utils.backbones.checkpoints import make_tiny_wav2vec2, tiny_backbone_config
+from ser_utils.data.audio import collate
+from ser_utils.models.classifier import FORMAT, EmotionClassifier
+from ser_utils.models.heads import LAYER_MODES, ORIGINAL_RECIPE, POOLINGS, ModelConfig
 
 
 def tiny(config: ModelConfig | None = None, seed: int = 0) -> EmotionClassifier:

@@ -6,18 +6,18 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ser_utils import baselines
-from ser_utils.embeddings import frozen_predictions
+from ser_utils.evaluation.splits import make_splits
 from ser_utils.features import FeatureTable
-from ser_utils.normalization import (
+from ser_utils.features.normalization import (
     GroupError,
     Normalization,
     SpeakerNormalizer,
     adapt_features,
     normalize_table,
 )
-from ser_utils.normalized_systems import enrolment_curve, evaluate_normalized
-from ser_utils.splits import make_splits
+from ser_utils.study import baselines
+from ser_utils.study.normalized_systems import enrolment_curve, evaluate_normalized
+from ser_utils.training.embeddings import frozen_predictions
 
 GRIDS = {"logreg": [{"C": 0.01}, {"C": 1.0}]}
 
@@ -139,7 +139,7 @@ def test_plain_model_adaptation_maps_each_group_onto_the_training_statistics():
 
 
 def test_frozen_heads_get_speaker_normalized_variants(speaker_table):
-    from ser_utils.model import ModelConfig
+    from ser_utils.models.heads import ModelConfig
 
     meta = speaker_table.meta
     rng = np.random.default_rng(0)  # (L+1, 3, D) = (3, 3, 4) per clip: the toy features plus noise layers

@@ -6,8 +6,8 @@ import nbformat
 import pytest
 
 from ser_utils.__main__ import main
-from ser_utils.config import REPO_ROOT, get_profile
-from ser_utils.pipeline import NOTEBOOKS, NotebookFailed, run_notebook, run_pipeline
+from ser_utils.cli.pipeline import NOTEBOOKS, NotebookFailed, run_notebook, run_pipeline
+from ser_utils.core.config import REPO_ROOT, get_profile
 
 
 @pytest.mark.parametrize("name", NOTEBOOKS)

@@ -10,10 +10,10 @@ import pytest
 import soundfile as sf
 
 from ser_utils.__main__ import main
-from ser_utils.corpus import EMOTIONS
-from ser_utils.predict import EmotionRecognizer, window_bounds
-from ser_utils.prediction_io import predictions_table
-from ser_utils.synthetic import synthesize_clip
+from ser_utils.data.corpus import EMOTIONS
+from ser_utils.data.synthetic import synthesize_clip
+from ser_utils.serving.predict import EmotionRecognizer, window_bounds
+from ser_utils.serving.prediction_io import predictions_table
 
 
 @pytest.fixture
@@ -129,8 +129,8 @@ def test_evaluate_on_a_manifest_of_another_corpus(tmp_path, corpus_16k, model_di
 
 @pytest.fixture(scope="module")
 def baseline_dir(synthetic_meta, tmp_path_factory):
-    from ser_utils.baseline_model import BaselineModel
     from ser_utils.features import EgemapsFeatures, extract_corpus
+    from ser_utils.models.baseline import BaselineModel
 
     meta = synthetic_meta[(synthetic_meta["statement"] == 1) & (synthetic_meta["actor"] <= 6)]
     table = extract_corpus(meta, EgemapsFeatures(), tmp_path_factory.mktemp("cache"), n_jobs=1, progress=False)

@@ -4,23 +4,15 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ser_utils.corpus import EMOTIONS
-from ser_utils.evaluate import (
-    metrics_from_predictions,
-    not_run_rows,
-    read_metrics,
-    read_predictions,
-    score,
-    write_metrics,
-    write_predictions,
-)
-from ser_utils.results import (
+from ser_utils.data.corpus import EMOTIONS
+from ser_utils.evaluation.metrics import metrics_from_confusion, metrics_from_predictions, not_run_rows, score
+from ser_utils.results.store import read_metrics, read_predictions, write_metrics, write_predictions
+from ser_utils.results.tables import (
     bootstrap_ci,
     comparison_table,
     headline_table,
     leakage_gap,
     mcnemar,
-    metrics_from_confusion,
     pair_confusions,
     per_group_accuracy,
     replace_marked,
@@ -123,8 +115,8 @@ def test_error_analysis_tables():
 
 
 def test_run_table_shows_what_ran_best_first_and_why_the_rest_did_not():
-    from ser_utils.evaluate import metric_row, not_run_rows, score
-    from ser_utils.results import run_table
+    from ser_utils.evaluation.metrics import metric_row, not_run_rows, score
+    from ser_utils.results.tables import run_table
 
     good, poor = score(["sad", "happy"], ["sad", "happy"]), score(["sad", "happy"], ["sad", "sad"])
     metrics = pd.DataFrame([metric_row("weak", "actor-kfold", 1, poor), metric_row("strong", "actor-kfold", 1, good),

@@ -2,15 +2,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ser_utils.corpus import expected_stems, parse_filename
-from ser_utils.splits import (
-    EMOBOX_FOLDS,
-    actor_kfold,
-    load_splits,
-    make_splits,
-    random_80_20,
-    save_splits,
-)
+from ser_utils.data.corpus import expected_stems, parse_filename
+from ser_utils.evaluation.splits import EMOBOX_FOLDS, actor_kfold, load_splits, make_splits, random_80_20, save_splits
 
 
 def table(actors=range(1, 25)) -> pd.DataFrame:

@@ -6,11 +6,11 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from ser_utils.audio import load_audio
-from ser_utils.corpus import discover, validate
-from ser_utils.evaluate import score
-from ser_utils.splits import actor_kfold
-from ser_utils.synthetic import harmonic_sum, make_synthetic_corpus
+from ser_utils.data.audio import load_audio
+from ser_utils.data.corpus import discover, validate
+from ser_utils.data.synthetic import harmonic_sum, make_synthetic_corpus
+from ser_utils.evaluation.metrics import score
+from ser_utils.evaluation.splits import actor_kfold
 
 
 def digest(root):

@@ -8,17 +8,19 @@ import pytest
 import torch
 
 from ser_utils.__main__ import main
-from ser_utils.audio import load_many, normalize
 from ser_utils.backbones import backbone_fingerprint
-from ser_utils.batches import ClipDataset, LengthGroupedBatches
-from ser_utils.checkpoints import make_tiny_wav2vec2, tiny_backbone_config, tiny_whisper_config
-from ser_utils.embeddings import extract_embeddings, frozen_predictions, layer_probe
-from ser_utils.evaluate import metrics_from_predictions, read_metrics
-from ser_utils.finetuning import finetune_predictions
-from ser_utils.model import EmotionClassifier, ModelConfig
-from ser_utils.splits import make_splits
-from ser_utils.synthetic import make_synthetic_corpus
-from ser_utils.train import TrainConfig, train_fold
+from ser_utils.backbones.checkpoints import make_tiny_wav2vec2, tiny_backbone_config, tiny_whisper_config
+from ser_utils.data.audio import load_many, normalize
+from ser_utils.data.synthetic import make_synthetic_corpus
+from ser_utils.evaluation.metrics import metrics_from_predictions
+from ser_utils.evaluation.splits import make_splits
+from ser_utils.models.classifier import EmotionClassifier
+from ser_utils.models.heads import ModelConfig
+from ser_utils.results.store import read_metrics
+from ser_utils.study.finetuning import finetune_predictions
+from ser_utils.training.batches import ClipDataset, LengthGroupedBatches
+from ser_utils.training.embeddings import extract_embeddings, frozen_predictions, layer_probe
+from ser_utils.training.loop import TrainConfig, train_fold
 
 FAST = TrainConfig(epochs=3, batch_size=16, lr_backbone=1e-3, lr_head=3e-3, max_seconds=0.5, patience=3)
 

@@ -15,12 +15,13 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from ser_utils.__main__ import main
-from ser_utils.audio import collate
 from ser_utils.backbones import BackboneError, load_backbone, log_mel, resolve
+from ser_utils.backbones.checkpoints import make_tiny_whisper, tiny_whisper_config
 from ser_utils.backbones.ctranslate2 import dequantized, read_model, to_transformers, whisper_config
 from ser_utils.backbones.resolve import WEIGHT_PACKAGES, WeightPackage, installed_weights
-from ser_utils.checkpoints import make_tiny_whisper, tiny_whisper_config
-from ser_utils.model import POOLINGS, EmotionClassifier, ModelConfig
+from ser_utils.data.audio import collate
+from ser_utils.models.classifier import EmotionClassifier
+from ser_utils.models.heads import POOLINGS, ModelConfig
 
 from .conftest import RAVDESS_16K
 
@@ -48,7 +49,7 @@ def ct2(tmp_path_factory):
     """CTranslate2 folders written by CTranslate2's converter from one tiny transformers Whisper."""
     if ctranslate2 is None:
         pytest.skip("ctranslate2 cannot be installed here")
-    from ser_utils.checkpoints import make_tiny_ctranslate2_whisper
+    from ser_utils.backbones.checkpoints import make_tiny_ctranslate2_whisper
 
     root = tmp_path_factory.mktemp("ct2")
     return {q: make_tiny_ctranslate2_whisper(root / q, q) for q in ("float32", "float16", "bfloat16", "int8", "int16")}

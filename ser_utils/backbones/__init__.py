@@ -7,9 +7,12 @@ a frame mask out (:class:`SpeechEncoder`), loaded strictly from their checkpoint
 ``ctranslate2``  CTranslate2 / faster-whisper ``model.bin`` files, read without CTranslate2
 ``resolve``      where a name leads: local folder, installed weight package (``whisper-base``), hub
 ``loading``      families by ``model_type``, strict loading, the ``backbone`` check
+``checkpoints``  tiny random checkpoints laid out as hub repositories (smoke profile, tests)
+
+Imports only ``core``; nothing here knows of heads, training or the study.
 """
 
-from .base import FREEZE_MODES, BackboneError, LoadReport, SpeechEncoder
+from .base import FREEZE_MODES, BackboneError, LoadReport, SpeechEncoder, lengths_mask, masked_moments
 from .loading import (
     FAMILIES,
     backbone_check,
@@ -51,9 +54,11 @@ __all__ = [
     "config_from_dict",
     "family_of",
     "hub_reachable",
+    "lengths_mask",
     "load_backbone",
     "load_backbone_config",
     "log_mel",
+    "masked_moments",
     "modern_name",
     "read_checkpoint",
     "resolve",

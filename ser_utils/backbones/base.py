@@ -92,9 +92,25 @@ class SpeechEncoder(nn.Module):
                              f"{1000 * self.min_samples / self.sample_rate:g} ms)")
 
     def frame_mask(self, lengths: torch.Tensor, n_frames: int) -> torch.Tensor:
-        """``(B, n_frames)`` bool: True on each clip's own frames."""
-        frames = torch.arange(n_frames, device=lengths.device)
-        return frames[None, :] < self.frame_lengths(lengths)[:, None]
+        """``(B, n_frames)`` bool: True on each clip's own frames (``lengths`` in samples)."""
+        return lengths_mask(self.frame_lengths(lengths), n_frames)
+
+
+def lengths_mask(lengths: torch.Tensor, size: int) -> torch.Tensor:
+    """``(B, size)`` bool, True on the first ``lengths[b]`` steps of row ``b``: the one way a length
+    becomes a mask (samples, convolution frames, log-mel frames, encoder frames)."""
+    return torch.arange(size, device=lengths.device)[None, :] < lengths[:, None]
+
+
+def masked_moments(x: torch.Tensor, weights: torch.Tensor, dim: int, keepdim: bool = False
+                   ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean and (biased) variance of ``x`` along ``dim`` over the steps where ``weights`` (0/1, broadcast
+    to ``x``) is 1: the one masked statistic of the package (masked group norm, pooling, the frozen
+    embeddings). A row with no valid step counts as one step (mean 0)."""
+    count = weights.sum(dim, keepdim=True).clamp(min=1)
+    mean = (x * weights).sum(dim, keepdim=True) / count
+    var = (((x - mean) * weights) ** 2).sum(dim, keepdim=True) / count
+    return (mean, var) if keepdim else (mean.squeeze(dim), var.squeeze(dim))
 
 
 @dataclass

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import BinaryIO
 from urllib.parse import urlparse
 
-from ..atomic import atomic_open, atomic_write_text
+from ..core.atomic import atomic_open, atomic_write_text
 from .base import BackboneError
 from .ctranslate2 import is_ctranslate2_folder
 
@@ -106,7 +106,7 @@ def resolve(name: str) -> Checkpoint:
 
 def weights_root() -> Path:
     """Where installed packages' split weights are joined: ``$SER_WORK_DIR/weights`` or ``.cache/weights``."""
-    from ..config import REPO_ROOT, env_path
+    from ..core.config import REPO_ROOT, env_path
 
     return (env_path("SER_WORK_DIR") or REPO_ROOT / ".cache") / "weights"
 
@@ -228,7 +228,7 @@ def backbone_fingerprint(name_or_dir: str) -> str:
     """Identity of a checkpoint for cache keys: a digest of a local folder's weights (safetensors,
     ``.bin``, CTranslate2 ``model.bin`` parts), an installed weight package's pinned SHA-256 (checked
     when it loads), else the hub name."""
-    from ..cache import file_digest
+    from ..core.cache import file_digest
 
     folder = Path(name_or_dir)
     if name_or_dir in WEIGHT_PACKAGES and not folder.is_dir():

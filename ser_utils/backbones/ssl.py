@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .base import BackboneError, SpeechEncoder
+from .base import BackboneError, SpeechEncoder, lengths_mask, masked_moments
 
 GROUP_NORM_PADDING = "masked group norm + attention mask"
 LAYER_NORM_PADDING = "attention mask"
@@ -70,11 +70,8 @@ class MaskedGroupNorm(nn.Module):
             # No padding: the fused kernel (autocast runs group norm in float32).
             return nn.functional.group_norm(x, x.shape[1], self.weight, self.bias, self.eps)
         dtype, x = x.dtype, x.float()  # statistics over ~10^4 frames need float32, also under bf16
-        steps = torch.arange(x.shape[-1], device=x.device)
-        mask = (steps[None, :] < self.lengths[:, None].to(x.device)).unsqueeze(1).float()
-        count = mask.sum(-1, keepdim=True).clamp(min=1)
-        mean = (x * mask).sum(-1, keepdim=True) / count
-        var = (((x - mean) * mask) ** 2).sum(-1, keepdim=True) / count
+        mask = lengths_mask(self.lengths.to(x.device), x.shape[-1]).unsqueeze(1).float()
+        mean, var = masked_moments(x, mask, -1, keepdim=True)
         normed = (x - mean) * torch.rsqrt(var + self.eps)
         return (normed * self.weight[None, :, None].float() + self.bias[None, :, None].float()).to(dtype)
 
@@ -152,8 +149,7 @@ class SSLEncoder(SpeechEncoder):
     def _zero_padded_frames(self, module: nn.Module, inputs, output: torch.Tensor) -> torch.Tensor | None:
         if self._padded_frames is None:  # output: (B, D, T_frames)
             return None
-        steps = torch.arange(output.shape[-1], device=output.device)
-        return output * (steps[None, :] < self._padded_frames[:, None]).unsqueeze(1).to(output.dtype)
+        return output * lengths_mask(self._padded_frames, output.shape[-1]).unsqueeze(1).to(output.dtype)
 
     @property
     def masked_norm(self) -> MaskedGroupNorm | None:
@@ -172,9 +168,8 @@ class SSLEncoder(SpeechEncoder):
     def forward(self, waves: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         self.check_lengths(lengths)
         lengths = lengths.to(waves.device)
-        samples = torch.arange(waves.shape[1], device=waves.device)
         padded = bool((lengths < waves.shape[1]).any())
-        sample_mask = (samples[None, :] < lengths[:, None]).long() if padded else None
+        sample_mask = lengths_mask(lengths, waves.shape[1]).long() if padded else None
         if self.masked_norm is not None:
             self.masked_norm.lengths = self._first_norm_lengths(lengths)
         if padded:

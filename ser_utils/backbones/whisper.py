@@ -26,7 +26,7 @@ import math
 import torch
 from torch import nn
 
-from .base import BackboneError, SpeechEncoder
+from .base import BackboneError, SpeechEncoder, lengths_mask
 
 N_FFT, HOP = 400, 160  # 25 ms windows every 10 ms at 16 kHz
 INPUT_MODES = ("clip", "pad30")
@@ -64,7 +64,7 @@ def log_mel(waves: torch.Tensor, lengths: torch.Tensor, filters: torch.Tensor) -
     n_frames = waves.shape[1] // HOP
     power = spectrum[..., :n_frames].abs() ** 2
     log_spec = torch.clamp(filters.to(waves.device) @ power, min=1e-10).log10()
-    valid = (torch.arange(n_frames, device=waves.device)[None, :] < mel_frames(lengths.to(waves.device))[:, None])
+    valid = lengths_mask(mel_frames(lengths.to(waves.device)), n_frames)
     peak = log_spec.masked_fill(~valid[:, None, :], -math.inf).amax(dim=(1, 2), keepdim=True)
     log_spec = (torch.maximum(log_spec, peak - 8.0) + 4.0) / 4.0
     return log_spec * valid[:, None, :]
@@ -194,5 +194,4 @@ class WhisperEncoder(SpeechEncoder):
 
 def _valid(frames: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     """``(B, 1, T)`` 0/1 mask of the first ``frames`` time steps of ``x`` ``(B, C, T)``, in x's dtype."""
-    steps = torch.arange(x.shape[-1], device=x.device)
-    return (steps[None, :] < frames[:, None]).unsqueeze(1).to(x.dtype)
+    return lengths_mask(frames, x.shape[-1]).unsqueeze(1).to(x.dtype)

@@ -2,7 +2,7 @@
 
 Two feature sets, each a small object with the same interface (``extract(wave) -> (d,)``,
 ``transform(waves) -> (n, d)``, ``feature_names()``, ``feature_families()``, and ``__call__(path)``
-for :func:`ser_utils.cache.cached_map`):
+for :func:`ser_utils.core.cache.cached_map`):
 
 * ``"mfcc-set"`` - :class:`LibrosaFeatures`: MFCC with deltas, log-mel, chroma, tonnetz, spectral
   contrast, ZCR, RMS and spectral centroid / bandwidth / roll-off, each summarised over time by
@@ -11,7 +11,7 @@ for :func:`ser_utils.cache.cached_map`):
   package (Eyben et al. 2016), the field's standard compact set.
 
 :func:`extract_corpus` runs an extractor over a corpus table in parallel, with a progress bar and an
-on-disk cache keyed by each file's content and the extractor's parameters (``cache.cached_map``); a
+on-disk cache keyed by each file's content and the extractor's parameters (``core.cache.cached_map``); a
 file that fails is reported by name and skipped.
 
 Modules: :mod:`~ser_utils.features.base` (the shared interface, clip checks, statistics),
@@ -22,7 +22,12 @@ librosa's own calls), :mod:`~ser_utils.features.egemaps` (openSMILE) and
 Clips shorter than ``min_seconds`` (default 0.5 s) are rejected with :class:`ClipTooShortError`
 rather than zero-padded: RAVDESS clips are 2.9-5.3 s, so a 0.1 s file is a broken recording, and
 statistics of a clip that is mostly padding would look like valid features while describing nothing.
-Silent clips are rejected by the audio loader (:class:`ser_utils.audio.SilentAudioError`).
+Silent clips are rejected by the audio loader (:class:`ser_utils.data.audio.SilentAudioError`).
+
+:mod:`~ser_utils.features.normalization`: speaker normalization of features (per-speaker statistics, no
+labels) and prediction-time adaptation per group.
+
+May import ``core`` and ``data``.
 """
 
 from .base import FEATURE_VERSION, STATISTICS, ClipTooShortError, FeatureError, FeatureExtractor, feature_code

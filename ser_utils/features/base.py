@@ -11,8 +11,8 @@ from typing import Any
 
 import numpy as np
 
-from .. import interrupts
-from ..audio import SILENCE_PEAK, SilentAudioError, is_silent, load_audio
+from ..core import interrupts
+from ..data.audio import SILENCE_PEAK, SilentAudioError, is_silent, load_audio
 
 #: Part of every cache key, with :func:`feature_code` (a digest of the extractor's code and ``audio``'s,
 #: so an edited extractor is recomputed without anyone bumping this). Bump it for what the code
@@ -23,8 +23,8 @@ STATISTICS = ("mean", "std", "min", "max", "median")
 
 def feature_code(module: ModuleType) -> str:
     """Digest of the code a feature set's values come from: its ``module``, this one and the audio loader."""
-    from .. import audio
-    from ..fingerprint import code_digest
+    from ..core.fingerprint import code_digest
+    from ..data import audio
 
     return code_digest(audio, sys.modules[__name__], module)
 
@@ -110,7 +110,7 @@ class FeatureExtractor:
         return np.stack(rows)
 
     def __call__(self, path: str | Path) -> np.ndarray:
-        """Load ``path`` with :func:`ser_utils.audio.load_audio` and extract; errors name the file."""
+        """Load ``path`` with :func:`ser_utils.data.audio.load_audio` and extract; errors name the file."""
         wave = load_audio(path, self.config.sample_rate)
         try:
             return self.extract(wave)

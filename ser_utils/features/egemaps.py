@@ -11,8 +11,8 @@ from importlib import metadata
 
 import numpy as np
 
-from .. import interrupts
-from ..audio import SAMPLE_RATE
+from ..core import interrupts
+from ..data.audio import SAMPLE_RATE
 from .base import FEATURE_VERSION, FeatureError, FeatureExtractor, check_wave, config_to_dict, feature_code
 
 

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ..cache import MIN_PARALLEL, ArrayCache, cached_map
+from ..core.cache import MIN_PARALLEL, ArrayCache, cached_map
 from .egemaps import EgemapsConfig, EgemapsFeatures
 from .mfcc_set import FeatureConfig, LibrosaFeatures
 
@@ -69,7 +69,7 @@ class FeatureTable:
 
 def extract_corpus(meta: pd.DataFrame, extractor, cache_root: str | Path, *, n_jobs: int = -1,
                    min_parallel: int = MIN_PARALLEL, progress: bool = True) -> FeatureTable:
-    """Features of every clip in a :func:`ser_utils.corpus.discover` table, cached under ``cache_root``.
+    """Features of every clip in a :func:`ser_utils.data.corpus.discover` table, cached under ``cache_root``.
 
     Clips run in parallel (``n_jobs`` joblib processes, from ``min_parallel`` clips to compute on) with a
     progress bar; results are cached per

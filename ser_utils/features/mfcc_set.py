@@ -25,7 +25,7 @@ from importlib import metadata
 
 import numpy as np
 
-from ..audio import SAMPLE_RATE
+from ..data.audio import SAMPLE_RATE
 from .base import (
     FEATURE_VERSION,
     STATISTICS,

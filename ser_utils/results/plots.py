@@ -1,0 +1,225 @@
+"""Figures shared by the notebooks. Each function returns a matplotlib ``Figure``."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import librosa
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import seaborn as sns
+
+from ..data.audio import SAMPLE_RATE, load_audio
+from ..data.corpus import EMOTIONS
+
+
+def count_bars(meta: pd.DataFrame, columns: Sequence[str] = ("emotion", "actor", "gender", "intensity")):
+    """Clip counts per value of each column, one panel per column."""
+    fig, axes = plt.subplots(1, len(columns), figsize=(4.2 * len(columns), 3.2),
+                             gridspec_kw={"width_ratios": [max(meta[c].nunique(), 2) for c in columns]})
+    for ax, column in zip(np.atleast_1d(axes), columns, strict=True):
+        counts = meta[column].value_counts(sort=False).sort_index()
+        ax.bar(counts.index.astype(str), counts.to_numpy(), color="#4C72B0")
+        ax.set_title(f"clips per {column}")
+        ax.tick_params(axis="x", rotation=90 if len(counts) > 4 else 0)
+    fig.tight_layout()
+    return fig
+
+
+def duration_hist(meta: pd.DataFrame):
+    """Histogram of clip durations in seconds, by emotion."""
+    fig, ax = plt.subplots(figsize=(8, 3.2))
+    sns.histplot(meta, x="duration", hue="emotion", multiple="stack", bins=30, ax=ax,
+                 hue_order=EMOTIONS)
+    ax.set_xlabel("duration (s)")
+    fig.tight_layout()
+    return fig
+
+
+def log_mel_db(wave: np.ndarray, n_mels: int = 64) -> np.ndarray:
+    """Log-mel spectrogram in dB (25 ms window, 10 ms hop at 16 kHz); shape ``(n_mels, frames)``."""
+    mel = librosa.feature.melspectrogram(y=wave, sr=SAMPLE_RATE, n_fft=400, hop_length=160,
+                                         n_mels=n_mels)
+    return librosa.power_to_db(mel, ref=np.max)
+
+
+def examples_per_emotion(meta: pd.DataFrame, actor: int | None = None, statement: int = 1):
+    """Waveform and log-mel spectrogram of one clip per emotion (same actor and sentence)."""
+    actor = actor if actor is not None else int(meta["actor"].min())
+    rows = meta[(meta["actor"] == actor) & (meta["statement"] == statement)
+                & (meta["intensity"] == "normal") & (meta["repetition"] == 1)]
+    fig, axes = plt.subplots(2, len(EMOTIONS), figsize=(2.3 * len(EMOTIONS), 4.2), sharey="row")
+    for col, emotion in enumerate(EMOTIONS):
+        match = rows[rows["emotion"] == emotion]
+        axes[0, col].set_title(emotion)
+        if match.empty:
+            continue
+        wave = load_audio(match["path"].iloc[0])
+        axes[0, col].plot(np.arange(len(wave)) / SAMPLE_RATE, wave, lw=0.4, color="#333")
+        axes[1, col].imshow(log_mel_db(wave), origin="lower", aspect="auto", cmap="magma",
+                            extent=(0, len(wave) / SAMPLE_RATE, 0, 64))
+        axes[1, col].set_xlabel("s")
+    axes[0, 0].set_ylabel("amplitude")
+    axes[1, 0].set_ylabel("mel band")
+    fig.suptitle(f"actor {actor:02d}, statement {statement}, normal intensity")
+    fig.tight_layout()
+    return fig
+
+
+def by_emotion_box(stats: pd.DataFrame, columns: Sequence[str], labels: Sequence[str] | None = None):
+    """Box plots of per-clip statistics by emotion, one panel per column."""
+    fig, axes = plt.subplots(1, len(columns), figsize=(5.5 * len(columns), 3.4))
+    for ax, column, label in zip(np.atleast_1d(axes), columns, labels or columns, strict=True):
+        sns.boxplot(stats, x="emotion", y=column, order=EMOTIONS, ax=ax, color="#8fb3d9", fliersize=2)
+        ax.set_ylabel(label)
+        ax.tick_params(axis="x", rotation=45)
+    fig.tight_layout()
+    return fig
+
+
+def confusion_heatmap(confusion: np.ndarray, labels: Sequence[str] = EMOTIONS, title: str = "",
+                      normalize: bool = True, ax=None):
+    """Confusion matrix as a heat map; rows (true class) normalized to sum to 1 when ``normalize``."""
+    matrix = confusion / np.maximum(confusion.sum(1, keepdims=True), 1) if normalize else confusion
+    if ax is None:
+        _, ax = plt.subplots(figsize=(5.2, 4.4))
+    sns.heatmap(matrix, annot=True, fmt=".2f" if normalize else "d", cmap="Blues", vmin=0,
+                vmax=1 if normalize else None, xticklabels=labels, yticklabels=labels, cbar=False, ax=ax)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(title)
+    ax.figure.tight_layout()
+    return ax.figure
+
+
+def protocol_confusions(system: str, confusions: dict[str, np.ndarray], uars: dict[str, float]):
+    """One system's row-normalised confusion matrices side by side, one per protocol (title: its UAR)."""
+    fig, axes = plt.subplots(1, len(confusions), figsize=(5.5 * len(confusions), 4.6), squeeze=False)
+    for ax, (protocol, confusion) in zip(axes[0], confusions.items(), strict=True):
+        confusion_heatmap(confusion, title=f"{system}, {protocol} (UAR {100 * uars[protocol]:.1f} %)", ax=ax)
+    fig.tight_layout()
+    return fig
+
+
+def family_importance(drops: dict[str, pd.DataFrame]):
+    """Permutation importance per feature family (``importance.fold_family_importance`` tables, one per
+    system): the UAR drop when a family is shuffled, with its spread over folds."""
+    fig, axes = plt.subplots(1, len(drops), figsize=(5.5 * len(drops), 4), squeeze=False)
+    for ax, (system, frame) in zip(axes[0], drops.items(), strict=True):
+        frame.iloc[::-1].plot.barh(x="family", y="uar_drop_mean", xerr="uar_drop_std_over_folds", ax=ax,
+                                   legend=False, color="#4C72B0")
+        ax.set_title(system)
+        ax.set_xlabel("UAR drop when shuffled (points of 1)")
+    fig.tight_layout()
+    return fig
+
+
+def training_curves(histories: dict, metric: str = "val_uar"):
+    """Validation curves of fine-tuning runs: one panel per system, one line per fold.
+
+    ``histories`` maps ``(system, protocol, fold)`` to an epoch log table (``log.jsonl``).
+    """
+    systems = sorted({key[0] for key in histories})
+    fig, axes = plt.subplots(1, max(len(systems), 1), figsize=(5.5 * max(len(systems), 1), 3.4), squeeze=False)
+    for ax, system in zip(axes[0], systems, strict=False):
+        for (name, protocol, fold), log in sorted(histories.items()):
+            if name == system:
+                ax.plot(log["epoch"], log[metric], marker=".", label=f"{protocol} {fold}")
+        ax.set_title(system)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(metric.replace("_", " "))
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def layer_probe(probe: pd.DataFrame, title: str = ""):
+    """UAR of a linear probe on each hidden layer (mean +/- std over folds)."""
+    summary = probe.groupby("layer")["uar"].agg(["mean", "std"])
+    fig, ax = plt.subplots(figsize=(6.5, 3.2))
+    if title:
+        ax.set_title(title)
+    ax.errorbar(summary.index, summary["mean"], yerr=summary["std"], marker="o", capsize=3)
+    ax.set_xlabel("hidden layer (0 = input to the transformer)")
+    ax.set_ylabel("probe UAR")
+    ax.set_xticks(summary.index)
+    fig.tight_layout()
+    return fig
+
+
+def protocol_bars(gap: pd.DataFrame, metric_label: str = "accuracy", claimed: tuple[float, float] | None = None):
+    """Per system: the random split next to unseen actors (``results.leakage_gap`` output), in %;
+    ``claimed`` shades a published range (low, high, in %) under the random split."""
+    fig, ax = plt.subplots(figsize=(max(6.0, 0.7 * len(gap) + 2), 3.6))
+    x = np.arange(len(gap))
+    ax.bar(x - 0.2, 100 * gap["random-80-20"], 0.4, label="random-80-20 (actors shared)", color="#c44e52")
+    ax.bar(x + 0.2, 100 * gap["actor-kfold"], 0.4, label="actor-kfold (unseen actors)", color="#4c72b0")
+    for xi, value in zip(x, gap["gap"], strict=True):
+        ax.text(xi, 100 * gap["random-80-20"].max() + 3, f"{100 * value:+.0f}", ha="center", fontsize=8)
+    ax.set_xticks(x, gap.index, rotation=40, ha="right")
+    ax.set_ylabel(f"{metric_label} (%)")
+    ax.set_ylim(0, 100)
+    ax.axhline(100 / 8, color="grey", lw=0.8, ls=":", label="chance (8 classes)")
+    if claimed is not None:
+        ax.axhspan(*claimed, color="orange", alpha=0.2,
+                   label=f"claimed {claimed[0]:.0f}-{claimed[1]:.0f} % (random split)")
+    ax.legend(fontsize=8, loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=3, frameon=False)
+    fig.tight_layout()
+    return fig
+
+
+def grouped_bars(frame: pd.DataFrame, ylabel: str, title: str = ""):
+    """Bars of a (systems x groups) table: one colour per system, groups along x."""
+    fig, ax = plt.subplots(figsize=(max(6.5, 0.55 * frame.shape[1] * max(len(frame), 1) / 2 + 3), 3.4))
+    width = 0.8 / max(len(frame), 1)
+    x = np.arange(frame.shape[1])
+    for i, (system, row) in enumerate(frame.iterrows()):
+        ax.bar(x + (i - (len(frame) - 1) / 2) * width, row.to_numpy(dtype=float), width, label=system)
+    ax.set_xticks(x, [str(c) for c in frame.columns], rotation=0 if frame.shape[1] <= 8 else 90)
+    ax.set_ylabel(ylabel)
+    ax.set_ylim(0, 1)
+    ax.set_title(title)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def enrolment_curve(curve: pd.DataFrame, plain_uar: float | None = None, title: str = ""):
+    """Mean UAR over folds (with the fold range and ± std) against enrolment clips per speaker
+    (``normalized_systems.enrolment_curve`` output; ``clips`` in order, "all" last), in %."""
+    stats = curve.groupby("clips", sort=False)["uar"].agg(["mean", "std", "min", "max"]) * 100
+    x = np.arange(len(stats))
+    fig, ax = plt.subplots(figsize=(6.5, 3.6))
+    ax.fill_between(x, stats["min"], stats["max"], color="#4c72b0", alpha=0.15, label="fold range")
+    ax.errorbar(x, stats["mean"], yerr=stats["std"], marker="o", color="#4c72b0", capsize=3,
+                label="mean ± std over folds")
+    if plain_uar is not None:
+        ax.axhline(100 * plain_uar, color="#c44e52", ls="--", lw=1, label="no normalization")
+    ax.axhline(100 / 8, color="grey", lw=0.8, ls=":", label="chance (8 classes)")
+    ax.set_xticks(x, stats.index)
+    ax.set_xlabel("enrolment clips per speaker (unlabelled)")
+    ax.set_ylabel("actor-kfold UAR (%)")
+    ax.set_title(title)
+    ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    return fig
+
+
+def cross_corpus_bars(table: pd.DataFrame, metric: str = "uar"):
+    """One panel per corpus: ``metric`` (%) per model and adaptation, for each label mode
+    (``crosscorpus.cross_corpus_table`` output; "not run" rows are left out)."""
+    done = table[table["status"] == "ok"]
+    corpora = list(dict.fromkeys(done["corpus"]))
+    fig, axes = plt.subplots(1, max(len(corpora), 1), figsize=(6.5 * max(len(corpora), 1), 3.6), squeeze=False)
+    for ax, corpus in zip(axes[0], corpora, strict=False):
+        part = done[done["corpus"] == corpus]
+        frame = part.pivot_table(index=["model", "labels"], columns="adapt", values=metric, sort=False) * 100
+        frame.plot.bar(ax=ax, rot=0)
+        ax.set_xticklabels([f"{m}\n{lab} labels" for m, lab in frame.index], fontsize=8)
+        ax.set_xlabel("")
+        ax.set_ylabel(f"{metric.upper() if metric == 'uar' else metric} (%)")
+        ax.set_title(corpus)
+        ax.legend(title="adapt", fontsize=8)
+    fig.tight_layout()
+    return fig

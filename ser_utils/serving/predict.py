@@ -1,0 +1,304 @@
+"""Use a trained model on your own audio: load once, predict many.
+
+:class:`EmotionRecognizer` wraps either a fine-tuned wav2vec2 directory (``ser_config.json`` +
+``model.safetensors``) or a saved baseline pipeline (``config.json`` + ``pipeline.skops``); the model
+directory carries its labels and pre-processing, so nothing is guessed at prediction time.
+
+Audio longer than ``window`` seconds is scored in overlapping windows (``hop`` seconds apart, the last
+one aligned with the end); the file's probabilities are the mean over its non-silent windows.
+Files are read one after another as they are scored (:meth:`EmotionRecognizer.iter_predictions`), so
+memory stays flat whatever the number of files.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import warnings
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ..core import interrupts
+from ..core.config import SettingError
+from ..data.audio import SAMPLE_RATE, SILENCE_PEAK, AudioError, SilentAudioError, is_silent, level_warning, load_audio
+from ..models.deployable import Deployable, load_deployable
+
+DEFAULT_WINDOW = 6.0  # seconds: longer than any RAVDESS clip (2.9-5.3 s), so those are scored whole
+DEFAULT_HOP = 3.0
+#: Audio held in memory at once while scoring many files, in seconds (10 minutes at 16 kHz: 38 MB):
+#: short clips are batched together up to this much (enough to fill GPU batches), a longer file is
+#: scored on its own. Memory does not grow with the number of files.
+BUFFER_SECONDS = 600.0
+#: What a recognizer reads from its model (:class:`~ser_utils.models.deployable.Deployable`).
+INTERFACE = ("labels", "sample_rate", "min_seconds", "needs_groups", "normalization", "describe")
+
+
+@dataclass
+class FilePrediction:
+    """Scores of one file: per-window rows and the aggregate.
+
+    ``windows`` has columns ``start``, ``end`` (seconds), ``silent`` and one probability per label;
+    ``probabilities`` (label -> probability, summing to 1) is the mean over non-silent windows;
+    ``warning`` is ``""`` or a line saying why the scores may mean little (a peak far above full scale).
+    """
+
+    path: str
+    duration: float
+    probabilities: dict[str, float]
+    windows: pd.DataFrame = field(repr=False)
+    warning: str = ""
+
+    @property
+    def emotion(self) -> str:
+        return max(self.probabilities, key=self.probabilities.get)
+
+    def to_dict(self) -> dict:
+        return {"file": self.path, "duration": round(self.duration, 3), "emotion": self.emotion,
+                "probabilities": {k: round(v, 6) for k, v in self.probabilities.items()},
+                "warning": self.warning or None, "windows": self.windows.round(6).to_dict(orient="records")}
+
+
+def check_window(window: float | None, hop: float | None) -> str | None:
+    """Validate the scoring window and hop (seconds) before any work is done.
+
+    Raises :class:`~ser_utils.core.config.SettingError` (``setting``: ``window`` or ``hop``) unless both are
+    finite and positive (``None`` means "whole file" for ``window`` and "= window" for ``hop``). Returns
+    a warning text when ``hop`` is longer than ``window`` - parts of long files are then never scored -
+    else ``None``.
+    """
+    for name, value in (("window", window), ("hop", hop)):
+        if value is not None and not (isinstance(value, int | float) and math.isfinite(value) and value > 0):
+            raise SettingError(f"the scoring {name} must be a positive number of seconds, got {value}", name)
+    if window is not None and hop is not None and hop > window:
+        return (f"the hop ({hop:g} s) is longer than the window ({window:g} s): {hop - window:g} s of every "
+                f"{hop:g} s of audio longer than the window are not scored")
+    return None
+
+
+def window_bounds(n_samples: int, window: float | None, hop: float | None,
+                  sample_rate: int = SAMPLE_RATE) -> list[tuple[int, int]]:
+    """``(start, end)`` sample bounds of the scoring windows of a clip of ``n_samples``.
+
+    One window covering everything when the clip fits in ``window`` (or ``window`` is ``None``);
+    otherwise windows every ``hop`` seconds plus a last one that ends with the clip.
+    """
+    check_window(window, hop)
+    if window is None or n_samples <= window * sample_rate:
+        return [(0, n_samples)]
+    size, step = int(window * sample_rate), int((hop or window) * sample_rate)
+    if size <= 0 or step <= 0:
+        raise ValueError(f"window {window} s and hop {hop} s must each span at least one sample")
+    starts = list(range(0, n_samples - size + 1, step))
+    if starts[-1] + size < n_samples:
+        starts.append(n_samples - size)
+    return [(s, s + size) for s in starts]
+
+
+class EmotionRecognizer:
+    """A trained emotion model, ready for audio files or waveforms.
+
+    >>> recognizer = EmotionRecognizer.from_pretrained("path/to/model")       # doctest: +SKIP
+    >>> recognizer.predict_file("speech.wav").emotion                          # doctest: +SKIP
+    """
+
+    def __init__(self, model: Deployable):
+        self.model = model
+
+    def __getattr__(self, name: str):
+        """The model's side of the interface (labels, sample_rate, min_seconds, needs_groups, normalization,
+        describe), read from the model itself: one definition, in :mod:`ser_utils.models.deployable`."""
+        if name in INTERFACE:
+            return getattr(self.__dict__["model"], name)
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+
+    @classmethod
+    def from_pretrained(cls, directory: str | Path, device: str | None = None, *,
+                        allow_pickle: bool = False) -> EmotionRecognizer:
+        """Load any deployable model folder (:func:`load_deployable`).
+
+        ``allow_pickle=True`` also loads an old baseline saved as ``pipeline.joblib`` - a pickle, which
+        runs any code it holds: only for folders you made yourself.
+        """
+        return cls(load_deployable(directory, device, allow_pickle=allow_pickle))
+
+    def predict_proba(self, waves: Sequence[np.ndarray], groups: Sequence[str] | None = None) -> np.ndarray:
+        """Probabilities ``(n, n_labels)`` of float32 mono clips at :attr:`sample_rate`; ``groups`` (one
+        per clip) adapts features per group (models that have features to adapt)."""
+        return self.model.predict_proba(list(waves), groups=groups)
+
+    def predict_wave(self, wave: np.ndarray, *, window: float | None = DEFAULT_WINDOW,
+                     hop: float | None = DEFAULT_HOP, name: str = "<waveform>") -> FilePrediction:
+        """Score one waveform (windows when longer than ``window``)."""
+        return self._score([(name, wave)], window, hop)[0]
+
+    def predict_file(self, path: str | Path, *, window: float | None = DEFAULT_WINDOW,
+                     hop: float | None = DEFAULT_HOP) -> FilePrediction:
+        """Score one audio file (any format, rate and channel count soundfile reads)."""
+        return self.predict_wave(load_audio(path, self.sample_rate, max_seconds=None), window=window,
+                                 hop=hop, name=str(path))
+
+    def iter_predictions(self, paths: Iterable[str | Path], *, window: float | None = DEFAULT_WINDOW,
+                         hop: float | None = DEFAULT_HOP,
+                         buffer_seconds: float = BUFFER_SECONDS) -> Iterator[tuple[str, FilePrediction | None, str]]:
+        """Score files as they are read: yields ``(path, prediction, "")`` or ``(path, None, reason)``
+        per file, in order.
+
+        ``paths`` is consumed lazily and at most ``buffer_seconds`` of audio (or one longer file) is held
+        at once, so memory does not grow with the number of files; short clips in the buffer are
+        scored in one batch. Inside :func:`ser_utils.core.interrupts.deferred`, a Ctrl-C or SIGTERM stops the
+        iteration before the next file (``interrupts.Interrupted``), never as a file's failure.
+        """
+        check_window(window, hop)
+        buffer, held = [], 0
+        for path in paths:
+            interrupts.check()  # a Ctrl-C / SIGTERM (inside interrupts.deferred) stops here, between files
+            try:
+                wave = load_audio(path, self.sample_rate, max_seconds=None)
+            except AudioError as err:
+                yield from self._score_buffer(buffer, window, hop)
+                buffer, held = [], 0
+                yield str(path), None, str(err)
+                continue
+            if buffer and held + len(wave) > buffer_seconds * self.sample_rate:
+                yield from self._score_buffer(buffer, window, hop)
+                buffer, held = [], 0
+            buffer.append((str(path), wave))
+            held += len(wave)
+        yield from self._score_buffer(buffer, window, hop)
+
+    def _score_buffer(self, named_waves, window, hop) -> Iterator[tuple[str, FilePrediction | None, str]]:
+        if not named_waves:
+            return
+        try:
+            predictions = self._score(named_waves, window, hop)
+        except ValueError:  # one unusable clip (e.g. too short for the model): isolate it, score the rest
+            for name, wave in named_waves:
+                interrupts.check()
+                try:
+                    yield name, self._score([(name, wave)], window, hop)[0], ""
+                except ValueError as err:
+                    yield name, None, str(err) if str(err).startswith(name) else f"{name}: {err}"
+            return
+        for prediction in predictions:
+            yield prediction.path, prediction, ""
+
+    def predict_files(self, paths: Iterable[str | Path], *, window: float | None = DEFAULT_WINDOW,
+                      hop: float | None = DEFAULT_HOP,
+                      groups: Sequence[str] | None = None) -> tuple[list[FilePrediction], dict[str, str]]:
+        """Score many files (see :meth:`iter_predictions`). Returns the predictions of the files that
+        worked and, for each file that did not, the reason (the good ones are still scored).
+
+        ``groups`` (one per path: speaker, or one name for all) adapts features per group; the
+        group statistics come from the group's readable files, so those files are loaded together.
+        ``normalization.GroupError`` (a group too small, or a speaker-normalized model without groups)
+        is raised, not isolated.
+        """
+        check_window(window, hop)
+        if groups is not None:
+            return self._predict_grouped(list(paths), list(groups), window, hop)
+        if self.needs_groups:
+            self.predict_proba([], groups=None)  # raises GroupError: this model needs groups
+        predictions, failures = [], {}
+        for path, prediction, reason in self.iter_predictions(paths, window=window, hop=hop):
+            if prediction is None:
+                failures[path] = reason
+            else:
+                predictions.append(prediction)
+        return predictions, failures
+
+    def _predict_grouped(self, paths: list, groups: list, window, hop) -> tuple[list[FilePrediction], dict[str, str]]:
+        from ..features.normalization import GroupError
+
+        if len(groups) != len(paths):
+            raise ValueError(f"{len(groups)} groups for {len(paths)} files")
+        paths, groups = _once_each(paths, groups)
+        loaded, kept, failures = [], [], {}
+        for path, group in zip(paths, groups, strict=True):
+            interrupts.check()
+            try:
+                loaded.append((str(path), load_audio(path, self.sample_rate, max_seconds=None)))
+                kept.append(str(group))
+            except AudioError as err:
+                failures[str(path)] = str(err)
+        try:
+            return self._score(loaded, window, hop, kept), failures
+        except GroupError:
+            raise
+        except ValueError:  # an unusable clip: find it alone (no group needed to tell), then score the rest together
+            usable = []
+            for (name, wave), group in zip(loaded, kept, strict=True):
+                try:
+                    self._summarisable(wave, window, hop)
+                    usable.append(((name, wave), group))
+                except ValueError as err:
+                    failures[name] = f"{name}: {err}"
+            return self._score([u for u, _ in usable], window, hop, [g for _, g in usable]), failures
+
+    def _summarisable(self, wave: np.ndarray, window, hop) -> None:
+        """Raise the ValueError a clip's windows give the model, without scoring them."""
+        pieces = [wave[a:b] for a, b in window_bounds(len(wave), window, hop, self.sample_rate)
+                  if not is_silent(wave[a:b])]
+        self.model.check_clips(pieces or [wave])
+
+    def _score(self, named_waves: list[tuple[str, np.ndarray]], window, hop,
+               groups: Sequence[str] | None = None) -> list[FilePrediction]:
+        pieces, owners = [], []
+        plans = []
+        for index, (_, wave) in enumerate(named_waves):
+            bounds = window_bounds(len(wave), window, hop, self.sample_rate)
+            silent = [is_silent(wave[a:b]) for a, b in bounds]
+            plans.append((bounds, silent))
+            for (a, b), quiet in zip(bounds, silent, strict=True):
+                if not quiet:
+                    pieces.append(wave[a:b])
+                    owners.append(index)
+        piece_groups = None if groups is None else [groups[i] for i in owners]
+        probs = (self.predict_proba(pieces, groups=piece_groups) if pieces
+                 else np.zeros((0, len(self.labels))))
+        results, cursor = [], 0
+        for (name, wave), (bounds, silent) in zip(named_waves, plans, strict=True):
+            rows = []
+            for (a, b), quiet in zip(bounds, silent, strict=True):
+                p = np.full(len(self.labels), np.nan) if quiet else probs[cursor]
+                cursor += 0 if quiet else 1
+                rows.append({"start": a / self.sample_rate, "end": b / self.sample_rate, "silent": quiet,
+                             **dict(zip(self.labels, map(float, p), strict=True))})
+            table = pd.DataFrame(rows)
+            if table["silent"].all():
+                raise SilentAudioError(f"{name}: silent (peak amplitude below {SILENCE_PEAK:g} once its mean, "
+                                       "the DC offset, is removed)")
+            voiced = table.loc[~table["silent"], list(self.labels)]
+            mean = voiced.mean().to_numpy()
+            results.append(FilePrediction(name, len(wave) / self.sample_rate,
+                                          dict(zip(self.labels, map(float, mean / mean.sum()), strict=True)),
+                                          table, level_warning(wave, name) or ""))
+        return results
+
+
+def _once_each(paths: list, groups: list) -> tuple[list, list]:
+    """Each file once (by its real path), so a file named three times is one clip of its group, not
+    three; a file given under two groups is a ``GroupError``."""
+    from ..features.normalization import GroupError
+
+    seen: dict[str, tuple[str, str]] = {}
+    kept_paths, kept_groups, repeated = [], [], []
+    for path, group in zip(paths, groups, strict=True):
+        key = os.path.realpath(path)
+        if key in seen:
+            if seen[key][1] != str(group):
+                raise GroupError(f"{path}: in two groups ({seen[key][1]!r} and {str(group)!r}); a clip's "
+                                 "statistics can count for one group only")
+            repeated.append(seen[key][0])
+            continue
+        seen[key] = (str(path), str(group))
+        kept_paths.append(path)
+        kept_groups.append(group)
+    if repeated:
+        names = list(dict.fromkeys(repeated))
+        warnings.warn(f"{len(names)} file(s) given more than once ({', '.join(names[:3])}"
+                      f"{', ...' if len(names) > 3 else ''}): each counts once in its group", stacklevel=3)
+    return kept_paths, kept_groups

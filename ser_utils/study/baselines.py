@@ -1,0 +1,240 @@
+"""Classical baselines: scikit-learn pipelines on clip-level features, under both protocols.
+
+* the classifiers: ``StandardScaler`` + Random Forest, Logistic Regression, RBF SVM or MLP
+  (:mod:`ser_utils.models.classifiers`), with the small grids searched here (:data:`GRIDS`).
+* :func:`evaluate_systems` - for every system and every split: choose hyper-parameters from a small
+  grid by validation UAR (the split's ``val`` clips: validation *actors* under ``actor-kfold``),
+  refit the chosen setting on train + val, and predict the test clips once. The test clips are
+  handed to one call only, the final ``predict``; nothing chosen depends on them.
+* :func:`write_results` - metrics (``metrics/baselines.csv`` through ``results.store``), per-clip
+  predictions and the selection log under a profile's ``results_dir``.
+
+What builds on these: :mod:`ser_utils.study.importance` (fold models refit, permutation importance of
+feature families), :mod:`ser_utils.models.baseline` (the deployable pipeline, waveforms in), and
+:mod:`ser_utils.results.tables` (tables across systems, the best system).
+
+System names are ``<feature set>+<classifier>``, e.g. ``mfcc-set+svm`` or ``egemaps+mlp``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from joblib import Parallel, delayed
+from sklearn.base import BaseEstimator
+
+from ..core.progress import progress as progress_bar
+from ..evaluation.metrics import metric_row, prediction_table, score, summarise
+from ..evaluation.splits import Split
+from ..features import FeatureExtractor, FeatureTable
+from ..models.baseline import BaselineModel
+from ..models.classifiers import CLASSIFIERS, fit_quietly, make_classifier
+from ..results.store import write_group
+
+#: The small grids searched on validation data (parameters of the classifier step). Kept small on
+#: purpose: a few hundred validation clips cannot tell finer settings apart.
+GRIDS: dict[str, list[dict]] = {
+    "rf": [{"max_features": "sqrt"}, {"max_features": 0.1}],
+    "logreg": [{"C": c} for c in (0.001, 0.01, 0.1, 1.0)],
+    "svm": [{"C": c} for c in (1.0, 10.0, 100.0)],
+    "mlp": [{"alpha": a} for a in (0.01, 0.1, 1.0)],
+}
+
+
+#: The smoke profile's grids: cheap settings (fewer trees, fewer MLP epochs) that only show that the
+#: pipeline runs; two settings where fitting is cheap, so that selection still chooses something.
+SMOKE_GRIDS: dict[str, list[dict]] = {
+    "rf": [{"max_features": "sqrt", "n_estimators": 50}],
+    "logreg": [{"C": 0.01}, {"C": 0.1}],
+    "svm": [{"C": 1.0}, {"C": 10.0}],
+    "mlp": [{"alpha": 0.1, "max_iter": 100}],
+}
+
+
+def select_params(classifier: str, grid: Sequence[dict], X_train: np.ndarray, y_train: np.ndarray,
+                  X_val: np.ndarray, y_val: np.ndarray, seed: int = 0) -> tuple[dict, list[dict]]:
+    """Fit every setting of ``grid`` on the training part and score it on the validation part.
+
+    Returns the chosen parameters (highest validation UAR; the earlier grid point wins a tie) and one
+    record per setting (``params``, ``val_uar``, ``val_accuracy``). Only the arrays passed here are
+    seen, so a caller that passes no test clip cannot leak one into the choice.
+    """
+    if not len(grid):
+        raise ValueError(f"{classifier}: empty hyper-parameter grid")
+    trials = []
+    for params in grid:
+        model = fit_quietly(make_classifier(classifier, params, seed), X_train, y_train)
+        val = score(y_val, model.predict(X_val))
+        trials.append({"params": dict(params), "val_uar": val.uar, "val_accuracy": val.accuracy})
+    best = max(range(len(trials)), key=lambda i: (trials[i]["val_uar"], -i))
+    return dict(grid[best]), trials
+
+
+@dataclass
+class _FoldOutcome:
+    params: dict
+    trials: list[dict]
+    predicted: np.ndarray
+    model: BaseEstimator | None
+
+
+def _run_split(classifier: str, grid: Sequence[dict], X: np.ndarray, y: np.ndarray,
+               masks: tuple[np.ndarray, np.ndarray, np.ndarray], seed: int, keep_model: bool) -> _FoldOutcome:
+    train, val, test = masks
+    params, trials = select_params(classifier, grid, X[train], y[train], X[val], y[val], seed)
+    model = fit_quietly(make_classifier(classifier, params, seed), X[train | val], y[train | val])
+    return _FoldOutcome(params, trials, model.predict(X[test]), model if keep_model else None)
+
+
+@dataclass
+class SystemResult:
+    """One system under one protocol: per-fold metric rows, per-clip predictions, the selection log
+    (every grid point's validation score per fold) and, when asked for, the fitted fold models."""
+
+    system: str
+    feature_set: str
+    classifier: str
+    protocol: str
+    rows: list[dict]
+    predictions: pd.DataFrame
+    selections: pd.DataFrame
+    models: dict[int, BaseEstimator] = field(default_factory=dict)
+    families: tuple[str, ...] | None = None
+
+    def table(self, tables: dict[str, FeatureTable]) -> FeatureTable:
+        """The feature table this system was evaluated on (its families only, if restricted)."""
+        table = tables[self.feature_set]
+        return table.select(self.families) if self.families else table
+
+    @property
+    def confusion(self) -> np.ndarray:
+        """Confusion matrix summed over folds, ``(8, 8)``, rows = true class in ``EMOTIONS`` order."""
+        return score(self.predictions["emotion"], self.predictions["predicted"]).confusion
+
+    def chosen_params(self) -> dict:
+        """The setting chosen most often over folds (ties: the best mean validation UAR)."""
+        chosen = self.selections[self.selections["chosen"]]
+        counts = Counter(chosen["params"])
+        mean_uar = self.selections.groupby("params")["val_uar"].mean()
+        best = max(counts, key=lambda p: (counts[p], mean_uar[p]))
+        return json.loads(best)
+
+
+def choice_counts(selections: pd.DataFrame, column: str = "params") -> pd.DataFrame:
+    """What was chosen on validation, counted over folds: one cell per system (rows) and protocol
+    (columns), e.g. ``{"C": 1.0} x4, {"C": 10.0} x2``. ``selections``: the ``selections`` of results
+    (with a ``protocol`` column), ``column``: ``params`` or ``variance``."""
+    chosen = selections[selections["chosen"]]
+    return (chosen.groupby(["system", "protocol"])[column]
+            .agg(lambda values: ", ".join(f"{v} x{n}" for v, n in values.value_counts().items()))
+            .unstack("protocol"))
+
+
+@dataclass(frozen=True)
+class SystemSpec:
+    """A feature set (optionally restricted to some families) + classifier, under a system name."""
+
+    feature_set: str
+    classifier: str
+    families: tuple[str, ...] | None = None
+    name: str | None = None
+
+    @property
+    def system(self) -> str:
+        return self.name or f"{self.feature_set}+{self.classifier}"
+
+
+def evaluate_systems(tables: dict[str, FeatureTable], specs: Iterable[SystemSpec],
+                     splits: dict[str, list[Split]], *, grids: dict[str, list[dict]] | None = None,
+                     seed: int = 0, n_jobs: int = -1, keep_models: bool = False,
+                     progress: bool = True) -> list[SystemResult]:
+    """Evaluate every system under every protocol in ``splits`` (protocol -> its splits).
+
+    Each (system, split) pair is one joblib task: select on ``val``, refit on ``train + val``, predict
+    ``test`` (see :func:`select_params`). Clips without features (failed extraction) are missing from
+    the table and hence from every split; the metric row's ``note`` says how many.
+    Returns one :class:`SystemResult` per system and protocol, in the order given.
+    """
+    grids = grids or GRIDS
+    specs = list(specs)
+    tasks, keys = [], []
+    for spec in specs:
+        table = tables[spec.feature_set]
+        if spec.families:
+            table = table.select(spec.families)
+        y = table.labels
+        for protocol, protocol_splits in splits.items():
+            for split in protocol_splits:
+                masks = split.masks(table.meta)
+                tasks.append(delayed(_run_split)(spec.classifier, grids[spec.classifier], table.X, y, masks,
+                                                 seed, keep_models))
+                keys.append((spec, protocol, split, table, masks))
+    outcomes = Parallel(n_jobs=n_jobs, return_as="generator")(tasks)
+    outcomes = list(progress_bar(outcomes, total=len(tasks), desc="baseline folds", disable=not progress))
+    results: dict[tuple, SystemResult] = {}
+    for (spec, protocol, split, table, masks), outcome in zip(keys, outcomes, strict=True):
+        key = (spec.system, protocol)
+        if key not in results:
+            results[key] = SystemResult(spec.system, spec.feature_set, spec.classifier, protocol, [],
+                                        pd.DataFrame(), pd.DataFrame(), families=spec.families)
+        result = results[key]
+        test = table.meta[masks[2]]
+        missing = len(split.test) - len(test)
+        note = f"{missing} test clip(s) without features" if missing else ""
+        result.rows.append(metric_row(spec.system, protocol, split.fold,
+                                      score(test["emotion"].astype(str), outcome.predicted), note=note))
+        predictions = prediction_table(spec.system, protocol, split.fold, test, outcome.predicted)
+        selections = pd.DataFrame([{"system": spec.system, "protocol": protocol, "fold": split.fold,
+                                    "params": json.dumps(t["params"], sort_keys=True),
+                                    "val_uar": t["val_uar"], "val_accuracy": t["val_accuracy"],
+                                    "chosen": t["params"] == outcome.params} for t in outcome.trials])
+        result.predictions = pd.concat([result.predictions, predictions], ignore_index=True)
+        result.selections = pd.concat([result.selections, selections], ignore_index=True)
+        if outcome.model is not None:
+            result.models[split.fold] = outcome.model
+    return list(results.values())
+
+
+def summary_table(results: Iterable[SystemResult]) -> pd.DataFrame:
+    """Mean and standard deviation over folds of accuracy, UAR and macro-F1 per system and protocol."""
+    return summarise(pd.DataFrame([row for r in results for row in r.rows]))
+
+
+def write_results(results: Sequence[SystemResult], results_dir: str | Path, group: str = "baselines") -> Path:
+    """Write metrics (``metrics/<group>.csv``), predictions (``predictions/<system>.csv``, both
+    protocols) and the selection log (``<group>_selection.csv``) through the result store; returns the
+    metrics path."""
+    by_system: dict[str, list[pd.DataFrame]] = {}
+    for r in results:
+        by_system.setdefault(r.system, []).append(r.predictions)
+    return write_group(results_dir, group, [row for r in results for row in r.rows],
+                       {system: pd.concat(frames, ignore_index=True) for system, frames in by_system.items()},
+                       pd.concat([r.selections for r in results], ignore_index=True))
+
+
+def result_of(results: Iterable[SystemResult], system: str, protocol: str = "actor-kfold") -> SystemResult:
+    """The result of ``system`` under ``protocol`` among ``results``."""
+    for result in results:
+        if (result.system, result.protocol) == (system, protocol):
+            return result
+    raise ValueError(f"no result of {system!r} under {protocol!r}")
+
+
+
+def refit_model(result: SystemResult, tables: dict[str, FeatureTable], extractor: FeatureExtractor | None = None,
+                seed: int = 0) -> BaselineModel:
+    """The deployable model of an evaluated system: its classifier refit on every clip of its feature
+    table (``result.table``: the system's families only) with the setting chosen most often over the
+    folds (``SystemResult.chosen_params``)."""
+    return BaselineModel.fit(result.table(tables), result.classifier, result.chosen_params(), seed=seed,
+                             extractor=extractor, system=result.system)
+
+
+__all__ = ["CLASSIFIERS", "GRIDS", "SMOKE_GRIDS", "SystemResult", "SystemSpec", "evaluate_systems", "refit_model",
+           "result_of", "select_params", "summary_table", "write_results"]
