@@ -1,0 +1,154 @@
+"""What sits on an encoder's hidden states: the layer choice, the pooling and the MLP head.
+
+One definition for both ways the study trains a head: :class:`~ser_utils.models.classifier.EmotionClassifier`
+runs them on the encoder's frames, :class:`FrozenHead` on the cached per-layer statistics of the frozen mode.
+The original write-up's recipe is one configuration (:data:`ORIGINAL_RECIPE`: last hidden state, first frame,
+Linear -> ReLU -> Dropout -> Linear); the project's default (:class:`ModelConfig` defaults) is a learned
+weighted sum of all hidden layers with masked mean pooling, the usual choices of the SER literature
+(Pepino et al. 2021; Wang et al. 2021; SUPERB). Every pooling ignores padded frames.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import ClassVar
+
+import torch
+from torch import nn
+
+from ..backbones import FREEZE_MODES, masked_moments
+from ..data.corpus import EMOTIONS
+
+POOLINGS = ("first", "mean", "mean+std")
+LAYER_MODES = ("last", "weighted")
+#: The per-layer statistics of the frozen mode, in cache order.
+STATS = ("first", "mean", "std")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """What the classifier looks like on top of the backbone.
+
+    Attributes
+    ----------
+    pooling : ``"first"`` (frame 0, the original's "CLS-like" token), ``"mean"`` (masked mean over
+        frames) or ``"mean+std"`` (masked statistics pooling; doubles the head's input).
+    layers : ``"last"`` (last hidden state) or ``"weighted"`` (softmax-weighted sum of all hidden
+        states, weights learned).
+    head_hidden : width of the head's hidden layer.
+    dropout : dropout between the head's two linear layers.
+    freeze : ``"feature-encoder"`` (convolutional front end fixed), ``"backbone"`` (only the head
+        and layer weights train) or ``"none"``.
+    labels : class names, in output order.
+    sample_rate : input rate in Hz.
+    normalize : zero-mean unit-variance per clip before the backbone (the encoder's
+        ``normalize_input``: wav2vec2-style checkpoints' ``do_normalize``; never for Whisper).
+    """
+
+    pooling: str = "mean"
+    layers: str = "weighted"
+    head_hidden: int = 256
+    dropout: float = 0.2
+    freeze: str = "feature-encoder"
+    labels: tuple[str, ...] = EMOTIONS
+    sample_rate: int = 16_000
+    normalize: bool = True
+
+    def __post_init__(self):
+        for name, value, allowed in (("pooling", self.pooling, POOLINGS),
+                                     ("layers", self.layers, LAYER_MODES),
+                                     ("freeze", self.freeze, FREEZE_MODES)):
+            if value not in allowed:
+                raise ValueError(f"{name}={value!r}; choose one of {allowed}")
+        object.__setattr__(self, "labels", tuple(self.labels))
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "labels": list(self.labels)}
+
+    @property
+    def pooled_width(self) -> int:
+        """How many ``D``-wide vectors the pooling hands the head (2 for mean+std)."""
+        return 2 if self.pooling == "mean+std" else 1
+
+
+#: The original write-up: last hidden state, first frame, Linear(768, 256) -> ReLU -> Dropout ->
+#: Linear(256, 8), whole backbone trained.
+ORIGINAL_RECIPE = ModelConfig(pooling="first", layers="last", head_hidden=256, dropout=0.3, freeze="none")
+
+
+def layer_weights(config: ModelConfig, n_states: int) -> nn.Parameter | None:
+    """The learned layer weights (logits, zeros: every layer equal at the start), or ``None`` for ``last``."""
+    return nn.Parameter(torch.zeros(n_states)) if config.layers == "weighted" else None
+
+
+def combine_layers(states: torch.Tensor, weights: torch.Tensor | None) -> torch.Tensor:
+    """``(B, L+1, X, D)`` -> ``(B, X, D)``: the last layer, or the softmax-weighted sum over layers
+    (``X``: frames, or the statistics of the frozen mode)."""
+    if weights is None:
+        return states[:, -1]
+    return torch.einsum("l,blxd->bxd", torch.softmax(weights, dim=0).to(states.dtype), states)
+
+
+def mlp_head(width: int, config: ModelConfig) -> nn.Sequential:
+    """Linear(width, hidden) -> ReLU -> Dropout -> Linear(hidden, n_classes): logits ``(B, n_classes)``."""
+    return nn.Sequential(nn.Linear(width, config.head_hidden), nn.ReLU(), nn.Dropout(config.dropout),
+                         nn.Linear(config.head_hidden, len(config.labels)))
+
+
+def masked_mean_std(frames: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean and standard deviation over the valid frames only: ``frames`` ``(B, ..., T, D)`` and ``mask``
+    ``(B, T)`` (bool) -> two ``(B, ..., D)`` tensors (the standard deviation at least 1e-4)."""
+    weights = mask.reshape(mask.shape[0], *([1] * (frames.ndim - 3)), mask.shape[1], 1).to(frames.dtype)
+    mean, var = masked_moments(frames, weights, -2)
+    return mean, var.clamp(min=1e-8).sqrt()
+
+
+def layer_statistics(states: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Every layer's first frame, masked mean and masked standard deviation (:data:`STATS`): ``states``
+    ``(B, L+1, T, D)`` and ``mask`` ``(B, T)`` -> ``(B, L+1, 3, D)`` (the frozen-embedding cache)."""
+    mean, std = masked_mean_std(states, mask)
+    return torch.stack([states[:, :, 0], mean, std], dim=2)
+
+
+def pool_frames(frames: torch.Tensor, mask: torch.Tensor, pooling: str) -> torch.Tensor:
+    """Pool ``(B, T, D)`` over valid frames (``mask``: ``(B, T)`` bool) -> ``(B, D)`` or ``(B, 2D)``."""
+    if pooling == "first":
+        return frames[:, 0]
+    if pooling not in POOLINGS:
+        raise ValueError(f"pooling={pooling!r}; choose one of {POOLINGS}")
+    mean, std = masked_mean_std(frames, mask)
+    return mean if pooling == "mean" else torch.cat([mean, std], dim=-1)
+
+
+class FrozenHead(nn.Module):
+    """The classifier head of :class:`~ser_utils.models.classifier.EmotionClassifier` on cached per-layer
+    statistics.
+
+    Input ``(B, L+1, 3, D)`` (:func:`layer_statistics`); features are standardised with training-set
+    statistics (per layer, statistic and dimension), then combined over layers (:func:`combine_layers`),
+    pooled as configured (the statistics the pooling reads, side by side) and classified by
+    :func:`mlp_head`. ``forward`` = :meth:`classify` of :meth:`standardise`; training standardises once.
+    """
+
+    #: The statistics (of :data:`STATS`) each pooling reads.
+    POOLED: ClassVar[dict[str, list[int]]] = {"first": [0], "mean": [1], "mean+std": [1, 2]}
+
+    def __init__(self, config: ModelConfig, n_layers: int, dim: int, mean: torch.Tensor, std: torch.Tensor):
+        super().__init__()
+        self.config = config
+        self.register_buffer("mean", mean)
+        self.register_buffer("std", std)
+        self.layer_weights = layer_weights(config, n_layers)
+        self.head = mlp_head(dim * config.pooled_width, config)
+
+    def standardise(self, x: torch.Tensor) -> torch.Tensor:
+        """``(B, L+1, 3, D)`` -> the standardised statistics the pooling reads, ``(B, L+1, S, D)``."""
+        stats = self.POOLED[self.config.pooling]
+        return (x[:, :, stats] - self.mean[:, stats]) / self.std[:, stats]
+
+    def classify(self, z: torch.Tensor) -> torch.Tensor:
+        """Logits ``(B, n_classes)`` of standardised statistics (:meth:`standardise`)."""
+        return self.head(combine_layers(z, self.layer_weights).flatten(1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classify(self.standardise(x))
