@@ -16,8 +16,9 @@ from ser_utils.core.console import error, one_line
 from ser_utils.data.audio import longest_first
 from ser_utils.evaluation.metrics import metrics_from_confusion, score
 from ser_utils.models.classifier import EmotionClassifier
-from ser_utils.models.deployable import ModelLoadError, load_deployable
+from ser_utils.models.deployable import ModelLoadError
 from ser_utils.models.heads import FrozenHead, ModelConfig, layer_statistics
+from ser_utils.models.loading import load_deployable
 from ser_utils.results.store import read_table, write_table
 from ser_utils.serving.prediction_io import audio_files, escape_field
 from ser_utils.training.batches import LengthGroupedBatches

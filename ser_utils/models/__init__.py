@@ -5,7 +5,7 @@
 ``frozen``      :class:`FrozenEncoderModel`: frozen encoder + a head on per-layer statistics; ``embed_waves``
 ``classifiers`` the scikit-learn pipelines of the baselines;  ``baseline``  the deployable baseline model
 ``folder``      the one writer / reader of an encoder model's folder (``ser_config.json`` + safetensors)
-``deployable``  the deployable-model interface and ``load_deployable`` (dispatch on the folder's format)
+``deployable``  the deployable-model interface;  ``loading``  ``load_deployable`` (dispatch on the format)
 
 May import ``core``, ``data``, ``evaluation``, ``features`` and ``backbones``; knows nothing of training or the study.
 """

@@ -25,7 +25,8 @@ import pandas as pd
 from ..core import interrupts
 from ..core.config import SettingError
 from ..data.audio import SAMPLE_RATE, SILENCE_PEAK, AudioError, SilentAudioError, is_silent, level_warning, load_audio
-from ..models.deployable import Deployable, load_deployable
+from ..models.deployable import Deployable
+from ..models.loading import load_deployable
 
 DEFAULT_WINDOW = 6.0  # seconds: longer than any RAVDESS clip (2.9-5.3 s), so those are scored whole
 DEFAULT_HOP = 3.0
