@@ -9,7 +9,9 @@ from ser_utils.evaluation.metrics import metrics_from_confusion, metrics_from_pr
 from ser_utils.results.store import read_metrics, read_predictions, write_metrics, write_predictions
 from ser_utils.results.tables import (
     bootstrap_ci,
+    claims_vs_measured,
     comparison_table,
+    finetuned_vs_frozen,
     headline_table,
     leakage_gap,
     mcnemar,
@@ -100,6 +102,37 @@ def test_mcnemar_counts_discordant_clips():
     result = mcnemar(pd.concat([a, b]), "a", "b")
     assert (result["clips"], result["a_only"], result["b_only"]) == (12, 10, 0)
     assert result["p_value"] == pytest.approx(2 * 0.5 ** 10)
+
+
+def test_fine_tuned_against_frozen_on_the_same_folds_and_clips():
+    truth = ["angry", "sad", "calm", "happy"]
+    tuned = pd.concat([rows("whisper-project-ft-top1", "actor-kfold", 1, truth, truth),
+                       rows("whisper-project-ft-top1", "actor-kfold", 2, truth, ["angry", "sad", "calm", "sad"])])
+    frozen = pd.concat([rows("whisper-project-frozen", "actor-kfold", 1, truth, ["angry", "sad", "sad", "sad"]),
+                        rows("whisper-project-frozen", "actor-kfold", 2, truth, truth),
+                        rows("whisper-project-frozen", "actor-kfold", 3, truth, truth)])  # a fold the other lacks
+    spknorm = rows("whisper-project-ft-top1+spknorm", "actor-kfold", 1, truth, truth)  # not compared
+    predictions = pd.concat([tuned, frozen, spknorm], ignore_index=True)
+    def metrics(table):
+        return pd.DataFrame(metrics_from_predictions(table)).assign(status="ok")
+
+    versus = finetuned_vs_frozen(metrics(predictions), predictions).set_index("fine-tuned")
+    row = versus.loc["whisper-project-ft-top1"]
+    assert list(versus.index) == ["whisper-project-ft-top1"] and row["frozen"] == "whisper-project-frozen"
+    assert (row["fold 1"], row["fold 2"]) == ("100.0 vs 50.0", "75.0 vs 100.0") and "fold 3" not in row
+    assert (row["mean fine-tuned"], row["mean frozen"], row["folds better"]) == (87.5, 75.0, 1)
+    assert (row["clips"], row["only fine-tuned right"], row["only frozen right"]) == (8, 2, 1)
+    assert finetuned_vs_frozen(metrics(frozen), frozen).empty
+
+
+def test_the_claims_table_takes_every_partially_fine_tuned_row():
+    table = pd.DataFrame({"system": ["whisper-project-ft-top1", "whisper-project-ft-top2", "egemaps+svm"],
+                          "protocol": "random-80-20", "status": "ok", "accuracy_mean": [0.8, 0.7, 0.6],
+                          "accuracy_std": 0.01, "accuracy_ci_low": 0.5, "accuracy_ci_high": 0.9})
+    claims = claims_vs_measured(table).set_index("system")
+    assert claims.loc["whisper-project-ft-top1", "random-80-20 accuracy"].startswith("80.0 ± 1.0")
+    assert claims.loc["whisper-project-ft-top2", "actor-kfold accuracy"] == "not run"
+    assert "egemaps+svm" not in claims.index and claims.loc["w2v2-project-ft", "random-80-20 accuracy"] == "-"
 
 
 def test_error_analysis_tables():

@@ -73,6 +73,33 @@ class SpeechEncoder(nn.Module):
     def forward(self, waves: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         raise NotImplementedError
 
+    def forward_from(self, x: torch.Tensor, mask: torch.Tensor, start: int) -> torch.Tensor:
+        """The top layers alone: ``x`` ``(B, T_frames, D)`` is hidden state ``start`` (the input of layer
+        ``start``, 0-based, as :meth:`forward` returns it) and ``mask`` ``(B, T_frames)`` its frame mask;
+        returns hidden states ``start+1 .. L`` ``(B, L - start, T_frames, D)``, exactly what
+        :meth:`forward` gives for them (the last one after the final layer norm where there is one).
+        Lets partial fine-tuning run the frozen lower layers once per clip and cache their output."""
+        raise BackboneError(f"{self.family} backbones cannot run their top layers from cached states")
+
+    def top_modules(self, k: int) -> list[nn.Module]:
+        """The modules partial fine-tuning trains: the top ``k`` transformer layers and the norm after them."""
+        raise NotImplementedError
+
+    def check_start(self, start: int) -> None:
+        if not 0 <= start < self.num_layers:
+            raise ValueError(f"start={start}: the {self.family} backbone's layers are 0 .. {self.num_layers - 1}")
+
+    def train_top(self, k: int) -> None:
+        """Only the top ``k`` transformer layers (and the norm after them) train; everything below is fixed."""
+        if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= self.num_layers:
+            raise ValueError(f"train_layers={k!r}: the {self.family} backbone has {self.num_layers} layers "
+                             f"(train 1 to {self.num_layers})")
+        for parameter in self.parameters():
+            parameter.requires_grad = False
+        for module in self.top_modules(k):
+            for parameter in module.parameters():
+                parameter.requires_grad = True
+
     def freeze(self, mode: str) -> None:
         """Set ``requires_grad``: ``backbone`` (nothing trains), ``feature-encoder`` (the front end is
         fixed), ``none`` (everything trains)."""

@@ -186,6 +186,35 @@ class SSLEncoder(SpeechEncoder):
         return states, self.frame_mask(lengths, states.shape[2])
 
 
+    @property
+    def _final_norm(self) -> nn.Module | None:
+        """The encoder's layer norm after its last layer (the stable-layer-norm variants: large, XLS-R);
+        in the base variants it comes before the first layer, below anything partial training trains."""
+        encoder = self.model.encoder
+        return encoder.layer_norm if type(encoder).__name__.endswith("StableLayerNorm") else None
+
+    def top_modules(self, k: int) -> list[nn.Module]:
+        norm = self._final_norm
+        return [*self.model.encoder.layers[self.num_layers - k:], *([norm] if norm is not None else [])]
+
+    def forward_from(self, x: torch.Tensor, mask: torch.Tensor, start: int) -> torch.Tensor:
+        from transformers.masking_utils import create_bidirectional_mask
+
+        self.check_start(start)
+        if self.family == "wavlm":  # its layers share a relative position bias that the first layer computes
+            raise BackboneError("WavLM cannot run its top layers from cached states (its relative position "
+                                "bias comes from the first layer); train it through the whole encoder")
+        attention = create_bidirectional_mask(config=self.model.config, inputs_embeds=x, attention_mask=mask.long())
+        states = []
+        for layer in self.model.encoder.layers[start:]:
+            out = layer(x, attention_mask=attention)
+            x = out[0] if isinstance(out, tuple) else out
+            states.append(x)
+        if self._final_norm is not None:
+            states[-1] = self._final_norm(x)
+        return torch.stack(states, dim=1)
+
+
 def _receptive_field(kernels, strides) -> int:
     """Samples one output frame of a stack of convolutions sees (400 for wav2vec2: 25 ms)."""
     field, jump = 1, 1

@@ -163,7 +163,12 @@ class WhisperEncoder(SpeechEncoder):
         """Encoder frames (20 ms) of each clip's own audio: ceil(mel frames / 2)."""
         return torch.div(mel_frames(lengths) + 1, 2, rounding_mode="floor").long()
 
-    def forward(self, waves: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def top_modules(self, k: int) -> list[nn.Module]:
+        return [*self.layers[self.num_layers - k:], self.layer_norm]
+
+    def embed(self, waves: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The input of the first transformer layer ``(B, T_frames, D)`` (log-mel, convolutions,
+        positional embeddings) and the frame mask ``(B, T_frames)``."""
         self.check_lengths(lengths)
         if int(lengths.max()) > self.max_samples:
             raise ValueError(f"clips of {int(lengths.max()) / self.sample_rate:g} s are longer than Whisper's "
@@ -181,15 +186,24 @@ class WhisperEncoder(SpeechEncoder):
         if not pad30:  # what conv2's zero padding gives a clip alone
             x = x * _valid(mel_frames(lengths), x)
         x = nn.functional.gelu(self.conv2(x)).transpose(1, 2)  # (B, T_frames, D)
-        frame_mask = self.frame_mask(lengths, x.shape[1])
-        x = x + self.embed_positions.weight[:x.shape[1]].to(x.dtype)
-        key_mask = None if pad30 else frame_mask
-        states = [x]
-        for layer in self.layers:
+        return x + self.embed_positions.weight[:x.shape[1]].to(x.dtype), self.frame_mask(lengths, x.shape[1])
+
+    def _layers_from(self, x: torch.Tensor, mask: torch.Tensor, start: int) -> list[torch.Tensor]:
+        key_mask = None if self.input_mode == "pad30" else mask  # pad30: attention sees the silence
+        states = []
+        for layer in self.layers[start:]:
             x = layer(x, key_mask)
             states.append(x)
         states[-1] = self.layer_norm(x)
-        return torch.stack(states, dim=1), frame_mask
+        return states
+
+    def forward_from(self, x: torch.Tensor, mask: torch.Tensor, start: int) -> torch.Tensor:
+        self.check_start(start)
+        return torch.stack(self._layers_from(x, mask, start), dim=1)
+
+    def forward(self, waves: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x, frame_mask = self.embed(waves, lengths)
+        return torch.stack([x, *self._layers_from(x, frame_mask, 0)], dim=1), frame_mask
 
 
 def _valid(frames: torch.Tensor, x: torch.Tensor) -> torch.Tensor:

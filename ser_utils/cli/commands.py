@@ -48,6 +48,8 @@ def synth(args: argparse.Namespace) -> int:
 
 
 def finetune(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
     from ..core.config import get_profile, with_overrides
     from ..study.finetuning import run_finetune
     from ..study.sources import load_corpus, prepare_backbone
@@ -73,6 +75,13 @@ def finetune(args: argparse.Namespace) -> int:
     run = with_overrides(profile.run.encoders, epochs=args.epochs, batch_size=args.batch_size, folds=args.folds)
     recipe = study_recipes(run)[args.recipe]
     recipe = with_overrides(recipe, training=with_overrides(recipe.training, patience=args.patience))
+    if args.train_layers is not None:  # partial: the top layers from cached states, on whole clips
+        if not 1 <= args.train_layers <= backbone.report.layers:
+            error(f"--train-layers {args.train_layers}: the {backbone.family} backbone has {backbone.report.layers} "
+                  f"layers (train 1 to {backbone.report.layers})")
+            return 2
+        recipe = with_overrides(recipe, model=with_overrides(recipe.model, train_layers=args.train_layers),
+                                training=replace(recipe.training, max_seconds=None))
     start = time.perf_counter()
     metrics, _ = run_finetune(profile, meta, backbone, [recipe], [args.protocol], folds=run.folds,
                               random_repeats=run.random_repeats, out_root=Path(args.out) if args.out else None,

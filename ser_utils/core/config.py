@@ -108,6 +108,12 @@ class EncoderRun:
     per fold at full size); ``comparison_clips``: clips per actor of Whisper's input comparison, from the
     quick subset (statement 1, repetition 1: 15 per actor), or from the whole corpus when above 15 (60:
     all of it; Whisper's 30 s input costs about 10 minutes for the whole corpus on 2 cores).
+
+    Partial fine-tuning (the top ``k`` encoder layers from cached lower-layer states, every machine):
+    ``partial_layers`` and ``partial_lrs`` (backbone learning rates) are the candidates, chosen on the
+    first selected actor-kfold fold's validation actors (empty ``partial_layers``: not run); the head
+    starts from a frozen head (linear probing, then fine-tuning) and trains at ``partial_lr_head``;
+    ``partial_epochs`` / ``partial_batch_size`` / ``partial_random_repeats``: its sizes.
     """
 
     quick: bool = False
@@ -118,11 +124,24 @@ class EncoderRun:
     normalizations: tuple[str, ...] = ("speaker", "speaker-k")
     finetune_on_cpu: bool = False
     comparison_clips: int = 10
+    partial_layers: tuple[int, ...] = (1,)
+    partial_lrs: tuple[float, ...] = (5e-5, 2e-4)
+    partial_lr_head: float = 1e-4
+    partial_epochs: int = 3
+    partial_batch_size: int = 8
+    partial_random_repeats: int = 1
 
     def __post_init__(self):
         from .names import parse_normalization
 
-        _whole("random_repeats", self.random_repeats)
+        for name in ("random_repeats", "partial_epochs", "partial_batch_size", "partial_random_repeats"):
+            _whole(name, getattr(self, name))
+        object.__setattr__(self, "partial_layers", tuple(self.partial_layers))
+        object.__setattr__(self, "partial_lrs", tuple(float(lr) for lr in self.partial_lrs))
+        for k in self.partial_layers:
+            _whole("partial_layers", k)
+        if self.partial_layers and not self.partial_lrs:
+            raise ValueError("partial_lrs: at least one backbone learning rate for partial fine-tuning")
         _whole("comparison_clips", self.comparison_clips)
         for name in ("epochs", "batch_size"):
             if getattr(self, name) is not None:
@@ -155,7 +174,7 @@ FULL_RUN = RunSizes()
 SMOKE_RUN = RunSizes(
     baselines=BaselineRun(quick=True, random_repeats=2, importance_repeats=1),
     encoders=EncoderRun(quick=True, folds=(1,), random_repeats=1, epochs=1, batch_size=16,
-                        normalizations=("speaker-k",), finetune_on_cpu=True, comparison_clips=8),
+                        normalizations=("speaker-k",), finetune_on_cpu=True, comparison_clips=8, partial_epochs=1),
     synthetic_seconds=1.0)
 
 
@@ -173,6 +192,7 @@ class ResultsFolder:
     TABLES: ClassVar[dict[str, str]] = {
         "corpus": "corpus.csv", "families": "baselines_families.csv", "enrolment": "enrolment_curve.csv",
         "cross_corpus": "cross_corpus.csv", "input_modes": "whisper_input_modes.csv", "layer_probe": "layer_probe.csv",
+        "finetune_selection": "finetune_selection.csv", "training_curves": "training_curves.csv",
         "comparison": "comparison.csv", "headline": "headline.csv", "provenance": "provenance.json"}
 
     @classmethod

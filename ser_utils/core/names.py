@@ -48,6 +48,10 @@ def system_kind(system: str) -> str:
 
 def system_note(system: str) -> str:
     """What a reader must know about a system's numbers: speaker-normalized systems say how."""
+    partial = re.search(r"-ft-top(\d+)$", system)
+    if partial:
+        return (f"partial fine-tuning: the top {partial.group(1)} encoder layer(s), layer weights and head trained "
+                "(from cached lower-layer states), the layers below frozen")
     enrolment = re.search(r"\+spknorm-k(\d+)$", system)
     if enrolment:
         return f"speaker-normalized: statistics from {enrolment.group(1)} unlabelled clips per speaker"

@@ -19,12 +19,22 @@ import torch
 from torch import nn
 from transformers import PretrainedConfig
 
-from ..backbones import SpeechEncoder, build_backbone, load_backbone
+from ..backbones import SpeechEncoder, build_backbone, lengths_mask, load_backbone
 from ..core.device import autocast, autocast_dtype, inference_batch_size
 from ..data.audio import collate, longest_first, normalize
 from .deployable import EncoderDeployable
 from .folder import build_encoder, encoder_meta, read_folder, reading, write_folder
-from .heads import ModelConfig, combine_layers, layer_statistics, layer_weights, mlp_head, pool_frames
+from .heads import (
+    STATS,
+    FrozenHead,
+    ModelConfig,
+    combine_layers,
+    layer_statistics,
+    layer_weights,
+    masked_mean_std,
+    mlp_head,
+    pool_frames,
+)
 
 #: Written into every saved model folder and checked on load; ``/1``: a wav2vec2-style backbone saved
 #: under ``backbone.*`` before the encoder interface, still read.
@@ -45,6 +55,9 @@ class EmotionClassifier(nn.Module, EncoderDeployable):
         self.backbone = backbone
         self.layer_weights = layer_weights(config, backbone.num_layers + 1)
         self.head = mlp_head(backbone.hidden_size * config.pooled_width, config)
+        if config.standardize:  # per hidden state and dimension; identity until warm_start sets them
+            self.register_buffer("layer_mean", torch.zeros(backbone.num_layers + 1, backbone.hidden_size))
+            self.register_buffer("layer_std", torch.ones(backbone.num_layers + 1, backbone.hidden_size))
         self.apply_freeze()
 
     # -- construction -------------------------------------------------------------------------
@@ -71,8 +84,25 @@ class EmotionClassifier(nn.Module, EncoderDeployable):
         return cls(replace(config or ModelConfig(), normalize=backbone.normalize_input), backbone)
 
     def apply_freeze(self) -> None:
-        """Set ``requires_grad`` according to ``config.freeze``."""
+        """Set ``requires_grad`` according to ``config.freeze`` (or ``config.train_layers``)."""
         self.backbone.freeze(self.config.freeze)
+        if self.config.train_layers is not None:
+            self.backbone.train_top(self.config.train_layers)
+
+    @property
+    def first_trained_layer(self) -> int:
+        """Index of the hidden state that is the trained layers' input (``L - train_layers``; 0 otherwise)."""
+        return self.backbone.num_layers - (self.config.train_layers or self.backbone.num_layers)
+
+    def train(self, mode: bool = True) -> EmotionClassifier:
+        """As ``nn.Module.train``; under partial fine-tuning the fixed layers stay in eval mode (no dropout,
+        no SpecAugment), so they give what their cached states hold."""
+        super().train(mode)
+        if mode and self.config.train_layers is not None:
+            self.backbone.eval()
+            for module in self.backbone.top_modules(self.config.train_layers):
+                module.train()
+        return self
 
     # -- shapes -------------------------------------------------------------------------------
     def frame_lengths(self, lengths: torch.Tensor) -> torch.Tensor:
@@ -86,6 +116,31 @@ class EmotionClassifier(nn.Module, EncoderDeployable):
         with torch.set_grad_enabled(torch.is_grad_enabled() and not frozen):
             return self.backbone(waves, lengths)
 
+    def standardized(self, states: torch.Tensor, first: int = 0) -> torch.Tensor:
+        """``(B, S, T, D)`` hidden states ``first .. first+S-1`` standardised (``config.standardize``; else as
+        they are)."""
+        if not self.config.standardize:
+            return states
+        rows = slice(first, first + states.shape[1])
+        return (states - self.layer_mean[None, rows, None].to(states.dtype)) / self.layer_std[None, rows, None].to(
+            states.dtype)
+
+    @torch.no_grad()
+    def warm_start(self, head: FrozenHead) -> EmotionClassifier:
+        """Start from a frozen head trained on this encoder's pooled states (linear probing, then fine-tuning:
+        Kumar et al. 2022): its standardisation, layer weights and MLP, so the classifier computes what the
+        head does on the frozen encoder. Needs ``config.standardize`` and the head's pooling and layers."""
+        if not self.config.standardize or (head.config.pooling, head.config.layers) != (self.config.pooling,
+                                                                                          self.config.layers):
+            raise ValueError("warm_start: a standardising classifier and a frozen head of the same pooling and layers")
+        stat = STATS.index(self.config.pooling)
+        self.layer_mean.copy_(head.mean[:, stat])
+        self.layer_std.copy_(head.std[:, stat])
+        if self.layer_weights is not None:
+            self.layer_weights.copy_(head.layer_weights)
+        self.head.load_state_dict(head.head.state_dict())
+        return self
+
     def combine_layers(self, states: torch.Tensor) -> torch.Tensor:
         """``(B, L+1, T, D)`` -> ``(B, T, D)``: the last layer, or the learned weighted sum."""
         return combine_layers(states, self.layer_weights)
@@ -96,7 +151,33 @@ class EmotionClassifier(nn.Module, EncoderDeployable):
 
     def forward(self, waves: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         states, mask = self.hidden_states(waves, lengths)
-        return self.head(self.pool(self.combine_layers(states), mask))
+        return self.head(self.pool(self.combine_layers(self.standardized(states)), mask))
+
+    def forward_cached(self, x: torch.Tensor, frames: torch.Tensor, lower: torch.Tensor) -> torch.Tensor:
+        """Logits ``(B, n_classes)`` from cached lower-layer states, the same as :meth:`forward` on the
+        clips (within float tolerance) when ``config.train_layers`` is set and
+        ``config.from_cached_states`` is ``None``.
+
+        ``x`` ``(B, T_frames, D)``: hidden state :attr:`first_trained_layer` (zero beyond each clip);
+        ``frames`` ``(B,)``: each clip's valid frames; ``lower`` ``(B, S, 3, D)``, ``S >= first_trained_layer``:
+        the :func:`~ser_utils.models.heads.layer_statistics` of the hidden states (those below ``x`` are used).
+        The top layers run on ``x``; each layer is pooled, then weighted (pooling is linear for ``first`` and
+        ``mean``, and so is the standardisation).
+        """
+        reason = self.config.from_cached_states
+        if reason:
+            raise ValueError(reason)
+        start = self.first_trained_layer
+        mask = lengths_mask(frames.to(x.device), x.shape[1])
+        upper = self.backbone.forward_from(x, mask, start)
+        if self.layer_weights is None:
+            return self.head(self.pool(self.standardized(upper[:, -1:], self.backbone.num_layers)[:, 0], mask))
+        states = self.standardized(torch.cat([x[:, None].to(upper.dtype), upper], dim=1), start)
+        pooled = states[:, :, 0] if self.config.pooling == "first" else masked_mean_std(states, mask)[0]
+        below = self.standardized(lower[:, :start, STATS.index(self.config.pooling), None], 0)[:, :, 0]
+        below = below.to(pooled.dtype)
+        every_layer = torch.cat([below, pooled], dim=1)[:, :, None]  # (B, L+1, 1, D)
+        return self.head(combine_layers(every_layer, self.layer_weights)[:, 0])
 
     @torch.inference_mode()
     def layer_embeddings(self, waves: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
@@ -114,8 +195,9 @@ class EmotionClassifier(nn.Module, EncoderDeployable):
         return self.config
 
     def describe(self) -> str:
-        return (f"fine-tuned {self.backbone.family} ({self.backbone.num_layers} layers x {self.backbone.hidden_size}, "
-                f"layers: {self.config.layers}, pooling: {self.config.pooling})")
+        trained = f", top {self.config.train_layers} trained" if self.config.train_layers else ""
+        return (f"fine-tuned {self.backbone.family} ({self.backbone.num_layers} layers x {self.backbone.hidden_size}"
+                f"{trained}, layers: {self.config.layers}, pooling: {self.config.pooling})")
 
     @torch.inference_mode()
     def predict_proba(self, waves: Sequence[np.ndarray], groups: Sequence[str] | None = None,

@@ -37,6 +37,16 @@ def embed_waves(encoder: SpeechEncoder, waves: Sequence[np.ndarray], *, batch_si
     """Per-layer pooled embeddings of float32 16 kHz clips, longest first in batches: yields the clips'
     indices and their ``(b, L+1, 3, D)`` float32 embeddings (:func:`~ser_utils.models.heads.layer_statistics`).
     ``dtype``: autocast precision (``None``: float32); clips are standardised first when the encoder wants it."""
+    for rows, layers, _ in encode_waves(encoder, waves, batch_size=batch_size, dtype=dtype):
+        yield rows, layers
+
+
+def encode_waves(encoder: SpeechEncoder, waves: Sequence[np.ndarray], *, batch_size: int | None = None,
+                 dtype: torch.dtype | None = None, keep: Sequence[int] = ()
+                 ) -> Iterator[tuple[list[int], np.ndarray, dict[int, list[np.ndarray]]]]:
+    """:func:`embed_waves`, also handing out the frames of the hidden states ``keep`` (indices into the
+    ``L+1`` states): yields ``(rows, embeddings (b, L+1, 3, D), {state: [(T_i, D) float32 per clip]})``,
+    each clip's frames cut to its own (one encoder pass for the frozen heads and partial fine-tuning)."""
     device = next(encoder.parameters()).device
     encoder.eval()
     for rows in longest_first([len(w) for w in waves], batch_size or inference_batch_size(device)):
@@ -44,7 +54,10 @@ def embed_waves(encoder: SpeechEncoder, waves: Sequence[np.ndarray], *, batch_si
         with torch.inference_mode(), autocast(device, dtype):
             states, mask = encoder(batch.to(device), lengths.to(device))
             layers = layer_statistics(states, mask)
-        yield rows, layers.float().cpu().numpy()
+        frames = mask.sum(1).tolist()
+        kept = {state: [x[:n] for x, n in zip(states[:, state].float().cpu().numpy(), frames, strict=True)]
+                for state in keep}
+        yield rows, layers.float().cpu().numpy(), kept
 
 
 class FrozenEncoderModel(EncoderDeployable):

@@ -39,6 +39,14 @@ class ModelConfig:
     dropout : dropout between the head's two linear layers.
     freeze : ``"feature-encoder"`` (convolutional front end fixed), ``"backbone"`` (only the head
         and layer weights train) or ``"none"``.
+    train_layers : partial fine-tuning: only the top ``k`` transformer layers of the encoder train (with
+        the norm after them, the layer weights and the head), everything below is fixed and runs in
+        eval mode; ``None``: what ``freeze`` says.
+    standardize : standardise each hidden layer's frames per dimension with training-set statistics of
+        the pooled statistic (buffers), as :class:`FrozenHead` standardises its input: the classifier then
+        computes exactly what a frozen head does, and can start from one
+        (:meth:`~ser_utils.models.classifier.EmotionClassifier.warm_start`: linear probing, then
+        fine-tuning). Pooling ``first`` or ``mean``.
     labels : class names, in output order.
     sample_rate : input rate in Hz.
     normalize : zero-mean unit-variance per clip before the backbone (the encoder's
@@ -50,6 +58,8 @@ class ModelConfig:
     head_hidden: int = 256
     dropout: float = 0.2
     freeze: str = "feature-encoder"
+    train_layers: int | None = None
+    standardize: bool = False
     labels: tuple[str, ...] = EMOTIONS
     sample_rate: int = 16_000
     normalize: bool = True
@@ -60,7 +70,28 @@ class ModelConfig:
                                      ("freeze", self.freeze, FREEZE_MODES)):
             if value not in allowed:
                 raise ValueError(f"{name}={value!r}; choose one of {allowed}")
+        if self.train_layers is not None:
+            if isinstance(self.train_layers, bool) or not isinstance(self.train_layers, int) or self.train_layers < 1:
+                raise ValueError(f"train_layers={self.train_layers!r}; a whole number >= 1 (None: as freeze says)")
+            if self.freeze == "backbone":
+                raise ValueError("train_layers trains encoder layers, freeze='backbone' trains none: choose one")
+        if self.standardize and self.pooling not in ("first", "mean"):
+            raise ValueError(f"standardize: with pooling 'first' or 'mean' (a frozen head's), not {self.pooling!r}")
         object.__setattr__(self, "labels", tuple(self.labels))
+
+    @property
+    def from_cached_states(self) -> str | None:
+        """Why the top layers cannot train from cached lower-layer states (``None``: they can).
+
+        The cache holds, per clip, the input of the first trained layer (every frame) and the pooled
+        statistics of each frozen layer; the weighted layer sum is then taken after pooling, which is the
+        same for the first frame and the masked mean (both linear) but not for the standard deviation."""
+        if self.train_layers is None:
+            return "only partial fine-tuning (train_layers) trains from cached states"
+        if self.pooling == "mean+std" and self.layers == "weighted":
+            return ("a weighted sum of layers pooled with mean+std needs every frozen layer's frames: train "
+                    "through the whole encoder, or pool with mean")
+        return None
 
     def to_dict(self) -> dict:
         return {**asdict(self), "labels": list(self.labels)}

@@ -115,23 +115,30 @@ def family_importance(drops: dict[str, pd.DataFrame]):
     return fig
 
 
-def training_curves(histories: dict, metric: str = "val_uar"):
-    """Validation curves of fine-tuning runs: one panel per system, one line per fold.
+def training_curves(histories: dict, metrics: tuple[str, ...] = ("train_loss", "val_loss", "val_uar")):
+    """Fine-tuning curves: one row of panels per system (one panel per metric), one line per fold.
 
-    ``histories`` maps ``(system, protocol, fold)`` to an epoch log table (``log.jsonl``).
+    ``histories`` maps ``(system, protocol, fold)`` to an epoch log table (``log.jsonl``; or
+    :func:`histories_of` the ``training_curves`` result table).
     """
     systems = sorted({key[0] for key in histories})
-    fig, axes = plt.subplots(1, max(len(systems), 1), figsize=(5.5 * max(len(systems), 1), 3.4), squeeze=False)
-    for ax, system in zip(axes[0], systems, strict=False):
-        for (name, protocol, fold), log in sorted(histories.items()):
-            if name == system:
-                ax.plot(log["epoch"], log[metric], marker=".", label=f"{protocol} {fold}")
-        ax.set_title(system)
-        ax.set_xlabel("epoch")
-        ax.set_ylabel(metric.replace("_", " "))
-        ax.legend(fontsize=7)
+    rows, cols = max(len(systems), 1), len(metrics)
+    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.0 * rows), squeeze=False)
+    for row, system in zip(axes, systems, strict=False):
+        for ax, metric in zip(row, metrics, strict=True):
+            for (name, protocol, fold), log in sorted(histories.items()):
+                if name == system and metric in log:
+                    ax.plot(log["epoch"], log[metric], marker=".", label=f"{protocol} {fold}")
+            ax.set_title(f"{system}: {metric.replace('_', ' ')}", fontsize=9)
+            ax.set_xlabel("epoch")
+        row[-1].legend(fontsize=7)
     fig.tight_layout()
     return fig
+
+
+def histories_of(table: pd.DataFrame) -> dict:
+    """The ``training_curves`` result table as :func:`training_curves` takes it."""
+    return {key: group.sort_values("epoch") for key, group in table.groupby(["system", "protocol", "fold"])}
 
 
 def layer_probe(probe: pd.DataFrame, title: str = ""):

@@ -6,9 +6,10 @@ Layout under a profile's ``results_dir`` (``reports/results`` for the full study
 * ``metrics/<group>.csv`` - one row per system, protocol and fold (``evaluation.metrics.METRIC_COLUMNS``).
 * ``predictions/<system>.csv`` - one row per test clip and fold (``evaluation.metrics.PREDICTION_COLUMNS``).
 * ``<group>_selection.csv`` - the validation choices of a group of systems.
-* one CSV per table of :data:`TABLE_OPTIONS` (``corpus`` from notebook 01, ``families`` and ``enrolment`` from 03,
-  ``layer_probe`` and ``input_modes`` from 04, ``comparison`` and ``headline`` from 05, ``cross_corpus`` from
-  06): :func:`write_table` / :func:`read_table`; and beside the reports ``figures/headline.png`` (05).
+* one CSV per table of :data:`TABLE_OPTIONS` (``corpus`` from notebook 01, ``families`` and ``enrolment``
+  from 03, ``layer_probe``, ``input_modes``, ``finetune_selection`` and ``training_curves`` from 04,
+  ``comparison`` and ``headline`` from 05, ``cross_corpus`` from 06): :func:`write_table` /
+  :func:`read_table`; and beside the reports ``figures/headline.png`` (05).
 
 :func:`write_system`, :func:`write_not_run` and :func:`write_group` write a system's (or a group's) metrics and
 predictions together, so the two never disagree.
@@ -35,6 +36,8 @@ TABLE_OPTIONS: dict[str, tuple[dict, dict]] = {
     "enrolment": (_NUMBERS, {}),
     "layer_probe": (_NUMBERS, {}),
     "input_modes": (_NUMBERS, {}),
+    "finetune_selection": (_NUMBERS, {}),
+    "training_curves": (_NUMBERS, {}),
     "comparison": (_NUMBERS, {}),
     "headline": ({}, {"keep_default_na": False}),  # text cells, as the reader sees them
     "cross_corpus": (_NUMBERS, {}),

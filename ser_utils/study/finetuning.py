@@ -56,7 +56,8 @@ def run_finetune(profile: Profile, meta: pd.DataFrame, backbone: str | StudyBack
     """Fine-tune mode: every recipe under every protocol; finished folds are reused from disk.
 
     Checkpoints go under ``out_root`` (default ``models_dir/<family>``); ``names`` replaces the
-    systems' result names (default: the backbone's, e.g. ``w2v2-project-ft``), one per recipe. Returns
+    systems' result names (default: the backbone's, e.g. ``w2v2-project-ft``), one per recipe. A recipe
+    with ``train_layers`` trains from cached lower-layer states where it can (whole clips). Returns
     the fold metrics of every system and the epoch logs, keyed by (system, protocol, fold).
     """
     from ..data.audio import load_many
@@ -73,7 +74,7 @@ def run_finetune(profile: Profile, meta: pd.DataFrame, backbone: str | StudyBack
         for recipe, name in zip(recipes, names, strict=True):
             predictions[name].append(finetune_predictions(meta, splits, backbone.checkpoint, recipe.model,
                                                           recipe.training, out_root, name, waves,
-                                                          options=backbone.options)[0])
+                                                          options=backbone.options, cache_root=profile.cache_dir)[0])
             for split in splits:
                 histories[(name, protocol, split.fold)] = FoldFolder.of(out_root, name, protocol, split.fold).history()
     return (write_systems(predictions, profile.results_dir) if is_main_process() else pd.DataFrame()), histories
@@ -109,12 +110,15 @@ def export_model(profile: Profile, system: str = "w2v2-project-ft", protocol: st
 def finetune_predictions(meta: pd.DataFrame, splits: Sequence[Split], backbone: str, model_config: ModelConfig,
                          config: TrainConfig, out_root: str | Path, system: str, waves: dict[str, np.ndarray], *,
                          on_epoch_end: Callable[[dict], None] | None = None, options: dict | None = None,
-                         progress: bool = True) -> tuple[pd.DataFrame, list]:
+                         progress: bool = True, cache_root: str | Path | None = None) -> tuple[pd.DataFrame, list]:
     """Fine-tune one model per split (a fresh ``backbone`` each time) and predict its test clips with the
     best checkpoint.
 
     ``waves`` maps each clip's path to its 16 kHz waveform (clips missing from it - files that failed
     to load - are left out). Each fold lives in ``FoldFolder.of(out_root, system, protocol, fold)``.
+    Partial fine-tuning (``model_config.train_layers``) trains from cached lower-layer states when
+    ``cache_root`` is given and the configuration allows it (:mod:`ser_utils.training.partial`), else
+    through the whole encoder. Test clips are always scored through the whole encoder, as ``predict`` does.
     Returns the predictions table (``system, protocol, fold, stem, actor, emotion, predicted``) and each
     fold's :class:`~ser_utils.training.loop.FoldResult` (``None`` for folds reused from disk).
     """
@@ -122,24 +126,63 @@ def finetune_predictions(meta: pd.DataFrame, splits: Sequence[Split], backbone: 
 
     processes = processes_state()
     meta = meta[meta["path"].isin(waves.keys())]
-    frames, results = [], []
+    use_cache = cache_root is not None and cached_path_reason(model_config, config) is None
+    if model_config.standardize and not use_cache:
+        raise ValueError("standardize starts from a frozen head on cached states: partial fine-tuning "
+                         f"(train_layers) from cached states only ({cached_path_reason(model_config, config)})")
+    states, frames, results = None, [], []
     for split in splits:
         folder = FoldFolder.of(out_root, system, split.protocol, split.fold)
-        fingerprint = fold_fingerprint(split, meta, backbone, model_config, config, options)
+        fingerprint = fold_fingerprint(split, meta, backbone, model_config, config, options, cached=use_cache)
         _discard_outdated(folder, fingerprint, processes)
         result = None
         if not folder.finished(fingerprint):
             def make_model():
                 return EmotionClassifier.from_backbone(backbone, model_config, options=options)
 
-            result = _train_split(folder, split, meta, waves, model_config.labels, make_model, config, on_epoch_end,
-                                  progress)
+            if use_cache:
+                if states is None:  # once, for every split; the main process first, the others read its cache
+                    with processes.main_process_first():
+                        states = layer_states(meta, backbone, model_config, options, cache_root, progress)
+                result = _train_split_cached(folder, split, meta, states, model_config, make_model, config,
+                                             on_epoch_end, progress)
+            else:
+                result = _train_split(folder, split, meta, waves, model_config.labels, make_model, config,
+                                      on_epoch_end, progress)
             if processes.is_main_process:
                 _predict_test(folder, result, split, meta, waves, system, config, fingerprint, processes.device)
             processes.wait_for_everyone()
-        frames.append(pd.read_csv(folder.predictions, dtype={"stem": str}))
+        # Under the system's name: a fold adopted from a selection run was written under its candidate's.
+        frames.append(pd.read_csv(folder.predictions, dtype={"stem": str}).assign(system=system))
         results.append(result)
     return pd.concat(frames, ignore_index=True), results
+
+
+def cached_path_reason(model_config: ModelConfig, config: TrainConfig) -> str | None:
+    """Why a recipe cannot train from cached lower-layer states (``None``: it can)."""
+    if model_config.from_cached_states:
+        return model_config.from_cached_states
+    if config.max_seconds is not None:
+        return ("training from cached states uses whole clips (a crop would change every fixed layer's states): "
+                "set max_seconds=None")
+    return None
+
+
+def layer_states(meta: pd.DataFrame, backbone: str, model_config: ModelConfig, options: dict | None,
+                 cache_root: str | Path, progress: bool = True):
+    """The cached lower-layer states of every clip of ``meta``
+    (:func:`~ser_utils.training.partial.cache_layer_states`)."""
+    from ..backbones import load_backbone
+    from ..training.partial import cache_layer_states
+
+    encoder, _ = load_backbone(backbone, options=options)
+    encoder = encoder.to(default_device())
+    states = cache_layer_states(encoder, meta["path"], cache_root, backbone_fingerprint(backbone),
+                                model_config.train_layers, progress=progress)
+    if states.failures:
+        first = next(iter(states.failures.values()))
+        raise ValueError(f"{len(states.failures)} clip(s) gave no cached states, e.g. {first}")
+    return states
 
 
 def _discard_outdated(folder: FoldFolder, fingerprint: str, processes) -> None:
@@ -176,6 +219,35 @@ def _train_split(folder: FoldFolder, split: Split, meta: pd.DataFrame, waves: di
     return train_fold(make_model, *datasets, config, folder.root, on_epoch_end=on_epoch_end, progress=progress)
 
 
+def _train_split_cached(folder: FoldFolder, split: Split, meta: pd.DataFrame, cached, model_config: ModelConfig,
+                        make_model: Callable[[], EmotionClassifier], config: TrainConfig,
+                        on_epoch_end: Callable[[dict], None] | None, progress: bool) -> FoldResult:
+    """Train the split's top layers from cached states (whole clips for training and validation)."""
+    from ..training.loop import train_fold
+    from ..training.partial import FromCachedStates
+
+    train, val, _ = split.frames(meta)
+    label_index = {name: i for i, name in enumerate(model_config.labels)}
+    parts = [(list(part["path"]), part["emotion"].astype(str).map(label_index).to_numpy()) for part in (train, val)]
+    datasets = [cached.dataset(paths, y) for paths, y in parts]
+    start = warm_start_head(cached, parts, model_config, config.seed)
+    return train_fold(lambda: FromCachedStates(start(make_model())), *datasets, config, folder.root,
+                      on_epoch_end=on_epoch_end, progress=progress)
+
+
+def warm_start_head(cached, parts, config: ModelConfig, seed: int):
+    """What a standardising classifier starts from (``ModelConfig.standardize``): a frozen head trained on the
+    split's cached statistics of every layer, early-stopped on its validation clips, as the frozen mode
+    trains its heads (linear probing, then fine-tuning). Returns ``classifier -> classifier``."""
+    if not config.standardize:
+        return lambda model: model
+    from ..training.embeddings import stack, train_frozen_head
+
+    (train, y_train), (val, y_val) = parts
+    head = train_frozen_head(config, stack(cached.lower, train), y_train, stack(cached.lower, val), y_val, seed=seed)
+    return lambda model: model.warm_start(head)
+
+
 def _predict_test(folder: FoldFolder, result: FoldResult, split: Split, meta: pd.DataFrame,
                   waves: dict[str, np.ndarray], system: str, config: TrainConfig, fingerprint: str, device) -> None:
     """Predict the split's test clips with the best checkpoint; mark the fold finished."""
@@ -189,17 +261,19 @@ def _predict_test(folder: FoldFolder, result: FoldResult, split: Split, meta: pd
 
 
 def fold_fingerprint(split: Split, meta: pd.DataFrame, backbone: str, model_config: ModelConfig,
-                     config: TrainConfig, options: dict | None = None) -> str:
+                     config: TrainConfig, options: dict | None = None, *, cached: bool = False) -> str:
     """What a trained fold depends on: the clips of its split (names and content), the backbone and its
-    options, the model and training settings, and the code of audio loading, the backbone and model,
-    and training. A finished fold is reused only when this is unchanged."""
+    options, the model and training settings, whether it trained from cached states, and the code of
+    audio loading, the backbone and model, and training. A finished fold is reused only when this is
+    unchanged."""
     from .. import backbones
     from ..data import audio
     from ..models import classifier, heads
-    from ..training import batches, loop
+    from ..training import batches, loop, partial
 
     clips = meta[meta["stem"].isin(set(split.train) | set(split.val) | set(split.test))]
     content = {stem: file_digest(path) for stem, path in zip(clips["stem"], clips["path"], strict=True)}
     return params_digest({"split": split.to_dict(), "content": content, "backbone": backbone_fingerprint(backbone),
                           "options": options or {}, "model": model_config.to_dict(), "training": config.to_dict(),
-                          "code": code_digest(audio, backbones, heads, classifier, batches, loop)})
+                          "cached": cached, "code": code_digest(audio, backbones, heads, classifier, batches, loop,
+                                                                partial)})

@@ -88,8 +88,10 @@ class StudyBackbone:
         return cls(checkpoint, family, chosen, report, reason)
 
     def system(self, recipe: Recipe, mode: str) -> str:
-        """The result name of ``recipe`` in ``mode`` (``frozen`` / ``finetune``) on this backbone."""
-        return encoder_system(self.family, recipe.name, mode)
+        """The result name of ``recipe`` in ``mode`` (``frozen`` / ``finetune``) on this backbone; partial
+        fine-tuning says how many layers trained (``whisper-project-ft-top1``)."""
+        partial = recipe.model.train_layers if mode == "finetune" else None
+        return encoder_system(self.family, recipe.name, mode) + (f"-top{partial}" if partial else "")
 
     def describe(self) -> str:
         return describe_backbone(self.checkpoint)
@@ -121,18 +123,20 @@ def frozen_systems(backbone: StudyBackbone, recipes: Sequence[Recipe], normaliza
 def run_frozen(profile: Profile, meta: pd.DataFrame, backbone: StudyBackbone, recipes: Sequence[Recipe],
                protocols: Sequence[str] = PROTOCOLS, *, folds: Sequence[int] | None = None,
                random_repeats: int = 5, batch_size: int | None = None,
-               normalizations: Sequence[Normalization] = ()) -> tuple[pd.DataFrame, dict, pd.DataFrame]:
+               normalizations: Sequence[Normalization] = (), frames_of: Sequence[int] = ()
+               ) -> tuple[pd.DataFrame, dict, pd.DataFrame]:
     """Frozen mode: extract (or read cached) per-layer embeddings once, train each recipe's head per split.
 
     ``normalizations`` (e.g. speaker, speaker-k10) add a speaker-normalized variant of each recipe's
-    system (``<system>+spknorm``, ``<system>+spknorm-k10``).
+    system (``<system>+spknorm``, ``<system>+spknorm-k10``). ``frames_of``: hidden states whose frames the
+    same encoder pass caches for partial fine-tuning (:func:`ser_utils.study.partial.frame_states`).
 
     Returns the fold metrics of every system, the embeddings (path -> ``(L+1, 3, D)``) and the
     per-layer probe under ``actor-kfold`` (empty if that protocol is not run).
     """
     from ..training.embeddings import frozen_predictions, layer_probe
 
-    embeddings = backbone_embeddings(profile, meta, backbone, batch_size=batch_size)
+    embeddings = backbone_embeddings(profile, meta, backbone, batch_size=batch_size, frames_of=frames_of)
     predictions, probe = {}, pd.DataFrame()
     for protocol in protocols:
         splits = protocol_splits(meta, protocol, profile, folds=folds, random_repeats=random_repeats)
@@ -147,14 +151,16 @@ def run_frozen(profile: Profile, meta: pd.DataFrame, backbone: StudyBackbone, re
 
 
 def backbone_embeddings(profile: Profile, meta: pd.DataFrame, backbone: StudyBackbone, *,
-                        batch_size: int | None = None) -> dict[str, np.ndarray]:
-    """The per-layer pooled embeddings of every clip of ``meta`` (path -> ``(L+1, 3, D)``), cached."""
+                        batch_size: int | None = None, frames_of: Sequence[int] = ()) -> dict[str, np.ndarray]:
+    """The per-layer pooled embeddings of every clip of ``meta`` (path -> ``(L+1, 3, D)``), cached (with the
+    frames of the hidden states ``frames_of``, for partial fine-tuning)."""
     from ..backbones import load_backbone
     from ..training.embeddings import extract_embeddings
 
     encoder, _ = load_backbone(backbone.checkpoint, options=backbone.options)
     return extract_embeddings(encoder.to(default_device()), meta["path"], profile.cache_dir,
-                              backbone_fingerprint(backbone.checkpoint), batch_size=batch_size).arrays
+                              backbone_fingerprint(backbone.checkpoint), batch_size=batch_size,
+                              frames_of=frames_of).arrays
 
 
 def best_frozen(metrics: pd.DataFrame, backbone: StudyBackbone, recipes: Sequence[Recipe],

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from ..data.audio import collate, crop, longest_first, normalize
+from ..data.audio import SAMPLE_RATE, collate, crop, longest_first, normalize
 
 
 class ClipDataset(Dataset):
@@ -32,6 +32,10 @@ class ClipDataset(Dataset):
     def lengths(self) -> list[int]:
         cap = self.max_samples if self.train and self.max_samples else None
         return [min(len(w), cap) if cap else len(w) for w in self.waves]
+
+    @staticmethod
+    def collate(items):
+        return collate_items(items)
 
     def __getitem__(self, index: int):
         wave = self.waves[index]
@@ -71,14 +75,16 @@ class LengthGroupedBatches(Sampler):
 
 
 def collate_items(items):
-    """``[(wave, label, index)]`` -> ``(waves (B, T), lengths (B,), labels (B,), indices (B,))``."""
-    waves, labels, indices = zip(*items, strict=True)
+    """``[(wave, label, index)]`` -> ``((waves (B, T), lengths (B,)), labels (B,), audio seconds)``: the
+    model's inputs, the labels, and how much audio the batch holds (for the training log)."""
+    waves, labels, _ = zip(*items, strict=True)
     batch, lengths = collate(waves)
-    return batch, lengths, torch.tensor(labels), torch.tensor(indices)
+    return (batch, lengths), torch.tensor(labels), float(lengths.sum()) / SAMPLE_RATE
 
 
-def clip_loader(dataset: ClipDataset, batch_size: int, *, shuffle: bool, seed: int, workers: int) -> DataLoader:
-    """Length-grouped batches of ``dataset`` (:class:`LengthGroupedBatches`), collated by :func:`collate_items`."""
+def clip_loader(dataset: Dataset, batch_size: int, *, shuffle: bool, seed: int, workers: int) -> DataLoader:
+    """Length-grouped batches (:class:`LengthGroupedBatches` over ``dataset.lengths()``), collated by the
+    dataset's ``collate`` (clips: :func:`collate_items`; cached states: their own)."""
     sampler = LengthGroupedBatches(dataset.lengths(), batch_size, shuffle=shuffle, seed=seed)
-    return DataLoader(dataset, batch_sampler=sampler, collate_fn=collate_items, num_workers=workers,
+    return DataLoader(dataset, batch_sampler=sampler, collate_fn=dataset.collate, num_workers=workers,
                       pin_memory=torch.cuda.is_available())
