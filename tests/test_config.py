@@ -85,3 +85,14 @@ def test_extra_corpora_are_comma_separated_paths_relative_to_the_repository(monk
     assert extra_corpora() == [REPO_ROOT / "corpora" / "a.csv", Path("/data/b/manifest.csv")]
     monkeypatch.delenv("SER_EXTRA_CORPORA")
     assert extra_corpora() == [] and extra_corpora("") == []
+
+
+def test_a_systems_note_says_how_it_was_trained_chosen_and_normalized():
+    from ser_utils.core.names import system_note
+
+    assert system_note("whisper-project-frozen") == ""
+    assert system_note("whisper-project-ft-top1").startswith("partial fine-tuning: the top 1 encoder layer(s)")
+    both = system_note("whisper-selected-frozen+spknorm-k10").split("; ")
+    assert both[0].startswith("frozen head chosen per fold on validation actors")
+    assert both[1] == "speaker-normalized: statistics from 10 unlabelled clips per speaker"
+    assert system_note("egemaps+svm+spknorm").startswith("transductive")

@@ -18,7 +18,8 @@ from ser_utils.features.normalization import GroupError, Normalization
 from ser_utils.models.frozen import FrozenEncoderModel
 from ser_utils.serving.predict import EmotionRecognizer
 from ser_utils.study.systems import PROJECT, StudyBackbone, export_frozen
-from ser_utils.training.embeddings import extract_embeddings, frozen_predictions
+from ser_utils.training.embeddings import extract_embeddings
+from ser_utils.training.frozen_heads import frozen_predictions
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +38,7 @@ def study(synthetic_meta, tmp_path_factory):
 @pytest.fixture(scope="module")
 def exported(study):
     profile, meta, backbone, embeddings = study
-    return {kind: export_frozen(profile, meta, backbone, embeddings, PROJECT, normalization)
+    return {kind: export_frozen(profile, meta, backbone, embeddings, PROJECT, normalization)[1]
             for kind, normalization in (("plain", Normalization()), ("spknorm", Normalization("speaker-k", 10)))}
 
 

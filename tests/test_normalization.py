@@ -17,7 +17,7 @@ from ser_utils.features.normalization import (
 )
 from ser_utils.study import baselines
 from ser_utils.study.normalized_systems import enrolment_curve, evaluate_normalized
-from ser_utils.training.embeddings import frozen_predictions
+from ser_utils.training.frozen_heads import frozen_predictions
 
 GRIDS = {"logreg": [{"C": 0.01}, {"C": 1.0}]}
 

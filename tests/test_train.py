@@ -19,7 +19,8 @@ from ser_utils.models.heads import ModelConfig
 from ser_utils.results.store import read_metrics
 from ser_utils.study.finetuning import finetune_predictions
 from ser_utils.training.batches import ClipDataset, LengthGroupedBatches
-from ser_utils.training.embeddings import extract_embeddings, frozen_predictions, layer_probe
+from ser_utils.training.embeddings import extract_embeddings
+from ser_utils.training.frozen_heads import frozen_predictions, layer_probe
 from ser_utils.training.loop import TrainConfig, train_fold
 
 FAST = TrainConfig(epochs=3, batch_size=16, lr_backbone=1e-3, lr_head=3e-3, max_seconds=0.5, patience=3)

@@ -30,7 +30,8 @@ import os
 import warnings
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import ClassVar
+
+from .layout import ResultsFolder
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 PROFILES = ("full", "smoke")
@@ -107,7 +108,8 @@ class EncoderRun:
     (``speaker``, ``speaker-k``, ``speaker-k<N>``); ``finetune_on_cpu``: fine-tune without a GPU (hours
     per fold at full size); ``comparison_clips``: clips per actor of Whisper's input comparison, from the
     quick subset (statement 1, repetition 1: 15 per actor), or from the whole corpus when above 15 (60:
-    all of it; Whisper's 30 s input costs about 10 minutes for the whole corpus on 2 cores).
+    all of it; Whisper's 30 s input costs about 10 minutes for the whole corpus on 2 cores); ``head_seeds``:
+    seeds of each SGD-trained frozen head candidate under actor-kfold (one under random-80-20).
 
     Partial fine-tuning (the top ``k`` encoder layers from cached lower-layer states, every machine):
     ``partial_layers`` and ``partial_lrs`` (backbone learning rates) are the candidates, chosen on the
@@ -124,6 +126,7 @@ class EncoderRun:
     normalizations: tuple[str, ...] = ("speaker", "speaker-k")
     finetune_on_cpu: bool = False
     comparison_clips: int = 10
+    head_seeds: int = 3
     partial_layers: tuple[int, ...] = (1,)
     partial_lrs: tuple[float, ...] = (5e-5, 2e-4)
     partial_lr_head: float = 1e-4
@@ -134,7 +137,8 @@ class EncoderRun:
     def __post_init__(self):
         from .names import parse_normalization
 
-        for name in ("random_repeats", "partial_epochs", "partial_batch_size", "partial_random_repeats"):
+        for name in ("random_repeats", "partial_epochs", "partial_batch_size", "partial_random_repeats",
+                     "comparison_clips", "head_seeds"):
             _whole(name, getattr(self, name))
         object.__setattr__(self, "partial_layers", tuple(self.partial_layers))
         object.__setattr__(self, "partial_lrs", tuple(float(lr) for lr in self.partial_lrs))
@@ -142,7 +146,6 @@ class EncoderRun:
             _whole("partial_layers", k)
         if self.partial_layers and not self.partial_lrs:
             raise ValueError("partial_lrs: at least one backbone learning rate for partial fine-tuning")
-        _whole("comparison_clips", self.comparison_clips)
         for name in ("epochs", "batch_size"):
             if getattr(self, name) is not None:
                 _whole(name, getattr(self, name))
@@ -174,60 +177,9 @@ FULL_RUN = RunSizes()
 SMOKE_RUN = RunSizes(
     baselines=BaselineRun(quick=True, random_repeats=2, importance_repeats=1),
     encoders=EncoderRun(quick=True, folds=(1,), random_repeats=1, epochs=1, batch_size=16,
-                        normalizations=("speaker-k",), finetune_on_cpu=True, comparison_clips=8, partial_epochs=1),
+                        normalizations=("speaker-k",), finetune_on_cpu=True, comparison_clips=8, partial_epochs=1,
+                        head_seeds=1),
     synthetic_seconds=1.0)
-
-
-@dataclass(frozen=True)
-class ResultsFolder:
-    """The layout of a results folder (``reports/results``): the one owner of every path in it.
-
-    ``metrics/<group>.csv`` (fold metrics), ``predictions/<system>.csv`` (per-clip predictions),
-    ``splits/<name>.json``, ``<name>_run.json`` (a run's configuration), ``<group>_selection.csv``
-    (validation choices), and one file per table (:data:`TABLES`).
-    """
-
-    root: Path
-    #: One file per table: key -> file name.
-    TABLES: ClassVar[dict[str, str]] = {
-        "corpus": "corpus.csv", "families": "baselines_families.csv", "enrolment": "enrolment_curve.csv",
-        "cross_corpus": "cross_corpus.csv", "input_modes": "whisper_input_modes.csv", "layer_probe": "layer_probe.csv",
-        "finetune_selection": "finetune_selection.csv", "training_curves": "training_curves.csv",
-        "comparison": "comparison.csv", "headline": "headline.csv", "provenance": "provenance.json"}
-
-    @classmethod
-    def find(cls, folder: str | os.PathLike) -> ResultsFolder:
-        """The results folder ``folder`` is, or the one inside it (a reports folder holds ``results/``)."""
-        folder = Path(folder)
-        inner = folder / "results"
-        held = (folder / cls.TABLES["comparison"]).is_file() or (folder / "metrics").is_dir()
-        return cls(inner if not held and inner.is_dir() else folder)
-
-    def table(self, key: str) -> Path:
-        return self.root / self.TABLES[key]
-
-    @property
-    def metrics_dir(self) -> Path:
-        return self.root / "metrics"
-
-    def metrics(self, group: str) -> Path:
-        return self.metrics_dir / f"{group}.csv"
-
-    @property
-    def predictions_dir(self) -> Path:
-        return self.root / "predictions"
-
-    def predictions(self, system: str) -> Path:
-        return self.predictions_dir / f"{system}.csv"
-
-    def splits(self, name: str) -> Path:
-        return self.root / "splits" / f"{name}.json"
-
-    def run_info(self, name: str) -> Path:
-        return self.root / f"{name}_run.json"
-
-    def selection(self, group: str) -> Path:
-        return self.root / f"{group}_selection.csv"
 
 
 @dataclass(frozen=True)

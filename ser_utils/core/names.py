@@ -47,18 +47,23 @@ def system_kind(system: str) -> str:
 
 
 def system_note(system: str) -> str:
-    """What a reader must know about a system's numbers: speaker-normalized systems say how."""
+    """What a reader must know about a system's numbers: how it was trained or chosen, and how a
+    speaker-normalized one was normalized (notes joined by "; ")."""
+    notes = []
     partial = re.search(r"-ft-top(\d+)$", system)
     if partial:
-        return (f"partial fine-tuning: the top {partial.group(1)} encoder layer(s), layer weights and head trained "
-                "(from cached lower-layer states), the layers below frozen")
+        notes.append(f"partial fine-tuning: the top {partial.group(1)} encoder layer(s), layer weights and head "
+                     "trained (from cached lower-layer states), the layers below frozen")
+    if re.search(r"-selected-frozen(\+|$)", system):
+        notes.append("frozen head chosen per fold on validation actors (MLP with mean or mean+std pooling, or "
+                     "ridge on every layer)")
     enrolment = re.search(r"\+spknorm-k(\d+)$", system)
     if enrolment:
-        return f"speaker-normalized: statistics from {enrolment.group(1)} unlabelled clips per speaker"
-    if system.endswith("+spknorm"):
-        return ("transductive: each speaker standardised with all of their own unlabelled clips, "
-                "test speakers included")
-    return ""
+        notes.append(f"speaker-normalized: statistics from {enrolment.group(1)} unlabelled clips per speaker")
+    elif system.endswith("+spknorm"):
+        notes.append("transductive: each speaker standardised with all of their own unlabelled clips, "
+                     "test speakers included")
+    return "; ".join(notes)
 
 
 def guess_family(name: str) -> str:

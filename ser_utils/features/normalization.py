@@ -13,7 +13,7 @@ used, so the statistics of a test speaker may come from that speaker's unlabelle
   variance (pooled within-group) and each group's mean and scale; ``transform(X, groups)`` applies
   them. A group's variance is shrunk towards the prior, so a few clips give stable statistics.
 * :func:`normalize_table` - a feature table standardised per speaker (frozen embeddings:
-  ``embeddings.normalized_variants``).
+  ``training.frozen_heads.normalized_variants``).
 * :func:`adapt_features` - the same at prediction time (``predict`` / ``evaluate --adapt``).
 
 The systems built on it (the baselines and frozen heads with a normalization, the enrolment curve, the

@@ -51,6 +51,9 @@ class EmotionClassifier(nn.Module, EncoderDeployable):
 
     def __init__(self, config: ModelConfig, backbone: SpeechEncoder):
         super().__init__()
+        if config.layers == "all":
+            raise ValueError("layers='all' (every layer's pooled statistics side by side) is a frozen head's input; "
+                             "a fine-tuned classifier takes 'last' or 'weighted'")
         self.config = config
         self.backbone = backbone
         self.layer_weights = layer_weights(config, backbone.num_layers + 1)

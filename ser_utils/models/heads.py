@@ -20,7 +20,7 @@ from ..backbones import FREEZE_MODES, masked_moments
 from ..data.corpus import EMOTIONS
 
 POOLINGS = ("first", "mean", "mean+std")
-LAYER_MODES = ("last", "weighted")
+LAYER_MODES = ("last", "weighted", "all")
 #: The per-layer statistics of the frozen mode, in cache order.
 STATS = ("first", "mean", "std")
 
@@ -33,9 +33,10 @@ class ModelConfig:
     ----------
     pooling : ``"first"`` (frame 0, the original's "CLS-like" token), ``"mean"`` (masked mean over
         frames) or ``"mean+std"`` (masked statistics pooling; doubles the head's input).
-    layers : ``"last"`` (last hidden state) or ``"weighted"`` (softmax-weighted sum of all hidden
-        states, weights learned).
-    head_hidden : width of the head's hidden layer.
+    layers : ``"last"`` (last hidden state), ``"weighted"`` (softmax-weighted sum of all hidden
+        states, weights learned) or ``"all"`` (every hidden state's pooled statistics side by side: a
+        frozen head's input, ``(L+1) x D`` wide per statistic).
+    head_hidden : width of the head's hidden layer; 0: a linear head (one Linear layer).
     dropout : dropout between the head's two linear layers.
     freeze : ``"feature-encoder"`` (convolutional front end fixed), ``"backbone"`` (only the head
         and layer weights train) or ``"none"``.
@@ -75,6 +76,8 @@ class ModelConfig:
                 raise ValueError(f"train_layers={self.train_layers!r}; a whole number >= 1 (None: as freeze says)")
             if self.freeze == "backbone":
                 raise ValueError("train_layers trains encoder layers, freeze='backbone' trains none: choose one")
+        if isinstance(self.head_hidden, bool) or not isinstance(self.head_hidden, int) or self.head_hidden < 0:
+            raise ValueError(f"head_hidden={self.head_hidden!r}; a whole number >= 0 (0: a linear head)")
         if self.standardize and self.pooling not in ("first", "mean"):
             raise ValueError(f"standardize: with pooling 'first' or 'mean' (a frozen head's), not {self.pooling!r}")
         object.__setattr__(self, "labels", tuple(self.labels))
@@ -101,6 +104,11 @@ class ModelConfig:
         """How many ``D``-wide vectors the pooling hands the head (2 for mean+std)."""
         return 2 if self.pooling == "mean+std" else 1
 
+    @property
+    def head_name(self) -> str:
+        """What the head is, in a few characters: ``mlp-weighted-mean``, ``linear-all-mean+std``, ..."""
+        return f"{'linear' if self.head_hidden == 0 else 'mlp'}-{self.layers}-{self.pooling}"
+
 
 #: The original write-up: last hidden state, first frame, Linear(768, 256) -> ReLU -> Dropout ->
 #: Linear(256, 8), whole backbone trained.
@@ -115,13 +123,16 @@ def layer_weights(config: ModelConfig, n_states: int) -> nn.Parameter | None:
 def combine_layers(states: torch.Tensor, weights: torch.Tensor | None) -> torch.Tensor:
     """``(B, L+1, X, D)`` -> ``(B, X, D)``: the last layer, or the softmax-weighted sum over layers
     (``X``: frames, or the statistics of the frozen mode)."""
-    if weights is None:
+    if weights is None:  # "last"; "all" never combines (FrozenHead.classify)
         return states[:, -1]
     return torch.einsum("l,blxd->bxd", torch.softmax(weights, dim=0).to(states.dtype), states)
 
 
 def mlp_head(width: int, config: ModelConfig) -> nn.Sequential:
-    """Linear(width, hidden) -> ReLU -> Dropout -> Linear(hidden, n_classes): logits ``(B, n_classes)``."""
+    """Linear(width, hidden) -> ReLU -> Dropout -> Linear(hidden, n_classes): logits ``(B, n_classes)``;
+    ``head_hidden=0``: Linear(width, n_classes) alone."""
+    if config.head_hidden == 0:
+        return nn.Sequential(nn.Linear(width, len(config.labels)))
     return nn.Sequential(nn.Linear(width, config.head_hidden), nn.ReLU(), nn.Dropout(config.dropout),
                          nn.Linear(config.head_hidden, len(config.labels)))
 
@@ -158,7 +169,8 @@ class FrozenHead(nn.Module):
     Input ``(B, L+1, 3, D)`` (:func:`layer_statistics`); features are standardised with training-set
     statistics (per layer, statistic and dimension), then combined over layers (:func:`combine_layers`),
     pooled as configured (the statistics the pooling reads, side by side) and classified by
-    :func:`mlp_head`. ``forward`` = :meth:`classify` of :meth:`standardise`; training standardises once.
+    :func:`mlp_head` (``layers="all"``: every layer's statistics side by side, uncombined). ``forward`` =
+    :meth:`classify` of :meth:`standardise`; training standardises once.
     """
 
     #: The statistics (of :data:`STATS`) each pooling reads.
@@ -170,7 +182,7 @@ class FrozenHead(nn.Module):
         self.register_buffer("mean", mean)
         self.register_buffer("std", std)
         self.layer_weights = layer_weights(config, n_layers)
-        self.head = mlp_head(dim * config.pooled_width, config)
+        self.head = mlp_head(dim * config.pooled_width * (n_layers if config.layers == "all" else 1), config)
 
     def standardise(self, x: torch.Tensor) -> torch.Tensor:
         """``(B, L+1, 3, D)`` -> the standardised statistics the pooling reads, ``(B, L+1, S, D)``."""
@@ -179,6 +191,8 @@ class FrozenHead(nn.Module):
 
     def classify(self, z: torch.Tensor) -> torch.Tensor:
         """Logits ``(B, n_classes)`` of standardised statistics (:meth:`standardise`)."""
+        if self.config.layers == "all":  # every layer side by side
+            return self.head(z.flatten(1))
         return self.head(combine_layers(z, self.layer_weights).flatten(1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

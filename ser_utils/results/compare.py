@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..core.config import ResultsFolder
+from ..core.layout import ResultsFolder
 from ..evaluation.metrics import METRICS
 from .store import read_metrics, read_predictions
 from .tables import comparison_table

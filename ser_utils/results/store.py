@@ -1,5 +1,5 @@
 """The one reader and writer of every result file the notebooks leave, keyed by the results-folder layout
-(:class:`ser_utils.core.config.ResultsFolder`, which owns every path).
+(:class:`ser_utils.core.layout.ResultsFolder`, which owns every path).
 
 Layout under a profile's ``results_dir`` (``reports/results`` for the full study):
 
@@ -7,7 +7,8 @@ Layout under a profile's ``results_dir`` (``reports/results`` for the full study
 * ``predictions/<system>.csv`` - one row per test clip and fold (``evaluation.metrics.PREDICTION_COLUMNS``).
 * ``<group>_selection.csv`` - the validation choices of a group of systems.
 * one CSV per table of :data:`TABLE_OPTIONS` (``corpus`` from notebook 01, ``families`` and ``enrolment``
-  from 03, ``layer_probe``, ``input_modes``, ``finetune_selection`` and ``training_curves`` from 04,
+  from 03, ``layer_probe``, ``input_modes``, ``frozen_heads``, ``frozen_selection``, ``finetune_selection`` and
+  ``training_curves`` from 04,
   ``comparison`` and ``headline`` from 05, ``cross_corpus`` from 06): :func:`write_table` /
   :func:`read_table`; and beside the reports ``figures/headline.png`` (05).
 
@@ -23,7 +24,8 @@ from pathlib import Path
 import pandas as pd
 
 from ..core.atomic import atomic_open, atomic_to_csv
-from ..core.config import PROTOCOLS, ResultsFolder
+from ..core.config import PROTOCOLS
+from ..core.layout import ResultsFolder
 from ..evaluation.metrics import METRIC_COLUMNS, PREDICTION_COLUMNS, metrics_from_predictions, not_run_rows
 
 #: Relative to the reports folder, not the results folder: the index page shows it.
@@ -36,6 +38,8 @@ TABLE_OPTIONS: dict[str, tuple[dict, dict]] = {
     "enrolment": (_NUMBERS, {}),
     "layer_probe": (_NUMBERS, {}),
     "input_modes": (_NUMBERS, {}),
+    "frozen_heads": (_NUMBERS, {"keep_default_na": False}),  # variance "" without normalization
+    "frozen_selection": (_NUMBERS, {"keep_default_na": False}),
     "finetune_selection": (_NUMBERS, {}),
     "training_curves": (_NUMBERS, {}),
     "comparison": (_NUMBERS, {}),

@@ -209,6 +209,30 @@ def finetuned_vs_frozen(metrics: pd.DataFrame, predictions: pd.DataFrame, protoc
     return pd.DataFrame(rows)
 
 
+def frozen_heads_summary(trials: pd.DataFrame, choices: pd.DataFrame, protocol: str = "actor-kfold") -> pd.DataFrame:
+    """Test UAR (%) of each selected frozen system (``frozen_heads`` / ``frozen_selection`` tables): the
+    validation-chosen head (the headline), then, post hoc, each candidate head alone (its variance chosen on
+    validation); cells are the mean over folds, ``± std`` over seeds where a head has several."""
+    def cell(rows: pd.DataFrame) -> str:
+        per_seed = rows.groupby("seed")["test_uar"].mean() * 100
+        return f"{per_seed.mean():.1f}" + (f" ± {per_seed.std():.1f}" if len(per_seed) > 1 else "")
+
+    out = {}
+    for system, chosen in choices[choices["protocol"] == protocol].groupby("system", sort=False):
+        tried = trials[(trials["protocol"] == protocol) & (trials["system"] == system)]
+        best = tried.loc[tried.groupby(["head", "seed", "fold"], sort=False)["val_uar"].idxmax()]  # its variance
+        out[system] = {"validation-chosen (headline)": cell(chosen),
+                       **{f"{head} (post hoc)": cell(rows) for head, rows in best.groupby("head", sort=False)}}
+    return pd.DataFrame(out).T
+
+
+def frozen_head_choices(choices: pd.DataFrame, protocol: str = "actor-kfold") -> pd.DataFrame:
+    """Which head (and variance) validation chose per fold, at the first seed: systems x folds."""
+    first = choices[(choices["protocol"] == protocol) & (choices["seed"] == choices["seed"].min())]
+    label = first["head"] + np.where(first["variance"].astype(str) != "", " / " + first["variance"].astype(str), "")
+    return first.assign(choice=label).pivot(index="system", columns="fold", values="choice")
+
+
 def format_cell(mean: float, std: float, low: float, high: float, scale: float = 100.0) -> str:
     """``"61.2 ± 3.4 [58.0, 64.1]"`` (percent), or ``"not run"``."""
     if np.isnan(mean):

@@ -241,7 +241,8 @@ def warm_start_head(cached, parts, config: ModelConfig, seed: int):
     trains its heads (linear probing, then fine-tuning). Returns ``classifier -> classifier``."""
     if not config.standardize:
         return lambda model: model
-    from ..training.embeddings import stack, train_frozen_head
+    from ..training.embeddings import stack
+    from ..training.frozen_heads import train_frozen_head
 
     (train, y_train), (val, y_val) = parts
     head = train_frozen_head(config, stack(cached.lower, train), y_train, stack(cached.lower, val), y_val, seed=seed)

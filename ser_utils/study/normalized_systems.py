@@ -1,6 +1,6 @@
 """The systems built on speaker normalization (:mod:`ser_utils.features.normalization`): the baselines and the
 enrolment curve, and the deployable speaker-normalized baseline. (Frozen heads with a normalization:
-:func:`ser_utils.training.embeddings.frozen_predictions`.)
+:func:`ser_utils.training.frozen_heads.frozen_predictions`.)
 
 * :func:`evaluate_normalized` - the baselines with a normalization, as
   :func:`ser_utils.study.baselines.evaluate_systems` evaluates them (the variance chosen on validation).

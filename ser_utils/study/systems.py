@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import shutil
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -24,11 +24,11 @@ from ..core.config import EncoderRun, Profile, describe_backbone, with_overrides
 from ..core.device import default_device
 from ..core.names import encoder_system, guess_family, model_folder
 from ..data.audio import SAMPLE_RATE
-from ..evaluation.metrics import metrics_from_predictions, score, summarise
+from ..evaluation.metrics import metrics_from_predictions, score
 from ..evaluation.splits import PROTOCOLS, make_splits, save_splits
 from ..features.normalization import Normalization
 from ..models.heads import ORIGINAL_RECIPE, ModelConfig
-from ..results.store import write_systems
+from ..results.store import write_systems, write_table
 from ..training.loop import ORIGINAL_TRAINING, TrainConfig
 
 
@@ -115,39 +115,89 @@ def is_main_process() -> bool:
     return processes_state().is_main_process
 
 
+#: The recipe name of the frozen system whose head is chosen per fold on validation actors among
+#: :func:`head_candidates` (``whisper-selected-frozen``).
+SELECTED = "selected"
+
+
+def head_candidates(recipe: Recipe) -> dict[str, ModelConfig]:
+    """The heads a recipe's frozen system trains, by name (``ModelConfig.head_name``). The project recipe's
+    own head first (a tie keeps it), then statistics pooling (mean and standard deviation) with the same
+    MLP, and a linear head (ridge, closed form) on every layer's mean and standard deviation side by side;
+    the selected system chooses among them. Other recipes: their own head."""
+    if recipe.name != "project":
+        return {recipe.model.head_name: recipe.model}
+    heads = [recipe.model, replace(recipe.model, pooling="mean+std"),
+             replace(recipe.model, pooling="mean+std", layers="all", head_hidden=0)]
+    return {head.head_name: head for head in heads}
+
+
 def frozen_systems(backbone: StudyBackbone, recipes: Sequence[Recipe], normalizations: Sequence[Normalization] = ()):
-    """The frozen systems' names, each recipe plain and with each normalization."""
-    return [backbone.system(r, "frozen") + n.suffix for r in recipes for n in [Normalization(), *normalizations]]
+    """The frozen systems' names, each recipe (and the selected system beside a recipe with several head
+    candidates) plain and with each normalization."""
+    names = [backbone.system(r, "frozen") for r in recipes]
+    names += [encoder_system(backbone.family, SELECTED, "frozen") for r in recipes if len(head_candidates(r)) > 1]
+    return [name + n.suffix for name in names for n in [Normalization(), *normalizations]]
 
 
 def run_frozen(profile: Profile, meta: pd.DataFrame, backbone: StudyBackbone, recipes: Sequence[Recipe],
                protocols: Sequence[str] = PROTOCOLS, *, folds: Sequence[int] | None = None,
                random_repeats: int = 5, batch_size: int | None = None,
-               normalizations: Sequence[Normalization] = (), frames_of: Sequence[int] = ()
+               normalizations: Sequence[Normalization] = (), frames_of: Sequence[int] = (), head_seeds: int = 1
                ) -> tuple[pd.DataFrame, dict, pd.DataFrame]:
-    """Frozen mode: extract (or read cached) per-layer embeddings once, train each recipe's head per split.
+    """Frozen mode: extract (or read cached) per-layer embeddings once, train each recipe's heads per split.
 
-    ``normalizations`` (e.g. speaker, speaker-k10) add a speaker-normalized variant of each recipe's
-    system (``<system>+spknorm``, ``<system>+spknorm-k10``). ``frames_of``: hidden states whose frames the
-    same encoder pass caches for partial fine-tuning (:func:`ser_utils.study.partial.frame_states`).
+    ``normalizations`` (e.g. speaker, speaker-k10) add a speaker-normalized variant of each system
+    (``<system>+spknorm``, ``<system>+spknorm-k10``); each normalization's embeddings are built once. A
+    recipe with several :func:`head_candidates` trains them all (the SGD ones with ``head_seeds`` seeds
+    under actor-kfold, one under random-80-20); its own system keeps its own head, and
+    ``<family>-selected-frozen`` takes, per split, the candidate with the best validation UAR (seed
+    ``profile.seed``). Every trial is written to the ``frozen_heads`` table and every choice (one per
+    seed) to ``frozen_selection``. ``frames_of``: hidden states whose frames the same encoder pass
+    caches for partial fine-tuning (:func:`ser_utils.study.partial.frame_states`).
 
     Returns the fold metrics of every system, the embeddings (path -> ``(L+1, 3, D)``) and the
     per-layer probe under ``actor-kfold`` (empty if that protocol is not run).
     """
-    from ..training.embeddings import frozen_predictions, layer_probe
+    from ..training.frozen_heads import layer_probe, normalized_variants
 
     embeddings = backbone_embeddings(profile, meta, backbone, batch_size=batch_size, frames_of=frames_of)
-    predictions, probe = {}, pd.DataFrame()
-    for protocol in protocols:
-        splits = protocol_splits(meta, protocol, profile, folds=folds, random_repeats=random_repeats)
-        for recipe in recipes:
-            name = backbone.system(recipe, "frozen")
-            for normalization in [Normalization(), *normalizations]:
-                predictions.setdefault(name + normalization.suffix, []).append(frozen_predictions(
-                    meta, splits, embeddings, recipe.model, name, normalization, seed=profile.seed))
-        if protocol == "actor-kfold":
-            probe = layer_probe(meta, splits, embeddings)
+    meta = meta[meta["path"].isin(embeddings.keys())].reset_index(drop=True)  # files that failed are left out
+    splits = {protocol: protocol_splits(meta, protocol, profile, folds=folds, random_repeats=random_repeats)
+              for protocol in protocols}
+    predictions, trials, choices = {}, [], []
+    for normalization in [Normalization(), *normalizations]:
+        variants = normalized_variants(meta, embeddings, normalization, seed=profile.seed)
+        for protocol, protocol_splits_ in splits.items():
+            seeds = [profile.seed + i for i in range(head_seeds if protocol == "actor-kfold" else 1)]
+            for recipe in recipes:
+                _frozen_recipe(meta, protocol_splits_, variants, backbone, recipe, normalization, seeds, predictions,
+                               trials, choices)
+    if is_main_process() and trials:
+        write_table(pd.concat(trials, ignore_index=True), profile.results_dir, "frozen_heads")
+        write_table(pd.concat(choices, ignore_index=True), profile.results_dir, "frozen_selection")
+    probe = layer_probe(meta, splits["actor-kfold"], embeddings) if "actor-kfold" in splits else pd.DataFrame()
     return write_systems(predictions, profile.results_dir), embeddings, probe
+
+
+def _frozen_recipe(meta, splits, variants, backbone: StudyBackbone, recipe: Recipe, normalization: Normalization,
+                   seeds: list[int], predictions: dict, trials: list, choices: list) -> None:
+    """One recipe's heads on one protocol's splits: its system (its own head) and, with several
+    candidates, the selected system; their predictions, trials and choices appended."""
+    from ..training.frozen_heads import choices_table, choose, frozen_trials, trial_predictions, trials_table
+
+    candidates, labels = head_candidates(recipe), recipe.model.labels
+    fitted = frozen_trials(meta, splits, variants, candidates, seeds=seeds if len(candidates) > 1 else seeds[:1])
+    own = backbone.system(recipe, "frozen") + normalization.suffix
+    predictions.setdefault(own, []).append(
+        trial_predictions(meta, splits, choose(fitted, [recipe.model.head_name], seeds[0]), own, labels))
+    if len(candidates) == 1:
+        return
+    selected = encoder_system(backbone.family, SELECTED, "frozen") + normalization.suffix
+    picks = {seed: choose(fitted, None, seed) for seed in seeds}
+    predictions.setdefault(selected, []).append(trial_predictions(meta, splits, picks[seeds[0]], selected, labels))
+    trials.append(trials_table(meta, splits, fitted, labels).assign(system=selected))
+    choices.append(choices_table(meta, splits, picks, labels).assign(system=selected))
 
 
 def backbone_embeddings(profile: Profile, meta: pd.DataFrame, backbone: StudyBackbone, *,
@@ -163,19 +213,6 @@ def backbone_embeddings(profile: Profile, meta: pd.DataFrame, backbone: StudyBac
                               frames_of=frames_of).arrays
 
 
-def best_frozen(metrics: pd.DataFrame, backbone: StudyBackbone, recipes: Sequence[Recipe],
-                normalizations: Sequence[Normalization]) -> tuple[Recipe, Normalization, str] | None:
-    """The (recipe, normalization, system) of the highest actor-kfold UAR among the frozen systems of
-    ``backbone`` with one of ``normalizations`` (``Normalization()``: plain); ``None`` if none ran."""
-    summary = summarise(metrics)
-    summary = summary[(summary["protocol"] == "actor-kfold") & (summary["status"] == "ok")]
-    candidates = [(recipe, n, backbone.system(recipe, "frozen") + n.suffix) for recipe in recipes
-                  for n in normalizations]
-    uar = summary.set_index("system")["uar_mean"]
-    ranked = [c for c in candidates if c[2] in uar.index]
-    return max(ranked, key=lambda c: uar[c[2]]) if ranked else None
-
-
 def comparison_subset(meta: pd.DataFrame, clips_per_actor: int) -> pd.DataFrame:
     """The clips Whisper's input modes are compared on: ``clips_per_actor`` of each actor's quick subset
     (statement 1, repetition 1: 15 per actor), or of all its clips when more are asked for; normal
@@ -187,52 +224,55 @@ def comparison_subset(meta: pd.DataFrame, clips_per_actor: int) -> pd.DataFrame:
     return pool.groupby("actor", sort=False).head(clips_per_actor).reset_index(drop=True)
 
 
-def export_best_frozen(profile: Profile, meta: pd.DataFrame, backbone: StudyBackbone, embeddings: dict[str, np.ndarray],
-                       metrics: pd.DataFrame, recipes: Sequence[Recipe], normalizations: Sequence[Normalization],
-                       fold: int = 1) -> dict[str, Path]:
-    """Export the best plain frozen system of ``backbone`` and the best speaker-normalized one (by actor-kfold
-    UAR in ``metrics``) as model folders (:func:`export_frozen`); returns system -> folder."""
+def export_selected_frozen(profile: Profile, meta: pd.DataFrame, backbone: StudyBackbone,
+                           embeddings: dict[str, np.ndarray], recipe: Recipe, normalizations: Sequence[Normalization],
+                           fold: int = 1) -> dict[str, Path]:
+    """Export the selected frozen system (``recipe``'s head candidates, chosen on the fold's validation
+    actors), plain and with the first of ``normalizations``, as model folders (:func:`export_frozen`);
+    returns system -> folder."""
     exported = {}
-    for choices in ([Normalization()], list(normalizations)):
-        best = best_frozen(metrics, backbone, recipes, choices) if choices else None
-        if best:
-            recipe, normalization, system = best
-            exported[system] = export_frozen(profile, meta, backbone, embeddings, recipe, normalization, fold=fold)
+    for normalization in [Normalization(), *list(normalizations)[:1]]:
+        system, folder = export_frozen(profile, meta, backbone, embeddings, recipe, normalization, fold=fold,
+                                       select=True)
+        exported[system] = folder
     return exported
 
 
 def export_frozen(profile: Profile, meta: pd.DataFrame, backbone: StudyBackbone, embeddings: dict[str, np.ndarray],
-                  recipe: Recipe, normalization: Normalization, fold: int = 1) -> Path:
+                  recipe: Recipe, normalization: Normalization, fold: int = 1,
+                  select: bool = False) -> tuple[str, Path]:
     """Save a frozen system as a model folder for ``predict`` / ``evaluate``: ``models_dir/<family>-frozen``
-    (``-frozen-spknorm`` with a speaker normalization).
+    (``-frozen-spknorm`` with a speaker normalization); returns the system's name and the folder.
 
     The head is actor-kfold fold ``fold``'s, trained as in the study (validation actors from the
-    training part, the variance chosen on them); it never saw its test actors, so its test scores
-    (``evaluation.json`` beside it: the fold's test clips as the study scored them) are an honest
-    estimate for unseen speakers.
+    training part, the variance and, with ``select``, the head among :func:`head_candidates` chosen on
+    them): the selected system with ``select``, the recipe's own head otherwise. It never saw its test
+    actors, so its test scores (``evaluation.json`` beside it: the fold's test clips as the study scored
+    them) are an honest estimate for unseen speakers.
     """
     from ..backbones import load_backbone
     from ..models.frozen import FrozenEncoderModel
-    from ..training.embeddings import normalized_variants, train_split_head
+    from ..training.frozen_heads import choose, frozen_trials, normalized_variants
 
     meta = meta[meta["path"].isin(embeddings.keys())].reset_index(drop=True)
     split = next(s for s in make_splits(meta, "actor-kfold", seed=profile.seed) if s.fold == fold)
     variants = normalized_variants(meta, embeddings, normalization, seed=profile.seed)
-    fitted = train_split_head(meta, split, variants, recipe.model, seed=profile.seed)
+    candidates = head_candidates(recipe) if select else {recipe.model.head_name: recipe.model}
+    (trial,) = choose(frozen_trials(meta, [split], variants, candidates, seeds=(profile.seed,)))
     encoder, _ = load_backbone(backbone.checkpoint, options=backbone.options)
-    system = backbone.system(recipe, "frozen") + normalization.suffix
+    system = (encoder_system(backbone.family, SELECTED, "frozen") if select else backbone.system(recipe, "frozen"))
+    system += normalization.suffix
     test = split.frames(meta)[2]
-    predicted = fitted.predict(variants[fitted.variance][0][test.index.to_numpy()])
-    scores = score(test["emotion"].astype(str), np.asarray(recipe.model.labels)[predicted])
+    scores = score(test["emotion"].astype(str), np.asarray(recipe.model.labels)[trial.predicted])
     info = {"protocol": "actor-kfold", "fold": fold, "profile": profile.name, "data": profile.describe_data(),
-            "backbone": backbone.describe(), "variance": fitted.variance,
+            "backbone": backbone.describe(), "head": trial.head, "variance": trial.variance,
             "test_actors": sorted(int(a) for a in test["actor"].unique()), **scores.as_dict()}
-    model = FrozenEncoderModel(encoder, fitted.head, system=system, normalization=fitted.normalization, info=info)
+    model = FrozenEncoderModel(encoder, trial.model, system=system, normalization=trial.normalization, info=info)
     target = profile.models_dir / model_folder(backbone.family, "frozen", normalization.kind != "none")
     shutil.rmtree(target, ignore_errors=True)
     model.save_pretrained(target)
     atomic_write_text(target / "evaluation.json", json.dumps({"system": system, **info}, indent=1))
-    return target
+    return system, target
 
 
 def compare_input_modes(profile: Profile, meta: pd.DataFrame, backbone: StudyBackbone, recipes: Sequence[Recipe],
@@ -246,7 +286,7 @@ def compare_input_modes(profile: Profile, meta: pd.DataFrame, backbone: StudyBac
     import torch
 
     from ..backbones import load_backbone
-    from ..training.embeddings import frozen_predictions
+    from ..training.frozen_heads import frozen_predictions
 
     splits = make_splits(meta, "actor-kfold", seed=profile.seed)
     rows = []

@@ -1,12 +1,11 @@
-"""Frozen-embedding mode: run the backbone once, cache every layer's pooled embedding, train heads.
+"""Frozen-embedding mode: run the backbone once, cache every layer's pooled embedding.
 
 The backbone (any :class:`~ser_utils.backbones.SpeechEncoder`: wav2vec2, Whisper, ...) runs once over
 the corpus (inference mode, length-grouped batches); for each clip the cache holds, per hidden layer,
 the first frame, the masked mean and the masked standard deviation (``(L+1, 3, D)``, float16), keyed
-by the file's content, the checkpoint and the encoder's options. Heads - weighted layers + MLP, or
-any pooling/layer choice of :class:`~ser_utils.models.heads.ModelConfig` - then train from the cache in
-seconds per fold on a CPU, with or without speaker normalization (:func:`frozen_predictions`, one
-loop for both), and a per-layer probe shows which layer carries emotion.
+by the file's content, the checkpoint and the encoder's options (and, in the same pass, the frames of
+the hidden states partial fine-tuning trains from). Heads then train from the cache in seconds per
+fold on a CPU (:mod:`ser_utils.training.frozen_heads`).
 """
 
 from __future__ import annotations
@@ -17,28 +16,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import torch
-from joblib import Parallel, delayed
-from sklearn.linear_model import RidgeClassifier
-from sklearn.pipeline import make_pipeline
-from sklearn.preprocessing import StandardScaler
-from torch import nn
 
 from ..backbones import SpeechEncoder
 from ..core.cache import ArrayCache, MapResult, file_digest
-from ..core.device import autocast_dtype, single_thread
+from ..core.device import autocast_dtype
 from ..core.fingerprint import code_digest
 from ..core.progress import progress as progress_bar
 from ..data.audio import SAMPLE_RATE, crop, load_many
-from ..evaluation.metrics import prediction_table, score
-from ..evaluation.splits import Split
-from ..features.normalization import Normalization, SpeakerNormalizer, normalizer_config
 from ..models.frozen import encode_waves
-from ..models.heads import STATS, FrozenHead, ModelConfig
-
-#: Embeddings of at least this size train their splits' heads in parallel processes (smaller: serially).
-PARALLEL_BYTES = 16 * 2**20
+from ..models.heads import STATS
 
 
 def embedding_code() -> str:
@@ -114,155 +101,6 @@ def extract_embeddings(encoder: SpeechEncoder, paths: Sequence[str | Path], cach
     return result
 
 
-def train_frozen_head(config: ModelConfig, x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarray,
-                      y_val: np.ndarray, *, epochs: int = 200, patience: int = 20, lr: float = 1e-3,
-                      weight_decay: float = 1e-2, batch_size: int = 64, seed: int = 0) -> FrozenHead:
-    """Train a :class:`FrozenHead` with AdamW; keep the epoch with the best validation UAR.
-
-    ``x_*``: ``(N, L+1, 3, D)`` embeddings; ``y_*``: class indices ``(N,)``. Runs on one thread: the
-    steps are too small for more to help, and spare cores only contend.
-    """
-    with single_thread():
-        torch.manual_seed(seed)
-        xt, yt = torch.as_tensor(x_train, dtype=torch.float32), torch.tensor(np.asarray(y_train))
-        mean, std = xt.mean(0), xt.std(0).clamp(min=1e-4)
-        head = FrozenHead(config, xt.shape[1], xt.shape[-1], mean, std)
-        zt, zv = head.standardise(xt), head.standardise(torch.as_tensor(x_val, dtype=torch.float32))
-        optimizer = torch.optim.AdamW(head.parameters(), lr=lr, weight_decay=weight_decay)
-        generator = torch.Generator().manual_seed(seed)
-        best, best_state, bad = -1.0, None, 0
-        for _ in range(epochs):
-            head.train()
-            for rows in torch.randperm(len(zt), generator=generator).split(batch_size):
-                loss = nn.functional.cross_entropy(head.classify(zt[rows]), yt[rows])
-                optimizer.zero_grad()
-                loss.backward()
-                optimizer.step()
-            head.eval()
-            with torch.no_grad():
-                uar = score(np.asarray(y_val), head.classify(zv).argmax(-1).numpy(), config.labels).uar
-            if uar > best:
-                best, bad = uar, 0
-                best_state = {k: v.clone() for k, v in head.state_dict().items()}
-            else:
-                bad += 1
-                if bad >= patience:
-                    break
-        head.load_state_dict(best_state)
-    return head.eval()
-
-
 def stack(embeddings: dict[str, np.ndarray], paths: Sequence[str]) -> np.ndarray:
     """``(N, L+1, 3, D)`` float32 array of the given files' embeddings."""
     return np.stack([embeddings[p] for p in paths]).astype(np.float32)
-
-
-@dataclass
-class SplitHead:
-    """A frozen head trained for one split, the variance chosen on validation (``None`` without
-    normalization) and the normalization to record in an exported model folder."""
-
-    head: FrozenHead
-    variance: str | None = None
-    normalization: dict | None = None
-
-    def predict(self, x: np.ndarray) -> np.ndarray:
-        """Class indices of embeddings ``(N, L+1, 3, D)`` (normalized as the head's training clips were)."""
-        with torch.no_grad():
-            return self.head(torch.as_tensor(x, dtype=torch.float32)).argmax(-1).numpy()
-
-
-def normalized_variants(meta: pd.DataFrame, embeddings: dict[str, np.ndarray], normalization: Normalization, *,
-                        seed: int = 0) -> dict[str | None, tuple[np.ndarray, dict | None]]:
-    """The embeddings of ``meta``'s clips, in its row order, as each candidate of ``normalization`` gives
-    them: variance -> (``(N, L+1, 3, D)`` float32, normalization to record); without normalization
-    the embeddings themselves under ``None``. Statistics per actor, from all of an actor's clips or
-    ``normalization.clips`` random ones; labels play no part."""
-    x = stack(embeddings, meta["path"])
-    if normalization.kind == "none":
-        return {None: (x, None)}
-    flat = x.reshape(len(x), -1)
-    variants = {}
-    for variance in normalization.variances:
-        normalizer = SpeakerNormalizer(variance, normalization.clips, seed=seed)
-        normed = normalizer.fit_transform(flat, meta["actor"]).astype(np.float32).reshape(x.shape)
-        variants[variance] = (normed, normalizer_config(variance, normalizer.prior_var_, normalization.clips))
-    return variants
-
-
-def train_split_head(meta: pd.DataFrame, split: Split, variants: dict, config: ModelConfig, *,
-                     seed: int = 0, **train_kwargs) -> SplitHead:
-    """A head per candidate variant (:func:`normalized_variants`, rows in ``meta``'s order) on ``split``'s
-    training clips; the one with the higher validation UAR is kept (the first on a tie), so test clips
-    play no part."""
-    label_index = {name: i for i, name in enumerate(config.labels)}
-    (train, y_train), (val, y_val) = ((_rows(meta, part), part["emotion"].astype(str).map(label_index).to_numpy())
-                                      for part in split.frames(meta)[:2])
-    best, best_uar = None, -1.0
-    for variance, (x, recorded) in variants.items():
-        head = train_frozen_head(config, x[train], y_train, x[val], y_val, seed=seed, **train_kwargs)
-        candidate = SplitHead(head, variance, recorded)
-        uar = score(y_val, candidate.predict(x[val]), config.labels).uar if len(variants) > 1 else 0.0
-        if best is None or uar > best_uar:
-            best, best_uar = candidate, uar
-    return best
-
-
-def _rows(meta: pd.DataFrame, part: pd.DataFrame) -> np.ndarray:
-    """Positions in ``meta`` of the rows of ``part`` (a subset of it)."""
-    return meta.index.get_indexer(part.index)
-
-
-def _split_predictions(meta: pd.DataFrame, split: Split, variants: dict, config: ModelConfig, seed: int,
-                       train_kwargs: dict) -> np.ndarray:
-    fitted = train_split_head(meta, split, variants, config, seed=seed, **train_kwargs)
-    x = variants[fitted.variance][0]
-    return fitted.predict(x[_rows(meta, split.frames(meta)[2])])
-
-
-def frozen_predictions(meta: pd.DataFrame, splits: Sequence[Split], embeddings: dict[str, np.ndarray],
-                       config: ModelConfig, system: str, normalization: Normalization | None = None, *,
-                       seed: int = 0, n_jobs: int | None = None, **train_kwargs) -> pd.DataFrame:
-    """Train a head per split (selection on its validation clips) and predict its test clips, on the
-    embeddings as they are or speaker-normalized (``normalization``: the variance chosen per split on
-    validation clips; the system's name gets the normalization's suffix).
-
-    Splits train in ``n_jobs`` processes (``None``: one per core for real-size embeddings, one for
-    tiny ones, where starting processes would cost more than it saves); results do not depend on it.
-    Clips without an embedding (files that failed) are left out. Returns the predictions table
-    (``system, protocol, fold, stem, actor, emotion, predicted``).
-    """
-    normalization = normalization or Normalization()
-    meta = meta[meta["path"].isin(embeddings.keys())].reset_index(drop=True)
-    variants = normalized_variants(meta, embeddings, normalization, seed=seed)
-    if n_jobs is None:
-        n_jobs = -1 if variants[next(iter(variants))][0].nbytes > PARALLEL_BYTES and len(splits) > 1 else 1
-    predicted = Parallel(n_jobs=n_jobs)(delayed(_split_predictions)(meta, split, variants, config, seed, train_kwargs)
-                                        for split in splits)
-    return pd.concat([prediction_table(system + normalization.suffix, split.protocol, split.fold,
-                                       split.frames(meta)[2], np.asarray(config.labels)[indices])
-                      for split, indices in zip(splits, predicted, strict=True)], ignore_index=True)
-
-
-def layer_probe(meta: pd.DataFrame, splits: Sequence[Split], embeddings: dict[str, np.ndarray],
-                stat: str = "mean") -> pd.DataFrame:
-    """Which layer carries emotion: a linear probe (standardised features, ridge classifier: closed form,
-    30x faster than a logistic regression and within a point of it) on each layer's pooled embedding.
-
-    Trained on train+validation clips of each split, scored on its test clips. Returns one row per
-    (layer, fold) with ``accuracy`` and ``uar``.
-    """
-    meta = meta[meta["path"].isin(embeddings.keys())]
-    column = STATS.index(stat)
-    rows = []
-    for split in splits:
-        train, val, test = split.frames(meta)
-        fit = pd.concat([train, val])
-        x_fit, x_test = stack(embeddings, fit["path"]), stack(embeddings, test["path"])
-        for layer in range(x_fit.shape[1]):
-            probe = make_pipeline(StandardScaler(), RidgeClassifier(alpha=100.0))
-            probe.fit(x_fit[:, layer, column], fit["emotion"].astype(str))
-            scores = score(test["emotion"].astype(str), probe.predict(x_test[:, layer, column]))
-            rows.append({"layer": layer, "fold": split.fold, "protocol": split.protocol,
-                         "accuracy": scores.accuracy, "uar": scores.uar})
-    return pd.DataFrame(rows)

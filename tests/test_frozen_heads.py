@@ -1,0 +1,177 @@
+"""Heads on frozen embeddings: the closed-form linear head is scikit-learn's ridge classifier, choices read
+validation scores only, and the study writes the selected system beside the recipe's own."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from sklearn.linear_model import RidgeClassifier
+from sklearn.preprocessing import StandardScaler
+
+from ser_utils.core.config import get_profile
+from ser_utils.data.corpus import EMOTIONS
+from ser_utils.evaluation.splits import make_splits
+from ser_utils.features.normalization import Normalization
+from ser_utils.models.frozen import FrozenEncoderModel
+from ser_utils.models.heads import FrozenHead, ModelConfig
+from ser_utils.results.store import read_predictions, read_table
+from ser_utils.results.tables import frozen_head_choices, frozen_heads_summary
+from ser_utils.study.systems import PROJECT, StudyBackbone, export_selected_frozen, head_candidates, run_frozen
+from ser_utils.training.frozen_heads import (
+    RIDGE_ALPHAS,
+    Trial,
+    choose,
+    frozen_predictions,
+    normalized_variants,
+    train_frozen_head,
+)
+
+LINEAR_ALL = ModelConfig(pooling="mean+std", layers="all", head_hidden=0)
+
+
+def toy_embeddings(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """``(n, 3, 3, 16)`` embeddings whose mean and std statistics carry the class, and the classes."""
+    rng = np.random.default_rng(seed)
+    y = np.arange(n) % 8
+    x = rng.normal(size=(n, 3, 3, 16)).astype(np.float32)
+    x[:, 1:, 1:, :8] += 0.8 * np.eye(8)[y][:, None, None, :]
+    return x, y
+
+
+def test_the_linear_head_is_the_ridge_classifier_chosen_on_validation_and_refitted():
+    x, y = toy_embeddings(240)
+    train, val = slice(0, 160), slice(160, 240)
+    head = train_frozen_head(LINEAR_ALL, x[train], y[train], x[val], y[val])
+    assert head.alpha in RIDGE_ALPHAS and 0.0 <= head.val_uar <= 1.0
+    features = x[:, :, 1:3].reshape(len(x), -1)  # every layer's mean and std, in the head's order
+    # scikit-learn on training + validation clips, standardised as the head does (sample std)
+    scaler = StandardScaler().fit(features)
+    scaler.scale_ = features.std(0, ddof=1)
+    reference = RidgeClassifier(alpha=head.alpha).fit(scaler.transform(features), y)
+    with torch.no_grad():
+        ours = head(torch.as_tensor(x)).numpy()
+    np.testing.assert_allclose(ours, reference.decision_function(scaler.transform(features)), atol=2e-4)
+    with pytest.raises(ValueError, match="alphas"):
+        train_frozen_head(LINEAR_ALL, x[train], y[train], x[val], y[val], alphas=())
+
+
+def test_the_penalty_is_the_one_with_the_best_validation_uar():
+    x, y = toy_embeddings(120, seed=1)
+    x[:, :, :, 8:] += np.random.default_rng(2).normal(scale=3.0, size=(120, 3, 3, 8))  # noise to overfit
+    alphas = (0.01, 1.0, 100.0, 1e4)
+    alone = {a: train_frozen_head(LINEAR_ALL, x[:80], y[:80], x[80:], y[80:], alphas=(a,)).val_uar for a in alphas}
+    assert len(set(alone.values())) > 1  # the penalties differ on validation
+    chosen = train_frozen_head(LINEAR_ALL, x[:80], y[:80], x[80:], y[80:], alphas=alphas)
+    assert chosen.val_uar == max(alone.values())
+    assert chosen.alpha == next(a for a in alphas if alone[a] == chosen.val_uar)  # the first on a tie
+
+
+def test_heads_are_checked_and_a_linear_head_reads_every_layer():
+    head = FrozenHead(LINEAR_ALL, 3, 16, torch.zeros(3, 3, 16), torch.ones(3, 3, 16))
+    assert head.head[0].in_features == 3 * 2 * 16 and len(head.head) == 1 and head.layer_weights is None
+    assert LINEAR_ALL.head_name == "linear-all-mean+std" and ModelConfig().head_name == "mlp-weighted-mean"
+    with pytest.raises(ValueError, match="head_hidden=-1"):
+        ModelConfig(head_hidden=-1)
+    with pytest.raises(ValueError, match="layers='all'"):
+        from ser_utils.backbones.checkpoints import tiny_backbone_config
+        from ser_utils.models.classifier import EmotionClassifier
+
+        EmotionClassifier.from_config(tiny_backbone_config(), LINEAR_ALL)
+
+
+def trial(fold, head, seed, val_uar, variance=None):
+    return Trial("actor-kfold", fold, head, variance, seed, val_uar, np.zeros(1, dtype=int), None)
+
+
+def test_a_choice_reads_validation_scores_and_keeps_the_first_on_a_tie():
+    trials = [trial(1, "mlp", 0, 0.5), trial(1, "linear", None, 0.6), trial(1, "mlp", 1, 0.7),
+              trial(2, "mlp", 0, 0.8), trial(2, "linear", None, 0.8), trial(2, "mlp", 1, 0.1)]
+    seed0 = {t.fold: t for t in choose(trials)}
+    assert (seed0[1].head, seed0[2].head, seed0[2].seed) == ("linear", "mlp", 0)  # a tie keeps the first
+    seed1 = {t.fold: t for t in choose(trials, seed=1)}
+    assert (seed1[1].head, seed1[2].head) == ("mlp", "linear")  # the closed-form head takes part at every seed
+    assert {t.head for t in choose(trials, ["mlp"])} == {"mlp"}
+
+
+@pytest.fixture(scope="module")
+def study(synthetic_meta, tmp_path_factory):
+    """A smoke profile in a temporary folder, a tiny Whisper, 10 actors' embeddings (3 clips of each class)."""
+    from ser_utils.backbones import load_backbone
+    from ser_utils.backbones.checkpoints import make_tiny_whisper
+    from ser_utils.training.embeddings import extract_embeddings
+
+    root = tmp_path_factory.mktemp("heads")
+    meta = synthetic_meta[(synthetic_meta["actor"].isin([1, 2, 3, 4, 5, 6, 7, 8, 11, 20]))
+                          & (synthetic_meta["repetition"] == 1)].reset_index(drop=True)
+    checkpoint = str(make_tiny_whisper(root / "tiny-whisper"))
+    encoder, _ = load_backbone(checkpoint)
+    embeddings = extract_embeddings(encoder, meta["path"], root / "cache", "tiny", progress=False).arrays
+    profile = get_profile("smoke", work_dir=root / "work", reports_dir=root / "reports")
+    return profile, meta, StudyBackbone(checkpoint, "whisper", {"input": "clip"}), embeddings
+
+
+def test_the_study_writes_the_selected_system_beside_the_recipes_own(study, monkeypatch):
+    profile, meta, backbone, embeddings = study
+    from ser_utils.study import systems
+
+    monkeypatch.setattr(systems, "backbone_embeddings", lambda *args, **kwargs: embeddings)
+    metrics, _, _ = run_frozen(profile, meta, backbone, [PROJECT], ["actor-kfold"], folds=[1, 2],
+                               normalizations=[Normalization("speaker-k", 10)], head_seeds=2)
+    assert set(metrics["system"]) == {"whisper-project-frozen", "whisper-project-frozen+spknorm-k10",
+                                      "whisper-selected-frozen", "whisper-selected-frozen+spknorm-k10"}
+    splits = [s for s in make_splits(meta, "actor-kfold") if s.fold in (1, 2)]
+    own = frozen_predictions(meta, splits, embeddings, PROJECT.model, "whisper-project-frozen")
+    saved = read_predictions(profile.results_dir, ["whisper-project-frozen"])
+    assert (saved["predicted"].to_numpy() == own["predicted"].to_numpy()).all()  # the recipe's head as before
+    trials = read_table(profile.results_dir, "frozen_heads")
+    plain = trials[trials["system"] == "whisper-selected-frozen"]
+    assert set(plain["head"]) == set(head_candidates(PROJECT))
+    assert sorted(plain[plain["head"] == "mlp-weighted-mean"]["seed"].unique()) == [0, 1]
+    assert set(plain[plain["head"] == "linear-all-mean+std"]["seed"]) == {-1}  # closed form: no seed
+    normed = trials[trials["system"] == "whisper-selected-frozen+spknorm-k10"]
+    assert set(normed["variance"]) == {"mean", "shrunk"}
+    choices = read_table(profile.results_dir, "frozen_selection")
+    for (system, fold, seed), chosen in choices.groupby(["system", "fold", "seed"]):
+        candidates = trials[(trials["system"] == system) & (trials["fold"] == fold)
+                            & trials["seed"].isin([seed, -1])]
+        assert len(chosen) == 1 and chosen["val_uar"].iloc[0] == candidates["val_uar"].max()
+    selected = metrics[metrics["system"] == "whisper-selected-frozen"].set_index("fold")["uar"]
+    seed0 = choices[(choices["system"] == "whisper-selected-frozen") & (choices["seed"] == 0)].set_index("fold")
+    assert np.allclose(selected.sort_index(), seed0["test_uar"].sort_index())
+    summary = frozen_heads_summary(trials, choices)
+    by_seed = choices[choices["system"] == "whisper-selected-frozen"].groupby("seed")["test_uar"].mean() * 100
+    assert summary.loc["whisper-selected-frozen", "validation-chosen (headline)"] == \
+        f"{by_seed.mean():.1f} ± {by_seed.std():.1f}"
+    linear = plain[plain["head"] == "linear-all-mean+std"]["test_uar"].mean() * 100
+    assert summary.loc["whisper-selected-frozen", "linear-all-mean+std (post hoc)"] == f"{linear:.1f}"
+    per_fold = frozen_head_choices(choices)
+    assert list(per_fold.columns) == [1, 2] and per_fold.loc["whisper-selected-frozen+spknorm-k10", 1].endswith(
+        (" / mean", " / shrunk"))
+
+
+def test_the_exported_selected_system_predicts_what_its_fold_chose(study):
+    profile, meta, backbone, embeddings = study
+    exported = export_selected_frozen(profile, meta, backbone, embeddings, PROJECT, [Normalization("speaker-k", 10)])
+    assert list(exported) == ["whisper-selected-frozen", "whisper-selected-frozen+spknorm-k10"]
+    folder = exported["whisper-selected-frozen"]
+    evaluation = json.loads((folder / "evaluation.json").read_text())
+    assert evaluation["head"] in head_candidates(PROJECT)
+    model = FrozenEncoderModel.from_pretrained(folder, device="cpu")
+    assert model.model_config.head_name == evaluation["head"]
+    split = make_splits(meta, "actor-kfold")[0]
+    test = split.frames(meta)[2]
+    x = np.stack([embeddings[p] for p in test["path"]]).astype(np.float32)
+    with torch.no_grad():
+        from_embeddings = model.head(torch.as_tensor(x)).argmax(-1).numpy()
+    accuracy = float(np.mean(np.asarray(EMOTIONS)[from_embeddings] == test["emotion"].to_numpy()))
+    assert evaluation["accuracy"] == pytest.approx(accuracy)
+
+
+def test_normalized_variants_are_built_from_the_embeddings_alone(study):
+    _, meta, _, embeddings = study
+    variants = normalized_variants(meta, embeddings, Normalization("speaker"))
+    assert set(variants) == {"mean", "shrunk"}
+    per_actor = pd.DataFrame(variants["mean"][0][:, 1, 1, :4]).groupby(meta["actor"].to_numpy()).mean()
+    assert np.allclose(per_actor, 0.0, atol=1e-4)  # each speaker centred with their own clips
