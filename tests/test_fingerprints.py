@@ -165,3 +165,21 @@ def test_force_retrains_finished_folds_unless_kept(monkeypatch, synthetic_meta, 
     assert train() is None  # FORCE=1 KEEP_FOLDS=1: the finished fold is kept
     monkeypatch.delenv(KEEP_FOLDS_ENV)
     assert train() is not None  # FORCE=1: trained again
+
+
+def test_a_backbone_folders_fingerprint_follows_its_weights_within_one_process(tmp_path):
+    """Digested once per process for the same files, and again as soon as a weight file changes."""
+    import os
+
+    from ser_utils.backbones import backbone_fingerprint
+    from ser_utils.backbones.checkpoints import make_tiny_wav2vec2
+
+    folder = make_tiny_wav2vec2(tmp_path / "tiny")
+    first = backbone_fingerprint(str(folder))
+    assert backbone_fingerprint(str(folder)) == first
+    weights = folder / "pytorch_model.bin"
+    data = bytearray(weights.read_bytes())
+    data[-1] ^= 1  # one bit of one weight
+    weights.write_bytes(bytes(data))
+    os.utime(weights, ns=(weights.stat().st_atime_ns, weights.stat().st_mtime_ns + 1_000_000))
+    assert backbone_fingerprint(str(folder)) != first

@@ -14,6 +14,7 @@ A name is resolved in this order (the ``backbone`` command prints which one appl
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -228,8 +229,6 @@ def backbone_fingerprint(name_or_dir: str) -> str:
     """Identity of a checkpoint for cache keys: a digest of a local folder's weights (safetensors,
     ``.bin``, CTranslate2 ``model.bin`` parts), an installed weight package's pinned SHA-256 (checked
     when it loads), else the hub name."""
-    from ..core.cache import file_digest
-
     folder = Path(name_or_dir)
     if name_or_dir in WEIGHT_PACKAGES and not folder.is_dir():
         return f"{name_or_dir}@sha256:{WEIGHT_PACKAGES[name_or_dir].sha256[:24]}"
@@ -237,7 +236,17 @@ def backbone_fingerprint(name_or_dir: str) -> str:
                + sorted(folder.glob("model.bin.part*"))) if folder.is_dir() else []
     if not weights:
         return str(name_or_dir)
+    stats = tuple((str(path.resolve()), *((st := path.stat()).st_size, st.st_mtime_ns)) for path in weights)
+    return f"{folder.name}@{_weights_digest(stats)}"
+
+
+@functools.lru_cache(maxsize=16)
+def _weights_digest(files: tuple[tuple[str, int, int], ...]) -> str:
+    """Digest of weight files' bytes, computed once per process for the same files, sizes and modification
+    times (a fold's fingerprint asks for it every fold: hundreds of MB each time)."""
+    from ..core.cache import file_digest
+
     digest = hashlib.blake2b(digest_size=12)
-    for path in weights:
+    for path, _, _ in files:
         digest.update(file_digest(path).encode())
-    return f"{folder.name}@{digest.hexdigest()}"
+    return digest.hexdigest()

@@ -33,7 +33,7 @@ from ..models.classifier import EmotionClassifier
 from ..models.heads import ModelConfig
 from ..results.store import write_systems
 from ..training.loop import FoldFolder, FoldResult, TrainConfig
-from .systems import Recipe, StudyBackbone, is_main_process, protocol_splits
+from .systems import Recipe, StudyBackbone, is_main_process, protocol_splits, study_encoder
 
 
 def finetune_device_reason(allow_cpu: bool) -> str | None:
@@ -172,13 +172,10 @@ def layer_states(meta: pd.DataFrame, backbone: str, model_config: ModelConfig, o
                  cache_root: str | Path, progress: bool = True):
     """The cached lower-layer states of every clip of ``meta``
     (:func:`~ser_utils.training.partial.cache_layer_states`)."""
-    from ..backbones import load_backbone
     from ..training.partial import cache_layer_states
 
-    encoder, _ = load_backbone(backbone, options=options)
-    encoder = encoder.to(default_device())
-    states = cache_layer_states(encoder, meta["path"], cache_root, backbone_fingerprint(backbone),
-                                model_config.train_layers, progress=progress)
+    states = cache_layer_states(study_encoder(backbone, options), meta["path"], cache_root,
+                                backbone_fingerprint(backbone), model_config.train_layers, progress=progress)
     if states.failures:
         first = next(iter(states.failures.values()))
         raise ValueError(f"{len(states.failures)} clip(s) gave no cached states, e.g. {first}")

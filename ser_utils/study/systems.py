@@ -9,6 +9,7 @@ cannot run on this machine writes "not run" rows with the reason instead of numb
 
 from __future__ import annotations
 
+import functools
 import json
 import shutil
 from collections.abc import Sequence
@@ -95,6 +96,20 @@ class StudyBackbone:
 
     def describe(self) -> str:
         return describe_backbone(self.checkpoint)
+
+
+def study_encoder(checkpoint: str, options: dict | None = None):
+    """The encoder of ``checkpoint`` with ``options``, loaded once per process and on the study's device:
+    the frozen pass, the input comparison, the exports and the partial cache share it (none trains it)."""
+    return _study_encoder(checkpoint, json.dumps(options or {}, sort_keys=True))
+
+
+@functools.lru_cache(maxsize=4)
+def _study_encoder(checkpoint: str, options: str):
+    from ..backbones import load_backbone
+
+    encoder, _ = load_backbone(checkpoint, options=json.loads(options))
+    return encoder.to(default_device()).eval()
 
 
 def protocol_splits(meta: pd.DataFrame, protocol: str, profile: Profile, *, folds: Sequence[int] | None = None,
@@ -204,11 +219,9 @@ def backbone_embeddings(profile: Profile, meta: pd.DataFrame, backbone: StudyBac
                         batch_size: int | None = None, frames_of: Sequence[int] = ()) -> dict[str, np.ndarray]:
     """The per-layer pooled embeddings of every clip of ``meta`` (path -> ``(L+1, 3, D)``), cached (with the
     frames of the hidden states ``frames_of``, for partial fine-tuning)."""
-    from ..backbones import load_backbone
     from ..training.embeddings import extract_embeddings
 
-    encoder, _ = load_backbone(backbone.checkpoint, options=backbone.options)
-    return extract_embeddings(encoder.to(default_device()), meta["path"], profile.cache_dir,
+    return extract_embeddings(study_encoder(backbone.checkpoint, backbone.options), meta["path"], profile.cache_dir,
                               backbone_fingerprint(backbone.checkpoint), batch_size=batch_size,
                               frames_of=frames_of).arrays
 
@@ -250,7 +263,6 @@ def export_frozen(profile: Profile, meta: pd.DataFrame, backbone: StudyBackbone,
     actors, so its test scores (``evaluation.json`` beside it: the fold's test clips as the study scored
     them) are an honest estimate for unseen speakers.
     """
-    from ..backbones import load_backbone
     from ..models.frozen import FrozenEncoderModel
     from ..training.frozen_heads import choose, frozen_trials, normalized_variants
 
@@ -259,7 +271,7 @@ def export_frozen(profile: Profile, meta: pd.DataFrame, backbone: StudyBackbone,
     variants = normalized_variants(meta, embeddings, normalization, seed=profile.seed)
     candidates = head_candidates(recipe) if select else {recipe.model.head_name: recipe.model}
     (trial,) = choose(frozen_trials(meta, [split], variants, candidates, seeds=(profile.seed,)))
-    encoder, _ = load_backbone(backbone.checkpoint, options=backbone.options)
+    encoder = study_encoder(backbone.checkpoint, backbone.options)
     system = (encoder_system(backbone.family, SELECTED, "frozen") if select else backbone.system(recipe, "frozen"))
     system += normalization.suffix
     test = split.frames(meta)[2]
@@ -285,14 +297,13 @@ def compare_input_modes(profile: Profile, meta: pd.DataFrame, backbone: StudyBac
     """
     import torch
 
-    from ..backbones import load_backbone
     from ..training.frozen_heads import frozen_predictions
 
     splits = make_splits(meta, "actor-kfold", seed=profile.seed)
     rows = []
     for mode in modes:
         variant = StudyBackbone(backbone.checkpoint, backbone.family, {**backbone.options, "input": mode})
-        encoder, _ = load_backbone(variant.checkpoint, options=variant.options)
+        encoder = study_encoder(variant.checkpoint, variant.options)
         lengths = torch.as_tensor(meta["duration"].to_numpy() * SAMPLE_RATE).long()
         frames = float(encoder.frame_lengths(lengths).float().mean()) if mode == "clip" else \
             float(encoder.config.max_source_positions)
