@@ -23,27 +23,15 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from clips import REAL_DATA, sample_clips
 
-from ser_utils.core.config import REPO_ROOT
 from ser_utils.core.device import autocast, autocast_dtype, default_device
-from ser_utils.data.audio import SAMPLE_RATE, load_many
-from ser_utils.data.corpus import discover
-from ser_utils.data.synthetic import make_synthetic_corpus
+from ser_utils.data.audio import SAMPLE_RATE
 from ser_utils.models.classifier import EmotionClassifier
 from ser_utils.models.heads import ModelConfig
 from ser_utils.training.batches import ClipDataset, clip_loader
 from ser_utils.training.loop import TrainConfig, parameter_groups
 from ser_utils.training.partial import FromCachedStates, cache_layer_states
-
-
-def corpus(data: Path | None, n: int) -> tuple[list[str], list[np.ndarray]]:
-    if data is None or not data.is_dir():
-        data = make_synthetic_corpus(Path(tempfile.mkdtemp()) / "corpus", actors=range(1, 3), seconds=3.7)
-        print(f"(real data not found: using a synthetic corpus of 3.7 s clips in {data})")
-    meta = discover(data)
-    paths = list(meta["path"].iloc[:: max(1, len(meta) // n)][:n])
-    waves, _ = load_many(paths)
-    return paths, [waves[p] for p in paths]
 
 
 def throughput(model: torch.nn.Module, loader, dtype, repeats: int) -> float:
@@ -68,13 +56,13 @@ def throughput(model: torch.nn.Module, loader, dtype, repeats: int) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", type=Path, default=REPO_ROOT.parent / "shared" / "data" / "ravdess-16k")
+    parser.add_argument("--data", type=Path, default=REAL_DATA)
     parser.add_argument("--n", type=int, default=48, help="clips")
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--k", type=int, nargs="+", default=[1, 2], help="top layers to train")
     parser.add_argument("--repeats", type=int, default=1, help="passes over the clips per measurement")
     args = parser.parse_args()
-    paths, waves = corpus(args.data, args.n)
+    paths, waves = sample_clips(args.data, args.n)
     dtype = autocast_dtype(default_device())
     labels = np.arange(len(waves)) % 8
     clips = ClipDataset(waves, labels, normalize=False)

@@ -24,25 +24,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from clips import REAL_DATA, sample_clips
 
 from ser_utils.backbones import load_backbone, resolve
 from ser_utils.backbones.ctranslate2 import dequantized, read_model, to_transformers, whisper_config
-from ser_utils.core.config import REPO_ROOT
 from ser_utils.core.device import autocast_dtype
-from ser_utils.data.audio import SAMPLE_RATE, load_many
-from ser_utils.data.corpus import discover
-from ser_utils.data.synthetic import make_synthetic_corpus
+from ser_utils.data.audio import SAMPLE_RATE
 from ser_utils.models.frozen import embed_waves
-
-
-def corpus_waves(data: Path | None, n: int) -> list[np.ndarray]:
-    if data is None or not data.is_dir():
-        data = make_synthetic_corpus(Path(tempfile.mkdtemp()) / "corpus", actors=range(1, 3), seconds=3.7)
-        print(f"(real data not found: using a synthetic corpus of 3.7 s clips in {data})")
-    meta = discover(data)
-    paths = list(meta["path"].iloc[:: max(1, len(meta) // n)][:n])
-    waves, _ = load_many(paths)
-    return [waves[p] for p in paths]
 
 
 def naive_seconds(waves: list[np.ndarray]) -> float:
@@ -123,11 +111,11 @@ def gpu_finetune(waves: list[np.ndarray], epochs: int) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", type=Path, default=REPO_ROOT.parent / "shared" / "data" / "ravdess-16k")
+    parser.add_argument("--data", type=Path, default=REAL_DATA)
     parser.add_argument("--n", type=int, default=24, help="clips")
     parser.add_argument("--epochs", type=int, default=15)
     args = parser.parse_args()
-    waves = corpus_waves(args.data, args.n)
+    files, waves = sample_clips(args.data, args.n)
     audio = sum(len(w) for w in waves) / SAMPLE_RATE
     print(f"{len(waves)} clips, {audio:.1f} s of audio, {torch.get_num_threads()} torch threads, "
           f"autocast: {autocast_dtype('cpu') or 'float32'}")
@@ -137,8 +125,6 @@ def main() -> None:
         seconds = project_seconds(waves, mode)
         print(f"project, input {mode:5s}: {audio / seconds:6.1f} audio-s/s = {naive / seconds:4.1f}x naive")
     if args.data.is_dir():
-        meta = discover(args.data)
-        files = list(meta["path"].iloc[:: max(1, len(meta) // args.n)][:args.n])
         rtf = predict_rtf(files, audio)
         print(f"predict with a frozen Whisper-base model folder (one file at a time): real-time factor {rtf:.3f}")
     if torch.cuda.is_available():

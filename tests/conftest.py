@@ -135,3 +135,24 @@ def full_disk(monkeypatch):
 
     monkeypatch.setattr(os, "fsync", fsync)
     return lambda folder: full.append(Path(folder).resolve())
+
+
+@pytest.fixture(scope="module")
+def frozen_study(synthetic_meta, tmp_path_factory):
+    """A smoke profile in a temporary work folder, a tiny Whisper, 10 actors' embeddings (each test module
+    its own: they write model folders and results)."""
+    from ser_utils.backbones import load_backbone
+    from ser_utils.backbones.checkpoints import make_tiny_whisper
+    from ser_utils.core.config import get_profile
+    from ser_utils.study.systems import StudyBackbone
+    from ser_utils.training.embeddings import extract_embeddings
+
+    root = tmp_path_factory.mktemp("frozen")
+    meta = synthetic_meta[(synthetic_meta["actor"].isin([1, 2, 3, 4, 5, 6, 7, 8, 11, 20]))
+                          & (synthetic_meta["repetition"] == 1)].reset_index(drop=True)
+    checkpoint = str(make_tiny_whisper(root / "tiny-whisper"))
+    encoder, _ = load_backbone(checkpoint)
+    embeddings = extract_embeddings(encoder, meta["path"], root / "cache", "tiny", progress=False).arrays
+    profile = get_profile("smoke", work_dir=root / "work", reports_dir=root / "reports")
+    return profile, meta, StudyBackbone(checkpoint, "whisper", {"input": "clip"}), embeddings
+

@@ -10,7 +10,6 @@ import torch
 from sklearn.linear_model import RidgeClassifier
 from sklearn.preprocessing import StandardScaler
 
-from ser_utils.core.config import get_profile
 from ser_utils.data.corpus import EMOTIONS
 from ser_utils.evaluation.splits import make_splits
 from ser_utils.features.normalization import Normalization
@@ -18,7 +17,7 @@ from ser_utils.models.frozen import FrozenEncoderModel
 from ser_utils.models.heads import FrozenHead, ModelConfig
 from ser_utils.results.store import read_predictions, read_table
 from ser_utils.results.tables import frozen_head_choices, frozen_heads_summary
-from ser_utils.study.systems import PROJECT, StudyBackbone, export_selected_frozen, head_candidates, run_frozen
+from ser_utils.study.systems import PROJECT, export_selected_frozen, head_candidates, run_frozen
 from ser_utils.training.frozen_heads import (
     RIDGE_ALPHAS,
     Trial,
@@ -95,25 +94,8 @@ def test_a_choice_reads_validation_scores_and_keeps_the_first_on_a_tie():
     assert {t.head for t in choose(trials, ["mlp"])} == {"mlp"}
 
 
-@pytest.fixture(scope="module")
-def study(synthetic_meta, tmp_path_factory):
-    """A smoke profile in a temporary folder, a tiny Whisper, 10 actors' embeddings (3 clips of each class)."""
-    from ser_utils.backbones import load_backbone
-    from ser_utils.backbones.checkpoints import make_tiny_whisper
-    from ser_utils.training.embeddings import extract_embeddings
-
-    root = tmp_path_factory.mktemp("heads")
-    meta = synthetic_meta[(synthetic_meta["actor"].isin([1, 2, 3, 4, 5, 6, 7, 8, 11, 20]))
-                          & (synthetic_meta["repetition"] == 1)].reset_index(drop=True)
-    checkpoint = str(make_tiny_whisper(root / "tiny-whisper"))
-    encoder, _ = load_backbone(checkpoint)
-    embeddings = extract_embeddings(encoder, meta["path"], root / "cache", "tiny", progress=False).arrays
-    profile = get_profile("smoke", work_dir=root / "work", reports_dir=root / "reports")
-    return profile, meta, StudyBackbone(checkpoint, "whisper", {"input": "clip"}), embeddings
-
-
-def test_the_study_writes_the_selected_system_beside_the_recipes_own(study, monkeypatch):
-    profile, meta, backbone, embeddings = study
+def test_the_study_writes_the_selected_system_beside_the_recipes_own(frozen_study, monkeypatch):
+    profile, meta, backbone, embeddings = frozen_study
     from ser_utils.study import systems
 
     monkeypatch.setattr(systems, "backbone_embeddings", lambda *args, **kwargs: embeddings)
@@ -151,8 +133,8 @@ def test_the_study_writes_the_selected_system_beside_the_recipes_own(study, monk
         (" / mean", " / shrunk"))
 
 
-def test_the_exported_selected_system_predicts_what_its_fold_chose(study):
-    profile, meta, backbone, embeddings = study
+def test_the_exported_selected_system_predicts_what_its_fold_chose(frozen_study):
+    profile, meta, backbone, embeddings = frozen_study
     exported = export_selected_frozen(profile, meta, backbone, embeddings, PROJECT, [Normalization("speaker-k", 10)])
     assert list(exported) == ["whisper-selected-frozen", "whisper-selected-frozen+spknorm-k10"]
     folder = exported["whisper-selected-frozen"]
@@ -169,8 +151,8 @@ def test_the_exported_selected_system_predicts_what_its_fold_chose(study):
     assert evaluation["accuracy"] == pytest.approx(accuracy)
 
 
-def test_normalized_variants_are_built_from_the_embeddings_alone(study):
-    _, meta, _, embeddings = study
+def test_normalized_variants_are_built_from_the_embeddings_alone(frozen_study):
+    _, meta, _, embeddings = frozen_study
     variants = normalized_variants(meta, embeddings, Normalization("speaker"))
     assert set(variants) == {"mean", "shrunk"}
     per_actor = pd.DataFrame(variants["mean"][0][:, 1, 1, :4]).groupby(meta["actor"].to_numpy()).mean()

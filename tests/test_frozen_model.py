@@ -9,41 +9,24 @@ import pytest
 import torch
 
 from ser_utils.__main__ import main
-from ser_utils.backbones import load_backbone
-from ser_utils.backbones.checkpoints import make_tiny_whisper
-from ser_utils.core.config import get_profile
 from ser_utils.data.audio import load_many
 from ser_utils.data.synthetic import make_shifted_corpus
 from ser_utils.features.normalization import GroupError, Normalization
 from ser_utils.models.frozen import FrozenEncoderModel
 from ser_utils.serving.predict import EmotionRecognizer
-from ser_utils.study.systems import PROJECT, StudyBackbone, export_frozen
-from ser_utils.training.embeddings import extract_embeddings
+from ser_utils.study.systems import PROJECT, export_frozen
 from ser_utils.training.frozen_heads import frozen_predictions
 
 
 @pytest.fixture(scope="module")
-def study(synthetic_meta, tmp_path_factory):
-    """A smoke profile in a temporary work folder, a tiny Whisper, 10 actors' embeddings."""
-    root = tmp_path_factory.mktemp("frozen")
-    meta = synthetic_meta[(synthetic_meta["actor"].isin([1, 2, 3, 4, 5, 6, 7, 8, 11, 20]))
-                          & (synthetic_meta["repetition"] == 1)].reset_index(drop=True)
-    checkpoint = str(make_tiny_whisper(root / "tiny-whisper"))
-    encoder, _ = load_backbone(checkpoint)
-    embeddings = extract_embeddings(encoder, meta["path"], root / "cache", "tiny", progress=False).arrays
-    profile = get_profile("smoke", work_dir=root / "work", reports_dir=root / "reports")
-    return profile, meta, StudyBackbone(checkpoint, "whisper", {"input": "clip"}), embeddings
-
-
-@pytest.fixture(scope="module")
-def exported(study):
-    profile, meta, backbone, embeddings = study
+def exported(frozen_study):
+    profile, meta, backbone, embeddings = frozen_study
     return {kind: export_frozen(profile, meta, backbone, embeddings, PROJECT, normalization)[1]
             for kind, normalization in (("plain", Normalization()), ("spknorm", Normalization("speaker-k", 10)))}
 
 
-def test_the_exported_model_predicts_what_the_study_scored(study, exported):
-    profile, meta, _, embeddings = study
+def test_the_exported_model_predicts_what_the_study_scored(frozen_study, exported):
+    profile, meta, _, embeddings = frozen_study
     assert exported["plain"] == profile.models_dir / "whisper-frozen"
     assert exported["spknorm"] == profile.models_dir / "whisper-frozen-spknorm"
     evaluation = json.loads((exported["plain"] / "evaluation.json").read_text())
