@@ -28,7 +28,7 @@ def clips(*lengths, seed=0):
     return [rng.standard_normal(n).astype(np.float32) for n in lengths]
 
 
-@pytest.mark.parametrize("layers", LAYER_MODES)
+@pytest.mark.parametrize("layers", [mode for mode in LAYER_MODES if mode != "all"])  # "all" is frozen-only
 @pytest.mark.parametrize("pooling", POOLINGS)
 def test_padding_does_not_change_a_clips_output(pooling, layers):
     model = tiny(ModelConfig(pooling=pooling, layers=layers))
