@@ -7,7 +7,14 @@ directory carries its labels and pre-processing, so nothing is guessed at predic
 Audio longer than ``window`` seconds is scored in overlapping windows (``hop`` seconds apart, the last
 one aligned with the end); the file's probabilities are the mean over its non-silent windows.
 Files are read one after another as they are scored (:meth:`EmotionRecognizer.iter_predictions`), so
-memory stays flat whatever the number of files.
+memory stays flat whatever the number of files. When the caller follows windows (``on_window``, the
+``--windows`` lines), a file longer than one window is scored while it is decoded: its windows are cut
+from the blocks the loader yields (:func:`~ser_utils.data.audio.stream_audio`) and scored in batches that
+start at one window and double up to the buffer, so the first window's scores come after one 10 s block
+of the file, not after all of it. The windows and their samples are those of the whole-file path, and so
+are the scores of models that score each clip on its own (SVM, random forest, the encoders on a CPU);
+heads that multiply a batch of windows at once (logistic regression, MLP) may differ in the last bit
+(1e-16), as they already do between a file scored alone and in a buffer with others.
 """
 
 from __future__ import annotations
@@ -15,7 +22,8 @@ from __future__ import annotations
 import math
 import os
 import warnings
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,7 +32,18 @@ import pandas as pd
 
 from ..core import interrupts
 from ..core.config import SettingError
-from ..data.audio import SAMPLE_RATE, SILENCE_PEAK, AudioError, SilentAudioError, is_silent, level_warning, load_audio
+from ..data.audio import (
+    SAMPLE_RATE,
+    SILENCE_PEAK,
+    AudioError,
+    SilentAudioError,
+    audio_seconds,
+    is_silent,
+    level_warning,
+    load_audio,
+    peak_warning,
+    stream_audio,
+)
 from ..models.deployable import Deployable
 from ..models.loading import load_deployable
 
@@ -34,6 +53,8 @@ DEFAULT_HOP = 3.0
 #: short clips are batched together up to this much (enough to fill GPU batches), a longer file is
 #: scored on its own. Memory does not grow with the number of files.
 BUFFER_SECONDS = 600.0
+#: ``on_window(path, row)``: told each scored window's row (see :meth:`EmotionRecognizer.iter_predictions`).
+WindowCallback = Callable[[str, dict], None]
 #: What a recognizer reads from its model (:class:`~ser_utils.models.deployable.Deployable`).
 INTERFACE = ("labels", "sample_rate", "min_seconds", "needs_groups", "normalization", "describe")
 
@@ -143,35 +164,45 @@ class EmotionRecognizer:
                                  hop=hop, name=str(path))
 
     def iter_predictions(self, paths: Iterable[str | Path], *, window: float | None = DEFAULT_WINDOW,
-                         hop: float | None = DEFAULT_HOP,
-                         buffer_seconds: float = BUFFER_SECONDS) -> Iterator[tuple[str, FilePrediction | None, str]]:
+                         hop: float | None = DEFAULT_HOP, buffer_seconds: float = BUFFER_SECONDS,
+                         on_window: WindowCallback | None = None) -> Iterator[tuple[str, FilePrediction | None, str]]:
         """Score files as they are read: yields ``(path, prediction, "")`` or ``(path, None, reason)``
         per file, in order.
 
         ``paths`` is consumed lazily and at most ``buffer_seconds`` of audio (or one longer file) is held
-        at once, so memory does not grow with the number of files; short clips in the buffer are
-        scored in one batch. Inside :func:`ser_utils.core.interrupts.deferred`, a Ctrl-C or SIGTERM stops the
-        iteration before the next file (``interrupts.Interrupted``), never as a file's failure.
+        at once, so memory does not grow with the number of files; short clips in the buffer are scored
+        in one batch. ``on_window(path, row)``, when given, is called with each window's row (``start``,
+        ``end``, ``silent`` and one probability per label, as in :attr:`FilePrediction.windows`) as soon
+        as it is scored, in order, before its file is yielded; a file longer than one window is then
+        scored while it is decoded (see the module), holding at most ``buffer_seconds`` of its windows.
+        Inside :func:`ser_utils.core.interrupts.deferred`, a Ctrl-C or SIGTERM stops the iteration before
+        the next file or batch of windows (``interrupts.Interrupted``), never as a file's failure.
         """
         check_window(window, hop)
         buffer, held = [], 0
         for path in paths:
             interrupts.check()  # a Ctrl-C / SIGTERM (inside interrupts.deferred) stops here, between files
+            if self._streams(path, window, on_window is not None):
+                yield from self._score_buffer(buffer, window, hop, on_window)
+                buffer, held = [], 0
+                yield self._stream_file(path, window, hop, buffer_seconds, on_window)
+                continue
             try:
                 wave = load_audio(path, self.sample_rate, max_seconds=None)
             except AudioError as err:
-                yield from self._score_buffer(buffer, window, hop)
+                yield from self._score_buffer(buffer, window, hop, on_window)
                 buffer, held = [], 0
                 yield str(path), None, str(err)
                 continue
             if buffer and held + len(wave) > buffer_seconds * self.sample_rate:
-                yield from self._score_buffer(buffer, window, hop)
+                yield from self._score_buffer(buffer, window, hop, on_window)
                 buffer, held = [], 0
             buffer.append((str(path), wave))
             held += len(wave)
-        yield from self._score_buffer(buffer, window, hop)
+        yield from self._score_buffer(buffer, window, hop, on_window)
 
-    def _score_buffer(self, named_waves, window, hop) -> Iterator[tuple[str, FilePrediction | None, str]]:
+    def _score_buffer(self, named_waves, window, hop,
+                      on_window: WindowCallback | None = None) -> Iterator[tuple[str, FilePrediction | None, str]]:
         if not named_waves:
             return
         try:
@@ -180,12 +211,79 @@ class EmotionRecognizer:
             for name, wave in named_waves:
                 interrupts.check()
                 try:
-                    yield name, self._score([(name, wave)], window, hop)[0], ""
+                    prediction = self._score([(name, wave)], window, hop)[0]
                 except ValueError as err:
-                    yield name, None, str(err) if str(err).startswith(name) else f"{name}: {err}"
+                    yield name, None, _named(name, err)
+                    continue
+                _report_windows(prediction, on_window)
+                yield name, prediction, ""
             return
         for prediction in predictions:
+            _report_windows(prediction, on_window)
             yield prediction.path, prediction, ""
+
+    @staticmethod
+    def _streams(path, window: float | None, following: bool) -> bool:
+        """Whether ``path`` is scored while it is decoded: followed window by window, and longer than one
+        window (its header's length; either answer gives the same windows)."""
+        seconds = audio_seconds(path) if following and window is not None else None
+        return seconds is not None and seconds > window
+
+    def _stream_file(self, path, window: float, hop: float | None, buffer_seconds: float,
+                     on_window: WindowCallback | None) -> tuple[str, FilePrediction | None, str]:
+        """Score ``path`` while it is decoded: the windows of :func:`window_bounds` cut from
+        :func:`~ser_utils.data.audio.stream_audio`'s blocks (the same samples as the whole-file path),
+        scored in batches of 1, 2, 4, ... windows up to ``buffer_seconds`` of audio."""
+        name, rate = str(path), self.sample_rate
+        size, step = int(window * rate), int((hop or window) * rate)
+        if size <= 0 or step <= 0:
+            return name, None, _named(name, ValueError(f"window {window} s and hop {hop} s must each span at "
+                                                       "least one sample"))
+        batch, largest = 1, max(1, int(buffer_seconds * rate) // size)
+        held, base, total, start = np.zeros(0, np.float32), 0, 0, 0  # held: samples base .. total - 1
+        low, high = np.inf, -np.inf
+        pending: list[tuple[int, int, np.ndarray | None]] = []  # (a, b, samples; None when silent)
+        rows: list[dict] = []
+
+        def score(pieces) -> None:
+            voiced = [w for _, _, w in pieces if w is not None]
+            probs = self.predict_proba(voiced) if voiced else np.zeros((0, len(self.labels)))
+            cursor = 0
+            for a, b, w in pieces:
+                p = np.full(len(self.labels), np.nan) if w is None else probs[cursor]
+                cursor += w is not None
+                rows.append(_window_row(a, b, w is None, p, self.labels, rate))
+                if on_window is not None:
+                    on_window(name, rows[-1])
+
+        def cut(a: int, b: int) -> None:
+            piece = held[a - base:b - base].copy()
+            pending.append((a, b, None if is_silent(piece) else piece))
+
+        try:
+            with closing(stream_audio(path, rate)) as chunks:
+                for chunk in chunks:
+                    if len(chunk):
+                        low, high = min(low, float(chunk.min())), max(high, float(chunk.max()))
+                    held, total = np.concatenate([held, chunk]), total + len(chunk)
+                    while start + size <= total:  # every window of window_bounds that starts at a multiple of hop
+                        cut(start, start + size)
+                        start += step
+                    keep = min(start, max(total - size, 0))  # the next window's start, or the last window's
+                    held, base = held[keep - base:], keep
+                    if len(pending) >= batch:
+                        interrupts.check()
+                        score(pending)
+                        pending, batch = [], min(2 * batch, largest)
+            if start == 0:  # no full window: the file is one window
+                cut(0, total)
+            elif start - step + size < total:  # the last window ends with the file
+                cut(total - size, total)
+            if pending:
+                score(pending)
+            return name, self._summary(name, total, pd.DataFrame(rows), peak_warning(max(high, -low), name)), ""
+        except ValueError as err:  # AudioError (unreadable, NaN, silent), a window the model refuses
+            return name, None, _named(name, err)
 
     def predict_files(self, paths: Iterable[str | Path], *, window: float | None = DEFAULT_WINDOW,
                       hop: float | None = DEFAULT_HOP,
@@ -266,18 +364,36 @@ class EmotionRecognizer:
             for (a, b), quiet in zip(bounds, silent, strict=True):
                 p = np.full(len(self.labels), np.nan) if quiet else probs[cursor]
                 cursor += 0 if quiet else 1
-                rows.append({"start": a / self.sample_rate, "end": b / self.sample_rate, "silent": quiet,
-                             **dict(zip(self.labels, map(float, p), strict=True))})
-            table = pd.DataFrame(rows)
-            if table["silent"].all():
-                raise SilentAudioError(f"{name}: silent (peak amplitude below {SILENCE_PEAK:g} once its mean, "
-                                       "the DC offset, is removed)")
-            voiced = table.loc[~table["silent"], list(self.labels)]
-            mean = voiced.mean().to_numpy()
-            results.append(FilePrediction(name, len(wave) / self.sample_rate,
-                                          dict(zip(self.labels, map(float, mean / mean.sum()), strict=True)),
-                                          table, level_warning(wave, name) or ""))
+                rows.append(_window_row(a, b, quiet, p, self.labels, self.sample_rate))
+            results.append(self._summary(name, len(wave), pd.DataFrame(rows), level_warning(wave, name)))
         return results
+
+    def _summary(self, name: str, n_samples: int, table: pd.DataFrame, warning: str | None) -> FilePrediction:
+        """A file's prediction from its window rows: the mean over its non-silent windows."""
+        if table["silent"].all():
+            raise SilentAudioError(f"{name}: silent (peak amplitude below {SILENCE_PEAK:g} once its mean, "
+                                   "the DC offset, is removed)")
+        voiced = table.loc[~table["silent"], list(self.labels)]
+        mean = voiced.mean().to_numpy()
+        return FilePrediction(name, n_samples / self.sample_rate,
+                              dict(zip(self.labels, map(float, mean / mean.sum()), strict=True)), table, warning or "")
+
+
+def _window_row(a: int, b: int, silent: bool, probabilities: np.ndarray, labels: Sequence[str], rate: int) -> dict:
+    """One row of :attr:`FilePrediction.windows`: bounds in seconds, silence, one probability per label."""
+    return {"start": a / rate, "end": b / rate, "silent": silent,
+            **dict(zip(labels, map(float, probabilities), strict=True))}
+
+
+def _report_windows(prediction: FilePrediction, on_window: WindowCallback | None) -> None:
+    if on_window is not None:
+        for row in prediction.windows.to_dict(orient="records"):
+            on_window(prediction.path, row)
+
+
+def _named(name: str, err: Exception) -> str:
+    """A file's failure reason, naming the file once."""
+    return str(err) if str(err).startswith(name) else f"{name}: {err}"
 
 
 def _once_each(paths: list, groups: list) -> tuple[list, list]:
