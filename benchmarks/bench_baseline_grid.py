@@ -182,7 +182,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="RAVDESS folder (default: %(default)s)")
     parser.add_argument("--n-jobs", type=int, default=-1, help="joblib worker processes (default: all cores)")
-    parser.add_argument("--repeats", type=int, default=1, help="runs of each path, interleaved (default: 1)")
+    parser.add_argument("--repeats", type=int, default=1,
+                        help="runs of each path, interleaved (default: 1; 0 with --profile: the profile only)")
     parser.add_argument("--profile", action="store_true", help="first time every fit alone (one thread)")
     parser.add_argument("--systems", help="comma-separated system names (default: all 10)")
     parser.add_argument("--protocols", help="comma-separated protocols (default: both)")
@@ -217,6 +218,8 @@ def main() -> None:
             assert_identical(reference, results)
             print(f"run {repeat + 1} {label:<10s} {times[label][-1]:8.1f} s  (load average {os.getloadavg()[0]:.2f}; "
                   "results identical to the reference's)", flush=True)
+    if not args.repeats:  # --repeats 0: the profile only
+        return
     a, b = statistics.median(times["reference"]), statistics.median(times["current"])
     print(f"\n(a) reference (previous code path)   {a:8.1f} s")
     print(f"(b) evaluate_systems (current)       {b:8.1f} s   {a / b:.2f}x faster than (a)")

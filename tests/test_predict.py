@@ -154,12 +154,12 @@ def test_predict_takes_a_saved_baseline_pipeline_too(baseline_dir, sample_48k, t
 # -- long files scored while they are read ------------------------------------------------------------
 
 def _long_file(path, seconds, rate=48000, channels=2, seed=0):
-    """Speech-like stretches between silences (two long enough to silence whole windows), at ``rate``."""
+    """Speech-like stretches between short pauses, and every fifth a 9.5 s silence (whole windows silent)."""
     rng = np.random.default_rng(seed)
     parts, total, k = [], 0, 0
     while total < seconds * rate:
         parts.append(synthesize_clip(EMOTIONS[k % 8], 1 + k % 4, seconds=4.0, sample_rate=rate, rng=rng))
-        parts.append(np.zeros(int(rate * (7.5 if k % 5 == 2 else 0.3)), np.float32))
+        parts.append(np.zeros(int(rate * (9.5 if k % 5 == 2 else 0.3)), np.float32))
         total, k = total + len(parts[-2]) + len(parts[-1]), k + 1
     mono = np.concatenate(parts)[:int(seconds * rate)]
     sf.write(str(path), np.stack([mono * (1 - 0.3 * c) for c in range(channels)], axis=1), rate)
@@ -186,7 +186,7 @@ def test_a_long_file_streamed_gives_the_whole_file_results(tmp_path, model_dir, 
         recognizer = EmotionRecognizer(loaded)
     else:
         recognizer = EmotionRecognizer.from_pretrained(model_dir if model == "wav2vec2" else baseline_dir)
-    path = _long_file(tmp_path / "long.wav", 95.3)  # ten 10 s blocks; windows cross block edges
+    path = _long_file(tmp_path / "long.wav", 45.3)  # five 10 s blocks; windows cross block edges
     whole = recognizer.predict_wave(load_audio(path, max_seconds=None), name=str(path))  # the whole-file path
     (_, plain, _), = recognizer.iter_predictions([path])  # nobody follows the windows: the whole-file path
     pd.testing.assert_frame_equal(plain.windows, whole.windows, check_exact=True)
