@@ -19,11 +19,9 @@ heads that multiply a batch of windows at once (logistic regression, MLP) may di
 
 from __future__ import annotations
 
-import math
 import os
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -31,9 +29,7 @@ import numpy as np
 import pandas as pd
 
 from ..core import interrupts
-from ..core.config import SettingError
 from ..data.audio import (
-    SAMPLE_RATE,
     SILENCE_PEAK,
     AudioError,
     SilentAudioError,
@@ -42,10 +38,10 @@ from ..data.audio import (
     level_warning,
     load_audio,
     peak_warning,
-    stream_audio,
 )
 from ..models.deployable import Deployable
 from ..models.loading import load_deployable
+from .windows import StreamTally, check_window, stream_windows, window_bounds
 
 DEFAULT_WINDOW = 6.0  # seconds: longer than any RAVDESS clip (2.9-5.3 s), so those are scored whole
 DEFAULT_HOP = 3.0
@@ -82,42 +78,6 @@ class FilePrediction:
         return {"file": self.path, "duration": round(self.duration, 3), "emotion": self.emotion,
                 "probabilities": {k: round(v, 6) for k, v in self.probabilities.items()},
                 "warning": self.warning or None, "windows": self.windows.round(6).to_dict(orient="records")}
-
-
-def check_window(window: float | None, hop: float | None) -> str | None:
-    """Validate the scoring window and hop (seconds) before any work is done.
-
-    Raises :class:`~ser_utils.core.config.SettingError` (``setting``: ``window`` or ``hop``) unless both are
-    finite and positive (``None`` means "whole file" for ``window`` and "= window" for ``hop``). Returns
-    a warning text when ``hop`` is longer than ``window`` - parts of long files are then never scored -
-    else ``None``.
-    """
-    for name, value in (("window", window), ("hop", hop)):
-        if value is not None and not (isinstance(value, int | float) and math.isfinite(value) and value > 0):
-            raise SettingError(f"the scoring {name} must be a positive number of seconds, got {value}", name)
-    if window is not None and hop is not None and hop > window:
-        return (f"the hop ({hop:g} s) is longer than the window ({window:g} s): {hop - window:g} s of every "
-                f"{hop:g} s of audio longer than the window are not scored")
-    return None
-
-
-def window_bounds(n_samples: int, window: float | None, hop: float | None,
-                  sample_rate: int = SAMPLE_RATE) -> list[tuple[int, int]]:
-    """``(start, end)`` sample bounds of the scoring windows of a clip of ``n_samples``.
-
-    One window covering everything when the clip fits in ``window`` (or ``window`` is ``None``);
-    otherwise windows every ``hop`` seconds plus a last one that ends with the clip.
-    """
-    check_window(window, hop)
-    if window is None or n_samples <= window * sample_rate:
-        return [(0, n_samples)]
-    size, step = int(window * sample_rate), int((hop or window) * sample_rate)
-    if size <= 0 or step <= 0:
-        raise ValueError(f"window {window} s and hop {hop} s must each span at least one sample")
-    starts = list(range(0, n_samples - size + 1, step))
-    if starts[-1] + size < n_samples:
-        starts.append(n_samples - size)
-    return [(s, s + size) for s in starts]
 
 
 class EmotionRecognizer:
@@ -231,57 +191,24 @@ class EmotionRecognizer:
 
     def _stream_file(self, path, window: float, hop: float | None, buffer_seconds: float,
                      on_window: WindowCallback | None) -> tuple[str, FilePrediction | None, str]:
-        """Score ``path`` while it is decoded: the windows of :func:`window_bounds` cut from
-        :func:`~ser_utils.data.audio.stream_audio`'s blocks (the same samples as the whole-file path),
-        scored in batches of 1, 2, 4, ... windows up to ``buffer_seconds`` of audio."""
-        name, rate = str(path), self.sample_rate
-        size, step = int(window * rate), int((hop or window) * rate)
-        if size <= 0 or step <= 0:
-            return name, None, _named(name, ValueError(f"window {window} s and hop {hop} s must each span at "
-                                                       "least one sample"))
-        batch, largest = 1, max(1, int(buffer_seconds * rate) // size)
-        held, base, total, start = np.zeros(0, np.float32), 0, 0, 0  # held: samples base .. total - 1
-        low, high = np.inf, -np.inf
-        pending: list[tuple[int, int, np.ndarray | None]] = []  # (a, b, samples; None when silent)
-        rows: list[dict] = []
-
-        def score(pieces) -> None:
-            voiced = [w for _, _, w in pieces if w is not None]
-            probs = self.predict_proba(voiced) if voiced else np.zeros((0, len(self.labels)))
-            cursor = 0
-            for a, b, w in pieces:
-                p = np.full(len(self.labels), np.nan) if w is None else probs[cursor]
-                cursor += w is not None
-                rows.append(_window_row(a, b, w is None, p, self.labels, rate))
-                if on_window is not None:
-                    on_window(name, rows[-1])
-
-        def cut(a: int, b: int) -> None:
-            piece = held[a - base:b - base].copy()
-            pending.append((a, b, None if is_silent(piece) else piece))
-
+        """Score ``path`` while it is decoded (:func:`~ser_utils.serving.windows.stream_windows`: the windows
+        of :func:`window_bounds`, the same samples as the whole-file path), in batches of 1, 2, 4, ...
+        windows up to ``buffer_seconds`` of audio, each window's row told to ``on_window`` once scored."""
+        name, rows, tally = str(path), [], StreamTally()
+        largest = max(1, int(buffer_seconds // window))
         try:
-            with closing(stream_audio(path, rate)) as chunks:
-                for chunk in chunks:
-                    if len(chunk):
-                        low, high = min(low, float(chunk.min())), max(high, float(chunk.max()))
-                    held, total = np.concatenate([held, chunk]), total + len(chunk)
-                    while start + size <= total:  # every window of window_bounds that starts at a multiple of hop
-                        cut(start, start + size)
-                        start += step
-                    keep = min(start, max(total - size, 0))  # the next window's start, or the last window's
-                    held, base = held[keep - base:], keep
-                    if len(pending) >= batch:
-                        interrupts.check()
-                        score(pending)
-                        pending, batch = [], min(2 * batch, largest)
-            if start == 0:  # no full window: the file is one window
-                cut(0, total)
-            elif start - step + size < total:  # the last window ends with the file
-                cut(total - size, total)
-            if pending:
-                score(pending)
-            return name, self._summary(name, total, pd.DataFrame(rows), peak_warning(max(high, -low), name)), ""
+            for pieces in stream_windows(path, window, hop, self.sample_rate, largest=largest, tally=tally):
+                interrupts.check()  # a Ctrl-C / SIGTERM stops a long file between batches
+                voiced = [w for _, _, w in pieces if w is not None]
+                probs = self.predict_proba(voiced) if voiced else np.zeros((0, len(self.labels)))
+                cursor = 0
+                for a, b, w in pieces:
+                    p = np.full(len(self.labels), np.nan) if w is None else probs[cursor]
+                    cursor += w is not None
+                    rows.append(_window_row(a, b, w is None, p, self.labels, self.sample_rate))
+                    if on_window is not None:
+                        on_window(name, rows[-1])
+            return name, self._summary(name, tally.samples, pd.DataFrame(rows), peak_warning(tally.peak, name)), ""
         except ValueError as err:  # AudioError (unreadable, NaN, silent), a window the model refuses
             return name, None, _named(name, err)
 
