@@ -1,10 +1,13 @@
 import json
+import subprocess
+import sys
 
 import numpy as np
 import pandas as pd
 import pytest
 from sklearn.base import BaseEstimator, ClassifierMixin
 
+from ser_utils.core.config import REPO_ROOT
 from ser_utils.data.audio import load_audio
 from ser_utils.data.corpus import EMOTIONS
 from ser_utils.evaluation.metrics import METRICS
@@ -334,3 +337,13 @@ def test_the_task_order_and_the_workers_change_no_result(synthetic_meta, monkeyp
         pd.testing.assert_frame_equal(a.predictions, b.predictions, check_exact=True)
         pd.testing.assert_frame_equal(a.selections, b.selections, check_exact=True)
         assert a.rows == b.rows
+
+
+def test_the_grid_workers_do_not_import_torch():
+    """Each joblib worker of evaluate_systems imports study.baselines to run its fits: without torch (660 MB
+    and seconds per worker, after which loky replaced the worker for having grown 300 MB past its first task)."""
+    code = ("import sys; import ser_utils.study.baselines as b; b.refit_model; "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'transformers')))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO_ROOT)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"

@@ -23,6 +23,7 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -33,9 +34,11 @@ from ..core.progress import progress as progress_bar
 from ..evaluation.metrics import metric_row, prediction_table, score, summarise
 from ..evaluation.splits import Split
 from ..features import FeatureExtractor, FeatureTable
-from ..models.baseline import BaselineModel
 from ..models.classifiers import CLASSIFIERS, fit_quietly, make_classifier
 from ..results.store import write_group
+
+if TYPE_CHECKING:  # the deployable model imports torch: not in the workers, which only fit scikit-learn models
+    from ..models.baseline import BaselineModel
 
 #: The small grids searched on validation data (parameters of the classifier step). Kept small on
 #: purpose: a few hundred validation clips cannot tell finer settings apart.
@@ -269,6 +272,8 @@ def refit_model(result: SystemResult, tables: dict[str, FeatureTable], extractor
     """The deployable model of an evaluated system: its classifier refit on every clip of its feature
     table (``result.table``: the system's families only) with the setting chosen most often over the
     folds (``SystemResult.chosen_params``)."""
+    from ..models.baseline import BaselineModel
+
     return BaselineModel.fit(result.table(tables), result.classifier, result.chosen_params(), seed=seed,
                              extractor=extractor, system=result.system)
 
