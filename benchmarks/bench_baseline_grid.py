@@ -8,11 +8,16 @@ families, the four on egemaps), the full grids (``baselines.GRIDS``) and the 11 
 folds + 5 random-80-20 seeds, seed 0).
 
 (a) reference: a copy of the previous code path (tasks handed to the workers system by system, split by
-    split; the same ``select_params`` / refit / predict per task), kept here verbatim;
-(b) ``baselines.evaluate_systems`` as the notebook calls it (tasks longest first).
+    split; the same ``select_params`` / refit / predict per task, and the imports of its module), kept here;
+(b) ``baselines.evaluate_systems`` as the notebook calls it (tasks longest first, workers without torch).
 
-Both use the same warm joblib worker pool (``--n-jobs``, default all cores). With ``--repeats N`` they run
-N times each, interleaved (a, b, a, b, ...), and the ratio is that of the medians. Every run's metric
+Each run starts its own joblib worker pool (``--n-jobs``, default all cores), so what the workers import
+counts: the previous code's workers imported torch with ``study.baselines`` (through the deployable model),
+which the current module no longer imports. With ``--repeats N`` they run N times each, interleaved
+(a, b, a, b, ...), and the ratio is that of the medians. Each task's span is
+logged, so each run also reports its work (seconds of all tasks) and how long workers sat idle at the
+end, their tasks done, waiting for the last one: the part of the wall time that the task order decides,
+and a measure that, unlike the wall time, does not follow the load of a shared machine. Every run's metric
 rows, per-clip predictions and selection log must equal the reference's exactly, or the script fails.
 ``--profile`` first times every fit alone (one thread, this process): seconds per classifier and per
 system and grid point (selection fits on train, then the refit of the chosen setting on train + val),
@@ -26,9 +31,11 @@ and how many MLP fits stopped at ``max_iter``: the numbers behind where the grid
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import statistics
+import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -61,13 +68,46 @@ def reference_select_params(classifier, grid, X_train, y_train, X_val, y_val, se
 
 
 def reference_run_split(classifier, grid, X, y, masks, seed, keep_model):
+    # The previous code ran in the workers from study.baselines, which imported models.baseline and with it
+    # torch (660 MB, 2-4 s) in every worker, and loky then replaced the worker (grown 300 MB past its first
+    # task's size): the same import here.
+    import ser_utils.models.baseline  # noqa: F401
+
     train, val, test = masks
     params, trials = reference_select_params(classifier, grid, X[train], y[train], X[val], y[val], seed)
     model = fit_quietly(make_classifier(classifier, params, seed), X[train | val], y[train | val])
     return params, trials, model.predict(X[test])
 
 
-def reference_evaluate_systems(tables, specs, splits, *, grids, seed=0, n_jobs=-1) -> list[SystemResult]:
+def timed(log: str, func, *args):
+    """``func(*args)``, its worker and wall-clock span appended to ``log`` (one line per task)."""
+    start = time.time()
+    outcome = func(*args)
+    with open(log, "a") as handle:
+        handle.write(f"{os.getpid()} {start} {time.time()}\n")
+    return outcome
+
+
+CURRENT_RUN_SPLIT = baselines._run_split
+
+
+def timed_current(log: str, *args):
+    return timed(log, CURRENT_RUN_SPLIT, *args)
+
+
+def idle_at_the_end(log: str, n_workers: int) -> tuple[float, float]:
+    """``(work, idle)``: seconds of all tasks, and seconds that the workers waited, their tasks done, for the
+    last task to end (the imbalance that handing out the longest tasks first removes). A worker that loky
+    replaced (its memory check) is not counted: the last ``n_workers`` to finish are."""
+    spans = [line.split() for line in Path(log).read_text().splitlines()]
+    last: dict[str, float] = {}
+    for pid, _, end in spans:
+        last[pid] = max(last.get(pid, 0.0), float(end))
+    ends = sorted(last.values())[-n_workers:]
+    return sum(float(end) - float(start) for _, start, end in spans), sum(ends[-1] - end for end in ends)
+
+
+def reference_evaluate_systems(tables, specs, splits, *, grids, seed=0, n_jobs=-1, log=None) -> list[SystemResult]:
     from joblib import Parallel, delayed
 
     tasks, keys = [], []
@@ -79,8 +119,8 @@ def reference_evaluate_systems(tables, specs, splits, *, grids, seed=0, n_jobs=-
         for protocol, protocol_splits in splits.items():
             for split in protocol_splits:
                 masks = split.masks(table.meta)
-                tasks.append(delayed(reference_run_split)(spec.classifier, grids[spec.classifier], table.X, y, masks,
-                                                          seed, False))
+                tasks.append(delayed(timed)(log, reference_run_split, spec.classifier, grids[spec.classifier], table.X,
+                                            y, masks, seed, False))
                 keys.append((spec, protocol, split, table, masks))
     outcomes = list(Parallel(n_jobs=n_jobs, return_as="generator")(tasks))
     results: dict[tuple, SystemResult] = {}
@@ -189,7 +229,8 @@ def main() -> None:
     parser.add_argument("--protocols", help="comma-separated protocols (default: both)")
     args = parser.parse_args()
 
-    from joblib import Parallel, cpu_count, delayed
+    from joblib import cpu_count, effective_n_jobs
+    from joblib.externals.loky import get_reusable_executor
 
     tables, specs, splits, seed = notebook_inputs(args.data, args.n_jobs)
     if args.systems:
@@ -202,27 +243,42 @@ def main() -> None:
     if args.profile:
         profile_fits(tables, specs, splits, seed)
 
-    Parallel(n_jobs=args.n_jobs)(delayed(abs)(i) for i in range(4))  # start the worker pool before timing
+    n_workers = effective_n_jobs(args.n_jobs)
     times = {"reference": [], "current": []}
     reference = None
+    idle = {"reference": [], "current": []}
     for repeat in range(args.repeats):
         for label in ("reference", "current"):
+            log = tempfile.mktemp(prefix="bench-grid-", suffix=".log")
+            get_reusable_executor().shutdown(wait=True)  # each run starts its own workers: what they import counts
             start = time.perf_counter()
             if label == "reference":
-                results = reference_evaluate_systems(tables, specs, splits, grids=GRIDS, seed=seed, n_jobs=args.n_jobs)
+                results = reference_evaluate_systems(tables, specs, splits, grids=GRIDS, seed=seed, n_jobs=args.n_jobs,
+                                                     log=log)
             else:
-                results = baselines.evaluate_systems(tables, specs, splits, grids=GRIDS, seed=seed, n_jobs=args.n_jobs,
-                                                     progress=False)
+                baselines._run_split = functools.partial(timed_current, log)  # the same span log as (a)
+                try:
+                    results = baselines.evaluate_systems(tables, specs, splits, grids=GRIDS, seed=seed,
+                                                         n_jobs=args.n_jobs, progress=False)
+                finally:
+                    baselines._run_split = CURRENT_RUN_SPLIT
             times[label].append(time.perf_counter() - start)
+            work, waited = idle_at_the_end(log, n_workers)
+            idle[label].append(waited)
+            os.unlink(log)
             reference = reference or results
             assert_identical(reference, results)
-            print(f"run {repeat + 1} {label:<10s} {times[label][-1]:8.1f} s  (load average {os.getloadavg()[0]:.2f}; "
-                  "results identical to the reference's)", flush=True)
+            print(f"run {repeat + 1} {label:<10s} {times[label][-1]:8.1f} s  (tasks {work:6.0f} s of work, workers "
+                  f"idle at the end {waited:5.1f} s; load average {os.getloadavg()[0]:.2f}; results identical to "
+                  "the reference's)", flush=True)
     if not args.repeats:  # --repeats 0: the profile only
         return
     a, b = statistics.median(times["reference"]), statistics.median(times["current"])
     print(f"\n(a) reference (previous code path)   {a:8.1f} s")
     print(f"(b) evaluate_systems (current)       {b:8.1f} s   {a / b:.2f}x faster than (a)")
+    print(f"workers idle at the end (medians): (a) {statistics.median(idle['reference']):.1f} s, "
+          f"(b) {statistics.median(idle['current']):.1f} s (wall-clock ratios on a shared machine follow its load; "
+          "the idle tail is what the task order changes)")
     print(f"metric rows, {sum(len(r.predictions) for r in reference)} predictions and "
           f"{sum(len(r.selections) for r in reference)} selection records identical in every run")
 
