@@ -95,6 +95,10 @@ def main(argv: list[str] | None = None) -> int:
     guess.add_argument("--csv", help="write per-window and per-file rows to this CSV file")
     guess.add_argument("--window", type=float, default=DEFAULT_WINDOW, help="window length, seconds")
     guess.add_argument("--hop", type=float, default=DEFAULT_HOP, help="hop between windows, seconds")
+    guess.add_argument("--windows", action="store_true",
+                       help="also print one line per window as soon as it is scored (path, start-end seconds, "
+                            "emotion, probabilities), before its file's line: a long file is scored while it "
+                            "is read, so its first windows show at once")
     guess.add_argument("--adapt", choices=ADAPTATIONS, default="none",
                        help="standardise features per group first: corpus = all files of the call, speaker = "
                             "per --speaker-pattern (needed by speaker-normalized models)")

@@ -7,12 +7,14 @@ import soundfile as sf
 from ser_utils.data.audio import (
     AudioError,
     SilentAudioError,
+    audio_seconds,
     collate,
     crop,
     is_silent,
     level_warning,
     load_audio,
     normalize,
+    stream_audio,
 )
 from tests.conftest import STEREO_SAMPLES
 
@@ -166,3 +168,42 @@ def test_a_folder_or_a_pipe_is_named_for_what_it_is(tmp_path):
     os.mkfifo(tmp_path / "pipe.wav")
     with pytest.raises(AudioError, match="not a regular file"):  # opening it would wait for a writer forever
         load_audio(tmp_path / "pipe.wav")
+
+
+@pytest.mark.parametrize("rate, channels, subtype", [(48000, 2, "PCM_16"), (44100, 1, "FLOAT"), (16000, 1, "PCM_16")])
+def test_streaming_yields_the_loaded_samples_block_by_block(tmp_path, rate, channels, subtype):
+    rng = np.random.default_rng(rate)
+    t = np.arange(int(23.7 * rate)) / rate  # three 10 s blocks, the last partial
+    voice = 0.3 * np.sin(2 * np.pi * 220 * t * (1 + 0.1 * np.sin(t)))
+    data = np.stack([voice * (1 - 0.2 * c) + 0.01 * rng.normal(size=len(t)) for c in range(channels)], axis=1)
+    path = _write(tmp_path / f"long.{'flac' if subtype != 'FLOAT' else 'wav'}", data, rate, subtype=subtype)
+    for block in (10.0, 3.0):
+        chunks = list(stream_audio(path, block_seconds=block))
+        assert len(chunks) >= np.ceil(23.7 / block) and all(c.dtype == np.float32 for c in chunks)
+        assert np.array_equal(np.concatenate(chunks), load_audio(path, max_seconds=None, block_seconds=block))
+    assert audio_seconds(path) == pytest.approx(23.7, abs=1e-4) and audio_seconds(tmp_path / "missing.wav") is None
+
+
+@pytest.mark.parametrize("make, error, fragment", [
+    (lambda d: d / "missing.wav", AudioError, "no such file"),
+    (lambda d: _text(d / "text.wav"), AudioError, "not a readable"),
+    (lambda d: _write(d / "empty.wav", np.zeros(0)), AudioError, "empty"),
+    (lambda d: _write(d / "silent.wav", np.zeros(16000)), SilentAudioError, "silent"),
+    (lambda d: _write(d / "nan.wav", np.full(1600, np.nan, np.float32), subtype="FLOAT"), AudioError, "NaN"),
+])
+def test_streaming_raises_what_loading_raises(tmp_path, make, error, fragment):
+    path = make(tmp_path)
+    with pytest.raises(error, match=fragment) as loaded:
+        load_audio(path)
+    with pytest.raises(error, match=fragment) as streamed:
+        list(stream_audio(path))
+    assert str(streamed.value) == str(loaded.value)
+
+
+def test_a_stream_reports_nan_at_its_block_after_the_good_blocks(tmp_path):
+    data = np.full(16000 * 25, 0.1, np.float32)
+    data[16000 * 21] = np.nan  # in the third 10 s block
+    stream = stream_audio(_write(tmp_path / "late-nan.wav", data, subtype="FLOAT"))
+    assert len(next(stream)) == len(next(stream)) == 160000
+    with pytest.raises(AudioError, match="NaN"):
+        next(stream)

@@ -1,17 +1,20 @@
 import json
+import subprocess
+import sys
 
 import numpy as np
 import pandas as pd
 import pytest
 from sklearn.base import BaseEstimator, ClassifierMixin
 
+from ser_utils.core.config import REPO_ROOT
 from ser_utils.data.audio import load_audio
 from ser_utils.data.corpus import EMOTIONS
 from ser_utils.evaluation.metrics import METRICS
 from ser_utils.evaluation.splits import make_splits
 from ser_utils.features import FeatureConfig, FeatureTable, LibrosaFeatures, extract_corpus
 from ser_utils.models.baseline import BaselineModel
-from ser_utils.models.classifiers import make_classifier
+from ser_utils.models.classifiers import fit_quietly, make_classifier
 from ser_utils.results.store import read_metrics, read_predictions
 from ser_utils.results.tables import best_system, protocol_gap, results_table
 from ser_utils.study import baselines
@@ -264,3 +267,83 @@ def test_the_run_record_stores_the_settings_fields(tmp_path):
     run = BaselineRun()
     path = write_run_info(tmp_path / "baselines_run.json", get_profile("smoke"), {"run": run})
     assert json.loads(path.read_text())["config"]["run"] == json.loads(json.dumps(run.to_dict()))
+
+
+def _generated_table(meta: pd.DataFrame, n_features: int = 12, seed: int = 0) -> FeatureTable:
+    """Features that carry the emotion (a class centre each) and the actor (an offset each), plus noise."""
+    rng = np.random.default_rng(seed)
+    classes = meta["emotion"].astype(str).map({e: i for i, e in enumerate(EMOTIONS)}).to_numpy()
+    X = (rng.normal(size=(8, n_features))[classes] + 0.5 * rng.normal(size=(25, n_features))[meta["actor"]]
+         + 1.5 * rng.normal(size=(len(meta), n_features)))
+    families = ["a"] * (n_features // 2) + ["b"] * (n_features - n_features // 2)
+    return FeatureTable(X=X, meta=meta.reset_index(drop=True), names=[f"f{i}" for i in range(n_features)],
+                        families=families, feature_set="gen")
+
+
+def _reference_results(table, specs, splits, grids, seed=0):
+    """The grid without joblib or ordering: per system, protocol and split, every setting fit on train and
+    scored on val, the best (first of ties) refit on train + val, the test clips predicted."""
+    expected = {}
+    for spec in specs:
+        part = table.select(spec.families) if spec.families else table
+        for protocol, protocol_splits in splits.items():
+            for split in protocol_splits:
+                train, val, test = split.masks(part.meta)
+                trials = []
+                for params in grids[spec.classifier]:
+                    model = fit_quietly(make_classifier(spec.classifier, params, seed), part.X[train],
+                                        part.labels[train])
+                    trials.append(baselines.score(part.labels[val], model.predict(part.X[val])).uar)
+                best = grids[spec.classifier][int(np.argmax(trials))]  # argmax: the first of ties
+                model = fit_quietly(make_classifier(spec.classifier, best, seed), part.X[train | val],
+                                    part.labels[train | val])
+                expected[(spec.system, protocol, split.fold)] = (best, trials, model.predict(part.X[test]))
+    return expected
+
+
+def test_the_task_order_and_the_workers_change_no_result(synthetic_meta, monkeypatch):
+    """The speed changes (tasks longest first, two workers) leave every prediction, validation score and
+    choice as a plain serial loop computes them."""
+    table = _generated_table(synthetic_meta)
+    splits = {"actor-kfold": make_splits(synthetic_meta, "actor-kfold")[:3],
+              "random-80-20": make_splits(synthetic_meta, "random-80-20", n_repeats=2)}
+    grids = {"rf": [{"max_features": "sqrt", "n_estimators": 20}, {"max_features": 0.5, "n_estimators": 20}],
+             "logreg": [{"C": 0.01}, {"C": 1.0}], "svm": [{"C": 1.0}, {"C": 10.0}],
+             "mlp": [{"alpha": 0.1, "max_iter": 30, "hidden_layer_sizes": [16]},
+                     {"alpha": 1.0, "max_iter": 30, "hidden_layer_sizes": [16]}]}
+    specs = [SystemSpec("gen", "svm"), SystemSpec("gen", "rf"), SystemSpec("gen", "logreg", families=("a",),
+                                                                         name="a+logreg"), SystemSpec("gen", "mlp")]
+    expected = _reference_results(table, specs, splits, grids)
+
+    handed = []
+    run_split = baselines._run_split
+    monkeypatch.setattr(baselines, "_run_split", lambda clf, *args: handed.append(clf) or run_split(clf, *args))
+    serial = evaluate_systems({"gen": table}, specs, splits, grids=grids, n_jobs=1, progress=False)
+    assert handed == ["mlp"] * 5 + ["rf"] * 5 + ["svm"] * 5 + ["logreg"] * 5  # longest first
+    monkeypatch.undo()
+    parallel = evaluate_systems({"gen": table}, specs, splits, grids=grids, n_jobs=2, progress=False)
+
+    for results in (serial, parallel):
+        assert [(r.system, r.protocol) for r in results] == [(s.system, p) for s in specs for p in splits]
+        for result in results:
+            for fold, predicted in result.predictions.groupby("fold", sort=False):
+                best, trials, reference = expected[(result.system, result.protocol, fold)]
+                assert np.array_equal(predicted["predicted"].to_numpy(), reference)
+                selections = result.selections[result.selections["fold"] == fold]
+                assert selections["val_uar"].tolist() == trials
+                assert json.loads(selections.loc[selections["chosen"], "params"].item()) == best
+            assert [row["fold"] for row in result.rows] == [s.fold for s in splits[result.protocol]]
+    for a, b in zip(serial, parallel, strict=True):
+        pd.testing.assert_frame_equal(a.predictions, b.predictions, check_exact=True)
+        pd.testing.assert_frame_equal(a.selections, b.selections, check_exact=True)
+        assert a.rows == b.rows
+
+
+def test_the_grid_workers_do_not_import_torch():
+    """Each joblib worker of evaluate_systems imports study.baselines to run its fits: without torch (660 MB
+    and seconds per worker, after which loky replaced the worker for having grown 300 MB past its first task)."""
+    code = ("import sys; import ser_utils.study.baselines as b; b.refit_model; "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'transformers')))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO_ROOT)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"

@@ -10,8 +10,11 @@ import pytest
 import soundfile as sf
 
 from ser_utils.__main__ import main
+from ser_utils.data.audio import load_audio, stream_audio
 from ser_utils.data.corpus import EMOTIONS
 from ser_utils.data.synthetic import synthesize_clip
+from ser_utils.models.classifiers import make_classifier
+from ser_utils.models.deployable import Deployable
 from ser_utils.serving.predict import EmotionRecognizer, window_bounds
 from ser_utils.serving.prediction_io import predictions_table
 
@@ -146,3 +149,140 @@ def test_predict_takes_a_saved_baseline_pipeline_too(baseline_dir, sample_48k, t
     results = json.loads(done.stdout)
     assert len(results) == 8
     assert all(sum(r["probabilities"].values()) == pytest.approx(1, abs=1e-6) for r in results)
+
+
+# -- long files scored while they are read ------------------------------------------------------------
+
+def _long_file(path, seconds, rate=48000, channels=2, seed=0):
+    """Speech-like stretches between short pauses, and every fifth a 9.5 s silence (whole windows silent)."""
+    rng = np.random.default_rng(seed)
+    parts, total, k = [], 0, 0
+    while total < seconds * rate:
+        parts.append(synthesize_clip(EMOTIONS[k % 8], 1 + k % 4, seconds=4.0, sample_rate=rate, rng=rng))
+        parts.append(np.zeros(int(rate * (9.5 if k % 5 == 2 else 0.3)), np.float32))
+        total, k = total + len(parts[-2]) + len(parts[-1]), k + 1
+    mono = np.concatenate(parts)[:int(seconds * rate)]
+    sf.write(str(path), np.stack([mono * (1 - 0.3 * c) for c in range(channels)], axis=1), rate)
+    return path
+
+
+def _streamed(recognizer, path, **kwargs):
+    seen = []
+    (name, prediction, reason), = recognizer.iter_predictions([path], on_window=lambda p, row: seen.append((p, row)),
+                                                              **kwargs)
+    assert reason == "" and name == str(path), reason
+    return prediction, seen
+
+
+@pytest.mark.parametrize("model", ["wav2vec2", "baseline-svm", "baseline-logreg"])
+def test_a_long_file_streamed_gives_the_whole_file_results(tmp_path, model_dir, baseline_dir, model):
+    if model == "baseline-svm":  # the same features, an SVM (each clip scored on its own, like the encoders)
+        from ser_utils.models.baseline import BaselineModel
+
+        loaded = BaselineModel.from_pretrained(baseline_dir)
+        refit = make_classifier("svm", probability=True).fit(np.random.default_rng(0).normal(size=(64, 88)),
+                                                             np.array(EMOTIONS * 8))
+        loaded.pipeline = refit
+        recognizer = EmotionRecognizer(loaded)
+    else:
+        recognizer = EmotionRecognizer.from_pretrained(model_dir if model == "wav2vec2" else baseline_dir)
+    path = _long_file(tmp_path / "long.wav", 45.3)  # five 10 s blocks; windows cross block edges
+    whole = recognizer.predict_wave(load_audio(path, max_seconds=None), name=str(path))  # the whole-file path
+    (_, plain, _), = recognizer.iter_predictions([path])  # nobody follows the windows: the whole-file path
+    pd.testing.assert_frame_equal(plain.windows, whole.windows, check_exact=True)
+    assert whole.windows["silent"].any() and not whole.windows["silent"].all()
+    for buffer in (600.0, 30.0):  # followed window by window: streamed, in batches of 1, 2, 4, ... windows
+        streamed, seen = _streamed(recognizer, path, buffer_seconds=buffer)
+        assert pd.DataFrame([row for _, row in seen]).equals(streamed.windows)
+        assert streamed.duration == whole.duration and streamed.warning == whole.warning
+        # Logistic regression multiplies a batch of windows at once (BLAS): the last bit may depend on the batch.
+        exact = model != "baseline-logreg"
+        pd.testing.assert_frame_equal(streamed.windows, whole.windows, check_exact=exact, rtol=0, atol=1e-15)
+        assert streamed.probabilities == (whole.probabilities if exact else pytest.approx(whole.probabilities,
+                                                                                          rel=0, abs=1e-15))
+
+
+class _Stub(Deployable):
+    """Probabilities from a window's own samples (mean, spread, ends, length): any wrong sample shows."""
+
+    labels, sample_rate, min_seconds = tuple(EMOTIONS), 16000, 0.01
+
+    def describe(self):
+        return "stub"
+
+    def check_clips(self, waves):
+        pass
+
+    def predict_proba(self, waves, groups=None):
+        x = np.array([[w.mean(), w.std(), w[0], w[-1], len(w) / 1e5, w.max(), w.min(), w[len(w) // 2]] for w in waves])
+        e = np.exp(10 * x.reshape(len(waves), 8))
+        return e / e.sum(axis=1, keepdims=True)
+
+
+@pytest.mark.parametrize("window, hop", [(4.0, 2.0), (4.0, 3.0), (2.5, 1.3), (3.0, 5.0), (10.0, 10.0), (12.0, 7.0)])
+@pytest.mark.parametrize("seconds, rate", [(31.37, 48000), (23.0, 16000), (12.0, 16000), (4.0, 16000)])
+def test_streamed_windows_are_window_bounds_of_the_whole_file(tmp_path, window, hop, seconds, rate):
+    recognizer = EmotionRecognizer(_Stub())
+    path = _long_file(tmp_path / "f.wav", seconds, rate=rate, channels=1, seed=int(seconds))
+    wave = load_audio(path, max_seconds=None)
+    whole = recognizer.predict_wave(wave, window=window, hop=hop, name=str(path))
+    assert [(round(a * 16000), round(b * 16000)) for a, b in whole.windows[["start", "end"]].to_numpy()] == \
+        window_bounds(len(wave), window, hop)
+    _, streamed, reason = recognizer._stream_file(path, window, hop, 600.0, None)  # any length, even one window
+    assert reason == ""
+    pd.testing.assert_frame_equal(streamed.windows, whole.windows, check_exact=True)
+    assert streamed.probabilities == whole.probabilities and streamed.duration == whole.duration
+
+
+def test_the_first_window_is_scored_after_one_block(tmp_path, model_dir, monkeypatch):
+    from ser_utils.serving import predict
+
+    pulled, at_first = [], []
+
+    def counted(*args, **kwargs):
+        for chunk in stream_audio(*args, **kwargs):
+            pulled.append(len(chunk))
+            yield chunk
+
+    monkeypatch.setattr(predict, "stream_audio", counted)
+    path = _long_file(tmp_path / "long.wav", 95.0)
+    recognizer = EmotionRecognizer.from_pretrained(model_dir)
+    stream = recognizer.iter_predictions([path], on_window=lambda p, row: at_first.append(len(pulled)))
+    assert next(stream)[2] == ""
+    assert at_first[0] == 1 and len(pulled) >= 10  # one 10 s block read before the first window's scores
+
+
+def test_a_file_that_fails_midway_is_one_failure_after_its_first_windows(tmp_path, model_dir):
+    data = 0.1 * np.sin(np.arange(16000 * 40) / 5).astype(np.float32)
+    data[16000 * 35] = np.nan
+    path = tmp_path / "late-nan.wav"
+    sf.write(str(path), data, 16000, subtype="FLOAT")
+    seen = []
+    recognizer = EmotionRecognizer.from_pretrained(model_dir)
+    (_, prediction, reason), = recognizer.iter_predictions([path], on_window=lambda p, row: seen.append(row))
+    assert prediction is None and reason == f"{path}: contains NaN or infinite samples" and seen
+    (_, _, whole_reason), = recognizer.iter_predictions([path])  # not followed: loaded whole, the same reason
+    assert whole_reason == reason
+
+
+def test_windows_option_prints_each_window_then_the_file(tmp_path, model_dir, cli):
+    long = _long_file(tmp_path / "long.wav", 40.0)
+    short = tmp_path / "short.wav"
+    sf.write(str(short), synthesize_clip("sad", 2, seconds=3.0), 16000)
+    csv = tmp_path / "out.csv"
+    done = cli("predict", short, long, "--model", model_dir, "--windows", "--csv", csv)
+    assert done.returncode == 0, done.stderr
+    lines = [line.split("\t") for line in done.stdout.splitlines()]
+    table = pd.read_csv(csv)
+    expected = []
+    for name, rows in table.groupby("file", sort=False):
+        for row in rows.itertuples():
+            if row.row == "window":
+                span = f"{row.start:.3f}-{row.end:.3f}"
+                expected.append([name, span, "silent", "-"] if row.silent else [name, span, row.emotion])
+            else:
+                expected.append([name, row.emotion])
+    assert [line[:len(e)] for line, e in zip(lines, expected, strict=True)] == expected
+    assert [len(line) for line in lines].count(3) == 2  # the two files' own lines, unchanged
+    plain = cli("predict", short, long, "--model", model_dir)
+    assert plain.stdout.splitlines() == [line for line in done.stdout.splitlines() if line.count("\t") == 2]

@@ -187,7 +187,7 @@ def _interrupted(err, done: int, total: int) -> int:
 def predict(args: argparse.Namespace) -> int:
     from ..core.interrupts import Interrupted, deferred
     from ..features.normalization import GroupError
-    from ..serving.prediction_io import audio_files, format_prediction, predictions_table, to_json
+    from ..serving.prediction_io import audio_files, format_prediction, format_window, predictions_table, to_json
     from ..study.crosscorpus import speaker_groups
 
     with warning_lines():  # repeated files
@@ -201,21 +201,28 @@ def predict(args: argparse.Namespace) -> int:
     for message in failures.values():
         error(message)
     predictions = []
+    # --windows: each window's line as soon as it is scored (long files stream), before its file's line
+    window_line = ((lambda path, row: say(format_window(path, row, recognizer.labels)))
+                   if getattr(args, "windows", False) and args.json != "-" else None)
     try:
         with deferred(), warning_lines():  # Ctrl-C / SIGTERM: stop between files, keep old outputs
             # Adapted features need every file of a group at once; otherwise files stream one after another.
             groups = speaker_groups(files, args.adapt, args.speaker_pattern)
-            if groups is not None or recognizer.needs_groups:
+            grouped = groups is not None or recognizer.needs_groups
+            if grouped:
                 scored, unreadable = recognizer.predict_files(files, window=args.window, hop=args.hop, groups=groups)
                 stream = [(p.path, p, "") for p in scored] + [(p, None, why) for p, why in unreadable.items()]
             else:
-                stream = recognizer.iter_predictions(files, window=args.window, hop=args.hop)
+                stream = recognizer.iter_predictions(files, window=args.window, hop=args.hop, on_window=window_line)
             for path, prediction, reason in stream:
                 if prediction is None:
                     failures[path] = reason
                     error(reason)
                     continue
                 predictions.append(prediction)  # small: scores and windows, not audio
+                if grouped and window_line is not None:
+                    for row in prediction.windows.to_dict(orient="records"):
+                        window_line(prediction.path, row)
                 if prediction.warning:
                     warn(one_line(prediction.warning))
                 if args.json != "-":

@@ -1,4 +1,5 @@
-"""The one way audio enters the study: :func:`load_audio` -> float32 mono 16 kHz.
+"""The one way audio enters the study: :func:`load_audio` -> float32 mono 16 kHz, or the same samples
+block by block as they are decoded (:func:`stream_audio`, for long files scored while they are read).
 
 Plus small pure functions on waveforms (pad/crop, per-clip normalization, batching). Files are read
 with soundfile (torchaudio no longer decodes files) and resampled with soxr.
@@ -7,7 +8,7 @@ with soundfile (torchaudio no longer decodes files) and resampled with soxr.
 from __future__ import annotations
 
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -75,16 +76,66 @@ def load_audio(
         constant (DC) signal is silent.
     """
     path = Path(path)
-    # Opened here and handed to soundfile as a file object: Python names the cause of a failure (libsndfile
+    with _open(path) as handle, _sound_file(path, handle) as sound:
+        return _load(path, sound, sample_rate, max_seconds, allow_silent, block_seconds)
+
+
+def stream_audio(path: str | Path, sample_rate: int = SAMPLE_RATE, *, allow_silent: bool = False,
+                 block_seconds: float = BLOCK_SECONDS) -> Iterator[np.ndarray]:
+    """:func:`load_audio` one block at a time: yields float32 mono chunks at ``sample_rate`` as they are
+    decoded (one ``block_seconds`` block of the file each, down-mixed and resampled), so the first
+    samples are there after one block, whatever the file's length. The chunks joined are exactly
+    ``load_audio(path, sample_rate, max_seconds=None, allow_silent=allow_silent, block_seconds=block_seconds)``.
+
+    Raises the :class:`AudioError` that :func:`load_audio` would, when it is found: a file that cannot be
+    opened or is empty before the first chunk, NaN samples or a decoding error at their block, and
+    :class:`SilentAudioError` (unless ``allow_silent``) after the last chunk, when the whole file is known.
+    Close the generator (``contextlib.closing``) to release the file early.
+    """
+    path = Path(path)
+    if not block_seconds:
+        raise ValueError("stream_audio needs a block length (block_seconds > 0)")
+    with _open(path) as handle, _sound_file(path, handle) as sound:
+        if sound.frames == 0:
+            raise AudioError(f"{path}: empty audio (0 samples)")
+        level = _Level()
+        chunks = _chunks(sound, sample_rate, max(1, int(block_seconds * sound.samplerate)), level)
+        while True:
+            try:
+                chunk = next(chunks, None)
+            except _NonFinite:
+                raise AudioError(f"{path}: contains NaN or infinite samples") from None
+            except Exception as err:
+                raise AudioError(f"{path}: could not decode audio ({err})") from err
+            if chunk is None:
+                break
+            yield chunk
+        if not allow_silent and level.silent:
+            raise SilentAudioError(_silent_message(path))
+
+
+def audio_seconds(path: str | Path) -> float | None:
+    """The length of an audio file in seconds as its header states it (no samples decoded), or ``None``
+    when it cannot be read (:func:`load_audio` then says why)."""
+    try:
+        with _open(Path(path)) as handle, sf.SoundFile(handle) as sound:
+            return sound.frames / sound.samplerate
+    except Exception:
+        return None
+
+
+def _sound_file(path: Path, handle) -> sf.SoundFile:
+    # Opened by _open and handed to soundfile as a file object: Python names the cause of a failure (libsndfile
     # says "System error."), and paths longer than libsndfile's 1,024 characters (deep trees) open too.
-    with _open(path) as handle:
-        try:
-            sound = sf.SoundFile(handle)
-        except Exception as err:  # soundfile raises LibsndfileError, RuntimeError, TypeError...
-            # libsndfile's own words ("Format not recognised."), not soundfile's repr of the file object
-            raise AudioError(f"{path}: not a readable audio file ({getattr(err, 'error_string', err)})") from err
-        with sound:
-            return _load(path, sound, sample_rate, max_seconds, allow_silent, block_seconds)
+    try:
+        return sf.SoundFile(handle)
+    except Exception as err:  # soundfile raises LibsndfileError, RuntimeError, TypeError...
+        # libsndfile's own words ("Format not recognised."), not soundfile's repr of the file object
+        raise AudioError(f"{path}: not a readable audio file ({getattr(err, 'error_string', err)})") from err
+
+
+def _silent_message(path) -> str:
+    return f"{path}: silent (peak amplitude below {SILENCE_PEAK:g} once its mean, the DC offset, is removed)"
 
 
 def _load(path: Path, sound: sf.SoundFile, sample_rate: int, max_seconds: float | None, allow_silent: bool,
@@ -101,8 +152,7 @@ def _load(path: Path, sound: sf.SoundFile, sample_rate: int, max_seconds: float 
     except Exception as err:
         raise AudioError(f"{path}: could not decode audio ({err})") from err
     if not allow_silent and level.silent:
-        raise SilentAudioError(f"{path}: silent (peak amplitude below {SILENCE_PEAK:g} once its mean, the DC "
-                               "offset, is removed)")
+        raise SilentAudioError(_silent_message(path))
     return wave
 
 
@@ -145,10 +195,18 @@ class _Level:
 
 def _decode(sound: sf.SoundFile, sample_rate: int, block: int) -> tuple[np.ndarray, _Level]:
     """Decode, down-mix and resample ``sound`` ``block`` frames at a time (``-1``: all at once)."""
-    stream = (None if sound.samplerate == sample_rate
-              else soxr.ResampleStream(sound.samplerate, sample_rate, 1, dtype="float32", quality="HQ"))
     out = np.empty(int(np.ceil(sound.frames * sample_rate / sound.samplerate)) + 1, np.float32)
     filled, level = 0, _Level()
+    for chunk in _chunks(sound, sample_rate, block, level):
+        out, filled = _append(out, filled, chunk)
+    return out[:filled], level
+
+
+def _chunks(sound: sf.SoundFile, sample_rate: int, block: int, level: _Level) -> Iterator[np.ndarray]:
+    """The output of :func:`_decode` chunk by chunk (one per block read, then soxr's tail); ``level``
+    follows every decoded sample. The one decoding loop of :func:`load_audio` and :func:`stream_audio`."""
+    stream = (None if sound.samplerate == sample_rate
+              else soxr.ResampleStream(sound.samplerate, sample_rate, 1, dtype="float32", quality="HQ"))
     while True:
         data = sound.read(block, dtype="float32", always_2d=True)
         if len(data) == 0:
@@ -157,10 +215,9 @@ def _decode(sound: sf.SoundFile, sample_rate: int, block: int) -> tuple[np.ndarr
         if not np.isfinite(mono).all():
             raise _NonFinite
         level.add(mono)
-        out, filled = _append(out, filled, stream.resample_chunk(mono) if stream else mono)
+        yield stream.resample_chunk(mono) if stream else mono
     if stream is not None:
-        out, filled = _append(out, filled, stream.resample_chunk(np.zeros(0, np.float32), last=True))
-    return out[:filled], level
+        yield stream.resample_chunk(np.zeros(0, np.float32), last=True)
 
 
 def _append(out: np.ndarray, filled: int, chunk: np.ndarray) -> tuple[np.ndarray, int]:
@@ -182,7 +239,11 @@ def is_silent(wave: np.ndarray) -> bool:
 def level_warning(wave: np.ndarray, name: str) -> str | None:
     """A one-line warning naming ``name`` when the peak of ``wave`` is far above full scale
     (:data:`OVER_FULL_SCALE`), e.g. a float file saved unnormalized; else ``None``."""
-    peak = max(float(wave.max()), -float(wave.min())) if len(wave) else 0.0
+    return peak_warning(max(float(wave.max()), -float(wave.min())) if len(wave) else 0.0, name)
+
+
+def peak_warning(peak: float, name: str) -> str | None:
+    """:func:`level_warning` of a signal whose peak amplitude (largest ``|sample|``) is ``peak``."""
     if peak <= OVER_FULL_SCALE:
         return None
     return (f"{name}: peak amplitude {peak:.3g}, {20 * np.log10(peak):.0f} dB above full scale (1.0): the "

@@ -7,15 +7,21 @@ directory carries its labels and pre-processing, so nothing is guessed at predic
 Audio longer than ``window`` seconds is scored in overlapping windows (``hop`` seconds apart, the last
 one aligned with the end); the file's probabilities are the mean over its non-silent windows.
 Files are read one after another as they are scored (:meth:`EmotionRecognizer.iter_predictions`), so
-memory stays flat whatever the number of files.
+memory stays flat whatever the number of files. When the caller follows windows (``on_window``, the
+``--windows`` lines), a file longer than one window is scored while it is decoded: its windows are cut
+from the blocks the loader yields (:func:`~ser_utils.data.audio.stream_audio`) and scored in batches that
+start at one window and double up to the buffer, so the first window's scores come after one 10 s block
+of the file, not after all of it. The windows and their samples are those of the whole-file path, and so
+are the scores of models that score each clip on its own (SVM, random forest, the encoders on a CPU);
+heads that multiply a batch of windows at once (logistic regression, MLP) may differ in the last bit
+(1e-16), as they already do between a file scored alone and in a buffer with others.
 """
 
 from __future__ import annotations
 
-import math
 import os
 import warnings
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,10 +29,19 @@ import numpy as np
 import pandas as pd
 
 from ..core import interrupts
-from ..core.config import SettingError
-from ..data.audio import SAMPLE_RATE, SILENCE_PEAK, AudioError, SilentAudioError, is_silent, level_warning, load_audio
+from ..data.audio import (
+    SILENCE_PEAK,
+    AudioError,
+    SilentAudioError,
+    audio_seconds,
+    is_silent,
+    level_warning,
+    load_audio,
+    peak_warning,
+)
 from ..models.deployable import Deployable
 from ..models.loading import load_deployable
+from .windows import StreamTally, check_window, stream_windows, window_bounds
 
 DEFAULT_WINDOW = 6.0  # seconds: longer than any RAVDESS clip (2.9-5.3 s), so those are scored whole
 DEFAULT_HOP = 3.0
@@ -34,6 +49,8 @@ DEFAULT_HOP = 3.0
 #: short clips are batched together up to this much (enough to fill GPU batches), a longer file is
 #: scored on its own. Memory does not grow with the number of files.
 BUFFER_SECONDS = 600.0
+#: ``on_window(path, row)``: told each scored window's row (see :meth:`EmotionRecognizer.iter_predictions`).
+WindowCallback = Callable[[str, dict], None]
 #: What a recognizer reads from its model (:class:`~ser_utils.models.deployable.Deployable`).
 INTERFACE = ("labels", "sample_rate", "min_seconds", "needs_groups", "normalization", "describe")
 
@@ -61,42 +78,6 @@ class FilePrediction:
         return {"file": self.path, "duration": round(self.duration, 3), "emotion": self.emotion,
                 "probabilities": {k: round(v, 6) for k, v in self.probabilities.items()},
                 "warning": self.warning or None, "windows": self.windows.round(6).to_dict(orient="records")}
-
-
-def check_window(window: float | None, hop: float | None) -> str | None:
-    """Validate the scoring window and hop (seconds) before any work is done.
-
-    Raises :class:`~ser_utils.core.config.SettingError` (``setting``: ``window`` or ``hop``) unless both are
-    finite and positive (``None`` means "whole file" for ``window`` and "= window" for ``hop``). Returns
-    a warning text when ``hop`` is longer than ``window`` - parts of long files are then never scored -
-    else ``None``.
-    """
-    for name, value in (("window", window), ("hop", hop)):
-        if value is not None and not (isinstance(value, int | float) and math.isfinite(value) and value > 0):
-            raise SettingError(f"the scoring {name} must be a positive number of seconds, got {value}", name)
-    if window is not None and hop is not None and hop > window:
-        return (f"the hop ({hop:g} s) is longer than the window ({window:g} s): {hop - window:g} s of every "
-                f"{hop:g} s of audio longer than the window are not scored")
-    return None
-
-
-def window_bounds(n_samples: int, window: float | None, hop: float | None,
-                  sample_rate: int = SAMPLE_RATE) -> list[tuple[int, int]]:
-    """``(start, end)`` sample bounds of the scoring windows of a clip of ``n_samples``.
-
-    One window covering everything when the clip fits in ``window`` (or ``window`` is ``None``);
-    otherwise windows every ``hop`` seconds plus a last one that ends with the clip.
-    """
-    check_window(window, hop)
-    if window is None or n_samples <= window * sample_rate:
-        return [(0, n_samples)]
-    size, step = int(window * sample_rate), int((hop or window) * sample_rate)
-    if size <= 0 or step <= 0:
-        raise ValueError(f"window {window} s and hop {hop} s must each span at least one sample")
-    starts = list(range(0, n_samples - size + 1, step))
-    if starts[-1] + size < n_samples:
-        starts.append(n_samples - size)
-    return [(s, s + size) for s in starts]
 
 
 class EmotionRecognizer:
@@ -143,35 +124,45 @@ class EmotionRecognizer:
                                  hop=hop, name=str(path))
 
     def iter_predictions(self, paths: Iterable[str | Path], *, window: float | None = DEFAULT_WINDOW,
-                         hop: float | None = DEFAULT_HOP,
-                         buffer_seconds: float = BUFFER_SECONDS) -> Iterator[tuple[str, FilePrediction | None, str]]:
+                         hop: float | None = DEFAULT_HOP, buffer_seconds: float = BUFFER_SECONDS,
+                         on_window: WindowCallback | None = None) -> Iterator[tuple[str, FilePrediction | None, str]]:
         """Score files as they are read: yields ``(path, prediction, "")`` or ``(path, None, reason)``
         per file, in order.
 
         ``paths`` is consumed lazily and at most ``buffer_seconds`` of audio (or one longer file) is held
-        at once, so memory does not grow with the number of files; short clips in the buffer are
-        scored in one batch. Inside :func:`ser_utils.core.interrupts.deferred`, a Ctrl-C or SIGTERM stops the
-        iteration before the next file (``interrupts.Interrupted``), never as a file's failure.
+        at once, so memory does not grow with the number of files; short clips in the buffer are scored
+        in one batch. ``on_window(path, row)``, when given, is called with each window's row (``start``,
+        ``end``, ``silent`` and one probability per label, as in :attr:`FilePrediction.windows`) as soon
+        as it is scored, in order, before its file is yielded; a file longer than one window is then
+        scored while it is decoded (see the module), holding at most ``buffer_seconds`` of its windows.
+        Inside :func:`ser_utils.core.interrupts.deferred`, a Ctrl-C or SIGTERM stops the iteration before
+        the next file or batch of windows (``interrupts.Interrupted``), never as a file's failure.
         """
         check_window(window, hop)
         buffer, held = [], 0
         for path in paths:
             interrupts.check()  # a Ctrl-C / SIGTERM (inside interrupts.deferred) stops here, between files
+            if self._streams(path, window, on_window is not None):
+                yield from self._score_buffer(buffer, window, hop, on_window)
+                buffer, held = [], 0
+                yield self._stream_file(path, window, hop, buffer_seconds, on_window)
+                continue
             try:
                 wave = load_audio(path, self.sample_rate, max_seconds=None)
             except AudioError as err:
-                yield from self._score_buffer(buffer, window, hop)
+                yield from self._score_buffer(buffer, window, hop, on_window)
                 buffer, held = [], 0
                 yield str(path), None, str(err)
                 continue
             if buffer and held + len(wave) > buffer_seconds * self.sample_rate:
-                yield from self._score_buffer(buffer, window, hop)
+                yield from self._score_buffer(buffer, window, hop, on_window)
                 buffer, held = [], 0
             buffer.append((str(path), wave))
             held += len(wave)
-        yield from self._score_buffer(buffer, window, hop)
+        yield from self._score_buffer(buffer, window, hop, on_window)
 
-    def _score_buffer(self, named_waves, window, hop) -> Iterator[tuple[str, FilePrediction | None, str]]:
+    def _score_buffer(self, named_waves, window, hop,
+                      on_window: WindowCallback | None = None) -> Iterator[tuple[str, FilePrediction | None, str]]:
         if not named_waves:
             return
         try:
@@ -180,12 +171,46 @@ class EmotionRecognizer:
             for name, wave in named_waves:
                 interrupts.check()
                 try:
-                    yield name, self._score([(name, wave)], window, hop)[0], ""
+                    prediction = self._score([(name, wave)], window, hop)[0]
                 except ValueError as err:
-                    yield name, None, str(err) if str(err).startswith(name) else f"{name}: {err}"
+                    yield name, None, _named(name, err)
+                    continue
+                _report_windows(prediction, on_window)
+                yield name, prediction, ""
             return
         for prediction in predictions:
+            _report_windows(prediction, on_window)
             yield prediction.path, prediction, ""
+
+    @staticmethod
+    def _streams(path, window: float | None, following: bool) -> bool:
+        """Whether ``path`` is scored while it is decoded: followed window by window, and longer than one
+        window (its header's length; either answer gives the same windows)."""
+        seconds = audio_seconds(path) if following and window is not None else None
+        return seconds is not None and seconds > window
+
+    def _stream_file(self, path, window: float, hop: float | None, buffer_seconds: float,
+                     on_window: WindowCallback | None) -> tuple[str, FilePrediction | None, str]:
+        """Score ``path`` while it is decoded (:func:`~ser_utils.serving.windows.stream_windows`: the windows
+        of :func:`window_bounds`, the same samples as the whole-file path), in batches of 1, 2, 4, ...
+        windows up to ``buffer_seconds`` of audio, each window's row told to ``on_window`` once scored."""
+        name, rows, tally = str(path), [], StreamTally()
+        largest = max(1, int(buffer_seconds // window))
+        try:
+            for pieces in stream_windows(path, window, hop, self.sample_rate, largest=largest, tally=tally):
+                interrupts.check()  # a Ctrl-C / SIGTERM stops a long file between batches
+                voiced = [w for _, _, w in pieces if w is not None]
+                probs = self.predict_proba(voiced) if voiced else np.zeros((0, len(self.labels)))
+                cursor = 0
+                for a, b, w in pieces:
+                    p = np.full(len(self.labels), np.nan) if w is None else probs[cursor]
+                    cursor += w is not None
+                    rows.append(_window_row(a, b, w is None, p, self.labels, self.sample_rate))
+                    if on_window is not None:
+                        on_window(name, rows[-1])
+            return name, self._summary(name, tally.samples, pd.DataFrame(rows), peak_warning(tally.peak, name)), ""
+        except ValueError as err:  # AudioError (unreadable, NaN, silent), a window the model refuses
+            return name, None, _named(name, err)
 
     def predict_files(self, paths: Iterable[str | Path], *, window: float | None = DEFAULT_WINDOW,
                       hop: float | None = DEFAULT_HOP,
@@ -266,18 +291,36 @@ class EmotionRecognizer:
             for (a, b), quiet in zip(bounds, silent, strict=True):
                 p = np.full(len(self.labels), np.nan) if quiet else probs[cursor]
                 cursor += 0 if quiet else 1
-                rows.append({"start": a / self.sample_rate, "end": b / self.sample_rate, "silent": quiet,
-                             **dict(zip(self.labels, map(float, p), strict=True))})
-            table = pd.DataFrame(rows)
-            if table["silent"].all():
-                raise SilentAudioError(f"{name}: silent (peak amplitude below {SILENCE_PEAK:g} once its mean, "
-                                       "the DC offset, is removed)")
-            voiced = table.loc[~table["silent"], list(self.labels)]
-            mean = voiced.mean().to_numpy()
-            results.append(FilePrediction(name, len(wave) / self.sample_rate,
-                                          dict(zip(self.labels, map(float, mean / mean.sum()), strict=True)),
-                                          table, level_warning(wave, name) or ""))
+                rows.append(_window_row(a, b, quiet, p, self.labels, self.sample_rate))
+            results.append(self._summary(name, len(wave), pd.DataFrame(rows), level_warning(wave, name)))
         return results
+
+    def _summary(self, name: str, n_samples: int, table: pd.DataFrame, warning: str | None) -> FilePrediction:
+        """A file's prediction from its window rows: the mean over its non-silent windows."""
+        if table["silent"].all():
+            raise SilentAudioError(f"{name}: silent (peak amplitude below {SILENCE_PEAK:g} once its mean, "
+                                   "the DC offset, is removed)")
+        voiced = table.loc[~table["silent"], list(self.labels)]
+        mean = voiced.mean().to_numpy()
+        return FilePrediction(name, n_samples / self.sample_rate,
+                              dict(zip(self.labels, map(float, mean / mean.sum()), strict=True)), table, warning or "")
+
+
+def _window_row(a: int, b: int, silent: bool, probabilities: np.ndarray, labels: Sequence[str], rate: int) -> dict:
+    """One row of :attr:`FilePrediction.windows`: bounds in seconds, silence, one probability per label."""
+    return {"start": a / rate, "end": b / rate, "silent": silent,
+            **dict(zip(labels, map(float, probabilities), strict=True))}
+
+
+def _report_windows(prediction: FilePrediction, on_window: WindowCallback | None) -> None:
+    if on_window is not None:
+        for row in prediction.windows.to_dict(orient="records"):
+            on_window(prediction.path, row)
+
+
+def _named(name: str, err: Exception) -> str:
+    """A file's failure reason, naming the file once."""
+    return str(err) if str(err).startswith(name) else f"{name}: {err}"
 
 
 def _once_each(paths: list, groups: list) -> tuple[list, list]:

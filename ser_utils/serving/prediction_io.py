@@ -213,6 +213,18 @@ def format_prediction(prediction: FilePrediction) -> str:
     return f"{escape_field(prediction.path)}\t{prediction.emotion}\t{probs}"
 
 
+def format_window(path: str, row: dict, labels: Sequence[str]) -> str:
+    """One tab-separated line per scoring window (``predict --windows``): path (escaped), the window's
+    ``start-end`` in seconds, its top emotion and every class's probability; a silent window is
+    ``silent`` and ``-``. Four fields, where a file's line (:func:`format_prediction`) has three."""
+    span = f"{row['start']:.3f}-{row['end']:.3f}"
+    if row["silent"]:
+        return f"{escape_field(path)}\t{span}\tsilent\t-"
+    probs = {label: float(row[label]) for label in labels}
+    top = max(probs, key=probs.get)
+    return f"{escape_field(path)}\t{span}\t{top}\t" + " ".join(f"{k}={v:.3f}" for k, v in probs.items())
+
+
 def predictions_table(predictions: Sequence[FilePrediction], labels: Sequence[str] | None = None) -> pd.DataFrame:
     """Per-window rows plus one ``aggregate`` row per file (column ``row``), for CSV output; ``warning``
     repeats a file's level warning on each of its rows. No predictions: the columns only (``labels``
