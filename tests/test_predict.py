@@ -235,7 +235,7 @@ def test_streamed_windows_are_window_bounds_of_the_whole_file(tmp_path, window, 
 
 
 def test_the_first_window_is_scored_after_one_block(tmp_path, model_dir, monkeypatch):
-    from ser_utils.serving import predict
+    from ser_utils.serving import windows
 
     pulled, at_first = [], []
 
@@ -244,7 +244,7 @@ def test_the_first_window_is_scored_after_one_block(tmp_path, model_dir, monkeyp
             pulled.append(len(chunk))
             yield chunk
 
-    monkeypatch.setattr(predict, "stream_audio", counted)
+    monkeypatch.setattr(windows, "stream_audio", counted)
     path = _long_file(tmp_path / "long.wav", 95.0)
     recognizer = EmotionRecognizer.from_pretrained(model_dir)
     stream = recognizer.iter_predictions([path], on_window=lambda p, row: at_first.append(len(pulled)))
