@@ -184,3 +184,28 @@ def test_short_and_silent_waveforms_raise_clear_errors():
         extractor.extract(np.zeros(SR, np.float32))
     with pytest.raises(ValueError, match="mono"):
         extractor.extract(np.ones((2, SR), np.float32))
+
+
+def test_the_same_samples_scored_again_in_one_process_are_not_extracted_again(real_clip, monkeypatch):
+    extractor = LibrosaFeatures(FeatureConfig(n_mfcc=13))
+    extracted = []
+
+    def counted(wave):
+        extracted.append(len(wave))
+        return LibrosaFeatures.extract(extractor, wave)
+
+    monkeypatch.setattr(extractor, "extract", counted)
+    other = real_clip.copy()
+    other[len(other) // 2] += 1e-3  # one sample differs: another clip
+    first = extractor.transform([real_clip, other])
+    again = extractor.transform([other.copy(), real_clip])  # the same samples in new arrays
+    assert len(extracted) == 2 and np.array_equal(again, first[::-1])
+    again[0] = 0  # the remembered rows are copies
+    assert np.array_equal(extractor.transform([other]), first[1:]) and len(extracted) == 2
+    # Another setting is another feature set: extracted anew, never served from the first's rows.
+    wider = LibrosaFeatures(FeatureConfig(n_mfcc=20))
+    assert wider.transform([real_clip]).shape == (1, wider.n_features) != first[:1].shape
+    with pytest.raises(ClipTooShortError):  # an error is raised each time, never remembered
+        extractor.transform([real_clip[:100]])
+    with pytest.raises(ClipTooShortError):
+        extractor.transform([real_clip[:100]])

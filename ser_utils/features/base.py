@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import sys
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
@@ -19,6 +21,12 @@ from ..data.audio import SILENCE_PEAK, SilentAudioError, is_silent, load_audio
 #: digest cannot see, e.g. a change of the data files opensmile reads.
 FEATURE_VERSION = 1
 STATISTICS = ("mean", "std", "min", "max", "median")
+#: Bytes of recent in-process feature rows kept by :meth:`FeatureExtractor.transform`, so the same audio
+#: scored again in one process (notebook 06: each adaptation, two models on one feature set) is not
+#: extracted again.
+RECENT_BYTES = 64 * 2**20
+_recent: OrderedDict[tuple[str, str], np.ndarray] = OrderedDict()
+_recent_bytes = 0
 
 
 def feature_code(module: ModuleType) -> str:
@@ -103,10 +111,11 @@ class FeatureExtractor:
         """Features of several clips, ``(n_clips, n_features)`` float32 (in-process, no cache)."""
         if not len(waves):
             return np.empty((0, self.n_features), np.float32)
+        settings = repr(self)  # the class and every config value: within one process, all a row depends on
         rows = []
         for wave in waves:
             interrupts.check()  # a long batch stops between clips on Ctrl-C / SIGTERM (interrupts.deferred)
-            rows.append(self.extract(wave))
+            rows.append(_remembered(settings, wave, self.extract))
         return np.stack(rows)
 
     def __call__(self, path: str | Path) -> np.ndarray:
@@ -117,3 +126,22 @@ class FeatureExtractor:
         except FeatureError as err:
             raise type(err)(str(err).replace("waveform", str(path), 1)) from None
 
+
+def _remembered(settings: str, wave: np.ndarray, extract) -> np.ndarray:
+    """``extract(wave)``, or the row computed for the same samples and settings moments ago (a copy).
+
+    Extraction is deterministic, so a row is keyed by the samples' digest; the oldest rows go first
+    once :data:`RECENT_BYTES` is reached. Errors are not remembered (they are raised again).
+    """
+    global _recent_bytes
+    samples = np.ascontiguousarray(wave)
+    key = (settings, f"{samples.dtype}{samples.shape}" + hashlib.blake2b(samples.tobytes(), digest_size=16).hexdigest())
+    if key in _recent:
+        _recent.move_to_end(key)
+        return _recent[key].copy()
+    row = extract(wave)
+    _recent[key] = row.copy()
+    _recent_bytes += row.nbytes
+    while _recent_bytes > RECENT_BYTES and _recent:
+        _recent_bytes -= _recent.popitem(last=False)[1].nbytes
+    return row
