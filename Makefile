@@ -30,14 +30,15 @@ all: $(INSTALLED)
 smoke: $(INSTALLED)
 	$(PY) -m ser_utils pipeline --profile smoke $(FORCE_FLAG)
 
-## test: ruff, the unit tests, and every notebook on the smoke profile through nbval
-## (one torch/OpenMP thread: the tests' models are tiny, and on a busy machine spinning threads made
-## the torch tests 10x slower)
+## test: ruff, the unit tests, and every notebook on the smoke profile through nbval, on one pytest-xdist
+## worker per core (the notebooks in order on one of them: conftest.py); one torch/OpenMP thread per
+## worker: the tests' models are tiny, and on a busy machine spinning threads made the torch tests 10x slower
 test: $(INSTALLED) lint
-	SER_PROFILE=smoke OMP_NUM_THREADS=1 $(PY) -m pytest tests notebooks --nbval-lax -p no:cacheprovider
+	SER_PROFILE=smoke OMP_NUM_THREADS=1 $(PY) -m pytest notebooks tests --nbval-lax -p no:cacheprovider \
+		-n auto
 
 lint: $(INSTALLED)
-	$(PY) -m ruff check ser_utils tests benchmarks notebooks
+	$(PY) -m ruff check ser_utils tests benchmarks notebooks conftest.py
 
 ## lab: open the notebooks in JupyterLab
 lab: $(INSTALLED)
