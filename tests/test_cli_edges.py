@@ -248,13 +248,16 @@ def test_manifest_headers_ragged_rows_and_folder_rows(capsys, baseline, clips, t
         manifest = _manifest(tmp_path / "h.csv", f"{header}\n{sad},sad\n")
         status, out, err = run(capsys, "evaluate", "--model", baseline, "--manifest", manifest)
         assert status == 0 and "clips: 1" in out and not err, (header, err)
-    for rows, line, cells in ((f"{sad},sad\n{sad},sad,extra\n", 3, 3),
-                              (f"{sad},sad,extra,more\n{sad},sad\n", 2, 4)):  # pandas would index by the extras
-        ragged = _manifest(tmp_path / "ragged.csv", f"path,label\n{rows}")
+    for header, rows, line, cells in (("path,label", f"{sad},sad\n{sad},sad,extra\n", 3, 3),
+                                      ("path,label", f"{sad},sad,extra,more\n{sad},sad\n", 2, 4),  # pandas would
+                                      # index by the extras; fewer cells, pandas would fill them with nothing:
+                                      ("path,label,speaker", f"{sad},sad,spk1\n{sad},sad\n", 3, 2),
+                                      ("path,label", f"{sad},sad\n\n{sad}\n", 4, 1)):
+        ragged = _manifest(tmp_path / "ragged.csv", f"{header}\n{rows}")
         status, out, err = run(capsys, "evaluate", "--model", baseline, "--manifest", ragged)
         assert status == 2 and not out
-        assert err == [f"error: {ragged} line {line}: {cells} cells where the header has 2 (a cell holding a comma "
-                       "needs quotes)"]
+        assert err == [f"error: {ragged} line {line}: {cells} cells where the header has {header.count(',') + 1} (a "
+                       "cell holding a comma needs quotes)"]
     folder = _manifest(tmp_path / "folder.csv", f"path,label\n{clips / 'spk1'},sad\n{sad},sad\n")
     status, _, err = run(capsys, "evaluate", "--model", baseline, "--manifest", folder)
     assert status == 1 and err == [f"error: {clips / 'spk1'}: is a folder, not an audio file"]

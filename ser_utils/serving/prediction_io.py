@@ -151,20 +151,20 @@ def _manifest_rows(manifest: Path) -> pd.DataFrame:
             warnings.simplefilter("error", pd.errors.ParserWarning)
             table = pd.read_csv(manifest, dtype=str, keep_default_na=False, index_col=False)
     except pd.errors.ParserWarning:
-        line, saw, fields = _first_ragged_line(manifest)
-        raise ValueError(f"{manifest} line {line}: {saw} cells where the header has {fields} (a cell holding a "
-                         "comma needs quotes)") from None
+        raise _ragged(manifest, *_first_ragged_line(manifest)) from None
     except pd.errors.EmptyDataError:
         raise ValueError(f"{manifest}: empty file (expected a CSV with columns path,label)") from None
     except pd.errors.ParserError as err:
         ragged = re.search(r"Expected (\d+) fields in line (\d+), saw (\d+)", str(err))
         if ragged:
             fields, line, saw = ragged.groups()
-            raise ValueError(f"{manifest} line {line}: {saw} cells where the header has {fields} (a cell holding a "
-                             "comma needs quotes)") from None
+            raise _ragged(manifest, line, saw, fields) from None
         raise ValueError(f"{manifest}: not a readable CSV ({' '.join(str(err).split())})") from None
     except UnicodeDecodeError as err:
         raise ValueError(f"{manifest}: not a readable CSV (not UTF-8 text: {err.reason} at byte {err.start})") from None
+    line, saw, fields = _first_ragged_line(manifest)
+    if line:  # fewer cells than the header: pandas fills the missing ones with nothing, silently
+        raise _ragged(manifest, line, saw, fields)
     table.columns = [str(c).strip().lower() for c in table.columns]
     doubled = sorted({c for c in table.columns if list(table.columns).count(c) > 1})
     if doubled:
@@ -176,6 +176,11 @@ def _manifest_rows(manifest: Path) -> pd.DataFrame:
     table = table.apply(lambda column: column.str.strip())
     table.index = table.index + 2
     return table
+
+
+def _ragged(manifest: Path, line, saw, fields) -> ValueError:
+    return ValueError(f"{manifest} line {line}: {saw} cells where the header has {fields} (a cell holding a comma "
+                      "needs quotes)")
 
 
 def _first_ragged_line(manifest: Path) -> tuple[int, int, int]:
