@@ -80,3 +80,18 @@ def test_masks_select_rows_and_splits_round_trip(tmp_path):
     assert (train.astype(int) + val + test == 1).all()
     path = save_splits(splits, tmp_path / "splits.json")
     assert load_splits(path) == splits
+
+
+def test_a_run_over_fewer_seeds_keeps_the_saved_splits_of_the_others(tmp_path, monkeypatch):
+    """Partial fine-tuning runs one random-80-20 seed after the frozen mode ran five: the splits file next
+    to the results must still hold the five every frozen row was measured on."""
+    from ser_utils.core.config import get_profile
+    from ser_utils.study.systems import protocol_splits
+
+    monkeypatch.setenv("SER_REPORTS_DIR", str(tmp_path / "reports"))
+    profile = get_profile("full")
+    meta = pd.DataFrame([parse_filename(stem + ".wav") for stem in expected_stems()])
+    five = protocol_splits(meta, "random-80-20", profile, random_repeats=5)
+    one = protocol_splits(meta, "random-80-20", profile, random_repeats=1)
+    assert one == five[:1]
+    assert load_splits(profile.results.splits("random-80-20")) == five

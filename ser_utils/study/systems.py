@@ -26,7 +26,7 @@ from ..core.device import default_device
 from ..core.names import encoder_system, guess_family, model_folder
 from ..data.audio import SAMPLE_RATE
 from ..evaluation.metrics import metrics_from_predictions, score
-from ..evaluation.splits import PROTOCOLS, make_splits, save_splits
+from ..evaluation.splits import PROTOCOLS, load_splits, make_splits, save_splits
 from ..features.normalization import Normalization
 from ..models.heads import ORIGINAL_RECIPE, ModelConfig
 from ..results.store import write_systems, write_table
@@ -114,12 +114,19 @@ def _study_encoder(checkpoint: str, options: str):
 
 def protocol_splits(meta: pd.DataFrame, protocol: str, profile: Profile, *, folds: Sequence[int] | None = None,
                     random_repeats: int = 5) -> list:
-    """The splits of ``protocol`` (optionally only ``folds``), saved next to the results."""
+    """The splits of ``protocol`` (optionally only ``folds``), saved next to the results.
+
+    The saved file holds every split the folder's results were measured on: a run over fewer folds or
+    seeds (partial fine-tuning's one random seed) replaces its own folds and keeps the others'.
+    """
     splits = make_splits(meta, protocol, seed=profile.seed, n_repeats=random_repeats)
     if folds:
         splits = [s for s in splits if s.fold in set(folds)]
     if is_main_process():
-        save_splits(splits, profile.results.splits(protocol))
+        path = profile.results.splits(protocol)
+        made = {s.fold for s in splits}
+        kept = [s for s in load_splits(path) if s.fold not in made] if path.is_file() else []
+        save_splits(sorted([*kept, *splits], key=lambda s: s.fold), path)
     return splits
 
 
