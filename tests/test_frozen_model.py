@@ -87,6 +87,13 @@ def test_predict_and_evaluate_with_adaptation_on_a_frozen_whisper_folder(exporte
     assert main(["predict", *map(str, clips), "--model", str(exported["plain"]), "--json"]) == 0
     results = json.loads(capsys.readouterr().out)
     assert len(results) == 3 and all(abs(sum(r["probabilities"].values()) - 1) < 1e-4 for r in results)
+    # A window longer than Whisper's 30 s input could score no file: refused before any work, one line.
+    for command in (["predict", str(clips[0])], ["evaluate", "--manifest", str(manifest)]):
+        assert main([*command, "--model", str(exported["plain"]), "--window", "40"]) == 2
+        captured = capsys.readouterr()
+        assert not captured.out and captured.err.splitlines() == [
+            "error: --window 40 is longer than the model's longest input (30 s): score in windows of at most 30 s"]
+    assert main(["predict", str(clips[0]), "--model", str(exported["plain"]), "--window", "30"]) == 0
 
 
 def test_a_fine_tuned_network_is_never_adapted(tmp_path):

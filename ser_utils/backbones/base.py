@@ -39,6 +39,8 @@ class SpeechEncoder(nn.Module):
     sample_rate: int = 16_000
     #: Shortest clip the encoder takes, in samples (one frame of its front end).
     min_samples: int = 400
+    #: Longest clip the encoder takes, in samples (``None``: any length; Whisper: its 30 s input).
+    max_samples: int | None = None
     #: How padded batches are kept from changing a clip's output (shown by the ``backbone`` command).
     padding: str = ""
     #: Whether clips are standardised (zero mean, unit variance) before the encoder.

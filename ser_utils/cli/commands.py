@@ -150,6 +150,9 @@ def _check_model_window(args: argparse.Namespace, recognizer) -> bool:
     if args.window is not None and args.window < shortest:
         error(f"--window {args.window:g} is shorter than the model's shortest input ({shortest:g} s): no window "
               "could be scored")
+    elif args.window is not None and recognizer.max_seconds is not None and args.window > recognizer.max_seconds:
+        error(f"--window {args.window:g} is longer than the model's longest input ({recognizer.max_seconds:g} s): "
+              f"score in windows of at most {recognizer.max_seconds:g} s")
     elif args.hop is not None and args.hop * rate < 1:
         error(f"--hop {args.hop:g} is shorter than one sample at the model's {rate} Hz")
     else:

@@ -31,6 +31,8 @@ class Deployable:
     labels: tuple[str, ...]
     sample_rate: int
     min_seconds: float
+    #: Longest clip, in seconds (``None``: any length; a Whisper encoder: its 30 s input).
+    max_seconds: float | None = None
     normalization: dict | None = None
 
     @property
@@ -68,6 +70,11 @@ class EncoderDeployable(Deployable):
     def min_seconds(self) -> float:
         """Shortest clip the encoder takes, in seconds (400 samples = 25 ms for wav2vec2-base and Whisper)."""
         return self.encoder.min_samples / self.encoder.sample_rate
+
+    @property
+    def max_seconds(self) -> float | None:
+        longest = self.encoder.max_samples
+        return None if longest is None else longest / self.encoder.sample_rate
 
     def check_clips(self, waves: Sequence[np.ndarray]) -> None:
         for wave in waves:

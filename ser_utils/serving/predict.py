@@ -52,7 +52,7 @@ BUFFER_SECONDS = 600.0
 #: ``on_window(path, row)``: told each scored window's row (see :meth:`EmotionRecognizer.iter_predictions`).
 WindowCallback = Callable[[str, dict], None]
 #: What a recognizer reads from its model (:class:`~ser_utils.models.deployable.Deployable`).
-INTERFACE = ("labels", "sample_rate", "min_seconds", "needs_groups", "normalization", "describe")
+INTERFACE = ("labels", "sample_rate", "min_seconds", "max_seconds", "needs_groups", "normalization", "describe")
 
 
 @dataclass
