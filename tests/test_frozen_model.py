@@ -117,3 +117,28 @@ def test_the_input_comparison_subset_keeps_every_emotion(synthetic_meta):
     assert set(ten["emotion"].astype(str)) == set(synthetic_meta["emotion"].astype(str))  # all 8
     assert ((ten["statement"] == 1) & (ten["repetition"] == 1)).all()  # from the quick subset
     assert len(comparison_subset(synthetic_meta, 60)) == len(synthetic_meta)
+
+
+@pytest.mark.parametrize("damage", ["flipped-bit", "duplicated-labels"])
+def test_a_damaged_whisper_folder_is_one_line_and_status_2_never_scores(exported, tmp_path, capsys, damage):
+    import shutil
+
+    folder = shutil.copytree(exported["plain"], tmp_path / "model")
+    if damage == "flipped-bit":  # in a tensor's values: the file still parses, only the digest can tell
+        weights = folder / "model.safetensors"
+        data = bytearray(weights.read_bytes())
+        data[-100] ^= 0x01
+        weights.write_bytes(bytes(data))
+        expected = "model.safetensors does not match the SHA-256 that ser_config.json records"
+    else:
+        config = json.loads((folder / "ser_config.json").read_text())
+        config["head"]["labels"] = ["sad"] * len(config["head"]["labels"])
+        (folder / "ser_config.json").write_text(json.dumps(config))
+        expected = "two or more classes, each named once (sad repeated)"
+    clip = tmp_path / "clip.wav"
+    import soundfile as sf
+
+    sf.write(str(clip), (0.1 * np.sin(np.arange(8000) / 3)).astype(np.float32), 16000)
+    assert main(["predict", str(clip), "--model", str(folder)]) == 2
+    captured = capsys.readouterr()
+    assert not captured.out and len(captured.err.splitlines()) == 1 and expected in captured.err

@@ -2,12 +2,15 @@
 
 A folder holds ``ser_config.json`` (its ``format``, the model's settings, the encoder's architecture and
 options, provenance) and ``model.safetensors`` (every tensor). The weights are written first and the
-config last, each atomically: a config on disk always names a complete folder. Reading checks the format
-and runs no code from the folder; any problem is one ``ValueError`` naming the folder.
+config last, each atomically: a config on disk always names a complete folder. The config records the
+weights file's SHA-256, so a file changed after it was written (a flipped bit, an edit, a copy cut short)
+is refused, not scored. Reading checks the format and the digest and runs no code from the folder; any
+problem is one ``ValueError`` naming the folder.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -15,7 +18,7 @@ from pathlib import Path
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load, save_file
 
 from ..backbones import SpeechEncoder, build_backbone, config_from_dict
 from ..core.atomic import atomic_path, atomic_write_text
@@ -34,7 +37,8 @@ def write_folder(directory: str | Path, meta: dict, tensors: dict[str, torch.Ten
     directory.mkdir(parents=True, exist_ok=True)
     with atomic_path(directory / WEIGHTS_NAME) as weights:  # weights first: a config names a whole folder
         save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(weights))
-    atomic_write_text(directory / CONFIG_NAME, json.dumps(meta, indent=2, default=str))
+        digest = hashlib.sha256(weights.read_bytes()).hexdigest()
+    atomic_write_text(directory / CONFIG_NAME, json.dumps({**meta, "weights_sha256": digest}, indent=2, default=str))
     return directory
 
 
@@ -58,12 +62,20 @@ def reading(directory: str | Path, what: str) -> Iterator[None]:
 
 def read_folder(directory: str | Path, formats: Sequence[str], map_location: str = "cpu"
                 ) -> tuple[dict, dict[str, torch.Tensor]]:
-    """The config and tensors of a folder whose format is one of ``formats`` (call inside :func:`reading`)."""
+    """The config and tensors of a folder whose format is one of ``formats`` (call inside :func:`reading`).
+
+    The weights must match the SHA-256 the config records (folders written before it was recorded are
+    read without the check)."""
     meta = json.loads((Path(directory) / CONFIG_NAME).read_text())
     if not isinstance(meta, dict) or meta.get("format") not in formats:
         found = meta.get("format") if isinstance(meta, dict) else None
         raise ValueError(f"{CONFIG_NAME} has format {found!r}, this code reads {formats[0]!r}")
-    return meta, load_file(str(Path(directory) / WEIGHTS_NAME), device=map_location)
+    data = (Path(directory) / WEIGHTS_NAME).read_bytes()
+    recorded = meta.get("weights_sha256")
+    if recorded is not None and hashlib.sha256(data).hexdigest() != recorded:
+        raise ValueError(f"{WEIGHTS_NAME} does not match the SHA-256 that {CONFIG_NAME} records: the file changed "
+                         "or was damaged after it was written")
+    return meta, {k: v.to(map_location) for k, v in load(data).items()}
 
 
 def encoder_meta(encoder: SpeechEncoder) -> dict:

@@ -80,7 +80,13 @@ class ModelConfig:
             raise ValueError(f"head_hidden={self.head_hidden!r}; a whole number >= 0 (0: a linear head)")
         if self.standardize and self.pooling not in ("first", "mean"):
             raise ValueError(f"standardize: with pooling 'first' or 'mean' (a frozen head's), not {self.pooling!r}")
+        if isinstance(self.labels, str) or not all(isinstance(label, str) and label.strip() for label in self.labels):
+            raise ValueError(f"labels={self.labels!r}; class names, each a non-empty string")
         object.__setattr__(self, "labels", tuple(self.labels))
+        doubled = sorted({label for label in self.labels if self.labels.count(label) > 1})
+        if len(self.labels) < 2 or doubled:
+            raise ValueError(f"labels={list(self.labels)}: two or more classes, each named once"
+                             + (f" ({', '.join(doubled)} repeated)" if doubled else ""))
 
     @property
     def from_cached_states(self) -> str | None:
