@@ -37,7 +37,8 @@ def write_folder(directory: str | Path, meta: dict, tensors: dict[str, torch.Ten
     directory.mkdir(parents=True, exist_ok=True)
     with atomic_path(directory / WEIGHTS_NAME) as weights:  # weights first: a config names a whole folder
         save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(weights))
-        digest = hashlib.sha256(weights.read_bytes()).hexdigest()
+        with open(weights, "rb") as handle:  # streamed: the weights are not held twice in memory
+            digest = hashlib.file_digest(handle, "sha256").hexdigest()
     atomic_write_text(directory / CONFIG_NAME, json.dumps({**meta, "weights_sha256": digest}, indent=2, default=str))
     return directory
 
