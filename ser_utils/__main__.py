@@ -8,9 +8,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .cli import commands
-from .core.config import PROFILES, PROTOCOLS
-from .core.console import drop_stdout, error, stdout_reader_gone
+# Only the standard library at import time: everything else is imported inside main's try, so a Ctrl-C
+# at any point of start-up (torch's import takes seconds on a busy machine) is one line, not a traceback.
 
 ALLOW_PICKLE_HELP = ("also load an old baseline saved as pipeline.joblib: a pickle runs any code its author put in "
                      "it, so only for model folders you made yourself")
@@ -18,6 +17,8 @@ ALLOW_PICKLE_HELP = ("also load an old baseline saved as pipeline.joblib: a pick
 
 def _pipeline_arguments(parser: argparse.ArgumentParser) -> None:
     """The options of ``python -m ser_utils pipeline``."""
+    from .core.config import PROFILES
+
     parser.add_argument("--profile", choices=PROFILES, default=None,
                         help="default: $SER_PROFILE, else full")
     parser.add_argument("--only", nargs="*", help="notebook names or numbers, e.g. 03 04_pretrained_encoders")
@@ -30,7 +31,11 @@ def _pipeline_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
+    """Every command and its options (imports the modules that hold the defaults: numpy, torch)."""
+    from .cli import commands
+    from .core.config import PROFILES, PROTOCOLS
+
     parser = argparse.ArgumentParser(prog="python -m ser_utils", description=__doc__)
     subparsers = parser.add_subparsers(dest="command", required=True)
 
@@ -129,13 +134,21 @@ def main(argv: list[str] | None = None) -> int:
     same.add_argument("--metric", choices=METRICS, default="uar")
     same.set_defaults(func=commands.compare_results)
 
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
     try:
+        args = build_parser().parse_args(argv)  # inside the try: a Ctrl-C while torch imports is one line too
         return args.func(args)
-    except KeyboardInterrupt:  # outside scoring (loading a model, writing): the default Ctrl-C, said in one line
+    except KeyboardInterrupt:  # outside scoring (imports, loading a model, writing): the default Ctrl-C, one line
+        from .core.console import error
+
         error("interrupted")
         return 130
     except BrokenPipeError:  # the other commands' stdout read by `| head`: the reader has what it wanted
+        from .core.console import drop_stdout, stdout_reader_gone
+
         if not stdout_reader_gone():
             raise  # a pipe other than stdout: a real failure
         drop_stdout()

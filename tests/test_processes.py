@@ -9,12 +9,14 @@ import resource
 import signal
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pandas as pd
 import pytest
 import soundfile as sf
 
+from ser_utils.core import interrupts
 from ser_utils.data.corpus import EMOTIONS
 from ser_utils.data.synthetic import synthesize_clip
 from ser_utils.features import EgemapsFeatures, make_extractor
@@ -73,6 +75,39 @@ def test_a_signal_during_scoring_stops_between_files_and_writes_nothing(work, tm
     assert len(lines) == 2 and re.fullmatch(rf"error: interrupted \({name}\) after \d+ of {N_CLIPS + 2} file\(s\); "
                                             "no output file written", lines[1]), lines
     assert old.read_text() == "the previous run's table\n" and not _temporary_files(tmp_path)
+
+
+@pytest.mark.parametrize("delay", [0.05, 0.4, 1.5])
+def test_a_ctrl_c_during_start_up_on_a_busy_machine_is_one_line_and_status_130(work, tmp_path, delay):
+    old = tmp_path / "scores.csv"
+    old.write_text("the previous run's table\n")
+    busy = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:  # imports (torch's takes seconds here) and the model's loading: a traceback and status -2 before
+        run = start("predict", work / "many", "--model", work / "model", "--csv", old, start_new_session=True)
+        time.sleep(delay)
+        os.killpg(run.pid, signal.SIGINT)  # what Ctrl-C in a terminal does: the whole process group
+        out, err = run.communicate(timeout=120)
+    finally:
+        busy.kill()
+    assert run.returncode == 130 and not out, err
+    assert re.fullmatch(r"error: interrupted( \(SIGINT\) after \d+ of \d+ file\(s\); no output file written)?\n",
+                        err), err
+    assert old.read_text() == "the previous run's table\n" and not _temporary_files(tmp_path)
+
+
+def test_a_signal_arriving_while_the_handlers_are_being_set_is_not_lost(monkeypatch):
+    real = signal.signal
+
+    def setting(signum, handler):  # the signal lands right after deferred set its SIGINT handler
+        previous = real(signum, handler)
+        if signum == signal.SIGINT and handler is interrupts._record:
+            os.kill(os.getpid(), signal.SIGINT)
+        return previous
+
+    monkeypatch.setattr(signal, "signal", setting)
+    with pytest.raises(interrupts.Interrupted, match="SIGINT"):  # was wiped: the run went on, exit 0
+        with interrupts.deferred():
+            pass
 
 
 def test_a_ctrl_c_inside_opensmile_is_not_swallowed(monkeypatch):

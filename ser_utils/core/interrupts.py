@@ -51,8 +51,11 @@ def deferred() -> Iterator[None]:
     if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGINT) is _record:
         yield
         return
-    previous = {s: signal.signal(s, _record) for s in SIGNALS}
+    # Cleared before the handlers are set, never after: a signal that arrived while they were being
+    # set (Python runs a handler later, whichever is set by then) would otherwise be wiped, and the run
+    # would go on to exit 0.
     _received.clear()
+    previous = {s: signal.signal(s, _record) for s in SIGNALS}
     try:
         yield
     finally:
