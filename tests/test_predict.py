@@ -286,3 +286,41 @@ def test_windows_option_prints_each_window_then_the_file(tmp_path, model_dir, cl
     assert [len(line) for line in lines].count(3) == 2  # the two files' own lines, unchanged
     plain = cli("predict", short, long, "--model", model_dir)
     assert plain.stdout.splitlines() == [line for line in done.stdout.splitlines() if line.count("\t") == 2]
+
+
+def _random_baseline(features: str):
+    """A baseline of ``features`` with a logistic regression fitted on random rows (fast; scores are real
+    functions of the features, which is all this needs)."""
+    from ser_utils.features import make_extractor
+    from ser_utils.models.baseline import BaselineModel
+
+    extractor = make_extractor(features)
+    X = np.random.default_rng(0).normal(size=(80, extractor.n_features))
+    return EmotionRecognizer(BaselineModel(extractor, make_classifier("logreg", None, probability=True).fit(
+        X, np.array(EMOTIONS * 10)), classifier="logreg"))
+
+
+@pytest.mark.parametrize("model", ["egemaps", "mfcc-set", "wav2vec2"])
+def test_audio_far_above_full_scale_is_scored_as_its_scaled_down_self(tmp_path, model_dir, model):
+    recognizer = (EmotionRecognizer.from_pretrained(model_dir) if model == "wav2vec2" else _random_baseline(model))
+    speech = synthesize_clip("angry", 2, seconds=2.0, rng=np.random.default_rng(3))  # one window
+    unscaled, scaled = tmp_path / "x1000.wav", tmp_path / "scaled.wav"
+    sf.write(str(unscaled), 1000 * speech, 16000, subtype="FLOAT")  # a float WAV never scaled to [-1, 1]
+    sf.write(str(scaled), speech / np.abs(speech).max(), 16000, subtype="FLOAT")
+    loud, reference = recognizer.predict_file(unscaled), recognizer.predict_file(scaled)
+    # openSMILE wrapped the samples like 16-bit integers: eGeMAPS scored noise (max difference 0.5 before)
+    np.testing.assert_allclose(list(loud.probabilities.values()), list(reference.probabilities.values()),
+                               rtol=0, atol=1e-5)
+    assert "each window over full scale was scaled down to peak 1.0 before scoring" in loud.warning
+    assert reference.warning == ""
+
+
+def test_a_long_file_far_above_full_scale_streamed_gives_the_whole_file_results(tmp_path, baseline_dir):
+    recognizer = EmotionRecognizer.from_pretrained(baseline_dir)  # eGeMAPS: the features that wrapped
+    speech = load_audio(_long_file(tmp_path / "long.wav", 25.0, rate=16000, channels=1), max_seconds=None)
+    path = tmp_path / "x1000.wav"
+    sf.write(str(path), 1000 * speech, 16000, subtype="FLOAT")
+    whole = recognizer.predict_file(path)
+    streamed, _ = _streamed(recognizer, path)  # scored while decoded: each window scaled on its own too
+    pd.testing.assert_frame_equal(streamed.windows, whole.windows, check_exact=False, rtol=0, atol=1e-12)
+    assert streamed.warning == whole.warning and "scaled down to peak 1.0" in whole.warning

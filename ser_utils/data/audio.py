@@ -247,8 +247,25 @@ def peak_warning(peak: float, name: str) -> str | None:
     if peak <= OVER_FULL_SCALE:
         return None
     return (f"{name}: peak amplitude {peak:.3g}, {20 * np.log10(peak):.0f} dB above full scale (1.0): the "
-            "file is not scaled like audio, so level-dependent features (loudness, energy) and its scores "
-            "mean little")
+            "file is not scaled like audio; each window over full scale was scaled down to peak 1.0 before "
+            "scoring, so its level (loudness, energy) is lost and its scores mean little")
+
+
+def within_full_scale(wave: np.ndarray) -> np.ndarray:
+    """``wave`` divided by its peak when a sample lies beyond full scale (``|sample| > 1``), else ``wave``
+    itself; shape ``(n,)``, float32.
+
+    Why every scored window goes through this: models disagree on audio beyond full scale. openSMILE
+    (eGeMAPS) converts to 16-bit integers with wrap-around (1.2 becomes -0.8), so an unscaled float
+    file (peak x1000) gave features of noise; wav2vec2 normalizes each clip and never noticed; librosa
+    and Whisper saw a louder clip. Scaling down (a gain, where clipping would distort) treats them all
+    alike, keeps the waveform's shape, works window by window (a streamed file's peak is unknown until
+    its end), and leaves audio within full scale, every RAVDESS clip among it, untouched.
+    """
+    peak = max(float(wave.max()), -float(wave.min())) if len(wave) else 0.0
+    if peak <= 1.0:
+        return wave
+    return (wave / np.float32(peak)).astype(np.float32, copy=False)
 
 
 def resample(wave: np.ndarray, orig_rate: int, new_rate: int) -> np.ndarray:

@@ -38,6 +38,7 @@ from ..data.audio import (
     level_warning,
     load_audio,
     peak_warning,
+    within_full_scale,
 )
 from ..models.deployable import Deployable
 from ..models.loading import load_deployable
@@ -109,8 +110,10 @@ class EmotionRecognizer:
 
     def predict_proba(self, waves: Sequence[np.ndarray], groups: Sequence[str] | None = None) -> np.ndarray:
         """Probabilities ``(n, n_labels)`` of float32 mono clips at :attr:`sample_rate`; ``groups`` (one
-        per clip) adapts features per group (models that have features to adapt)."""
-        return self.model.predict_proba(list(waves), groups=groups)
+        per clip) adapts features per group (models that have features to adapt). A clip beyond full
+        scale is scaled down to peak 1.0 first, for every kind of model
+        (:func:`~ser_utils.data.audio.within_full_scale`)."""
+        return self.model.predict_proba([within_full_scale(w) for w in waves], groups=groups)
 
     def predict_wave(self, wave: np.ndarray, *, window: float | None = DEFAULT_WINDOW,
                      hop: float | None = DEFAULT_HOP, name: str = "<waveform>") -> FilePrediction:
