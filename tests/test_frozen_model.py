@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from ser_utils.__main__ import main
-from ser_utils.data.audio import load_many
+from ser_utils.data.audio import load_audio, load_many
 from ser_utils.data.synthetic import make_shifted_corpus
 from ser_utils.features.normalization import GroupError, Normalization
 from ser_utils.models.frozen import FrozenEncoderModel
@@ -119,22 +119,50 @@ def test_the_input_comparison_subset_keeps_every_emotion(synthetic_meta):
     assert len(comparison_subset(synthetic_meta, 60)) == len(synthetic_meta)
 
 
-@pytest.mark.parametrize("damage", ["flipped-bit", "duplicated-labels"])
+def _edit_config(folder, change):
+    path = folder / "ser_config.json"
+    path.write_text(json.dumps(change(json.loads(path.read_text()))))
+
+
+def _cut_weights(folder, keep):
+    path = folder / "model.safetensors"
+    path.write_bytes(path.read_bytes()[:keep(path.stat().st_size)])
+
+
+def _flip_bit(folder, offset):  # at 20: in the JSON header; at -100: in a tensor's values (the file still parses)
+    path = folder / "model.safetensors"
+    data = bytearray(path.read_bytes())
+    data[offset] ^= 0x01
+    path.write_bytes(bytes(data))
+
+
+CHANGED = "model.safetensors does not match the SHA-256 that ser_config.json records"
+#: How a Whisper model folder gets damaged or edited, and what the one line says.
+DAMAGE = {
+    "truncated": (lambda f: _cut_weights(f, lambda n: n // 2), CHANGED),
+    "header-bit": (lambda f: _flip_bit(f, 20), CHANGED),
+    "value-bit": (lambda f: _flip_bit(f, -100), CHANGED),
+    "wrong-layer-count": (lambda f: _edit_config(f, lambda c: {**c, "layers": 7}),
+                          "does not fit ser_config.json: head tensor 'layer_weights' has shape [3] in the file, "
+                          "[7] by the config"),
+    "unknown-family": (lambda f: _edit_config(f, lambda c: {**c, "backbone": {**c["backbone"], "model_type": "nope"}}),
+                       "model_type 'nope' is not a supported backbone"),
+    "null-config": (lambda f: (f / "ser_config.json").write_text("null"), "ser_config.json has format None"),
+    "null-head": (lambda f: _edit_config(f, lambda c: {**c, "head": None}), "'head' must be an object, not null"),
+    "duplicated-labels": (lambda f: _edit_config(f, lambda c: {**c, "head": {**c["head"], "labels": ["sad"] * 8}}),
+                          "two or more classes, each named once (sad repeated)"),
+    "missing-config": (lambda f: (f / "ser_config.json").unlink(), "not a model directory"),
+    "missing-weights": (lambda f: (f / "model.safetensors").unlink(), "model.safetensors is missing"),
+}
+
+
+@pytest.mark.parametrize("damage", DAMAGE)
 def test_a_damaged_whisper_folder_is_one_line_and_status_2_never_scores(exported, tmp_path, capsys, damage):
     import shutil
 
     folder = shutil.copytree(exported["plain"], tmp_path / "model")
-    if damage == "flipped-bit":  # in a tensor's values: the file still parses, only the digest can tell
-        weights = folder / "model.safetensors"
-        data = bytearray(weights.read_bytes())
-        data[-100] ^= 0x01
-        weights.write_bytes(bytes(data))
-        expected = "model.safetensors does not match the SHA-256 that ser_config.json records"
-    else:
-        config = json.loads((folder / "ser_config.json").read_text())
-        config["head"]["labels"] = ["sad"] * len(config["head"]["labels"])
-        (folder / "ser_config.json").write_text(json.dumps(config))
-        expected = "two or more classes, each named once (sad repeated)"
+    edit, expected = DAMAGE[damage]
+    edit(folder)
     clip = tmp_path / "clip.wav"
     import soundfile as sf
 
@@ -142,3 +170,55 @@ def test_a_damaged_whisper_folder_is_one_line_and_status_2_never_scores(exported
     assert main(["predict", str(clip), "--model", str(folder)]) == 2
     captured = capsys.readouterr()
     assert not captured.out and len(captured.err.splitlines()) == 1 and expected in captured.err
+
+
+def _speech(rate, seconds=1.0):
+    t = np.arange(int(rate * seconds)) / rate
+    return (0.1 * np.sin(2 * np.pi * 220 * t) * (1 + np.sin(2 * np.pi * 3 * t))).astype(np.float32)
+
+
+#: Audio a user may hand a Whisper folder: (samples (n,) or (n, channels), rate) and the expected outcome:
+#: an exit status and a piece of the one error line (status 1: the file fails, others would still be scored).
+AUDIO = {
+    "nan": (lambda: (np.where(np.arange(16000) == 100, np.nan, _speech(16000)), 16000),
+            (1, "contains NaN or infinite samples")),
+    "inf": (lambda: (np.where(np.arange(16000) == 100, np.inf, _speech(16000)), 16000),
+            (1, "contains NaN or infinite samples")),
+    "1ms": (lambda: (_speech(16000, 0.001), 16000), (1, "shorter than one frame of the whisper backbone")),
+    "25ms": (lambda: (_speech(16000, 0.025), 16000), (0, "")),
+    "30ms": (lambda: (_speech(16000, 0.030), 16000), (0, "")),
+    "8kHz": (lambda: (_speech(8000), 8000), (0, "")),
+    "96kHz": (lambda: (_speech(96000), 96000), (0, "")),
+    "6-channel": (lambda: (np.tile(_speech(16000)[:, None], (1, 6)), 16000), (0, "")),
+    "x1000": (lambda: (1000 * _speech(16000), 16000), (0, "")),
+}
+
+
+@pytest.mark.parametrize("kind", AUDIO)
+def test_odd_audio_through_a_whisper_folder_is_scored_as_the_loader_reads_it_or_is_one_line(exported, tmp_path,
+                                                                                            capsys, kind):
+    import soundfile as sf
+
+    make, (status, message) = AUDIO[kind]
+    samples, rate = make()
+    path = tmp_path / f"{kind}.wav"
+    sf.write(str(path), samples, rate, subtype="FLOAT")
+    if status:
+        assert main(["predict", str(path), "--model", str(exported["plain"])]) == status
+        out, err = capsys.readouterr()
+        assert not out and len(err.splitlines()) == 1 and err.startswith(f"error: {path}: ") and message in err
+        return
+    csv = tmp_path / "scores.csv"
+    assert main(["predict", str(path), "--model", str(exported["plain"]), "--csv", str(csv)]) == 0
+    captured = capsys.readouterr()
+    recognizer = EmotionRecognizer.from_pretrained(exported["plain"])
+    table = pd.read_csv(csv).query("row == 'aggregate'")
+    scored = table[list(recognizer.labels)].to_numpy()[0]
+    # what the one loader makes of the file (down-mixed, resampled to 16 kHz), scaled down to full scale
+    wave = load_audio(path) if kind != "x1000" else _speech(16000) / np.abs(_speech(16000)).max()
+    expected = recognizer.predict_wave(wave).probabilities
+    np.testing.assert_allclose(scored, [expected[label] for label in recognizer.labels], rtol=0, atol=2e-6)
+    if kind == "6-channel":  # six equal channels are the mono clip
+        mono = recognizer.predict_wave(_speech(16000)).probabilities
+        np.testing.assert_allclose(scored, [mono[label] for label in recognizer.labels], rtol=0, atol=2e-6)
+    assert ("scaled down to peak 1.0" in captured.err) == (kind == "x1000")

@@ -23,7 +23,7 @@ from ..backbones import SpeechEncoder, build_backbone, lengths_mask, load_backbo
 from ..core.device import autocast, autocast_dtype, inference_batch_size
 from ..data.audio import collate, longest_first, normalize
 from .deployable import EncoderDeployable
-from .folder import build_encoder, encoder_meta, read_folder, reading, write_folder
+from .folder import build_encoder, encoder_meta, load_weights, read_folder, reading, section, write_folder
 from .heads import (
     STATS,
     FrozenHead,
@@ -241,12 +241,13 @@ class EmotionClassifier(nn.Module, EncoderDeployable):
         no training code."""
         with reading(directory, "emotion-classifier checkpoint"):
             meta, state = read_folder(directory, FORMATS, map_location)
-            config = ModelConfig(**{**meta["model"], "labels": tuple(meta["model"]["labels"])})
+            settings = section(meta, "model")
+            config = ModelConfig(**{**settings, "labels": tuple(settings["labels"])})
             model = cls(config, build_encoder(meta, config.normalize))
             if meta["format"] != FORMAT:  # the wav2vec2 model itself was the backbone
                 state = {("backbone.model." + k[len("backbone."):] if k.startswith("backbone.") else k): v
                          for k, v in state.items()}
-            model.load_state_dict(state)
+            load_weights(model, state, "model")
         return model.eval()
 
 

@@ -71,12 +71,41 @@ def read_folder(directory: str | Path, formats: Sequence[str], map_location: str
     if not isinstance(meta, dict) or meta.get("format") not in formats:
         found = meta.get("format") if isinstance(meta, dict) else None
         raise ValueError(f"{CONFIG_NAME} has format {found!r}, this code reads {formats[0]!r}")
-    data = (Path(directory) / WEIGHTS_NAME).read_bytes()
+    weights = Path(directory) / WEIGHTS_NAME
+    if not weights.is_file():
+        raise ValueError(f"{WEIGHTS_NAME} is missing: {CONFIG_NAME} names weights the folder does not hold")
+    data = weights.read_bytes()
     recorded = meta.get("weights_sha256")
     if recorded is not None and hashlib.sha256(data).hexdigest() != recorded:
         raise ValueError(f"{WEIGHTS_NAME} does not match the SHA-256 that {CONFIG_NAME} records: the file changed "
                          "or was damaged after it was written")
     return meta, {k: v.to(map_location) for k, v in load(data).items()}
+
+
+def section(meta: dict, key: str) -> dict:
+    """``meta[key]``, which must be a JSON object (an edited config may hold ``null`` or a list there)."""
+    value = meta.get(key)
+    if not isinstance(value, dict):
+        raise ValueError(f"{CONFIG_NAME}: {key!r} must be an object, not {json.dumps(value)[:40]}")
+    return value
+
+
+def load_weights(module: torch.nn.Module, state: dict[str, torch.Tensor], part: str) -> None:
+    """Load ``state`` into ``module`` strictly; a tensor missing, unexpected or of another shape than the
+    config builds is one short ``ValueError`` naming the first (torch lists every one, in many lines)."""
+    expected = module.state_dict()
+    missing, unexpected = sorted(set(expected) - set(state)), sorted(set(state) - set(expected))
+    wrong = [k for k in expected if k in state and tuple(state[k].shape) != tuple(expected[k].shape)]
+    if wrong:
+        key = wrong[0]
+        raise ValueError(f"{WEIGHTS_NAME} does not fit {CONFIG_NAME}: {part} tensor {key!r} has shape "
+                         f"{list(state[key].shape)} in the file, {list(expected[key].shape)} by the config "
+                         f"({len(wrong)} such tensor(s))")
+    if missing or unexpected:
+        first = (f"{missing[0]!r} missing" if missing else f"{unexpected[0]!r} not expected")
+        raise ValueError(f"{WEIGHTS_NAME} does not fit {CONFIG_NAME}: {part} tensor {first} "
+                         f"({len(missing)} missing, {len(unexpected)} not expected)")
+    module.load_state_dict(state)
 
 
 def encoder_meta(encoder: SpeechEncoder) -> dict:

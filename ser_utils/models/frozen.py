@@ -25,7 +25,17 @@ from ..core.device import autocast, autocast_dtype, default_device, inference_ba
 from ..data.audio import collate, longest_first, normalize
 from ..features.normalization import adapt_features, describe
 from .deployable import EncoderDeployable
-from .folder import build_encoder, encoder_meta, folder_format, prefixed, read_folder, reading, write_folder
+from .folder import (
+    build_encoder,
+    encoder_meta,
+    folder_format,
+    load_weights,
+    prefixed,
+    read_folder,
+    reading,
+    section,
+    write_folder,
+)
 from .heads import FrozenHead, ModelConfig, layer_statistics
 
 FORMAT = "ser_utils.FrozenEncoderModel/1"
@@ -138,12 +148,13 @@ class FrozenEncoderModel(EncoderDeployable):
         """Load a folder written by :meth:`save_pretrained`; ``ValueError`` naming it if unusable."""
         with reading(directory, "frozen-encoder model"):
             meta, state = read_folder(directory, FORMATS)
-            config = ModelConfig(**{**meta["head"], "labels": tuple(meta["head"]["labels"])})
+            settings = section(meta, "head")
+            config = ModelConfig(**{**settings, "labels": tuple(settings["labels"])})
             encoder = build_encoder(meta, bool(meta["normalize_input"]))
-            encoder.load_state_dict(prefixed(state, "encoder."))
+            load_weights(encoder, prefixed(state, "encoder."), "encoder")
             shape = (meta["layers"], 3, meta["width"])
             head = FrozenHead(config, meta["layers"], meta["width"], torch.zeros(shape), torch.ones(shape))
-            head.load_state_dict(prefixed(state, "head."))
+            load_weights(head, prefixed(state, "head."), "head")
             normalization = dict(meta["normalization"])
             if "normalization.prior_var" in state:
                 normalization["prior_var"] = state["normalization.prior_var"].numpy()
