@@ -352,6 +352,32 @@ def test_a_weight_package_whose_files_do_not_match_the_pin_is_refused(tmp_path, 
     sys.modules.pop("fake_weights_1", None)
 
 
+def test_a_joined_weight_file_changed_after_its_check_is_joined_again_never_loaded(tmp_path, monkeypatch):
+    import hashlib
+
+    for i in (1, 2):
+        (tmp_path / "pkgs" / f"joined_weights_{i}" / "data").mkdir(parents=True)
+        (tmp_path / "pkgs" / f"joined_weights_{i}" / "__init__.py").write_text("")
+        (tmp_path / "pkgs" / f"joined_weights_{i}" / "data" / f"model.bin.part{i}").write_bytes(b"part %d" % i)
+    monkeypatch.syspath_prepend(str(tmp_path / "pkgs"))
+    parts = (("joined_weights_1", "data/model.bin.part1"), ("joined_weights_2", "data/model.bin.part2"))
+    package = WeightPackage("joined", ("joined==1",), parts, (), hashlib.sha256(b"part 1part 2").hexdigest(), 12, "x")
+    model = installed_weights(package, tmp_path / "w") / "model.bin"
+    damages = {"a flipped bit (same size)": lambda: model.write_bytes(b"part 1part 3"),
+               "cut short": lambda: model.write_bytes(b"part 1"),
+               "another file copied over it": lambda: shutil.copyfile(tmp_path / "other.bin", model)}
+    (tmp_path / "other.bin").write_bytes(b"xxxx xxxx xx")
+    for name, damage in damages.items():
+        damage()
+        assert installed_weights(package, tmp_path / "w") / "model.bin" == model
+        assert model.read_bytes() == b"part 1part 2", name  # joined and verified again, not loaded as found
+    stamp = model.stat().st_mtime_ns
+    installed_weights(package, tmp_path / "w")
+    assert model.stat().st_mtime_ns == stamp  # unchanged: the recorded check is reused, nothing is read again
+    for i in (1, 2):
+        sys.modules.pop(f"joined_weights_{i}", None)
+
+
 def test_two_processes_joining_the_split_package_at_once_both_get_it(tmp_path):
     # Two runs starting together (two fine-tuning processes, two notebooks) each join whisper-base into
     # the same fresh cache: neither sees half a file or loses the other's temporary file.
@@ -383,6 +409,41 @@ def test_the_backbone_command_on_whisper_base(capsys):
     assert report["resolution_order"].startswith("local folder, then installed weight package")
     assert main(["backbone", "whisper-base", "--input", "pad30"]) == 0
     assert "padded to 30 s (pad30)" in capsys.readouterr().out
+
+
+class _RunsCode:
+    """Unpickling this runs ``touch <marker>``: what a hostile pytorch_model.bin can do."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_hostile_or_damaged_backbone_folders_are_one_line_through_the_command(tiny_hf, ct2, tmp_path, capsys):
+    import pickle
+
+    hostile = shutil.copytree(tiny_hf, tmp_path / "hostile")
+    (hostile / "model.safetensors").unlink()
+    marker = tmp_path / "the-pickle-ran"
+    with open(hostile / "pytorch_model.bin", "wb") as handle:
+        pickle.dump(_RunsCode(marker), handle)
+    data = (ct2["float16"] / "model.bin").read_bytes()
+    cut = shutil.copytree(ct2["float16"], tmp_path / "cut")
+    (cut / "model.bin").write_bytes(data[:len(data) // 2])
+    gap = shutil.copytree(ct2["float16"], tmp_path / "gap")
+    (gap / "model.bin").unlink()
+    (gap / "model.bin.part1").write_bytes(data[:len(data) // 3])
+    (gap / "model.bin.part3").write_bytes(data[2 * len(data) // 3:])
+    expected = {hostile: f"{hostile / 'pytorch_model.bin'}: not loaded: this pickle holds more than tensors",
+                cut: f"{cut}: model.bin ends inside ",
+                gap: f"{gap}: model.bin.part2 is missing (parts 1, 3 are there)"}
+    for folder, start in expected.items():
+        assert main(["backbone", str(folder)]) == 2
+        out, err = capsys.readouterr()
+        assert not out and err.startswith(f"error: {start}") and err.count("\n") == 1, err
+    assert not marker.exists()  # the pickle's code never ran
 
 
 def test_real_weights_decode_a_ravdess_statement():

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import pickle
+import warnings
 from pathlib import Path
 
 import torch
@@ -117,7 +118,11 @@ def read_checkpoint(name_or_dir: str | Checkpoint) -> tuple[dict[str, torch.Tens
             return _read_weights(path), filename
         except BackboneError:
             raise
-        except (OSError, ValueError, KeyError, RuntimeError, SafetensorError, pickle.UnpicklingError) as err:
+        except pickle.UnpicklingError as err:  # torch's message runs to ten lines; the point fits in one
+            raise BackboneError(f"{path}: not loaded: this pickle holds more than tensors (objects or calls that "
+                                "would run code when unpickled); only plain tensors are read from a .bin. "
+                                "Use model.safetensors, or re-save the weights from a trusted copy") from err
+        except (OSError, ValueError, KeyError, RuntimeError, SafetensorError) as err:
             raise BackboneError(f"{path}: unreadable weights ({type(err).__name__}: {err})") from err
     raise BackboneError(f"{checkpoint.name}: no weights ({' or '.join(WEIGHT_FILES[::2])})")
 
@@ -127,7 +132,9 @@ def _read_weights(path: str) -> dict[str, torch.Tensor]:
         from safetensors.torch import load_file
 
         return load_file(path)
-    return torch.load(path, map_location="cpu", weights_only=True)  # weights only: no code from pickles
+    with warnings.catch_warnings():  # a pickle not written by torch.save: its protocol warning says nothing more
+        warnings.filterwarnings("ignore", message="Detected pickle protocol", category=UserWarning)
+        return torch.load(path, map_location="cpu", weights_only=True)  # weights only: no code from pickles
 
 
 def modern_name(key: str) -> str:

@@ -117,7 +117,8 @@ def installed_weights(package: WeightPackage, root: Path | None = None) -> Path:
 
     One part: the package's own folder. Several: joined once into ``root/<name>/model.bin`` beside
     copies of the small files. ``root/<name>/source.json`` records the parts' sizes and times with the
-    verified SHA-256, so later calls reuse the check without reading the weights again. Another SHA-256
+    verified SHA-256, and the joined file's own size and time, so later calls reuse the check without
+    reading the weights again, and a joined file changed since (edited, cut short) is joined again. Another SHA-256
     than the pinned one is a :class:`BackboneError` (and no joined file is kept).
     """
     parts = [_package_file(package, module, inside) for module, inside in package.parts]
@@ -134,9 +135,11 @@ def installed_weights(package: WeightPackage, root: Path | None = None) -> Path:
             _check_sha256(package, _sha256(parts, joined))
         for module, inside in package.files:
             shutil.copyfile(_package_file(package, module, inside), folder / Path(inside).name)
-    atomic_write_text(record, json.dumps({**stamp, "size": (folder / "model.bin").stat().st_size, "name": package.name,
-                                  "folder": str(folder), "distributions": list(package.distributions),
-                                  "model": package.model, "licence": package.licence}, indent=1))
+    model = (folder / "model.bin").stat()
+    atomic_write_text(record, json.dumps({**stamp, "size": model.st_size, "mtime_ns": model.st_mtime_ns,
+                                          "name": package.name, "folder": str(folder),
+                                          "distributions": list(package.distributions), "model": package.model,
+                                          "licence": package.licence}, indent=1))
     return folder
 
 
@@ -160,14 +163,20 @@ def _check_sha256(package: WeightPackage, found: str) -> None:
 
 
 def _recorded(record: Path, stamp: dict, model: Path) -> bool:
-    """Whether ``record`` says ``model`` was verified from parts that are still as they were."""
+    """Whether ``record`` says ``model`` was verified from parts that are still as they were, and is itself
+    the file that was verified: its size and modification time unchanged (an edit, a truncation or
+    another file copied over it since the check makes the caller join and verify it again)."""
     if not (record.is_file() and model.is_file()):
         return False
     try:
         recorded = json.loads(record.read_text())
     except ValueError:
         return False
-    return {k: recorded.get(k) for k in stamp} == stamp and recorded.get("size") == model.stat().st_size
+    if not isinstance(recorded, dict):
+        return False
+    now = model.stat()
+    return ({k: recorded.get(k) for k in stamp} == stamp and recorded.get("size") == now.st_size
+            and recorded.get("mtime_ns") == now.st_mtime_ns)
 
 
 def _package_file(package: WeightPackage, module: str, inside: str) -> Path:
