@@ -5,6 +5,15 @@ Argument parsing only: what each command does is in :mod:`ser_utils.cli.commands
 
 from __future__ import annotations
 
+import signal
+
+# A shell without job control (a script, `nohup ... &`) starts background commands with SIGINT ignored,
+# and Python keeps it ignored: a `kill -INT` landed during start-up was dropped and the run went on to
+# exit 0, while one landing during scoring (where interrupts.deferred sets its own handler) stopped it.
+# The command line honours SIGINT wherever it lands, so it restores Python's Ctrl-C first thing.
+if __name__ == "__main__" and signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+
 import argparse
 import sys
 

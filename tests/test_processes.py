@@ -77,13 +77,20 @@ def test_a_signal_during_scoring_stops_between_files_and_writes_nothing(work, tm
     assert old.read_text() == "the previous run's table\n" and not _temporary_files(tmp_path)
 
 
-@pytest.mark.parametrize("delay", [0.05, 0.4, 1.5])
-def test_a_ctrl_c_during_start_up_on_a_busy_machine_is_one_line_and_status_130(work, tmp_path, delay):
+def _as_a_background_job_of_a_script():
+    """In the child: what a shell without job control does to a command started with ``&``."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+@pytest.mark.parametrize("delay, ignored", [(0.05, False), (0.4, False), (1.5, False), (0.4, True), (1.5, True)])
+def test_a_ctrl_c_during_start_up_on_a_busy_machine_is_one_line_and_status_130(work, tmp_path, delay, ignored):
     old = tmp_path / "scores.csv"
     old.write_text("the previous run's table\n")
     busy = subprocess.Popen([sys.executable, "-c", "while True: pass"])
-    try:  # imports (torch's takes seconds here) and the model's loading: a traceback and status -2 before
-        run = start("predict", work / "many", "--model", work / "model", "--csv", old, start_new_session=True)
+    try:  # imports (torch's takes seconds here) and the model's loading: a traceback and status -2 before;
+        # started with SIGINT ignored, the signal was dropped and the run went on to exit 0
+        run = start("predict", work / "many", "--model", work / "model", "--csv", old, start_new_session=True,
+                    preexec_fn=_as_a_background_job_of_a_script if ignored else None)
         time.sleep(delay)
         os.killpg(run.pid, signal.SIGINT)  # what Ctrl-C in a terminal does: the whole process group
         out, err = run.communicate(timeout=120)
