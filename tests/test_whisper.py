@@ -331,15 +331,21 @@ def test_the_installed_weight_packages_resolve_and_are_checked(tmp_path, monkeyp
     assert resolve("whisper-base").folder == joined and (joined / "model.bin").stat().st_mtime_ns == stamp  # once
 
 
-def test_a_weight_package_whose_files_do_not_match_the_pin_is_refused(tmp_path, monkeypatch):
-    for i in (1, 2):  # a stand-in package in two parts, on the import path
-        (tmp_path / "pkgs" / f"fake_weights_{i}" / "data").mkdir(parents=True)
-        (tmp_path / "pkgs" / f"fake_weights_{i}" / "__init__.py").write_text("")
-        (tmp_path / "pkgs" / f"fake_weights_{i}" / "data" / f"model.bin.part{i}").write_bytes(b"part %d" % i)
+def _two_part_package(tmp_path, monkeypatch, name):
+    """A stand-in weight package in two parts (``<name>_1``, ``<name>_2``) on the import path: its parts'
+    places, to build a :class:`WeightPackage` from; model.bin joined is ``b"part 1part 2"``."""
+    for i in (1, 2):
+        (tmp_path / "pkgs" / f"{name}_{i}" / "data").mkdir(parents=True)
+        (tmp_path / "pkgs" / f"{name}_{i}" / "__init__.py").write_text("")
+        (tmp_path / "pkgs" / f"{name}_{i}" / "data" / f"model.bin.part{i}").write_bytes(b"part %d" % i)
     monkeypatch.syspath_prepend(str(tmp_path / "pkgs"))
+    return ((f"{name}_1", "data/model.bin.part1"), (f"{name}_2", "data/model.bin.part2"))
+
+
+def test_a_weight_package_whose_files_do_not_match_the_pin_is_refused(tmp_path, monkeypatch):
     import hashlib
 
-    parts = (("fake_weights_1", "data/model.bin.part1"), ("fake_weights_2", "data/model.bin.part2"))
+    parts = _two_part_package(tmp_path, monkeypatch, "fake_weights")
     right = WeightPackage("fake", ("fake==1",), parts, (), hashlib.sha256(b"part 1part 2").hexdigest(), 12, "fake")
     assert (installed_weights(right, tmp_path / "w") / "model.bin").read_bytes() == b"part 1part 2"
     wrong = WeightPackage("other", ("other==1",), parts, (), "0" * 64, 12, "fake")
@@ -355,12 +361,7 @@ def test_a_weight_package_whose_files_do_not_match_the_pin_is_refused(tmp_path, 
 def test_a_joined_weight_file_changed_after_its_check_is_joined_again_never_loaded(tmp_path, monkeypatch):
     import hashlib
 
-    for i in (1, 2):
-        (tmp_path / "pkgs" / f"joined_weights_{i}" / "data").mkdir(parents=True)
-        (tmp_path / "pkgs" / f"joined_weights_{i}" / "__init__.py").write_text("")
-        (tmp_path / "pkgs" / f"joined_weights_{i}" / "data" / f"model.bin.part{i}").write_bytes(b"part %d" % i)
-    monkeypatch.syspath_prepend(str(tmp_path / "pkgs"))
-    parts = (("joined_weights_1", "data/model.bin.part1"), ("joined_weights_2", "data/model.bin.part2"))
+    parts = _two_part_package(tmp_path, monkeypatch, "joined_weights")
     package = WeightPackage("joined", ("joined==1",), parts, (), hashlib.sha256(b"part 1part 2").hexdigest(), 12, "x")
     model = installed_weights(package, tmp_path / "w") / "model.bin"
     damages = {"a flipped bit (same size)": lambda: model.write_bytes(b"part 1part 3"),
