@@ -87,7 +87,9 @@ def one_run(model: Path, clips: Path, out: Path, delay: float, n_clips: int, ign
     detail = f"status {run.returncode}, {len(stdout.splitlines())} stdout lines, stderr {stderr[-300:]!r}"
     if leftovers:
         return "FAIL", f"temporary files left: {leftovers}; {detail}"
-    if (run.returncode == 130 and len(lines) == 1 and lines[0].startswith("error: interrupted")
+    # -2 (ended by SIGINT) is what a shell reports as 130 too: CPython ends that way after the one line when
+    # the signal landed inside C code that runs Python (an import), even though main() caught it.
+    if (run.returncode in (130, -signal.SIGINT) and len(lines) == 1 and lines[0].startswith("error: interrupted")
             and text == OLD):
         return "interrupted", detail
     complete = text != OLD and text.count("\n") == 1 + 2 * n_clips and len(stdout.splitlines()) == n_clips
