@@ -14,11 +14,16 @@ import signal
 if __name__ == "__main__" and signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
     signal.signal(signal.SIGINT, signal.default_int_handler)
 
-import argparse
+import os
 import sys
+from typing import TYPE_CHECKING
 
-# Only the standard library at import time: everything else is imported inside main's try, so a Ctrl-C
-# at any point of start-up (torch's import takes seconds on a busy machine) is one line, not a traceback.
+if TYPE_CHECKING:
+    import argparse
+
+# Nothing but what the interpreter has already loaded at import time: everything else (argparse included)
+# is imported inside main's try, so a Ctrl-C at any point of start-up (torch's import takes seconds on a
+# busy machine) is one line, not a traceback.
 
 ALLOW_PICKLE_HELP = ("also load an old baseline saved as pipeline.joblib: a pickle runs any code its author put in "
                      "it, so only for model folders you made yourself")
@@ -42,6 +47,8 @@ def _pipeline_arguments(parser: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     """Every command and its options (imports the modules that hold the defaults: numpy, torch)."""
+    import argparse
+
     from .cli import commands
     from .core.config import PROFILES, PROTOCOLS
 
@@ -164,5 +171,20 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
 
+def _leave(status: int) -> None:
+    """Exit with ``status``; after an interrupt, at once. A Ctrl-C that cut an import short (torch's, during
+    start-up) leaves a half-initialized extension module, whose teardown at the interpreter's exit crashed
+    (SIGSEGV after the 'interrupted' line) or turned the exit into a death by SIGINT; every file is already
+    closed and every output written or removed by then, so nothing is lost by skipping that teardown."""
+    if status not in (130, 143):
+        sys.exit(status)
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # a closed pipe: nothing more to say there
+            pass
+    os._exit(status)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    _leave(main())

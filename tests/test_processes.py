@@ -82,7 +82,7 @@ def _as_a_background_job_of_a_script():
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
-@pytest.mark.parametrize("delay, ignored", [(0.05, False), (0.4, False), (1.5, False), (0.4, True), (1.5, True)])
+@pytest.mark.parametrize("delay, ignored", [(0.1, False), (0.4, False), (1.5, False), (0.4, True), (1.5, True)])
 def test_a_ctrl_c_during_start_up_on_a_busy_machine_is_one_line_and_status_130(work, tmp_path, delay, ignored):
     old = tmp_path / "scores.csv"
     old.write_text("the previous run's table\n")
@@ -96,8 +96,7 @@ def test_a_ctrl_c_during_start_up_on_a_busy_machine_is_one_line_and_status_130(w
         out, err = run.communicate(timeout=120)
     finally:
         busy.kill()
-    # -2 (ended by SIGINT, after the line) is 130 to a shell: CPython's exit after a signal inside an import
-    assert run.returncode in (130, -signal.SIGINT) and not out, err
+    assert run.returncode == 130 and not out, err  # was -11 (SIGSEGV) or -2 at times: torch's teardown
     assert re.fullmatch(r"error: interrupted( \(SIGINT\) after \d+ of \d+ file\(s\); no output file written)?\n",
                         err), err
     assert old.read_text() == "the previous run's table\n" and not _temporary_files(tmp_path)
