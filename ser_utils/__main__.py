@@ -155,7 +155,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     try:
-        args = build_parser().parse_args(argv)  # inside the try: a Ctrl-C while torch imports is one line too
+        from .core.interrupts import deferred
+
+        # A Ctrl-C waits until the imports are done (a second one does not): one landing inside an extension
+        # module's initialization came out as an ImportError ("initialization failed", scipy's HiGHS), or
+        # left a half-initialized torch that crashed at exit.
+        with deferred():
+            args = build_parser().parse_args(argv)
         return args.func(args)
     except KeyboardInterrupt:  # outside scoring (imports, loading a model, writing): the default Ctrl-C, one line
         from .core.console import error
@@ -172,8 +178,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _leave(status: int) -> None:
-    """Exit with ``status``; after an interrupt, at once. A Ctrl-C that cut an import short (torch's, during
-    start-up) leaves a half-initialized extension module, whose teardown at the interpreter's exit crashed
+    """Exit with ``status``; after an interrupt, at once. A Ctrl-C that cut an import short (a second Ctrl-C
+    during start-up, or an import outside the parts where signals wait) leaves a half-initialized
+    extension module, whose teardown at the interpreter's exit crashed
     (SIGSEGV after the 'interrupted' line) or turned the exit into a death by SIGINT; every file is already
     closed and every output written or removed by then, so nothing is lost by skipping that teardown."""
     if status not in (130, 143):

@@ -109,14 +109,19 @@ def backbone(args: argparse.Namespace) -> int:
 
 
 def _load_recognizer(directory: str, allow_pickle: bool = False):
+    """The model folder's recognizer, or ``None`` after one error line. A Ctrl-C waits until the model is
+    loaded (a second one does not): loading imports libraries, and a KeyboardInterrupt inside an extension
+    module's initialization comes out as an ImportError ("initialization failed"), a traceback."""
+    from ..core.interrupts import deferred
     from ..models.deployable import ModelLoadError
     from ..serving.predict import EmotionRecognizer
 
-    try:
-        return EmotionRecognizer.from_pretrained(directory, allow_pickle=allow_pickle)
-    except (ModelLoadError, ValueError) as err:
-        error(option_message(err))
-        return None
+    with deferred():  # raises Interrupted at its end if a signal came
+        try:
+            return EmotionRecognizer.from_pretrained(directory, allow_pickle=allow_pickle)
+        except (ModelLoadError, ValueError) as err:
+            error(option_message(err))
+            return None
 
 
 def _check_run_options(args: argparse.Namespace, outputs: dict[str, str | None], inputs: list) -> bool:
