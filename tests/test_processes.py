@@ -133,7 +133,16 @@ def test_a_signal_arriving_while_the_handlers_are_being_set_is_not_lost(monkeypa
             pass
 
 
-def test_a_ctrl_c_inside_opensmile_is_not_swallowed(monkeypatch):
+@pytest.fixture
+def python_ctrl_c():
+    """Python's own Ctrl-C in this process, even where the test run started with SIGINT ignored (as a
+    script's ``cmd &`` starts it: then os.kill(SIGINT) did nothing at all)."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
+def test_a_ctrl_c_inside_opensmile_is_not_swallowed(monkeypatch, python_ctrl_c):
     import opensmile
 
     wave = synthesize_clip("angry", 2, seconds=1.0, rng=np.random.default_rng(0))

@@ -118,7 +118,12 @@ def read_checkpoint(name_or_dir: str | Checkpoint) -> tuple[dict[str, torch.Tens
             return _read_weights(path), filename
         except BackboneError:
             raise
-        except pickle.UnpicklingError as err:  # torch's message runs to ten lines; the point fits in one
+        except pickle.UnpicklingError as err:
+            with open(path, "rb") as handle:  # a bare pickle starts with PROTO; torch.save's zip with "PK"
+                bare_pickle = handle.read(1) == b"\x80"
+            if not (bare_pickle or "Unsupported global" in str(err)):  # not a pickle of objects: garbage bytes
+                raise BackboneError(f"{path}: unreadable weights ({type(err).__name__}: {err})") from err
+            # a pickle of objects or calls: torch's message runs to ten lines; the point fits in one
             raise BackboneError(f"{path}: not loaded: this pickle holds more than tensors (objects or calls that "
                                 "would run code when unpickled); only plain tensors are read from a .bin. "
                                 "Use model.safetensors, or re-save the weights from a trusted copy") from err
