@@ -180,9 +180,9 @@ def main(argv: list[str] | None = None) -> int:
 def _leave(status: int) -> None:
     """Exit with ``status``; after an interrupt, at once. A Ctrl-C that cut an import short (a second Ctrl-C
     during start-up, or an import outside the parts where signals wait) leaves a half-initialized
-    extension module, whose teardown at the interpreter's exit crashed
-    (SIGSEGV after the 'interrupted' line) or turned the exit into a death by SIGINT; every file is already
-    closed and every output written or removed by then, so nothing is lost by skipping that teardown."""
+    extension module, whose teardown at the interpreter's exit crashed (SIGSEGV after the 'interrupted'
+    line) or turned the exit into a death by SIGINT; every file is already closed and every output written
+    or removed by then, so nothing is lost by skipping that teardown."""
     if status not in (130, 143):
         sys.exit(status)
     for stream in (sys.stdout, sys.stderr):

@@ -236,10 +236,15 @@ def is_silent(wave: np.ndarray) -> bool:
     return max(float(wave.max()) - mean, mean - float(wave.min())) < SILENCE_PEAK
 
 
+def peak_amplitude(wave: np.ndarray) -> float:
+    """The largest ``|sample|`` of ``wave`` (0.0 for no samples)."""
+    return max(float(wave.max()), -float(wave.min())) if len(wave) else 0.0
+
+
 def level_warning(wave: np.ndarray, name: str) -> str | None:
     """A one-line warning naming ``name`` when the peak of ``wave`` is far above full scale
     (:data:`OVER_FULL_SCALE`), e.g. a float file saved unnormalized; else ``None``."""
-    return peak_warning(max(float(wave.max()), -float(wave.min())) if len(wave) else 0.0, name)
+    return peak_warning(peak_amplitude(wave), name)
 
 
 def peak_warning(peak: float, name: str) -> str | None:
@@ -262,7 +267,7 @@ def within_full_scale(wave: np.ndarray) -> np.ndarray:
     alike, keeps the waveform's shape, works window by window (a streamed file's peak is unknown until
     its end), and leaves audio within full scale, every RAVDESS clip among it, untouched.
     """
-    peak = max(float(wave.max()), -float(wave.min())) if len(wave) else 0.0
+    peak = peak_amplitude(wave)
     if peak <= 1.0:
         return wave
     return (wave / np.float32(peak)).astype(np.float32, copy=False)
