@@ -15,11 +15,21 @@ FORCE_FLAG := $(if $(FORCE),--force,) $(if $(KEEP_FOLDS),--keep-folds,)
 ## .venv: the virtual environment (rebuilt when requirements.txt or pyproject.toml change)
 $(VENV): $(INSTALLED)
 
+# A connection cut in the middle of a wheel is not always mended by pip's own resumes (CI once saw a 94 MB weight
+# wheel stop at 41 MB, and every resume got nothing more): each download step is run again, up to 3 times.
+define retried
+@for attempt in 1 2 3; do \
+	echo '$(1)'; $(1) && exit 0; \
+	test $$attempt = 3 || { echo "install attempt $$attempt of 3 failed: trying again in 20 s" >&2; sleep 20; }; \
+done; exit 1
+endef
+PIP_INSTALL := $(PY) -m pip install --quiet --retries 10 --timeout 60
+
 $(INSTALLED): requirements.txt pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -r requirements.txt
-	$(PY) -m pip install --quiet --no-deps -e .
+	$(call retried,$(PIP_INSTALL) pip==26.3)
+	$(call retried,$(PIP_INSTALL) --resume-retries 10 -r requirements.txt)
+	$(PIP_INSTALL) --no-deps -e .
 	@touch $@
 
 ## all: run the full study (download or RAVDESS_DIR, every notebook, HTML into reports/)
