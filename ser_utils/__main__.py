@@ -105,9 +105,7 @@ def build_parser() -> argparse.ArgumentParser:
                                 "length (clip, the default) or padded to 30 s (pad30)")
     check_backbone.set_defaults(func=commands.backbone)
 
-    from .evaluation.metrics import METRICS
-    from .serving.predict import DEFAULT_HOP, DEFAULT_WINDOW
-    from .study.crosscorpus import ADAPTATIONS, LABEL_MODES
+    from .core.config import ADAPTATIONS, DEFAULT_HOP, DEFAULT_WINDOW, LABEL_MODES, METRICS
 
     guess = subparsers.add_parser("predict", help="emotion of audio files or folders with a trained model")
     guess.add_argument("paths", nargs="+", help="audio files or folders (searched recursively)")

@@ -6,6 +6,8 @@ import re
 import subprocess
 import sys
 
+import pytest
+
 from ser_utils.core.config import REPO_ROOT
 
 PACKAGE = REPO_ROOT / "ser_utils"
@@ -67,3 +69,16 @@ def test_the_backbone_command_imports_neither_training_nor_the_study():
     for heavy in ("ser_utils.training", "ser_utils.study.systems", "ser_utils.study.finetuning",
                   "ser_utils.study.baselines", "ser_utils.models.classifier"):
         assert f"'{heavy}" not in loaded
+
+
+@pytest.mark.parametrize("command", ["predict", "evaluate", "compare-results", "pipeline"])
+def test_a_commands_help_imports_no_numerical_library(command):
+    """``--help`` (the parser with every command's choices and defaults) reads them from core.config: it took
+    4 s when the parser imported the modules that use them (torch, scikit-learn, pandas)."""
+    code = ("import sys; from ser_utils.__main__ import build_parser\n"
+            f"try:\n    build_parser().parse_args([{command!r}, '--help'])\nexcept SystemExit:\n    pass\n"
+            "print(sorted({m.split('.')[0] for m in sys.modules} & {'torch', 'sklearn', 'pandas', 'numpy'}))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO_ROOT)
+    assert done.returncode == 0, done.stderr
+    assert "usage: python -m ser_utils" in done.stdout
+    assert done.stdout.strip().splitlines()[-1] == "[]"

@@ -35,9 +35,20 @@ from .layout import ResultsFolder
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 PROFILES = ("full", "smoke")
-#: The evaluation protocols (made in :mod:`ser_utils.evaluation.splits`); named here so that the command line can
-#: offer them without importing pandas and scikit-learn.
+#: The evaluation protocols (made in :mod:`ser_utils.evaluation.splits`); named here, as the other choices and
+#: defaults below, so that the command line can offer them (``--help`` included) without importing pandas,
+#: scikit-learn and torch.
 PROTOCOLS = ("random-80-20", "actor-kfold")
+#: The scores of every result table (:mod:`ser_utils.evaluation.metrics`).
+METRICS = ("accuracy", "uar", "macro_f1")
+#: ``predict`` / ``evaluate``'s scoring window and hop, seconds (:mod:`ser_utils.serving.predict`): the window is
+#: longer than any RAVDESS clip (2.9-5.3 s), so those are scored whole.
+DEFAULT_WINDOW = 6.0
+DEFAULT_HOP = 3.0
+#: How ``predict`` / ``evaluate`` standardise features per group, and which classes ``evaluate`` decides among
+#: (:mod:`ser_utils.study.crosscorpus`).
+ADAPTATIONS = ("none", "corpus", "speaker")
+LABEL_MODES = ("model", "manifest")
 DEFAULT_BACKBONE = "facebook/wav2vec2-base"
 DEFAULT_WHISPER = "whisper-base"
 KAGGLE_DATASET = "uwrfkaggler/ravdess-emotional-speech-audio"

@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import confusion_matrix
 
+from ..core import config
 from ..data.corpus import EMOTIONS
 
 METRIC_COLUMNS = ["system", "protocol", "fold", "accuracy", "uar", "macro_f1", "n_test", "status",
@@ -29,8 +30,8 @@ METRIC_COLUMNS = ["system", "protocol", "fold", "accuracy", "uar", "macro_f1", "
 PREDICTION_COLUMNS = ["system", "protocol", "fold", "stem", "actor", "emotion", "predicted"]
 
 
-#: The three reported metrics, in the order tables show them.
-METRICS = ("accuracy", "uar", "macro_f1")
+#: The three reported metrics, in the order tables show them (defined in core.config for the command line).
+METRICS = config.METRICS
 
 
 @dataclass(frozen=True)

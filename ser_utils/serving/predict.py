@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..core import interrupts
+from ..core import config, interrupts
 from ..data.audio import (
     SILENCE_PEAK,
     AudioError,
@@ -44,8 +44,8 @@ from ..models.deployable import Deployable
 from ..models.loading import load_deployable
 from .windows import StreamTally, check_window, stream_windows, window_bounds
 
-DEFAULT_WINDOW = 6.0  # seconds: longer than any RAVDESS clip (2.9-5.3 s), so those are scored whole
-DEFAULT_HOP = 3.0
+DEFAULT_WINDOW = config.DEFAULT_WINDOW  # seconds: longer than any RAVDESS clip (2.9-5.3 s), so those are scored whole
+DEFAULT_HOP = config.DEFAULT_HOP
 #: Audio held in memory at once while scoring many files, in seconds (10 minutes at 16 kHz: 38 MB):
 #: short clips are batched together up to this much (enough to fill GPU batches), a longer file is
 #: scored on its own. Memory does not grow with the number of files.

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..core.config import SettingError
+from ..core.config import ADAPTATIONS, LABEL_MODES, SettingError
 from ..core.console import one_line
 from ..core.names import MODEL_FOLDERS
 from ..evaluation.metrics import score
@@ -29,8 +29,6 @@ from ..features.normalization import GroupError, describe
 from ..serving.predict import DEFAULT_HOP, DEFAULT_WINDOW, EmotionRecognizer, check_window
 from ..serving.prediction_io import NothingScoredError, read_manifest
 
-ADAPTATIONS = ("none", "corpus", "speaker")
-LABEL_MODES = ("model", "manifest")
 CROSS_CORPUS_COLUMNS = ["corpus", "model", "adapt", "labels", "status", "n", "classes", "accuracy", "uar",
                         "macro_f1", "note"]
 
