@@ -44,7 +44,7 @@ from ..models.deployable import Deployable
 from ..models.loading import load_deployable
 from .windows import StreamTally, check_window, stream_windows, window_bounds
 
-DEFAULT_WINDOW = config.DEFAULT_WINDOW  # seconds: longer than any RAVDESS clip (2.9-5.3 s), so those are scored whole
+DEFAULT_WINDOW = config.DEFAULT_WINDOW  # seconds (core.config says why 6)
 DEFAULT_HOP = config.DEFAULT_HOP
 #: Audio held in memory at once while scoring many files, in seconds (10 minutes at 16 kHz: 38 MB):
 #: short clips are batched together up to this much (enough to fill GPU batches), a longer file is
