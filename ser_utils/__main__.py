@@ -161,11 +161,11 @@ def main(argv: list[str] | None = None) -> int:
         with deferred():
             args = build_parser().parse_args(argv)
         return args.func(args)
-    except KeyboardInterrupt:  # outside scoring (imports, loading a model, writing): the default Ctrl-C, one line
+    except KeyboardInterrupt as err:  # outside scoring (imports, loading a model, writing): one line
         from .core.console import error
 
         error("interrupted")
-        return 130
+        return getattr(err, "exit_status", 130)  # 143 for a SIGTERM that came during the imports
     except BrokenPipeError:  # the other commands' stdout read by `| head`: the reader has what it wanted
         from .core.console import drop_stdout, stdout_reader_gone
 

@@ -118,6 +118,21 @@ def test_a_ctrl_c_during_start_up_on_a_busy_machine_is_one_line_and_status_130(w
     assert old.read_text() == "the previous run's table\n" and not _temporary_files(tmp_path)
 
 
+def test_a_sigterm_during_the_imports_is_one_line_and_status_143(work, tmp_path):
+    """Once the command has started importing (numpy mapped), a SIGTERM waits for the imports and ends the
+    run with 143 (it said 130: every interrupt during start-up was reported as a Ctrl-C)."""
+    old = tmp_path / "scores.csv"
+    old.write_text("the previous run's table\n")
+    run = start("predict", work / "many", "--model", work / "model", "--csv", old, start_new_session=True)
+    _wait_until_loaded(run.pid, "_multiarray_umath")
+    os.kill(run.pid, signal.SIGTERM)
+    out, err = run.communicate(timeout=120)
+    assert run.returncode == 143 and not out, err
+    assert re.fullmatch(r"error: interrupted( \(SIGTERM\) after \d+ of \d+ file\(s\); no output file written)?\n",
+                        err), err
+    assert old.read_text() == "the previous run's table\n" and not _temporary_files(tmp_path)
+
+
 def test_a_signal_arriving_while_the_handlers_are_being_set_is_not_lost(monkeypatch):
     real = signal.signal
 

@@ -2,6 +2,11 @@
 ``ser_utils.__main__``). Every line a command prints goes through :mod:`ser_utils.core.console`: results on
 stdout that survive a closed pipe, one ``error:`` / ``warning:`` line each on stderr. Each handler returns
 the exit status (0 done, 1 some inputs failed, 2 an unusable setting).
+
+Each handler imports what it needs inside ``interrupts.deferred()``: a Ctrl-C during the imports waits
+for them to finish (a second one does not), then stops the command with one line, because a
+KeyboardInterrupt inside an extension module's initialization came out as an ImportError and a traceback
+(numpy: "PyCapsule_Import could not import module datetime"; scipy's HiGHS: "initialization failed").
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ import warnings
 from pathlib import Path
 
 from ..core.console import error, one_line, say, warn, warning_lines
+from ..core.interrupts import Interrupted, deferred
 
 
 def option_message(err: Exception) -> str:
@@ -23,8 +29,8 @@ def option_message(err: Exception) -> str:
 
 
 def validate(args: argparse.Namespace) -> int:
-
-    from ..data.corpus import CorpusError, discover, validate
+    with deferred():  # the imports: see the module docstring
+        from ..data.corpus import CorpusError, discover, validate
 
     try:
         with warning_lines(), warnings.catch_warnings():
@@ -38,7 +44,8 @@ def validate(args: argparse.Namespace) -> int:
 
 
 def synth(args: argparse.Namespace) -> int:
-    from ..data.synthetic import make_synthetic_corpus
+    with deferred():  # the imports: see the module docstring
+        from ..data.synthetic import make_synthetic_corpus
 
     root = make_synthetic_corpus(args.directory, actors=range(1, args.actors + 1), seconds=args.seconds,
                                  sample_rate=args.sample_rate, channels=args.channels,
@@ -50,11 +57,12 @@ def synth(args: argparse.Namespace) -> int:
 def finetune(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
-    from ..core.config import get_profile, with_overrides
-    from ..study.finetuning import run_finetune
-    from ..study.sources import load_corpus, prepare_backbone
-    from ..study.systems import RECIPES, StudyBackbone, study_recipes
-    from ..training.loop import processes_state
+    with deferred():  # the imports: see the module docstring
+        from ..core.config import get_profile, with_overrides
+        from ..study.finetuning import run_finetune
+        from ..study.sources import load_corpus, prepare_backbone
+        from ..study.systems import RECIPES, StudyBackbone, study_recipes
+        from ..training.loop import processes_state
 
     if args.recipe not in RECIPES:
         error(f"--recipe {args.recipe!r}; choose one of {tuple(RECIPES)}")
@@ -94,7 +102,8 @@ def finetune(args: argparse.Namespace) -> int:
 
 
 def backbone(args: argparse.Namespace) -> int:
-    from ..backbones import RESOLUTION_ORDER, backbone_check
+    with deferred():  # the imports: see the module docstring
+        from ..backbones import RESOLUTION_ORDER, backbone_check
 
     options = {"input": args.input} if args.input else None
     report, reason = backbone_check(args.checkpoint, options)
@@ -112,11 +121,10 @@ def _load_recognizer(directory: str, allow_pickle: bool = False):
     """The model folder's recognizer, or ``None`` after one error line. A Ctrl-C waits until the model is
     loaded (a second one does not): loading imports libraries, and a KeyboardInterrupt inside an extension
     module's initialization comes out as an ImportError ("initialization failed"), a traceback."""
-    from ..core.interrupts import deferred
-    from ..models.deployable import ModelLoadError
-    from ..serving.predict import EmotionRecognizer
-
     with deferred():  # raises Interrupted at its end if a signal came
+        from ..models.deployable import ModelLoadError
+        from ..serving.predict import EmotionRecognizer
+
         try:
             return EmotionRecognizer.from_pretrained(directory, allow_pickle=allow_pickle)
         except (ModelLoadError, ValueError) as err:
@@ -128,8 +136,9 @@ def _check_run_options(args: argparse.Namespace, outputs: dict[str, str | None],
     """Window, hop and output files, checked before any work: one line on stderr when one is bad. An
     output may be neither an input (``inputs``) nor the other output. A warning waits in ``args.gap``
     for :func:`_check_model_window`."""
-    from ..serving.predict import check_window
-    from ..serving.prediction_io import check_output, check_outputs_apart
+    with deferred():  # the imports: see the module docstring
+        from ..serving.predict import check_window
+        from ..serving.prediction_io import check_output, check_outputs_apart
 
     try:
         gap = check_window(args.window, args.hop)
@@ -193,10 +202,10 @@ def _interrupted(err, done: int, total: int) -> int:
 
 
 def predict(args: argparse.Namespace) -> int:
-    from ..core.interrupts import Interrupted, deferred
-    from ..features.normalization import GroupError
-    from ..serving.prediction_io import audio_files, format_prediction, format_window, predictions_table, to_json
-    from ..study.crosscorpus import speaker_groups
+    with deferred():  # the imports: see the module docstring
+        from ..features.normalization import GroupError
+        from ..serving.prediction_io import audio_files, format_prediction, format_window, predictions_table, to_json
+        from ..study.crosscorpus import speaker_groups
 
     with warning_lines():  # repeated files
         files, failures = audio_files(args.paths)
@@ -252,9 +261,9 @@ def predict(args: argparse.Namespace) -> int:
 
 
 def evaluate(args: argparse.Namespace) -> int:
-    from ..core.interrupts import Interrupted, deferred
-    from ..serving.prediction_io import NothingScoredError, manifest_files, strict_json
-    from ..study.crosscorpus import evaluate_manifest
+    with deferred():  # the imports: see the module docstring
+        from ..serving.prediction_io import NothingScoredError, manifest_files, strict_json
+        from ..study.crosscorpus import evaluate_manifest
 
     inputs = [args.manifest, *manifest_files(args.manifest), *_model_files(args.model)]
     if not _check_run_options(args, {"--json": args.json}, inputs):
@@ -298,7 +307,8 @@ def evaluate(args: argparse.Namespace) -> int:
 
 
 def compare_results(args: argparse.Namespace) -> int:
-    from ..results.compare import agree, compare_results, format_comparison
+    with deferred():  # the imports: see the module docstring
+        from ..results.compare import agree, compare_results, format_comparison
 
     try:
         table = compare_results(args.a, args.b, metric=args.metric)
@@ -310,7 +320,8 @@ def compare_results(args: argparse.Namespace) -> int:
 
 
 def pipeline(args: argparse.Namespace) -> int:
-    from .pipeline import NotebookFailed, run_pipeline
+    with deferred():  # the imports: see the module docstring
+        from .pipeline import NotebookFailed, run_pipeline
 
     try:
         run_pipeline(args.profile, only=args.only, force=args.force, keep_folds=args.keep_folds,
