@@ -46,7 +46,8 @@ def _pipeline_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """Every command and its options (imports the modules that hold the defaults: numpy, torch)."""
+    """Every command and its options. Light: the choices and defaults come from core.config, the handlers'
+    own imports wait until a command runs (``--help`` imports no numerical library)."""
     import argparse
 
     from .cli import commands
@@ -155,9 +156,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         from .core.interrupts import deferred
 
-        # A Ctrl-C waits until the imports are done (a second one does not): one landing inside an extension
-        # module's initialization came out as an ImportError ("initialization failed", scipy's HiGHS), or
-        # left a half-initialized torch that crashed at exit.
+        # A Ctrl-C waits until the parser is built (a second one does not); each handler does the same for
+        # its own imports (cli.commands): one landing inside an extension module's initialization came out
+        # as an ImportError ("initialization failed", scipy's HiGHS), or left a half-initialized torch that
+        # crashed at exit.
         with deferred():
             args = build_parser().parse_args(argv)
         return args.func(args)
