@@ -28,6 +28,27 @@ if TYPE_CHECKING:
 ALLOW_PICKLE_HELP = ("also load an old baseline saved as pipeline.joblib: a pickle runs any code its author put in "
                      "it, so only for model folders you made yourself")
 
+#: What ``python -m ser_utils --help`` tells a user (the module docstring above is for developers).
+DESCRIPTION = """\
+Speech emotion recognition on RAVDESS: run the study, check data and checkpoints, and recognise
+the emotion of your own audio with a trained model folder (`make all` writes them under
+.cache/full/models/).
+
+  use a trained model:  predict (your audio files or folders), evaluate (a labelled corpus of yours)
+  run the study:        pipeline (the notebooks and reports; `make all`), finetune (one recipe)
+  check before a run:   validate (a RAVDESS folder), backbone (a pretrained checkpoint)
+  compare two runs:     compare-results
+  for tests and trials: synth (a generated corpus with RAVDESS file names)"""
+
+EPILOG = """\
+examples:
+  python -m ser_utils predict my_recording.wav more_audio/ --model .cache/full/models/baseline
+  python -m ser_utils evaluate --model .cache/full/models/whisper-frozen --manifest my_corpus.csv
+  python -m ser_utils pipeline --dry-run          # which notebooks `make all` would run, and why
+  python -m ser_utils backbone whisper-base       # what a checkpoint holds, before a long job
+
+`python -m ser_utils COMMAND --help` lists a command's options; docs/usage.md describes every one."""
+
 
 def _pipeline_arguments(parser: argparse.ArgumentParser) -> None:
     """The options of ``python -m ser_utils pipeline``."""
@@ -53,19 +74,23 @@ def build_parser() -> argparse.ArgumentParser:
     from .cli import commands
     from .core.config import PROFILES, PROTOCOLS
 
-    parser = argparse.ArgumentParser(prog="python -m ser_utils", description=__doc__)
-    subparsers = parser.add_subparsers(dest="command", required=True)
+    parser = argparse.ArgumentParser(prog="python -m ser_utils", description=DESCRIPTION, epilog=EPILOG,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    subparsers = parser.add_subparsers(dest="command", required=True, title="commands", metavar="COMMAND")
 
-    pipeline = subparsers.add_parser("pipeline", help="run the notebooks and render the reports")
+    pipeline = subparsers.add_parser("pipeline", help="run the study (`make all`): the notebooks whose inputs "
+                                     "changed, then the HTML reports")
     _pipeline_arguments(pipeline)
     pipeline.set_defaults(func=commands.pipeline)
 
-    check = subparsers.add_parser("validate", help="check a RAVDESS folder against the known shape")
+    check = subparsers.add_parser("validate", help="check a RAVDESS folder: 1,440 clips, 24 actors, 8 emotions; "
+                                  "says what is missing or doubled")
     check.add_argument("directory")
     check.add_argument("--strict", action="store_true", help="fail on a partial corpus")
     check.set_defaults(func=commands.validate)
 
-    synth = subparsers.add_parser("synth", help="write a synthetic RAVDESS-named corpus")
+    synth = subparsers.add_parser("synth", help="write a generated corpus with RAVDESS file names (tests, offline "
+                                  "trials)")
     synth.add_argument("directory")
     synth.add_argument("--actors", type=int, default=24)
     synth.add_argument("--seconds", type=float, default=1.5)
@@ -75,10 +100,14 @@ def build_parser() -> argparse.ArgumentParser:
     synth.add_argument("--seed", type=int, default=0)
     synth.set_defaults(func=commands.synth)
 
-    tune = subparsers.add_parser("finetune", help="fine-tune a wav2vec2 recipe under a protocol (GPU; "
-                               "`accelerate launch -m ser_utils finetune ...` for several GPUs)")
+    tune = subparsers.add_parser(
+        "finetune", help="fine-tune a backbone with one recipe under one protocol (whole encoder: GPU; "
+        "--train-layers K: a CPU is enough)",
+        description="Fine-tune a backbone with one recipe under one protocol; finished folds are reused. "
+        "Several GPUs: accelerate launch -m ser_utils finetune ...")
     tune.add_argument("--profile", choices=PROFILES, default=None)
-    tune.add_argument("--recipe", default="project", help="a recipe of study.systems.RECIPES (default: project)")
+    tune.add_argument("--recipe", default="project", help="project (pooling + MLP head) or original (first frame, "
+                      "the write-up's); default: project")
     tune.add_argument("--protocol", choices=PROTOCOLS, default="actor-kfold")
     tune.add_argument("--folds", type=int, nargs="*", help="only these folds (default: the profile's; full: all)")
     tune.add_argument("--epochs", type=int)
@@ -108,9 +137,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     from .core.config import ADAPTATIONS, DEFAULT_HOP, DEFAULT_WINDOW, LABEL_MODES, METRICS
 
-    guess = subparsers.add_parser("predict", help="emotion of audio files or folders with a trained model")
+    guess = subparsers.add_parser("predict", help="the emotion of your audio files or folders, with a trained "
+                                  "model folder")
     guess.add_argument("paths", nargs="+", help="audio files or folders (searched recursively)")
-    guess.add_argument("--model", required=True, help="wav2vec2 checkpoint or baseline model directory")
+    guess.add_argument("--model", required=True, help="a model folder, e.g. .cache/full/models/baseline")
     guess.add_argument("--json", nargs="?", const="-", help="write JSON to FILE (or stdout without FILE)")
     guess.add_argument("--csv", help="write per-window and per-file rows to this CSV file")
     guess.add_argument("--window", type=float, default=DEFAULT_WINDOW, help="window length, seconds")
@@ -127,8 +157,9 @@ def build_parser() -> argparse.ArgumentParser:
     guess.add_argument("--allow-pickle", action="store_true", help=ALLOW_PICKLE_HELP)
     guess.set_defaults(func=commands.predict)
 
-    score = subparsers.add_parser("evaluate", help="score a model on a path,label manifest (other corpora)")
-    score.add_argument("--model", required=True)
+    score = subparsers.add_parser("evaluate", help="accuracy, UAR and confusions of a model on your labelled "
+                                  "corpus (a path,label CSV)")
+    score.add_argument("--model", required=True, help="a model folder, e.g. .cache/full/models/baseline")
     score.add_argument("--manifest", required=True, help="CSV with columns path,label (emotion names)")
     score.add_argument("--json", help="also write the scores to this JSON file")
     score.add_argument("--window", type=float, default=DEFAULT_WINDOW)
@@ -142,8 +173,8 @@ def build_parser() -> argparse.ArgumentParser:
     score.add_argument("--allow-pickle", action="store_true", help=ALLOW_PICKLE_HELP)
     score.set_defaults(func=commands.evaluate)
 
-    same = subparsers.add_parser("compare-results", help="do two results folders agree? per-system differences "
-                               "against the bootstrap intervals (exit 0: all agree, 1: some do not)")
+    same = subparsers.add_parser("compare-results", help="do two runs agree? each system's difference against the "
+                               "bootstrap intervals (exit 0: all agree, 1: some do not)")
     same.add_argument("a", help="results folder (reports/results, or reports/)")
     same.add_argument("b", help="the other results folder")
     same.add_argument("--metric", choices=METRICS, default="uar")
