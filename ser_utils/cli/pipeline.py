@@ -110,24 +110,12 @@ def stale_reasons(stamp: Path, html: Path, parts: dict[str, str]) -> list[str]:
     return [_REASONS.get(k, f"{k} changed") for k in keys if parts.get(k) != recorded.get(k)]
 
 
-def render_html(notebook: Path, html: Path) -> Path:
-    """Render an executed notebook to a standalone HTML page (figures embedded)."""
-    import nbformat
-    from nbconvert import HTMLExporter
+def render_html(notebook: Path, html: Path, results_dir: Path | None = None) -> Path:
+    """Render an executed notebook as a report page (``results.site.render_report``: navigation, its key
+    numbers first from ``results_dir``, code folded, figures embedded, no script from elsewhere)."""
+    from ..results.site import render_report
 
-    nb = nbformat.read(notebook, as_version=4)
-    # The parameters cells become one line at the top, so a report opens with its header.
-    tags = {"parameters", "injected-parameters"}
-    nb.cells = [c for c in nb.cells if not tags & set(c.metadata.get("tags", []))]
-    parameters = nb.metadata.get("papermill", {}).get("parameters", {})
-    if parameters:
-        listed = ", ".join(f"`{k}={v!r}`" for k, v in parameters.items())
-        nb.cells.insert(1, nbformat.v4.new_markdown_cell(f"Parameters of this run: {listed}"))
-    exporter = HTMLExporter(exclude_input_prompt=True, exclude_output_prompt=True)
-    body, _ = exporter.from_notebook_node(nb)
-    html.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(html, body)
-    return html
+    return render_report(notebook, html, html.stem, results_dir or html.parent / "results", NOTEBOOKS)
 
 
 def run_notebook(profile: Profile, name: str, parameters: dict | None = None,
@@ -156,7 +144,7 @@ def run_notebook(profile: Profile, name: str, parameters: dict | None = None,
             f"notebook {name} failed in cell {err.exec_count} ({err.ename}: {err.evalue}); "
             f"the executed notebook is kept at {executed}"
         ) from None
-    return render_html(executed, profile.reports_dir / f"{name}.html")
+    return render_html(executed, profile.reports_dir / f"{name}.html", profile.results_dir)
 
 
 def run_pipeline(profile_name: str | None = None, *, only: list[str] | None = None, force: bool = False,
