@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import base64
 import dataclasses
 import datetime as dt
 import html
+import io
 import json
 import os
 import platform
@@ -72,7 +72,8 @@ def provenance(profile: Profile) -> dict:
 
 
 def header_markdown(profile: Profile, title: str) -> str:
-    """The header cell of every notebook: title, smoke warning, and a provenance table."""
+    """The header cell of every notebook (as Markdown, for notebooks opened in JupyterLab): title, smoke
+    warning, and a provenance table."""
     info = provenance(profile)
     packages = ", ".join(f"{k} {v}" for k, v in info.pop("packages").items())
     rows = "\n".join(f"| {k} | {v} |" for k, v in {**info, "packages": packages}.items())
@@ -80,11 +81,75 @@ def header_markdown(profile: Profile, title: str) -> str:
     return f"# {title}\n\n{banner}| | |\n|---|---|\n{rows}\n"
 
 
-def show_header(profile: Profile, title: str) -> None:
-    """Display :func:`header_markdown` in a notebook."""
-    from IPython.display import Markdown, display
+def header_html(profile: Profile, title: str) -> str:
+    """The header of every report: title, smoke warning, the slot the renderer fills with the report's key
+    numbers (:data:`ser_utils.results.site.KEY_NUMBERS_SLOT`), and the provenance folded away."""
+    from .site import KEY_NUMBERS_SLOT
 
-    display(Markdown(header_markdown(profile, title)))
+    info = provenance(profile)
+    packages = ", ".join(f"{k} {v}" for k, v in info.pop("packages").items())
+    rows = "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(str(v))}</td></tr>"
+                   for k, v in {**info, "packages": packages}.items())
+    banner = f"<div class='banner'>{html.escape(SMOKE_BANNER.replace('**', ''))}</div>" if profile.is_smoke else ""
+    return (f"<h1>{html.escape(title)}</h1>{banner}{KEY_NUMBERS_SLOT}<details class='provenance'><summary>How this "
+            f"report was made: {html.escape(info['profile'])} profile, commit {html.escape(info['commit'])}, "
+            f"{html.escape(info['date'])}</summary><table>{rows}</table></details>")
+
+
+def show_header(profile: Profile, title: str) -> None:
+    """Show the report's header in a notebook (HTML, with a Markdown copy for other front ends), and
+    give every figure shown after it an alt text (:func:`describe_figures`)."""
+    from IPython.display import display
+
+    describe_figures()
+    display({"text/html": header_html(profile, title), "text/markdown": header_markdown(profile, title)}, raw=True)
+
+
+def figure_alt_text(figure) -> str:
+    """What a matplotlib figure shows, in words, from its titles and axis labels (the alt text of the
+    report's image): ``Figure: <suptitle>; <axes title> (x: <label>, y: <label>); ...``."""
+    parts = []
+    suptitle = getattr(figure, "_suptitle", None)
+    if suptitle is not None and suptitle.get_text():
+        parts.append(suptitle.get_text())
+    for ax in figure.axes:
+        if not ax.get_visible() or ax.get_label() == "<colorbar>":
+            continue
+        labels = ", ".join(f"{axis}: {text}" for axis, text in (("x", ax.get_xlabel()), ("y", ax.get_ylabel())) if text)
+        text = ax.get_title() or "panel"
+        parts.append(f"{text} ({labels})" if labels else text)
+    return ("Figure: " + "; ".join(parts))[:600] if parts else ""
+
+
+def describe_figures() -> None:
+    """In a running kernel, make every matplotlib figure's PNG carry :func:`figure_alt_text` as its
+    ``alt`` metadata (nbconvert writes it into the report's ``<img alt=...>``). No kernel: nothing."""
+    try:
+        from IPython import get_ipython
+        from matplotlib.figure import Figure
+    except ImportError:
+        return
+    shell = get_ipython()
+    if shell is None:
+        return
+    formatter = shell.display_formatter.formatters["image/png"]
+
+    def png_with_alt(figure):
+        buffer = io.BytesIO()
+        figure.savefig(buffer, format="png", bbox_inches="tight")
+        alt = figure_alt_text(figure)
+        return buffer.getvalue(), ({"alt": alt} if alt else {})
+
+    def register(*_):
+        formatter.for_type(Figure, png_with_alt)
+
+    register()
+    # matplotlib's inline backend installs its own PNG formatter when it loads (at a notebook's first figure)
+    # and shows the cell's figures in a post_execute callback registered then: this one, registered first,
+    # runs before it and puts ours back.
+    if not getattr(shell, "_ser_describes_figures", False):
+        shell.events.register("post_execute", register)
+        shell._ser_describes_figures = True
 
 
 def write_run_info(path: str | Path, profile: Profile, config: dict | None = None) -> Path:
@@ -115,71 +180,8 @@ def record_provenance(profile: Profile, notebook: str, info: dict | None = None)
     return path
 
 
-_INDEX_STYLE = """
-body { font-family: system-ui, sans-serif; max-width: 1400px; margin: 2em auto; padding: 0 1em; color: #222; }
-td:not(:last-child) { white-space: nowrap; }
-table { border-collapse: collapse; font-size: 0.9em; margin: 1em 0; }
-th, td { border: 1px solid #ccc; padding: 4px 8px; text-align: left; vertical-align: top; }
-th { background: #f2f2f2; }
-.banner { background: #fff3cd; border: 1px solid #e0c060; padding: 0.8em; margin: 1em 0; }
-img { max-width: 100%; }
-"""
-
-
-def _cross_corpus_line(results: Path) -> str:
-    """One paragraph on the cross-corpus evaluation (notebook 06), from ``cross_corpus.csv``."""
-    from .store import read_table
-
-    table = read_table(results, "cross_corpus")
-    ok = None if table is None else table[table["status"] == "ok"] if "status" in table else table
-    if ok is None or ok.empty:
-        return ("<p>Other corpora (<a href='06_generalisation.html'>06_generalisation</a>): none evaluated; "
-                "name manifests in <code>SER_EXTRA_CORPORA</code>.</p>")
-    best = ok.loc[ok["uar"].idxmax()]
-    return (f"<p>Other corpora (<a href='06_generalisation.html'>06_generalisation</a>): "
-            f"{ok['corpus'].nunique()} evaluated; best UAR {100 * best['uar']:.1f} % "
-            f"({html.escape(str(best['model']))} on {html.escape(str(best['corpus']))}, adapt "
-            f"{html.escape(str(best['adapt']))}, {html.escape(str(best['labels']))} labels).</p>")
-
-
 def write_index(profile: Profile, notebooks) -> Path:
-    """``reports_dir/index.html``: the headline table and figure, and a link to every report with its
-    provenance (profile, data, backbones, device, commit, date). Reads what notebook 05 wrote."""
-    from .store import HEADLINE_FIGURE, read_table  # here: pandas and scikit-learn slow the CLI's start
+    """``reports_dir/index.html`` and the site pages around it (:func:`ser_utils.results.site.write_site`)."""
+    from .site import write_site  # here: pandas and matplotlib slow the CLI's start
 
-    results = profile.results_dir
-    parts = ["<h1>Speech emotion recognition on RAVDESS: pretrained encoders (wav2vec 2.0, Whisper) vs "
-             "handcrafted features</h1>"]
-    if profile.is_smoke:
-        parts.append(f"<div class='banner'>{html.escape(SMOKE_BANNER.replace('**', ''))}</div>")
-    parts.append("<p>Accuracy and UAR in %: mean ± standard deviation over folds (or seeds) [95 % bootstrap "
-                 "interval over test clips]. <code>actor-kfold</code> (EmoBox folds, unseen actors) is the "
-                 "primary protocol; <code>random-80-20</code> shares actors between train and test.</p>")
-    headline = read_table(results, "headline")
-    if headline is not None:
-        parts.append(headline.to_html(index=False, escape=True, border=0))
-    else:
-        parts.append("<p>No results yet: run the results notebook (05).</p>")
-    figure = profile.reports_dir / HEADLINE_FIGURE
-    if figure.is_file():
-        encoded = base64.b64encode(figure.read_bytes()).decode()
-        parts.append(f"<img alt='headline figure' src='data:image/png;base64,{encoded}'>")
-    parts.append(_cross_corpus_line(results))
-    record = profile.results.table("provenance")
-    records = json.loads(record.read_text()) if record.is_file() else {}
-    rows = []
-    for name in notebooks:
-        info = records.get(name, {})
-        link = f"<a href='{name}.html'>{name}</a>" if (profile.reports_dir / f"{name}.html").is_file() else name
-        cells = [info.get(k, info.get("model", "-") if k == "backbones" else "-")
-                 for k in ("profile", "data", "backbones", "device", "commit", "date")]
-        rows.append("<tr><td>" + link + "</td>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in cells) + "</tr>")
-    parts.append("<h2>Reports</h2><table><tr><th>report</th><th>profile</th><th>data</th><th>backbones</th>"
-                 "<th>device</th><th>commit</th><th>date</th></tr>" + "".join(rows) + "</table>")
-    parts.append("<p>Machine-readable numbers behind every table: <code>results/</code> (metrics per fold, "
-                 "predictions per clip, splits).</p>")
-    page = (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>SER study: results</title>"
-            f"<style>{_INDEX_STYLE}</style></head><body>{''.join(parts)}</body></html>")
-    path = profile.reports_dir / "index.html"
-    atomic_write_text(path, page)
-    return path
+    return write_site(profile, notebooks)
