@@ -32,7 +32,7 @@ USE_TITLES = {"nothing": "Uses nothing of the test speaker",
               "enrolment": "Uses 10 unlabelled enrolment clips of each test speaker",
               "all clips": "Uses all of the test speaker's unlabelled clips (transductive)"}
 KINDS = ("fine-tuned", "frozen", "handcrafted")
-KIND_TITLES = {"fine-tuned": "pretrained encoder, fine-tuned", "frozen": "pretrained encoder, frozen",
+KIND_TITLES = {"fine-tuned": "pretrained, fine-tuned", "frozen": "pretrained, frozen",
                "handcrafted": "handcrafted features"}
 #: Display names of the encoder families (``core.names.system_kind``).
 FAMILY_NAMES = {"whisper": "Whisper-base", "wav2vec2": "wav2vec 2.0 base", "hubert": "HuBERT",
@@ -202,25 +202,24 @@ def _reason(note: str) -> str:
 
 
 def takeaways(table: pd.DataFrame) -> list[str]:
-    """The study's answers in sentences with numbers (UAR %, actor-kfold unless said), only those the
+    """The study's answers in short sentences with numbers (UAR %, actor-kfold unless said), only those the
     results support: pretrained vs handcrafted, fine-tuned vs frozen, the random split's over-statement,
     speaker normalization, and the published reference."""
     sentences = []
     top, craft = best(table, use="nothing", type_="pretrained"), best(table, use="nothing", type_="handcrafted")
     if top and craft:
         sentences.append(
-            f"On actors never heard in training (the {PRIMARY} protocol, EmoBox's six folds), the best pretrained "
-            f"encoder system, {describe(top.system)} (<code>{top.system}</code>), reaches <b>{top.cell} % UAR</b> "
-            f"against {craft.cell} % for the best handcrafted one, {describe(craft.system)}: "
-            f"<b>{top.uar - craft.uar:+.1f} points</b>.")
+            f"<b>Pretrained beats handcrafted by {top.uar - craft.uar:.1f} points</b> on unseen actors: "
+            f"{top.cell} % UAR for {describe(top.system)} (<code>{top.system}</code>) against {craft.cell} % for "
+            f"{describe(craft.system)} (<code>{craft.system}</code>).")
     sentences += _finetuning_sentence(table)
     sentences += _leakage_sentence(table, top, craft)
     sentences += _normalization_sentence(table, top)
     if top:
-        published = ", ".join(f"{uar:.1f} % for {what.split(' (')[0]}" for what, use, uar, source in PUBLISHED_ROWS
-                              if source == "EmoBox")
-        sentences.append(f"On the same folds EmoBox publishes {published}; this study's best system that uses "
-                         f"nothing of the test speaker has {top.uar:.1f} %.")
+        published = ", ".join(f"{what.split(' (')[0].removesuffix(', frozen').removesuffix(' encoder')} {uar:.1f} %"
+                              for what, use, uar, source in PUBLISHED_ROWS if source == "EmoBox")
+        sentences.append(f"<b>Published, same folds</b> (EmoBox, frozen encoders): {published}; here "
+                         f"{top.uar:.1f} % without any audio of the test speaker.")
     return sentences
 
 
@@ -230,13 +229,12 @@ def _finetuning_sentence(table: pd.DataFrame) -> list[str]:
         return []
     frozen = result_of(table, re.sub(r"-ft(-top\d+)?$", "-frozen", tuned.system))
     if frozen is None:
-        return [f"Fine-tuning ({describe(tuned.system)}) reaches {tuned.cell} % UAR."]
+        return [f"<b>Fine-tuning</b> ({describe(tuned.system)}) reaches {tuned.cell} % UAR."]
     spread = max(tuned.std, frozen.std)
-    verdict = ("less than the spread between folds" if abs(tuned.uar - frozen.uar) < spread
-               else "more than the spread between folds")
-    return [f"Fine-tuning adds {tuned.uar - frozen.uar:+.1f} points over the same frozen encoder and head "
-            f"({tuned.uar:.1f} against {frozen.uar:.1f} %, <code>{tuned.system}</code> against "
-            f"<code>{frozen.system}</code>), {verdict} (± {spread:.1f})."]
+    verdict = "less" if abs(tuned.uar - frozen.uar) < spread else "more"
+    return [f"<b>Fine-tuning adds {tuned.uar - frozen.uar:+.1f} points</b> over the frozen encoder with the same "
+            f"head ({tuned.uar:.1f} against {frozen.uar:.1f} %), {verdict} than the spread between folds "
+            f"(± {spread:.1f})."]
 
 
 def _leakage_sentence(table: pd.DataFrame, top: Result | None, craft: Result | None) -> list[str]:
@@ -244,10 +242,9 @@ def _leakage_sentence(table: pd.DataFrame, top: Result | None, craft: Result | N
     pairs = [(a, b) for a, b in pairs if b]
     if not pairs:
         return []
-    parts = [f"{b.uar:.1f} % against {a.uar:.1f} % for <code>{a.system}</code> ({b.uar - a.uar:+.1f})"
-             for a, b in pairs]
-    return [f"The original write-up's random 80/20 split, where every actor is in training and test, over-states "
-            f"what a model does on new speakers: {' and '.join(parts)}."]
+    parts = [f"{b.uar:.1f} against {a.uar:.1f} % ({b.uar - a.uar:+.1f})" for a, b in pairs]
+    return [f"<b>The random 80/20 split over-states</b> (every actor in training and test): {' and '.join(parts)} "
+            f"for the same system{'s' if len(pairs) > 1 else ''}."]
 
 
 def _normalization_sentence(table: pd.DataFrame, top: Result | None) -> list[str]:
@@ -257,13 +254,11 @@ def _normalization_sentence(table: pd.DataFrame, top: Result | None) -> list[str
         return []
     parts = []
     if enrolled:
-        parts.append(f"with 10 unlabelled enrolment clips per speaker {enrolled.uar:.1f} % "
-                     f"({enrolled.uar - top.uar:+.1f} points, <code>{enrolled.system}</code>)")
+        parts.append(f"10 unlabelled enrolment clips per speaker lift it to {enrolled.uar:.1f} % "
+                     f"({enrolled.uar - top.uar:+.1f})")
     if everything:
-        parts.append(f"with all of a test speaker's clips (transductive, an upper bound) {everything.uar:.1f} % "
-                     f"(<code>{everything.system}</code>)")
-    return [f"Standardising each speaker's embeddings with their own unlabelled audio lifts the best pretrained "
-            f"system: {'; '.join(parts)}."]
+        parts.append(f"all of a test speaker's clips (transductive, an upper bound) to {everything.uar:.1f} %")
+    return [f"<b>Speaker normalization</b>: {'; '.join(parts)}."]
 
 
 def title(table: pd.DataFrame | None) -> str:

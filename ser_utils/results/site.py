@@ -47,7 +47,7 @@ body { font: 16px/1.5 system-ui, -apple-system, "Segoe UI", sans-serif; color: v
 main, .page { max-width: 1180px; margin: 0 auto; padding: 0 20px 40px; }
 a { color: var(--accent); }
 h1 { font-size: 1.7em; line-height: 1.25; margin: 0.6em 0 0.3em; }
-h2 { font-size: 1.3em; margin: 1.4em 0 0.4em; border-bottom: 1px solid var(--line); padding-bottom: 0.2em; }
+h2 { font-size: 1.3em; margin: 1.1em 0 0.4em; border-bottom: 1px solid var(--line); padding-bottom: 0.2em; }
 h3 { font-size: 1.1em; }
 code { font-size: 0.9em; background: var(--soft); padding: 0 0.25em; border-radius: 3px; }
 nav.site { background: var(--soft); border-bottom: 1px solid var(--line); font-size: 0.92em; }
@@ -71,11 +71,14 @@ td.num, th.num { text-align: right; white-space: nowrap; font-variant-numeric: t
 tr.group th { background: #e8eef5; font-weight: 600; }
 tr.published td { color: var(--muted); font-style: italic; }
 .what { display: block; color: var(--muted); font-size: 0.88em; }
+.what.inline { display: inline; }
+table.headline td, table.headline th { padding: 3px 8px; }
 .ci { display: block; color: var(--muted); font-size: 0.85em; }
 .scroll { overflow-x: auto; max-width: 100%; }
 figure { margin: 1em 0; }
 figure svg, figure img { max-width: 100%; height: auto; }
 figcaption { color: var(--muted); font-size: 0.92em; }
+ul.not-run summary { cursor: pointer; }
 dl.glossary dt { font-weight: 600; margin-top: 0.9em; }
 dl.glossary dd { margin-left: 1.2em; }
 dl.glossary dt:target { background: #fff3cd; }
@@ -130,9 +133,11 @@ REPORT_TEMPLATE = r"""
 {% endblock body_footer %}
 {% block footer_js %}{% endblock footer_js %}
 {% block input_group -%}
+{%- if cell.source.strip() -%}
 <details class="code"><summary>code</summary>
 {{ super() }}
 </details>
+{%- endif -%}
 {%- endblock input_group %}
 {% block data_png scoped %}
 <div class="jp-RenderedImage jp-OutputArea-output">
@@ -206,18 +211,20 @@ def headline_table_html(table: pd.DataFrame) -> str:
                         f"<td>{html.escape(row['what'])}</td><td class='num'>{row['primary']}</td><td></td></tr>")
             continue
         body.append(f"<tr><td>{html.escape(row['kind'])}</td><td><code>{html.escape(row['system'])}</code>"
-                    f"<span class='what'>{html.escape(row['what'])}</span></td>"
+                    f" <span class='what inline'>{html.escape(row['what'])}</span></td>"
                     f"<td class='num'>{row['primary']}</td><td class='num'>{row['secondary']}</td></tr>")
     return f"<div class='scroll'><table class='headline'>{head}<tbody>{''.join(body)}</tbody></table></div>"
 
 
 def not_run_html(table: pd.DataFrame) -> str:
+    """One line per reason a system has no number, its systems folded away."""
     groups = findings.not_run(table)
     if not groups:
         return ""
-    items = "".join(f"<li><b>{len(systems)} system{'s' if len(systems) > 1 else ''}</b> "
-                    f"({html.escape(', '.join(systems))}): {html.escape(reason)}.</li>" for reason, systems in groups)
-    return f"<h2>Not run on the machine that made these reports</h2><ul>{items}</ul>"
+    items = "".join(f"<li><details><summary><b>{len(systems)} system{'s' if len(systems) > 1 else ''}</b>: "
+                    f"{html.escape(reason)}.</summary><code>{'</code>, <code>'.join(map(html.escape, systems))}"
+                    "</code></details></li>" for reason, systems in groups)
+    return f"<h2>Not run on the machine that made these reports</h2><ul class='not-run'>{items}</ul>"
 
 
 def headline_figure_svg(table: pd.DataFrame) -> str:
@@ -239,14 +246,16 @@ def headline_figure_svg(table: pd.DataFrame) -> str:
         ax.text(1, y, f"{value:.1f}", va="center", ha="left", color="white", fontsize=9, fontweight="bold")
     published = max(uar for _, use, uar, source in findings.PUBLISHED_ROWS if source == "EmoBox")
     ax.axvline(published, color="#b00020", linestyle="--", linewidth=1)
-    ax.text(published + 0.5, len(rows) - 0.6, f"EmoBox best frozen\n(Whisper large v3) {published:.1f}",
-            color="#b00020", fontsize=9, va="top")
     ax.axvline(12.5, color="#444", linestyle=":", linewidth=1)
     ax.set_xlim(0, 100)
+    ax.set_ylim(-0.6, len(rows) - 0.4)
     ax.set_xlabel("UAR % on unseen actors (actor-kfold, mean ± std over 6 folds)")
     handles = [plt.Rectangle((0, 0), 1, 1, color=c) for c in colours.values()]
+    handles += [plt.Line2D([], [], color="#b00020", linestyle="--"), plt.Line2D([], [], color="#444", linestyle=":")]
     ax.legend(handles, ["uses nothing of the test speaker", "10 enrolment clips per speaker",
-                        "all of the speaker's clips (transductive)"], loc="lower right", fontsize=9, frameon=True)
+                        "all of the speaker's clips (transductive)",
+                        f"EmoBox's best frozen encoder, published ({published:.1f})", "chance (12.5)"],
+              loc="lower right", fontsize=9, frameon=True, framealpha=1)
     ax.tick_params(axis="y", labelsize=9)
     ax.spines[["top", "right"]].set_visible(False)
     fig.tight_layout()
@@ -281,9 +290,9 @@ def index_body(profile: Profile, table: pd.DataFrame | None, notebooks) -> str:
     from .report import SMOKE_BANNER
 
     parts = [f"<h1>{html.escape(findings.title(table))}</h1>",
-             "<p class='lede'>8-class emotion recognition on the RAVDESS speech corpus (1,440 clips, 24 actors). "
-             f"Numbers are {term_link('uar', 'UAR')} in %: the mean over emotions of the share recognised, chance "
-             "12.5 %; mean ± standard deviation over folds.</p>"]
+             "<p class='lede'>8 emotions, RAVDESS speech (1,440 clips, 24 actors). Numbers: "
+             f"{term_link('uar', 'UAR')} % (chance 12.5 %), mean ± std over the six folds of "
+             f"{term_link('actor-kfold', 'actors never seen in training')} unless said.</p>"]
     if profile.is_smoke:
         parts.append(f"<div class='banner'>{html.escape(SMOKE_BANNER.replace('**', ''))}</div>")
     if table is None:
@@ -456,6 +465,19 @@ def _describe_figures(nb) -> None:
                 meta["alt"] = f"Figure of the section '{heading}'"
 
 
+def _header_first(nb) -> None:
+    """The report's header (the output of the cell that calls ``report.show_header``) before that cell's
+    folded code, so that a report opens on its title."""
+    for i, cell in enumerate(nb.cells):
+        if cell.cell_type == "code" and "show_header(" in cell.source and cell.get("outputs"):
+            import nbformat
+
+            header = nbformat.v4.new_code_cell("")
+            header.outputs, cell.outputs = cell.outputs, []
+            nb.cells.insert(i, header)
+            return
+
+
 def render_report(notebook: Path, html_path: Path, name: str, results_dir: Path, notebooks=tuple(REPORTS)) -> Path:
     """Render an executed notebook as a site page: navigation, key numbers first, code folded, no CDN."""
     import nbformat
@@ -470,6 +492,7 @@ def render_report(notebook: Path, html_path: Path, name: str, results_dir: Path,
         listed = ", ".join(f"`{k}={v!r}`" for k, v in parameters.items())
         nb.cells.append(nbformat.v4.new_markdown_cell(f"*Parameters of this run:* {listed}"))
     _describe_figures(nb)
+    _header_first(nb)
     exporter = HTMLExporter(template_name="lab", template_file="ser_report.html.j2",
                             extra_loaders=[DictLoader({"ser_report.html.j2": REPORT_TEMPLATE})],
                             exclude_input_prompt=True, exclude_output_prompt=True)
@@ -477,7 +500,8 @@ def render_report(notebook: Path, html_path: Path, name: str, results_dir: Path,
     resources = {"ser_title": f"{title}: SER study", "ser_nav": nav_html(f"{name}.html", notebooks),
                  "ser_nav_bottom": nav_html(f"{name}.html", notebooks, bottom=True), "ser_script": TOGGLE_SCRIPT}
     body, _ = exporter.from_notebook_node(nb, resources=resources)
-    body = body.replace(KEY_NUMBERS_SLOT, key_numbers_html(name, results_dir), 1)
+    body = re.sub(r"<div class=.key-numbers-slot.></div>", lambda _: key_numbers_html(name, results_dir), body,
+                  count=1)
     html_path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(html_path, body)
     return html_path
