@@ -9,21 +9,34 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import seaborn as sns
+from matplotlib.ticker import MaxNLocator
 
 from ..data.audio import SAMPLE_RATE, load_audio
 from ..data.corpus import EMOTIONS
 
+#: A column with more values than this gets a row of its own in :func:`count_bars`.
+WIDE_PANEL = 8
+
 
 def count_bars(meta: pd.DataFrame, columns: Sequence[str] = ("emotion", "actor", "gender", "intensity")):
-    """Clip counts per value of each column, one panel per column."""
-    fig, axes = plt.subplots(1, len(columns), figsize=(4.2 * len(columns), 3.2),
-                             gridspec_kw={"width_ratios": [max(meta[c].nunique(), 2) for c in columns]})
-    for ax, column in zip(np.atleast_1d(axes), columns, strict=True):
-        counts = meta[column].value_counts(sort=False).sort_index()
-        ax.bar(counts.index.astype(str), counts.to_numpy(), color="#4C72B0")
-        ax.set_title(f"clips per {column}")
-        ax.tick_params(axis="x", rotation=90 if len(counts) > 4 else 0)
-    fig.tight_layout()
+    """Clip counts per value of each column, one panel per column: a column with many values (actors) on a
+    row of its own, the others side by side, each panel at least wide enough for its title."""
+    wide = [c for c in columns if meta[c].nunique() > WIDE_PANEL]
+    narrow = [c for c in columns if c not in wide]
+    rows = [[c] for c in wide] + ([narrow] if narrow else [])
+    fig = plt.figure(figsize=(11, 3.0 * len(rows)), layout="constrained")
+    for row, figure_row in zip(rows, fig.subfigures(len(rows), 1, squeeze=False)[:, 0], strict=True):
+        widths = [max(meta[c].nunique(), 4) for c in row]
+        for ax, column in zip(figure_row.subplots(1, len(row), width_ratios=widths, squeeze=False)[0], row,
+                              strict=True):
+            counts = meta[column].value_counts(sort=False).sort_index()
+            ax.bar(counts.index.astype(str), counts.to_numpy(), color="#4C72B0")
+            ax.set_title(f"clips per {column}")
+            ax.set_xlabel(column)
+            ax.set_ylabel("clips")
+            if column not in wide and len(counts) > 4:  # emotion names side by side would overlap
+                ax.tick_params(axis="x", rotation=35)
+                plt.setp(ax.get_xticklabels(), ha="right", rotation_mode="anchor")
     return fig
 
 
@@ -80,17 +93,30 @@ def by_emotion_box(stats: pd.DataFrame, columns: Sequence[str], labels: Sequence
 
 def confusion_heatmap(confusion: np.ndarray, labels: Sequence[str] = EMOTIONS, title: str = "",
                       normalize: bool = True, ax=None):
-    """Confusion matrix as a heat map; rows (true class) normalized to sum to 1 when ``normalize``."""
-    matrix = confusion / np.maximum(confusion.sum(1, keepdims=True), 1) if normalize else confusion
+    """Confusion matrix as a heat map; with ``normalize`` each row (true class) in % of its clips."""
+    matrix = 100 * confusion / np.maximum(confusion.sum(1, keepdims=True), 1) if normalize else confusion
     if ax is None:
-        _, ax = plt.subplots(figsize=(5.2, 4.4))
-    sns.heatmap(matrix, annot=True, fmt=".2f" if normalize else "d", cmap="Blues", vmin=0,
-                vmax=1 if normalize else None, xticklabels=labels, yticklabels=labels, cbar=False, ax=ax)
-    ax.set_xlabel("predicted")
+        _, ax = plt.subplots(figsize=(5.2, 4.6))
+    sns.heatmap(matrix, annot=True, fmt=".0f" if normalize else "d", cmap="Blues", vmin=0,
+                vmax=100 if normalize else None, xticklabels=labels, yticklabels=labels, cbar=False, ax=ax,
+                annot_kws={"fontsize": 8})
+    ax.set_xlabel("predicted" + (" (% of the true class's clips)" if normalize else ""))
     ax.set_ylabel("true")
-    ax.set_title(title)
+    ax.tick_params(axis="x", rotation=45)
+    plt.setp(ax.get_xticklabels(), ha="right", rotation_mode="anchor")
+    ax.set_title(title, fontsize=10)
     ax.figure.tight_layout()
     return ax.figure
+
+
+def confusion_grid(confusions: dict[str, np.ndarray], labels: Sequence[str] = EMOTIONS):
+    """Several row-normalised confusion matrices side by side, titled by their keys (e.g. a system's role
+    and name on two lines)."""
+    fig, axes = plt.subplots(1, len(confusions), figsize=(5.0 * len(confusions), 4.9), squeeze=False)
+    for ax, (title, confusion) in zip(axes[0], confusions.items(), strict=True):
+        confusion_heatmap(confusion, labels, title=title, ax=ax)
+    fig.tight_layout()
+    return fig
 
 
 def protocol_confusions(system: str, confusions: dict[str, np.ndarray], uars: dict[str, float]):
@@ -107,32 +133,42 @@ def family_importance(drops: dict[str, pd.DataFrame]):
     system): the UAR drop when a family is shuffled, with its spread over folds."""
     fig, axes = plt.subplots(1, len(drops), figsize=(5.5 * len(drops), 4), squeeze=False)
     for ax, (system, frame) in zip(axes[0], drops.items(), strict=True):
-        frame.iloc[::-1].plot.barh(x="family", y="uar_drop_mean", xerr="uar_drop_std_over_folds", ax=ax,
-                                   legend=False, color="#4C72B0")
+        points = frame.iloc[::-1].assign(drop=100 * frame["uar_drop_mean"],
+                                         spread=100 * frame["uar_drop_std_over_folds"])
+        points.plot.barh(x="family", y="drop", xerr="spread", ax=ax, legend=False, color="#4C72B0")
         ax.set_title(system)
-        ax.set_xlabel("UAR drop when shuffled (points of 1)")
+        ax.set_ylabel("feature family")
+        ax.set_xlabel("UAR drop when shuffled (points, ± std over folds)")
     fig.tight_layout()
     return fig
 
 
+#: Panel titles of the training curves; ``val_uar`` is drawn in %.
+CURVE_TITLES = {"train_loss": "training loss", "val_loss": "validation loss", "val_uar": "validation UAR %",
+                "val_accuracy": "validation accuracy %"}
+
+
 def training_curves(histories: dict, metrics: tuple[str, ...] = ("train_loss", "val_loss", "val_uar")):
-    """Fine-tuning curves: one row of panels per system (one panel per metric), one line per fold.
+    """Fine-tuning curves: one row of panels per system (one panel per metric), one line per fold, the
+    legend (folds) beside the last panel, whole epochs on the x axis.
 
     ``histories`` maps ``(system, protocol, fold)`` to an epoch log table (``log.jsonl``; or
     :func:`histories_of` the ``training_curves`` result table).
     """
     systems = sorted({key[0] for key in histories})
     rows, cols = max(len(systems), 1), len(metrics)
-    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.0 * rows), squeeze=False)
+    fig, axes = plt.subplots(rows, cols, figsize=(3.9 * cols + 1.6, 3.0 * rows), squeeze=False,
+                             layout="constrained")
     for row, system in zip(axes, systems, strict=False):
         for ax, metric in zip(row, metrics, strict=True):
+            scale = 100 if metric.startswith("val_") and metric != "val_loss" else 1
             for (name, protocol, fold), log in sorted(histories.items()):
                 if name == system and metric in log:
-                    ax.plot(log["epoch"], log[metric], marker=".", label=f"{protocol} {fold}")
-            ax.set_title(f"{system}: {metric.replace('_', ' ')}", fontsize=9)
+                    ax.plot(log["epoch"], scale * log[metric], marker=".", label=f"{protocol}, fold {int(fold)}")
+            ax.set_title(f"{system}: {CURVE_TITLES.get(metric, metric.replace('_', ' '))}", fontsize=9)
             ax.set_xlabel("epoch")
-        row[-1].legend(fontsize=7)
-    fig.tight_layout()
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        row[-1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0), frameon=False)
     return fig
 
 
@@ -143,52 +179,58 @@ def histories_of(table: pd.DataFrame) -> dict:
 
 def layer_probe(probe: pd.DataFrame, title: str = ""):
     """UAR of a linear probe on each hidden layer (mean +/- std over folds)."""
-    summary = probe.groupby("layer")["uar"].agg(["mean", "std"])
+    summary = probe.groupby("layer")["uar"].agg(["mean", "std"]) * 100
     fig, ax = plt.subplots(figsize=(6.5, 3.2))
     if title:
         ax.set_title(title)
     ax.errorbar(summary.index, summary["mean"], yerr=summary["std"], marker="o", capsize=3)
     ax.set_xlabel("hidden layer (0 = input to the transformer)")
-    ax.set_ylabel("probe UAR")
+    ax.set_ylabel("probe UAR % (± std over folds)")
     ax.set_xticks(summary.index)
     fig.tight_layout()
     return fig
 
 
 def protocol_bars(gap: pd.DataFrame, metric_label: str = "accuracy", claimed: tuple[float, float] | None = None):
-    """Per system: the random split next to unseen actors (``results.leakage_gap`` output), in %;
-    ``claimed`` shades a published range (low, high, in %) under the random split."""
-    fig, ax = plt.subplots(figsize=(max(6.0, 0.7 * len(gap) + 2), 3.6))
-    x = np.arange(len(gap))
-    ax.bar(x - 0.2, 100 * gap["random-80-20"], 0.4, label="random-80-20 (actors shared)", color="#c44e52")
-    ax.bar(x + 0.2, 100 * gap["actor-kfold"], 0.4, label="actor-kfold (unseen actors)", color="#4c72b0")
-    for xi, value in zip(x, gap["gap"], strict=True):
-        ax.text(xi, 100 * gap["random-80-20"].max() + 3, f"{100 * value:+.0f}", ha="center", fontsize=8)
-    ax.set_xticks(x, gap.index, rotation=40, ha="right")
-    ax.set_ylabel(f"{metric_label} (%)")
-    ax.set_ylim(0, 100)
-    ax.axhline(100 / 8, color="grey", lw=0.8, ls=":", label="chance (8 classes)")
+    """Per system (one row each, best unseen-actor score on top): the random split beside unseen actors
+    (``results.leakage_gap`` output) in %, with the gap in points at the end of each row; ``claimed`` shades
+    a published range (low, high, in %) for the random split."""
+    order = gap.sort_values("actor-kfold", kind="stable")
+    y = np.arange(len(order))
+    fig, ax = plt.subplots(figsize=(9.0, 0.34 * len(order) + 1.5), layout="constrained")
+    ax.barh(y + 0.2, 100 * order["random-80-20"], 0.4, label="random-80-20 (actors shared)", color="#c44e52")
+    ax.barh(y - 0.2, 100 * order["actor-kfold"], 0.4, label="actor-kfold (unseen actors)", color="#4c72b0")
+    for yi, (high, value) in enumerate(zip(order["random-80-20"], order["gap"], strict=True)):
+        ax.text(100 * high + 1, yi, f"{100 * value:+.0f}", va="center", fontsize=8)
+    ax.set_yticks(y, order.index, fontsize=8)
+    ax.set_ylim(-0.6, len(order) - 0.4)
+    ax.set_xlabel(f"{metric_label} % (mean over folds or seeds; numbers: random split minus unseen actors, points)")
+    ax.set_xlim(0, 105)
+    ax.axvline(100 / 8, color="grey", lw=0.8, ls=":", label="chance (8 classes)")
     if claimed is not None:
-        ax.axhspan(*claimed, color="orange", alpha=0.2,
+        ax.axvspan(*claimed, color="orange", alpha=0.2, zorder=0,
                    label=f"claimed {claimed[0]:.0f}-{claimed[1]:.0f} % (random split)")
-    ax.legend(fontsize=8, loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=3, frameon=False)
-    fig.tight_layout()
+    ax.legend(fontsize=8, loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=2, frameon=False)
     return fig
 
 
-def grouped_bars(frame: pd.DataFrame, ylabel: str, title: str = ""):
-    """Bars of a (systems x groups) table: one colour per system, groups along x."""
-    fig, ax = plt.subplots(figsize=(max(6.5, 0.55 * frame.shape[1] * max(len(frame), 1) / 2 + 3), 3.4))
+def grouped_bars(frame: pd.DataFrame, ylabel: str, title: str = "", xlabel: str = ""):
+    """Bars of a (systems x groups) table of fractions, drawn in %: one colour per system (the legend beside
+    the axes, never over the bars), groups along x (labelled ``xlabel``)."""
+    fig, ax = plt.subplots(figsize=(min(max(6.5, 0.3 * frame.shape[1] * max(len(frame), 1) + 2), 13), 3.8),
+                           layout="constrained")
     width = 0.8 / max(len(frame), 1)
     x = np.arange(frame.shape[1])
     for i, (system, row) in enumerate(frame.iterrows()):
-        ax.bar(x + (i - (len(frame) - 1) / 2) * width, row.to_numpy(dtype=float), width, label=system)
-    ax.set_xticks(x, [str(c) for c in frame.columns], rotation=0 if frame.shape[1] <= 8 else 90)
+        ax.bar(x + (i - (len(frame) - 1) / 2) * width, 100 * row.to_numpy(dtype=float), width, label=system)
+    labels = [str(int(c)) if isinstance(c, float) and float(c).is_integer() else str(c) for c in frame.columns]
+    ax.set_xticks(x, labels, rotation=0 if frame.shape[1] <= 8 or max(map(len, labels)) <= 2 else 90)
+    ax.set_xlim(-0.6, frame.shape[1] - 0.4)
+    ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
-    ax.set_ylim(0, 1)
+    ax.set_ylim(0, 100)
     ax.set_title(title)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
     return fig
 
 

@@ -94,14 +94,20 @@ def leakage_gap(table: pd.DataFrame, metric: str = "accuracy") -> pd.DataFrame:
 
 
 def best_system(table: pd.DataFrame, protocol: str = "actor-kfold", metric: str = "uar", *,
-                kind: str | None = None) -> str | None:
+                kind: str | None = None, inductive: bool = False) -> str | None:
     """The system with the highest mean ``metric`` under ``protocol`` in a summary table
     (:func:`ser_utils.evaluation.metrics.summarise` or :func:`comparison_table`), optionally of one ``kind``
-    (``"baseline"``, ``"wav2vec2"``, ``"whisper"``: :func:`ser_utils.core.names.system_kind`); ``None`` if none
-    ran. The earlier row wins a tie."""
+    (``"baseline"``, ``"wav2vec2"``, ``"whisper"``: :func:`ser_utils.core.names.system_kind`, or
+    ``"pretrained"``: any encoder family) and, with ``inductive``, among the systems that use nothing of the
+    test speaker (:func:`speaker_use`); ``None`` if none ran. The earlier row wins a tie."""
     rows = table[(table["protocol"] == protocol) & (table["status"] == "ok")]
-    if kind is not None:
-        rows = rows[rows["system"].map(system_kind) == kind]
+    kinds = rows["system"].map(system_kind)
+    if kind == "pretrained":
+        rows = rows[kinds != "baseline"]
+    elif kind is not None:
+        rows = rows[kinds == kind]
+    if inductive:
+        rows = rows[rows["system"].map(speaker_use) == "nothing"]
     return None if rows.empty else rows.sort_values(f"{metric}_mean", ascending=False, kind="stable")["system"].iloc[0]
 
 
@@ -183,6 +189,91 @@ def mcnemar(predictions: pd.DataFrame, system_a: str, system_b: str) -> dict:
             "p_value": float(p_value)}
 
 
+def format_p(p_value: float) -> str:
+    """A p-value as a reader reads it: ``"p = 0.31"``, ``"p = 0.012"`` (two significant digits) or
+    ``"p < 0.001"``."""
+    if p_value < 0.001:
+        return "p < 0.001"
+    return f"p = {min(p_value, 1.0):.2g}" if p_value < 0.995 else "p = 1.0"
+
+
+def speaker_use(system: str) -> str:
+    """What ``system`` uses of a test speaker: ``"nothing"`` (inductive), ``"enrolment"`` (``+spknorm-kN``:
+    N unlabelled clips) or ``"all clips"`` (``+spknorm``: every unlabelled clip, transductive)."""
+    if re.search(r"\+spknorm-k\d+$", system):
+        return "enrolment"
+    return "all clips" if system.endswith("+spknorm") else "nothing"
+
+
+def frozen_counterpart(system: str) -> str:
+    """The frozen project head of a fine-tuned system's family: ``whisper-project-ft-top1`` ->
+    ``whisper-project-frozen``."""
+    return f"{system.split('-', 1)[0]}-project-frozen"
+
+
+#: The systems notebook 05 analyses, as (label, kind, inductive): the study's question first (the best
+#: pretrained and handcrafted systems that use nothing of the test speaker), the transductive best after.
+ANALYSED = (("best pretrained, uses no test-speaker audio", "pretrained", True),
+            ("best handcrafted, uses no test-speaker audio", "baseline", True),
+            ("best of all, transductive (all test-speaker clips)", None, False))
+
+
+def analysed_systems(table: pd.DataFrame, protocol: str = "actor-kfold") -> dict[str, str]:
+    """Label -> system for each of :data:`ANALYSED` that ran (a system already listed is not repeated: when
+    the best of all is inductive it is shown once)."""
+    chosen = {}
+    for label, kind, inductive in ANALYSED:
+        system = best_system(table, protocol, kind=kind, inductive=inductive)
+        if system is not None and system not in chosen.values():
+            chosen[label] = system
+    return chosen
+
+
+def _ran(table: pd.DataFrame, protocol: str) -> pd.Series:
+    rows = table[(table["protocol"] == protocol) & (table["status"] == "ok")]
+    return rows.set_index("system")["uar_mean"]
+
+
+def comparison_pairs(table: pd.DataFrame, protocol: str = "actor-kfold") -> list[tuple[str, str, str]]:
+    """The comparisons the study asks about, as ``(question, a, b)`` among the systems that ran: the best
+    pretrained against the best handcrafted system (both using nothing of the test speaker), each fine-tuned
+    system against its family's frozen project head, and each speaker-normalized system against the same
+    system without normalization."""
+    ran = _ran(table, protocol)
+    pairs = []
+    pretrained = best_system(table, protocol, kind="pretrained", inductive=True)
+    handcrafted = best_system(table, protocol, kind="baseline", inductive=True)
+    if pretrained and handcrafted:
+        pairs.append(("pretrained vs handcrafted", pretrained, handcrafted))
+    for system in ran.index:
+        if re.search(r"-ft(-top\d+)?$", system) and frozen_counterpart(system) in ran.index:
+            pairs.append(("fine-tuned vs frozen", system, frozen_counterpart(system)))
+    normalized = [s for s in ran.sort_values(ascending=False, kind="stable").index if speaker_use(s) != "nothing"]
+    for system in normalized:
+        plain = system.split("+spknorm")[0]
+        if plain in ran.index:
+            label = "10 enrolment clips" if speaker_use(system) == "enrolment" else "all clips, transductive"
+            pairs.append((f"speaker-normalized ({label}) vs plain", system, plain))
+    return pairs
+
+
+def significance_tests(table: pd.DataFrame, predictions: pd.DataFrame, protocol: str = "actor-kfold"
+                       ) -> pd.DataFrame:
+    """McNemar's exact test (:func:`mcnemar`) for each of :func:`comparison_pairs`, on the same test clips
+    pooled over folds: both UARs (%), the clips each got right alone, and a readable p-value."""
+    ran = _ran(table, protocol)
+    predictions = predictions[predictions["protocol"] == protocol]
+    rows = []
+    for question, a, b in comparison_pairs(table, protocol):
+        test = mcnemar(predictions, a, b)
+        rows.append({"comparison": question, "system A": a, "system B": b,
+                     "UAR % A": round(100 * ran[a], 1), "UAR % B": round(100 * ran[b], 1),
+                     "clips": test["clips"], "only A right": test["a_only"], "only B right": test["b_only"],
+                     "McNemar p": format_p(test["p_value"])})
+    return pd.DataFrame(rows, columns=["comparison", "system A", "system B", "UAR % A", "UAR % B", "clips",
+                                       "only A right", "only B right", "McNemar p"])
+
+
 def finetuned_vs_frozen(metrics: pd.DataFrame, predictions: pd.DataFrame, protocol: str = "actor-kfold"
                         ) -> pd.DataFrame:
     """Each fine-tuned system that ran beside its family's frozen project head, on the same folds and clips:
@@ -192,19 +283,19 @@ def finetuned_vs_frozen(metrics: pd.DataFrame, predictions: pd.DataFrame, protoc
     predictions = predictions[predictions["protocol"] == protocol]
     rows = []
     for system in sorted(s for s in ran["system"].unique() if "-ft" in s and "+" not in s):
-        frozen = f"{system.split('-', 1)[0]}-project-frozen"
+        frozen = frozen_counterpart(system)
         if frozen not in set(ran["system"]):
             continue
         uar = {name: ran[ran["system"] == name].set_index("fold")["uar"] for name in (system, frozen)}
         folds = sorted(set(uar[system].index) & set(uar[frozen].index))
         row = {"fine-tuned": system, "frozen": frozen}
-        row.update({f"fold {f}": f"{100 * uar[system][f]:.1f} vs {100 * uar[frozen][f]:.1f}" for f in folds})
+        row.update({f"fold {int(f)}": f"{100 * uar[system][f]:.1f} vs {100 * uar[frozen][f]:.1f}" for f in folds})
         row.update({"mean fine-tuned": round(100 * uar[system][folds].mean(), 1),
                     "mean frozen": round(100 * uar[frozen][folds].mean(), 1),
                     "folds better": int((uar[system][folds] > uar[frozen][folds]).sum())})
         test = mcnemar(predictions, system, frozen)
         row.update({"clips": test["clips"], "only fine-tuned right": test["a_only"],
-                    "only frozen right": test["b_only"], "McNemar p": round(test["p_value"], 4)})
+                    "only frozen right": test["b_only"], "McNemar p": format_p(test["p_value"])})
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -223,7 +314,7 @@ def frozen_heads_summary(trials: pd.DataFrame, choices: pd.DataFrame, protocol: 
         best = tried.loc[tried.groupby(["head", "seed", "fold"], sort=False)["val_uar"].idxmax()]  # its variance
         out[system] = {"validation-chosen (headline)": cell(chosen),
                        **{f"{head} (post hoc)": cell(rows) for head, rows in best.groupby("head", sort=False)}}
-    return pd.DataFrame(out).T
+    return pd.DataFrame(out).T.rename_axis(index="system", columns=f"test UAR % ({protocol})")
 
 
 def frozen_head_choices(choices: pd.DataFrame, protocol: str = "actor-kfold") -> pd.DataFrame:
@@ -344,6 +435,52 @@ def claims_vs_measured(table: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+#: The measured systems closest to each published row (same encoder or features, used the same way), shown
+#: beside it; a published row without one stands alone.
+PUBLISHED_COUNTERPARTS = {
+    "wav2vec 2.0 base, frozen, last layer + small head": ("w2v2-original-frozen", "w2v2-project-frozen"),
+    "Whisper large v3 encoder, frozen (every clip padded to 30 s, last layer trimmed to the clip's frames)":
+        ("whisper-original-frozen", "whisper-project-frozen", "whisper-selected-frozen"),
+    "wav2vec 2.0 base, frozen, weighted layers, per-speaker normalization":
+        ("w2v2-project-frozen+spknorm", "whisper-project-frozen+spknorm"),
+    "same, global normalization": ("w2v2-project-frozen", "whisper-project-frozen"),
+    "eGeMAPS + MLP": ("egemaps+mlp",),
+}
+#: What differs between a published row and the measured rows beside it.
+COUNTERPART_NOTES = {
+    "Whisper large v3 encoder, frozen (every clip padded to 30 s, last layer trimmed to the clip's frames)":
+        "Whisper-base here (a far smaller encoder), each clip at its own length",
+    **{system: "other protocol: here the six EmoBox folds, 8 classes, speech only"
+       for system in ("wav2vec 2.0 base, frozen, weighted layers, per-speaker normalization",
+                      "same, global normalization", "eGeMAPS + MLP")},
+}
+
+
+def published_vs_measured(table: pd.DataFrame, protocol: str = "actor-kfold") -> pd.DataFrame:
+    """Each published reference point (:data:`PUBLISHED`, marked ``published``) followed by the measured
+    rows that match it (:data:`PUBLISHED_COUNTERPARTS`, marked ``measured here``: UAR and accuracy in % under
+    ``protocol``, mean ± std over folds, or "not run" and why)."""
+    rows = []
+    for ref in PUBLISHED.itertuples(index=False):
+        rows.append({"row": "published", "system": ref.system, "protocol": ref.protocol, "UAR %": f"{ref.uar:.1f}",
+                     "accuracy %": f"{ref.accuracy:.1f}", "source or note": ref.source})
+        for system in PUBLISHED_COUNTERPARTS.get(ref.system, ()):
+            match = table[(table["system"] == system) & (table["protocol"] == protocol)]
+            if match.empty:
+                continue
+            r = match.iloc[0]
+            ran = r["status"] == "ok"
+            cells = {m: format_cell(r[f"{m}_mean"], r[f"{m}_std"], np.nan, np.nan) if ran else "not run"
+                     for m in ("uar", "accuracy")}
+            # A reason that did not run is said in full in the comparison table: its first clause here.
+            notes = [COUNTERPART_NOTES.get(ref.system, ""),
+                     system_note(system) if ran else str(r["note"]).split(" (")[0]]
+            rows.append({"row": "measured here", "system": system, "protocol": f"{protocol} (EmoBox folds)",
+                         "UAR %": cells["uar"], "accuracy %": cells["accuracy"],
+                         "source or note": "; ".join(n for n in notes if n)})
+    return pd.DataFrame(rows)
+
+
 def readme_section(headline: pd.DataFrame, provenance: dict,
                    reports=("01_download", "02_eda", "03_baselines", "04_pretrained_encoders", "05_results",
                             "06_generalisation")) -> str:
@@ -361,3 +498,120 @@ def readme_section(headline: pd.DataFrame, provenance: dict,
         "",
         f"Reports: [summary](reports/index.html) · {links}. Numbers behind every table: `reports/results/`.",
     ])
+
+
+#: How a raw column (or axis) name of a result table is shown: ``(human name with its unit, factor)``. A
+#: factor of 100 marks a fraction, shown in %. Only what is displayed is renamed: files keep the raw names
+#: that other code reads.
+DISPLAY_NAMES: dict[str, tuple[str, float]] = {
+    **{f"{m}{suffix}": (f"{label} %{extra}", 100.0)
+       for m, label in (("accuracy", "accuracy"), ("uar", "UAR"), ("macro_f1", "macro-F1"))
+       for suffix, extra in (("", ""), ("_mean", ""), ("_std", " std"), ("_ci_low", " CI low"),
+                             ("_ci_high", " CI high"))},
+    **{f"{m} {p}": (f"{label} % {p}", 1.0) for m, label in (("accuracy", "accuracy"), ("uar", "UAR"))
+       for p in ("random-80-20", "actor-kfold")},
+    **{f"{p} {m}": (f"{p} {m} %", 1.0) for p in ("actor-kfold", "random-80-20") for m in ("UAR", "accuracy")},
+    "accuracy gap (pp)": ("accuracy gap (points)", 1.0), "uar gap (pp)": ("UAR gap (points)", 1.0),
+    "val_uar": ("validation UAR %", 100.0), "val_accuracy": ("validation accuracy %", 100.0),
+    "test_uar": ("test UAR %", 100.0), "val_loss": ("validation loss", 1.0), "train_loss": ("training loss", 1.0),
+    "uar_drop_mean": ("UAR drop when shuffled (points)", 100.0),
+    "uar_drop_std_over_folds": ("std over folds (points)", 100.0),
+    "n_features": ("columns", 1.0), "n_clips": ("clips", 1.0), "n_test": ("test clips", 1.0),
+    "frames": ("frames per clip", 1.0), "best_epoch": ("best epoch", 1.0), "train_layers": ("top layers trained", 1.0),
+    "lr_backbone": ("encoder learning rate", 1.0), "lr_head": ("head learning rate", 1.0),
+    "silence_share": ("silence %", 100.0), "active_rms_dbfs": ("active level (dBFS)", 1.0),
+    "peak_dbfs": ("peak (dBFS)", 1.0), "duration": ("duration (s)", 1.0), "p_value": ("McNemar p", 1.0),
+    "a_only": ("only A right", 1.0), "b_only": ("only B right", 1.0), "system_a": ("system A", 1.0),
+    "system_b": ("system B", 1.0), "params": ("setting", 1.0),
+}
+
+
+def display_name(name):
+    """The name a reader sees for a raw column or axis name (:data:`DISPLAY_NAMES`); others unchanged."""
+    return DISPLAY_NAMES[name][0] if isinstance(name, str) and name in DISPLAY_NAMES else name
+
+
+def for_display(frame: pd.DataFrame, digits: int = 1) -> pd.DataFrame:
+    """A result table as a reader reads it (never for a file): names from :data:`DISPLAY_NAMES` with their
+    unit, fractions in % rounded to ``digits``, whole numbers (folds, epochs, counts) as integers, p-values
+    as ``p = 0.31``, True/False as yes/no, and pandas' row numbers (an unnamed integer index) dropped."""
+    out = _drop_row_numbers(frame.copy())
+    for position, column in enumerate(out.columns):
+        labels = column if isinstance(column, tuple) else (column,)
+        key = next((label for label in labels if isinstance(label, str) and label in DISPLAY_NAMES), None)
+        factor = DISPLAY_NAMES[key][1] if key else 1.0
+        out.isetitem(position, _display_values(out.iloc[:, position], key, factor, digits))
+    out.index = _integral_levels(out.index)
+    out.columns = _integral_levels(out.columns)
+    out = out.rename(columns=display_name)
+    out.columns.names = [display_name(n) for n in out.columns.names]
+    out.index.names = [display_name(n) for n in out.index.names]
+    return out
+
+
+def _display_values(values: pd.Series, key, factor: float, digits: int) -> pd.Series:
+    if key == "p_value":
+        return values.map(format_p)
+    if pd.api.types.is_bool_dtype(values):
+        return values.map({True: "yes", False: "no"})
+    if not pd.api.types.is_numeric_dtype(values):
+        return values
+    if factor != 1.0:
+        return (values * factor).round(digits)
+    finite = values.dropna()
+    if pd.api.types.is_float_dtype(values) and len(finite) and (finite == finite.round()).all():
+        return values.astype("Int64")  # a fold, an epoch or a count read back as float
+    return values
+
+
+def _integral_levels(index: pd.Index) -> pd.Index:
+    """Float labels that are whole numbers (``fold 1.0``) as integers, at every level."""
+    def fix(level: pd.Index) -> pd.Index:
+        if pd.api.types.is_float_dtype(level) and len(level) and (level == level.round()).all():
+            return level.astype(int)
+        return level
+
+    if isinstance(index, pd.MultiIndex):
+        return index.set_levels([fix(level) for level in index.levels])
+    return fix(index).rename(index.name)
+
+
+def _drop_row_numbers(frame: pd.DataFrame) -> pd.DataFrame:
+    """Without pandas' row numbers: an unnamed integer level of a row MultiIndex is dropped; a plain
+    ``RangeIndex`` gives way to the first column."""
+    index = frame.index
+    if isinstance(index, pd.MultiIndex):
+        numbers = [i for i, (name, level) in enumerate(zip(index.names, index.levels, strict=True))
+                   if name is None and pd.api.types.is_integer_dtype(level)]
+        return frame.droplevel(numbers) if numbers and len(numbers) < index.nlevels else frame
+    if isinstance(index, pd.RangeIndex) and index.name is None and frame.shape[1] > 1:
+        return frame.set_index(frame.columns[0])
+    return frame
+
+
+def percent_table(frame: pd.DataFrame, what: str, digits: int = 1) -> pd.DataFrame:
+    """A table of fractions (e.g. accuracy per actor, systems x actors) in %, its columns labelled
+    ``what`` (e.g. ``"accuracy %"``), whole-number labels as integers."""
+    out = (100 * frame.astype(float)).round(digits)
+    out.index, out.columns = _integral_levels(out.index), _integral_levels(out.columns)
+    out.columns.name = f"{what}: {out.columns.name}" if out.columns.name else what
+    out.index.name = display_name(out.index.name)
+    return out
+
+
+def role_label(system: str) -> str:
+    """A system's name with what it uses of the test speaker when that is anything (legends, titles):
+    ``whisper-project-frozen+spknorm (transductive)``."""
+    use = speaker_use(system)
+    return system if use == "nothing" else f"{system} ({'transductive' if use == 'all clips' else 'enrolment'})"
+
+
+def pair_confusion_table(pairs: pd.DataFrame) -> pd.DataFrame:
+    """:func:`pair_confusions` as a reader reads it: one row per system, one column per direction
+    (``calm → neutral %``: the share of calm clips predicted as neutral)."""
+    rows = {}
+    for r in pairs.itertuples(index=False):
+        a, b = r.pair.split("/")
+        rows.setdefault(r.system, {})[f"{a} → {b} %"] = round(100 * r.a_as_b, 1)
+        rows[r.system][f"{b} → {a} %"] = round(100 * r.b_as_a, 1)
+    return pd.DataFrame.from_dict(rows, orient="index").rename_axis("system")

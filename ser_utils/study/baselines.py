@@ -131,12 +131,23 @@ class SystemResult:
 
 def choice_counts(selections: pd.DataFrame, column: str = "params") -> pd.DataFrame:
     """What was chosen on validation, counted over folds: one cell per system (rows) and protocol
-    (columns), e.g. ``{"C": 1.0} x4, {"C": 10.0} x2``. ``selections``: the ``selections`` of results
+    (columns), e.g. ``C=1.0 ×4, C=10.0 ×2`` (chosen on 4 splits, on 2). ``selections``: the ``selections`` of results
     (with a ``protocol`` column), ``column``: ``params`` or ``variance``."""
     chosen = selections[selections["chosen"]]
     return (chosen.groupby(["system", "protocol"])[column]
-            .agg(lambda values: ", ".join(f"{v} x{n}" for v, n in values.value_counts().items()))
+            .agg(lambda values: ", ".join(f"{_setting(v)} ×{n}" for v, n in values.value_counts().items()))
             .unstack("protocol"))
+
+
+def _setting(value) -> str:
+    """A chosen setting as a reader reads it: ``{"C": 0.1, "kernel": "rbf"}`` -> ``C=0.1; kernel=rbf``."""
+    try:
+        params = json.loads(value)
+    except (TypeError, ValueError):
+        return str(value)
+    if not isinstance(params, dict):
+        return str(value)
+    return "; ".join(f"{k}={v}" for k, v in params.items()) or "defaults"
 
 
 @dataclass(frozen=True)

@@ -38,3 +38,20 @@ def corpus_level_stats(meta: pd.DataFrame, n_jobs: int = -1) -> pd.DataFrame:
 
 def _stats_of(path: str) -> dict:
     return clip_level_stats(load_audio(path, allow_silent=True))
+
+
+#: The loudness columns as a reader sees them (silence in % of frames).
+LEVEL_NAMES = {"active_rms_dbfs": "active level (dBFS)", "silence_share": "silence (% of frames)"}
+
+
+def in_percent(stats: pd.DataFrame) -> pd.DataFrame:
+    """:func:`corpus_level_stats` with the silence share in % (figures and tables show % everywhere)."""
+    return stats.assign(silence_share=100 * stats["silence_share"])
+
+
+def level_table(stats: pd.DataFrame) -> pd.DataFrame:
+    """Mean active level (dBFS) and silence (% of frames) per emotion and intensity; "-" where the corpus
+    has no clip (RAVDESS has no strong neutral)."""
+    table = (in_percent(stats).groupby(["emotion", "intensity"], observed=True)[list(LEVEL_NAMES)]
+             .mean().unstack("intensity").round(1))
+    return table.rename(columns=LEVEL_NAMES).astype(object).where(table.notna().to_numpy(), "-")
