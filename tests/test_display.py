@@ -92,11 +92,12 @@ def test_published_rows_are_followed_by_the_measured_rows_that_match_them(study)
 def test_tables_show_human_names_percent_whole_folds_and_no_row_numbers():
     raw = pd.DataFrame({"candidate": ["a", "b"], "fold": [1.0, 2.0], "best_epoch": [3.0, 1.0],
                         "val_uar": [0.8203125, 0.5], "uar_drop_std_over_folds": [0.0123, 0.02],
-                        "p_value": [0.309934, 0.0001], "chosen": [True, False]})
+                        "p_value": [0.309934, 0.0001], "chosen": [True, False], "duration": [3.0, 4.0]})
     shown = for_display(raw)
     assert shown.index.name == "candidate" and list(shown.index) == ["a", "b"]  # no stray 0, 1
     assert list(shown.columns) == ["fold", "best epoch", "validation UAR %", "std over folds (points)", "McNemar p",
-                                   "chosen"]
+                                   "chosen", "duration (s)"]
+    assert shown["duration (s)"].dtype == float  # a measurement that happens to be whole stays one
     assert list(shown["fold"]) == [1, 2] and str(shown["fold"].dtype) == "Int64"
     assert list(shown["validation UAR %"]) == [82.0, 50.0]
     assert list(shown["McNemar p"]) == ["p = 0.31", "p < 0.001"] and list(shown["chosen"]) == ["yes", "no"]

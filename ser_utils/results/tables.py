@@ -526,6 +526,11 @@ DISPLAY_NAMES: dict[str, tuple[str, float]] = {
 }
 
 
+#: Columns that hold whole numbers (shown as integers even when pandas read them as floats).
+WHOLE_NUMBERS = frozenset({"fold", "folds", "epoch", "best_epoch", "count", "clips", "n_clips", "n_test", "columns",
+                           "n_features", "layer", "train_layers", "seed", "actor", "repetition"})
+
+
 def display_name(name):
     """The name a reader sees for a raw column or axis name (:data:`DISPLAY_NAMES`); others unchanged."""
     return DISPLAY_NAMES[name][0] if isinstance(name, str) and name in DISPLAY_NAMES else name
@@ -538,8 +543,8 @@ def for_display(frame: pd.DataFrame, digits: int = 1) -> pd.DataFrame:
     out = _drop_row_numbers(frame.copy())
     for position, column in enumerate(out.columns):
         labels = column if isinstance(column, tuple) else (column,)
-        key = next((label for label in labels if isinstance(label, str) and label in DISPLAY_NAMES), None)
-        factor = DISPLAY_NAMES[key][1] if key else 1.0
+        key = next((label for label in labels if isinstance(label, str) and label in DISPLAY_NAMES), labels[-1])
+        factor = DISPLAY_NAMES[key][1] if key in DISPLAY_NAMES else 1.0
         out.isetitem(position, _display_values(out.iloc[:, position], key, factor, digits))
     out.index = _integral_levels(out.index)
     out.columns = _integral_levels(out.columns)
@@ -559,8 +564,9 @@ def _display_values(values: pd.Series, key, factor: float, digits: int) -> pd.Se
     if factor != 1.0:
         return (values * factor).round(digits)
     finite = values.dropna()
-    if pd.api.types.is_float_dtype(values) and len(finite) and (finite == finite.round()).all():
-        return values.astype("Int64")  # a fold, an epoch or a count read back as float
+    if (key in WHOLE_NUMBERS and pd.api.types.is_float_dtype(values) and len(finite)
+            and (finite == finite.round()).all()):
+        return values.astype("Int64")  # a fold, an epoch or a count read back as float (NaN elsewhere)
     return values
 
 
