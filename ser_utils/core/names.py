@@ -46,6 +46,21 @@ def system_kind(system: str) -> str:
     return families.get(prefix, "baseline") if "-" in system else "baseline"
 
 
+def speaker_use(system: str) -> str:
+    """What ``system`` uses of a test speaker at test time: ``"nothing"`` (inductive), ``"enrolment"``
+    (``+spknorm-kN``: N unlabelled clips) or ``"all clips"`` (``+spknorm``: every unlabelled clip, transductive)."""
+    if re.search(r"\+spknorm-k\d+$", system):
+        return "enrolment"
+    return "all clips" if system.endswith("+spknorm") else "nothing"
+
+
+def system_type(system: str) -> str:
+    """``"handcrafted"`` (a baseline), ``"frozen"`` or ``"fine-tuned"`` (``-ft``, ``-ft-topK``) encoder system."""
+    if system_kind(system) == "baseline":
+        return "handcrafted"
+    return "fine-tuned" if re.search(r"-ft(-top\d+)?(\+|$)", system) else "frozen"
+
+
 def system_note(system: str) -> str:
     """What a reader must know about a system's numbers: how it was trained or chosen, and how a
     speaker-normalized one was normalized (notes joined by "; ")."""

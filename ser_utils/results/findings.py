@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from ..core.names import system_kind
+from ..core.names import speaker_use, system_kind, system_type
 
 PRIMARY = "actor-kfold"
 SECONDARY = "random-80-20"
@@ -50,20 +50,6 @@ PUBLISHED_ROWS = (
 )
 SOURCES = {"EmoBox": "EmoBox leaderboard (Ma et al., Interspeech 2024), same six folds",
            "Pepino et al. 2021": "Pepino, Riera, Ferrer, Interspeech 2021"}
-
-
-def speaker_use(system: str) -> str:
-    """``"nothing"``, ``"enrolment"`` or ``"all clips"``: what ``system`` uses of the test speaker."""
-    if re.search(r"\+spknorm-k\d+$", system):
-        return "enrolment"
-    return "all clips" if system.endswith("+spknorm") else "nothing"
-
-
-def system_type(system: str) -> str:
-    """``"handcrafted"``, ``"frozen"`` or ``"fine-tuned"``."""
-    if system_kind(system) == "baseline":
-        return "handcrafted"
-    return "fine-tuned" if re.search(r"-ft(-top\d+)?(\+|$)", system) else "frozen"
 
 
 def describe(system: str) -> str:
@@ -274,6 +260,11 @@ def _plain(sentence: str) -> str:
     for tag, mark in (("b", "**"), ("code", "`")):
         sentence = sentence.replace(f"<{tag}>", mark).replace(f"</{tag}>", mark)
     return sentence
+
+
+def readme_section(table: pd.DataFrame, provenance: dict) -> str:
+    """Alias of :func:`readme_markdown` (the name notebook 05 uses)."""
+    return readme_markdown(table, provenance)
 
 
 def readme_markdown(table: pd.DataFrame, provenance: dict) -> str:
