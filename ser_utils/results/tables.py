@@ -505,8 +505,11 @@ WHOLE_NUMBERS = frozenset({"fold", "folds", "epoch", "best_epoch", "count", "cli
 
 
 def display_name(name):
-    """The name a reader sees for a raw column or axis name (:data:`DISPLAY_NAMES`); others unchanged."""
-    return DISPLAY_NAMES[name][0] if isinstance(name, str) and name in DISPLAY_NAMES else name
+    """The name a reader sees for a raw column or axis name: :data:`DISPLAY_NAMES`, else a snake_case name with
+    spaces (``vocal_channel`` -> ``vocal channel``); others unchanged."""
+    if not isinstance(name, str):
+        return name
+    return DISPLAY_NAMES[name][0] if name in DISPLAY_NAMES else name.replace("_", " ")
 
 
 def for_display(frame: pd.DataFrame, digits: int = 1) -> pd.DataFrame:
