@@ -285,10 +285,9 @@ def readme_markdown(table: pd.DataFrame, provenance: dict) -> str:
         else:
             lines.append(f"| {use[row['use']]} | {row['kind']} | `{row['system']}` | {row['primary']} | "
                          f"{row['secondary']} |")
-    missing = not_run(table)
-    if missing:
-        lines += ["", "Not run: " + "; ".join(f"{len(s)} system{'s' if len(s) > 1 else ''} ({reason})"
-                                             for reason, s in missing) + "."]
+    for reason, systems in not_run(table):
+        lines += ["", f"Not run: {len(systems)} system{'s' if len(systems) > 1 else ''} ({', '.join(systems)}): "
+                      f"{reason}."]
     lines += ["", "Every system with accuracy, macro-F1 and 95 % intervals: [reports/results.html]"
                   "(reports/results.html); the front page: [reports/index.html](reports/index.html)."]
     return "\n".join(lines)
