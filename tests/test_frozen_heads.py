@@ -7,24 +7,30 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from sklearn.linear_model import RidgeClassifier
+from sklearn.linear_model import LogisticRegression, RidgeClassifier
 from sklearn.preprocessing import StandardScaler
 
 from ser_utils.data.corpus import EMOTIONS
+from ser_utils.evaluation.inner_cv import inner_folds
 from ser_utils.evaluation.splits import make_splits
-from ser_utils.features.normalization import Normalization
+from ser_utils.features.normalization import Normalization, SpeakerNormalizer
 from ser_utils.models.frozen import FrozenEncoderModel
 from ser_utils.models.heads import FrozenHead, ModelConfig
 from ser_utils.results.store import read_predictions, read_table
-from ser_utils.results.tables import frozen_head_choices, frozen_heads_summary
-from ser_utils.study.systems import PROJECT, export_selected_frozen, head_candidates, run_frozen
+from ser_utils.results.tables import frozen_head_choices, frozen_heads_post_hoc, frozen_heads_summary
+from ser_utils.study.systems import PROJECT, export_selected_frozen, run_frozen, selected_candidates
 from ser_utils.training.frozen_heads import (
+    LOGISTIC_CS,
     RIDGE_ALPHAS,
+    SELECTED_ALPHAS,
     Trial,
+    _Kernel,
     choose,
     frozen_predictions,
     normalized_variants,
+    select_head,
     train_frozen_head,
+    training_prior,
 )
 
 LINEAR_ALL = ModelConfig(pooling="mean+std", layers="all", head_hidden=0)
@@ -100,7 +106,7 @@ def test_the_study_writes_the_selected_system_beside_the_recipes_own(frozen_stud
 
     monkeypatch.setattr(systems, "backbone_embeddings", lambda *args, **kwargs: embeddings)
     metrics, _, _ = run_frozen(profile, meta, backbone, [PROJECT], ["actor-kfold"], folds=[1, 2],
-                               normalizations=[Normalization("speaker-k", 10)], head_seeds=2)
+                               normalizations=[Normalization("speaker-k", 10)], mlp_candidates=False)
     assert set(metrics["system"]) == {"whisper-project-frozen", "whisper-project-frozen+spknorm-k10",
                                       "whisper-selected-frozen", "whisper-selected-frozen+spknorm-k10"}
     splits = [s for s in make_splits(meta, "actor-kfold") if s.fold in (1, 2)]
@@ -109,39 +115,41 @@ def test_the_study_writes_the_selected_system_beside_the_recipes_own(frozen_stud
     assert (saved["predicted"].to_numpy() == own["predicted"].to_numpy()).all()  # the recipe's head as before
     trials = read_table(profile.results_dir, "frozen_heads")
     plain = trials[trials["system"] == "whisper-selected-frozen"]
-    assert set(plain["head"]) == set(head_candidates(PROJECT))
-    assert sorted(plain[plain["head"] == "mlp-weighted-mean"]["seed"].unique()) == [0, 1]
-    assert set(plain[plain["head"] == "linear-all-mean+std"]["seed"]) == {-1}  # closed form: no seed
+    assert set(plain["head"]) == {c.name for c in selected_candidates(PROJECT, mlp=False)}
+    assert len(plain) == 2 * (len(SELECTED_ALPHAS) + len(LOGISTIC_CS))  # every setting of every fold
+    assert plain["inner_grouped"].all() and (plain["inner_folds"] == 4).all()
     normed = trials[trials["system"] == "whisper-selected-frozen+spknorm-k10"]
     assert set(normed["variance"]) == {"mean", "shrunk"}
     choices = read_table(profile.results_dir, "frozen_selection")
-    for (system, fold, seed), chosen in choices.groupby(["system", "fold", "seed"]):
-        candidates = trials[(trials["system"] == system) & (trials["fold"] == fold)
-                            & trials["seed"].isin([seed, -1])]
-        assert len(chosen) == 1 and chosen["val_uar"].iloc[0] == candidates["val_uar"].max()
+    for (system, fold), chosen in choices.groupby(["system", "fold"]):
+        candidates = trials[(trials["system"] == system) & (trials["fold"] == fold)]
+        assert len(chosen) == 1 and chosen["inner_uar"].iloc[0] == candidates["inner_uar"].max()
     selected = metrics[metrics["system"] == "whisper-selected-frozen"].set_index("fold")["uar"]
-    seed0 = choices[(choices["system"] == "whisper-selected-frozen") & (choices["seed"] == 0)].set_index("fold")
-    assert np.allclose(selected.sort_index(), seed0["test_uar"].sort_index())
+    chosen = choices[choices["system"] == "whisper-selected-frozen"].set_index("fold")
+    assert np.allclose(selected.sort_index(), chosen["test_uar"].sort_index())
     summary = frozen_heads_summary(trials, choices)
-    by_seed = choices[choices["system"] == "whisper-selected-frozen"].groupby("seed")["test_uar"].mean() * 100
-    assert summary.loc["whisper-selected-frozen", "validation-chosen (headline)"] == \
-        f"{by_seed.mean():.1f} ± {by_seed.std():.1f}"
-    linear = plain[plain["head"] == "linear-all-mean+std"]["test_uar"].mean() * 100
-    assert summary.loc["whisper-selected-frozen", "linear-all-mean+std (post hoc)"] == f"{linear:.1f}"
+    assert summary.loc["whisper-selected-frozen", "inner-CV-chosen (headline)"] == \
+        f"{100 * chosen['test_uar'].mean():.1f}"
+    ridge = plain[plain["head"] == "ridge-all-mean+std"]
+    own_setting = ridge.loc[ridge.groupby("fold")["inner_uar"].idxmax(), "test_uar"].mean() * 100
+    assert summary.loc["whisper-selected-frozen", "ridge-all-mean+std (post hoc)"] == f"{own_setting:.1f}"
     per_fold = frozen_head_choices(choices)
-    assert list(per_fold.columns) == [1, 2] and per_fold.loc["whisper-selected-frozen+spknorm-k10", 1].endswith(
-        (" / mean", " / shrunk"))
+    assert list(per_fold.columns) == [1, 2] and "/ mean (inner" in per_fold.loc[
+        "whisper-selected-frozen+spknorm-k10", 1].replace("/ shrunk (inner", "/ mean (inner")
+    assert set(frozen_heads_post_hoc(trials).index.get_level_values("system")) == set(trials["system"])
 
 
 def test_the_exported_selected_system_predicts_what_its_fold_chose(frozen_study):
     profile, meta, backbone, embeddings = frozen_study
-    exported = export_selected_frozen(profile, meta, backbone, embeddings, PROJECT, [Normalization("speaker-k", 10)])
+    exported = export_selected_frozen(profile, meta, backbone, embeddings, PROJECT, [Normalization("speaker-k", 10)],
+                                      mlp_candidates=False)
     assert list(exported) == ["whisper-selected-frozen", "whisper-selected-frozen+spknorm-k10"]
     folder = exported["whisper-selected-frozen"]
     evaluation = json.loads((folder / "evaluation.json").read_text())
-    assert evaluation["head"] in head_candidates(PROJECT)
+    candidates = {c.name: c for c in selected_candidates(PROJECT, mlp=False)}
+    assert evaluation["head"] in candidates
     model = FrozenEncoderModel.from_pretrained(folder, device="cpu")
-    assert model.model_config.head_name == evaluation["head"]
+    assert model.model_config.head_name == candidates[evaluation["head"]].config.head_name
     split = make_splits(meta, "actor-kfold")[0]
     test = split.frames(meta)[2]
     x = np.stack([embeddings[p] for p in test["path"]]).astype(np.float32)
@@ -157,3 +165,49 @@ def test_normalized_variants_are_built_from_the_embeddings_alone(frozen_study):
     assert set(variants) == {"mean", "shrunk"}
     per_actor = pd.DataFrame(variants["mean"][0][:, 1, 1, :4]).groupby(meta["actor"].to_numpy()).mean()
     assert np.allclose(per_actor, 0.0, atol=1e-4)  # each speaker centred with their own clips
+
+
+def test_no_test_clip_reaches_the_choice_and_inner_folds_never_share_an_actor(frozen_study):
+    """Poisoned test rows (embeddings scaled and shifted) change neither the choice nor any inner score, plain or
+    speaker-normalized (the prior variance is pooled over training speakers only); inner folds are actor-disjoint
+    and hold training actors only."""
+    _, meta, _, embeddings = frozen_study
+    split = make_splits(meta, "actor-kfold")[0]
+    train, val, test = (meta.index.get_indexer(part.index) for part in split.frames(meta))
+    train = np.sort(np.concatenate([train, val]))
+    x = np.stack([embeddings[p] for p in meta["path"]]).astype(np.float32)
+    y = meta["emotion"].map({e: i for i, e in enumerate(EMOTIONS)}).to_numpy()
+    actors = meta["actor"].astype(str).to_numpy()
+    poisoned = x.copy()
+    poisoned[test] = 50.0 * poisoned[test] + 7.0
+    candidates = selected_candidates(PROJECT, mlp=False)
+    for normalization in (Normalization(), Normalization("speaker-k", 10)):
+        clean, dirty = (select_head(data, y, actors, train, test, candidates, normalization) for data in (x, poisoned))
+        assert clean.choice.chosen == dirty.choice.chosen and clean.choice.scores == dirty.choice.scores
+    folds = inner_folds(y[train], actors[train])
+    for fit, score_rows in folds:
+        assert not set(actors[train][fit]) & set(actors[train][score_rows])
+        assert not set(actors[train][fit]) & set(actors[test])
+
+
+def test_the_dual_logistic_regression_is_scikit_learns_on_the_standardised_features():
+    x, y = toy_embeddings(200, seed=3)
+    kernel = _Kernel(LINEAR_ALL, x[:150], y[:150], x[150:])
+    predicted, head = kernel.model("logistic", 0.01)
+    features = x[:, :, 1:3].reshape(len(x), -1)
+    scaler = StandardScaler().fit(features[:150])
+    scaler.scale_ = features[:150].std(0, ddof=1)
+    reference = LogisticRegression(C=0.01, max_iter=5000, tol=1e-8).fit(scaler.transform(features[:150]), y[:150])
+    with torch.no_grad():
+        ours = head(torch.as_tensor(x[150:])).numpy()
+    np.testing.assert_allclose(ours, reference.decision_function(scaler.transform(features[150:])), atol=2e-3)
+    assert (predicted == ours.argmax(-1)).all()
+
+
+def test_the_training_prior_is_the_normalizers_own_over_training_speakers():
+    rng = np.random.default_rng(0)
+    flat, groups = rng.normal(size=(60, 5)), np.repeat(np.array(["1", "2", "3"]), 20)
+    everyone = training_prior(flat, groups, np.ones(60, dtype=bool), 10, seed=4)
+    assert np.allclose(everyone, SpeakerNormalizer("shrunk", 10, seed=4).fit(flat, groups).prior_var_)
+    first_two = training_prior(flat, groups, groups != "3", None, seed=4)
+    assert np.allclose(first_two, SpeakerNormalizer("shrunk").fit(flat[:40], groups[:40]).prior_var_)

@@ -293,27 +293,47 @@ def finetuned_vs_frozen(metrics: pd.DataFrame, predictions: pd.DataFrame, protoc
 
 
 def frozen_heads_summary(trials: pd.DataFrame, choices: pd.DataFrame, protocol: str = "actor-kfold") -> pd.DataFrame:
-    """Test UAR (%) of each selected frozen system (``frozen_heads`` / ``frozen_selection`` tables): the
-    validation-chosen head (the headline), then, post hoc, each candidate head alone (its variance chosen on
-    validation); cells are the mean over folds, ``± std`` over seeds where a head has several."""
-    def cell(rows: pd.DataFrame) -> str:
-        per_seed = rows.groupby("seed")["test_uar"].mean() * 100
-        return f"{per_seed.mean():.1f}" + (f" ± {per_seed.std():.1f}" if len(per_seed) > 1 else "")
-
+    """Test UAR (%, mean over folds) of each selected frozen system (``frozen_heads`` / ``frozen_selection``
+    tables): the head chosen by inner cross-validation (the headline), then, post hoc, each candidate head
+    alone (its penalty and variance still chosen by the inner CV) and the best single setting in hindsight."""
     out = {}
     for system, chosen in choices[choices["protocol"] == protocol].groupby("system", sort=False):
         tried = trials[(trials["protocol"] == protocol) & (trials["system"] == system)]
-        best = tried.loc[tried.groupby(["head", "seed", "fold"], sort=False)["val_uar"].idxmax()]  # its variance
-        out[system] = {"validation-chosen (headline)": cell(chosen),
-                       **{f"{head} (post hoc)": cell(rows) for head, rows in best.groupby("head", sort=False)}}
+        own = tried.loc[tried.groupby(["head", "fold"], sort=False)["inner_uar"].idxmax()]  # its own setting
+        settings = tried.assign(setting=_setting_label(tried)).groupby("setting", sort=False)["test_uar"].mean()
+        row = {"inner-CV-chosen (headline)": f"{100 * chosen['test_uar'].mean():.1f}",
+               "its inner-CV UAR": f"{100 * chosen['inner_uar'].mean():.1f}"}
+        row.update({f"{head} (post hoc)": f"{100 * rows['test_uar'].mean():.1f}"
+                    for head, rows in own.groupby("head", sort=False)})
+        row["best setting (post hoc)"] = f"{100 * settings.max():.1f} ({settings.idxmax()})"
+        out[system] = row
     return pd.DataFrame(out).T.rename_axis(index="system", columns=f"test UAR % ({protocol})")
 
 
 def frozen_head_choices(choices: pd.DataFrame, protocol: str = "actor-kfold") -> pd.DataFrame:
-    """Which head (and variance) validation chose per fold, at the first seed: systems x folds."""
-    first = choices[(choices["protocol"] == protocol) & (choices["seed"] == choices["seed"].min())]
-    label = first["head"] + np.where(first["variance"].astype(str) != "", " / " + first["variance"].astype(str), "")
+    """Which head (penalty, variance) inner cross-validation chose per fold, with its inner-CV UAR: systems x
+    folds."""
+    first = choices[choices["protocol"] == protocol]
+    label = _setting_label(first) + " (inner " + (100 * first["inner_uar"]).map("{:.1f}".format) + ")"
     return first.assign(choice=label).pivot(index="system", columns="fold", values="choice")
+
+
+def frozen_heads_post_hoc(trials: pd.DataFrame, protocol: str = "actor-kfold") -> pd.DataFrame:
+    """Post hoc: every candidate setting's mean inner-CV UAR and test UAR (%) over folds, per system; best
+    test first. No choice reads the test column."""
+    tried = trials[trials["protocol"] == protocol]
+    table = (tried.assign(setting=_setting_label(tried)).groupby(["system", "setting"], sort=False)
+             .agg(inner_uar=("inner_uar", "mean"), test_uar=("test_uar", "mean"), chosen=("chosen", "sum")))
+    return table.sort_values(["system", "test_uar"], ascending=[True, False]).rename(
+        columns={"chosen": "folds chosen"})
+
+
+def _setting_label(rows: pd.DataFrame) -> pd.Series:
+    """``head``, `` C=...`` / `` alpha=...`` for a penalised linear head, `` / variance`` with a normalization."""
+    penalty = rows["penalty"].astype(float)
+    name = np.where(rows["head"].str.startswith("logreg"), " C=", " alpha=")
+    label = rows["head"].astype(str) + np.where(penalty.notna(), name + penalty.map("{:g}".format), "")
+    return label + np.where(rows["variance"].astype(str) != "", " / " + rows["variance"].astype(str), "")
 
 
 def format_cell(mean: float, std: float, low: float, high: float, scale: float = 100.0) -> str:
@@ -486,7 +506,10 @@ DISPLAY_NAMES: dict[str, tuple[str, float]] = {
     **{f"{p} {m}": (f"{p} {m} %", 1.0) for p in ("actor-kfold", "random-80-20") for m in ("UAR", "accuracy")},
     "accuracy gap (pp)": ("accuracy gap (points)", 1.0), "uar gap (pp)": ("UAR gap (points)", 1.0),
     "val_uar": ("validation UAR %", 100.0), "val_accuracy": ("validation accuracy %", 100.0),
-    "test_uar": ("test UAR %", 100.0), "val_loss": ("validation loss", 1.0), "train_loss": ("training loss", 1.0),
+    "test_uar": ("test UAR %", 100.0), "inner_uar": ("inner-CV UAR %", 100.0),
+    "inner_uar_std": ("inner-CV UAR std (points)", 100.0), "inner_folds": ("inner folds", 1.0),
+    "inner_grouped": ("inner folds by actor", 1.0), "penalty": ("penalty (ridge alpha / logistic C)", 1.0),
+    "val_loss": ("validation loss", 1.0), "train_loss": ("training loss", 1.0),
     "uar_drop_mean": ("UAR drop when shuffled (points)", 100.0),
     "uar_drop_std_over_folds": ("std over folds (points)", 100.0),
     "n_features": ("columns", 1.0), "n_clips": ("clips", 1.0), "n_test": ("test clips", 1.0),
@@ -501,7 +524,8 @@ DISPLAY_NAMES: dict[str, tuple[str, float]] = {
 
 #: Columns that hold whole numbers (shown as integers even when pandas read them as floats).
 WHOLE_NUMBERS = frozenset({"fold", "folds", "epoch", "best_epoch", "count", "clips", "n_clips", "n_test", "columns",
-                           "n_features", "layer", "train_layers", "seed", "actor", "repetition"})
+                           "n_features", "layer", "train_layers", "seed", "actor", "repetition", "inner_folds",
+                           "epochs", "folds chosen"})
 
 
 def display_name(name):

@@ -137,46 +137,60 @@ def is_main_process() -> bool:
     return processes_state().is_main_process
 
 
-#: The recipe name of the frozen system whose head is chosen per fold on validation actors among
-#: :func:`head_candidates` (``whisper-selected-frozen``).
+#: The recipe name of the frozen system whose head is chosen per split by inner cross-validation on the
+#: split's training clips among :func:`selected_candidates` (``whisper-selected-frozen``).
 SELECTED = "selected"
 
 
 def head_candidates(recipe: Recipe) -> dict[str, ModelConfig]:
-    """The heads a recipe's frozen system trains, by name (``ModelConfig.head_name``). The project recipe's
-    own head first (a tie keeps it), then statistics pooling (mean and standard deviation) with the same
-    MLP, and a linear head (ridge, closed form) on every layer's mean and standard deviation side by side;
-    the selected system chooses among them. Other recipes: their own head."""
+    """The recipe's own frozen head, by name (``ModelConfig.head_name``): its row trains it as the recipe
+    says (early stopping on the split's validation actors)."""
+    return {recipe.model.head_name: recipe.model}
+
+
+def selected_candidates(recipe: Recipe, mlp: bool = True) -> list:
+    """The heads the selected system chooses among by inner cross-validation (none for recipes other than
+    the project's): ridge and multinomial logistic regression on every layer's mean and standard deviation
+    side by side (standardised; each penalty of a small grid a candidate), and, with ``mlp``, the project's
+    MLP on the weighted layers with mean and with mean+std pooling."""
+    from ..training.frozen_heads import LOGISTIC_CS, SELECTED_ALPHAS, HeadCandidate
+
     if recipe.name != "project":
-        return {recipe.model.head_name: recipe.model}
-    heads = [recipe.model, replace(recipe.model, pooling="mean+std"),
-             replace(recipe.model, pooling="mean+std", layers="all", head_hidden=0)]
-    return {head.head_name: head for head in heads}
+        return []
+    linear = replace(recipe.model, pooling="mean+std", layers="all", head_hidden=0)
+    heads = [HeadCandidate("ridge-all-mean+std", linear, "ridge", SELECTED_ALPHAS),
+             HeadCandidate("logreg-all-mean+std", linear, "logistic", LOGISTIC_CS)]
+    if mlp:
+        heads += [HeadCandidate(config.head_name, config)
+                  for config in (recipe.model, replace(recipe.model, pooling="mean+std"))]
+    return heads
 
 
 def frozen_systems(backbone: StudyBackbone, recipes: Sequence[Recipe], normalizations: Sequence[Normalization] = ()):
-    """The frozen systems' names, each recipe (and the selected system beside a recipe with several head
+    """The frozen systems' names, each recipe (and the selected system beside a recipe with head
     candidates) plain and with each normalization."""
     names = [backbone.system(r, "frozen") for r in recipes]
-    names += [encoder_system(backbone.family, SELECTED, "frozen") for r in recipes if len(head_candidates(r)) > 1]
+    names += [encoder_system(backbone.family, SELECTED, "frozen") for r in recipes if selected_candidates(r)]
     return [name + n.suffix for name in names for n in [Normalization(), *normalizations]]
 
 
 def run_frozen(profile: Profile, meta: pd.DataFrame, backbone: StudyBackbone, recipes: Sequence[Recipe],
                protocols: Sequence[str] = PROTOCOLS, *, folds: Sequence[int] | None = None,
                random_repeats: int = 5, batch_size: int | None = None,
-               normalizations: Sequence[Normalization] = (), frames_of: Sequence[int] = (), head_seeds: int = 1
+               normalizations: Sequence[Normalization] = (), frames_of: Sequence[int] = (), mlp_candidates: bool = True
                ) -> tuple[pd.DataFrame, dict, pd.DataFrame]:
     """Frozen mode: extract (or read cached) per-layer embeddings once, train each recipe's heads per split.
 
     ``normalizations`` (e.g. speaker, speaker-k10) add a speaker-normalized variant of each system
-    (``<system>+spknorm``, ``<system>+spknorm-k10``); each normalization's embeddings are built once. A
-    recipe with several :func:`head_candidates` trains them all (the SGD ones with ``head_seeds`` seeds
-    under actor-kfold, one under random-80-20); its own system keeps its own head, and
-    ``<family>-selected-frozen`` takes, per split, the candidate with the best validation UAR (seed
-    ``profile.seed``). Every trial is written to the ``frozen_heads`` table and every choice (one per
-    seed) to ``frozen_selection``. ``frames_of``: hidden states whose frames the same encoder pass
-    caches for partial fine-tuning (:func:`ser_utils.study.partial.frame_states`).
+    (``<system>+spknorm``, ``<system>+spknorm-k10``). Each recipe's own system trains its own head
+    (early stopping and the normalization's variance on the split's validation actors, as the recipe says).
+    Beside the project recipe, ``<family>-selected-frozen`` chooses per split among
+    :func:`selected_candidates` (``mlp_candidates``: with the MLPs) by inner cross-validation on the split's
+    training clips (grouped by actor under actor-kfold, stratified by class under random-80-20; the
+    variance is a candidate too); the test clips only score the refitted choice. Every candidate's inner and
+    (post hoc) test UAR goes to the ``frozen_heads`` table, each split's choice to ``frozen_selection``.
+    ``frames_of``: hidden states whose frames the same encoder pass caches for partial fine-tuning
+    (:func:`ser_utils.study.partial.frame_states`).
 
     Returns the fold metrics of every system, the embeddings (path -> ``(L+1, 3, D)``) and the
     per-layer probe under ``actor-kfold`` (empty if that protocol is not run).
@@ -187,39 +201,46 @@ def run_frozen(profile: Profile, meta: pd.DataFrame, backbone: StudyBackbone, re
     meta = meta[meta["path"].isin(embeddings.keys())].reset_index(drop=True)  # files that failed are left out
     splits = {protocol: protocol_splits(meta, protocol, profile, folds=folds, random_repeats=random_repeats)
               for protocol in protocols}
-    predictions, trials, choices = {}, [], []
+    predictions, tables = {}, []
     for normalization in [Normalization(), *normalizations]:
         variants = normalized_variants(meta, embeddings, normalization, seed=profile.seed)
-        for protocol, protocol_splits_ in splits.items():
-            seeds = [profile.seed + i for i in range(head_seeds if protocol == "actor-kfold" else 1)]
+        for protocol_splits_ in splits.values():
             for recipe in recipes:
-                _frozen_recipe(meta, protocol_splits_, variants, backbone, recipe, normalization, seeds, predictions,
-                               trials, choices)
-    if is_main_process() and trials:
-        write_table(pd.concat(trials, ignore_index=True), profile.results_dir, "frozen_heads")
-        write_table(pd.concat(choices, ignore_index=True), profile.results_dir, "frozen_selection")
+                _frozen_recipe(meta, protocol_splits_, variants, backbone, recipe, normalization, profile.seed,
+                               predictions)
+                candidates = selected_candidates(recipe, mlp_candidates)
+                if candidates:
+                    tables.append(_selected_system(meta, protocol_splits_, embeddings, backbone, candidates,
+                                                   normalization, profile.seed, predictions))
+    if is_main_process() and tables:
+        trials = pd.concat(tables, ignore_index=True)
+        write_table(trials, profile.results_dir, "frozen_heads")
+        write_table(trials[trials["chosen"]].drop(columns="chosen").reset_index(drop=True), profile.results_dir,
+                    "frozen_selection")
     probe = layer_probe(meta, splits["actor-kfold"], embeddings) if "actor-kfold" in splits else pd.DataFrame()
     return write_systems(predictions, profile.results_dir), embeddings, probe
 
 
 def _frozen_recipe(meta, splits, variants, backbone: StudyBackbone, recipe: Recipe, normalization: Normalization,
-                   seeds: list[int], predictions: dict, trials: list, choices: list) -> None:
-    """One recipe's heads on one protocol's splits: its system (its own head) and, with several
-    candidates, the selected system; their predictions, trials and choices appended."""
-    from ..training.frozen_heads import choices_table, choose, frozen_trials, trial_predictions, trials_table
+                   seed: int, predictions: dict) -> None:
+    """One recipe's own head on one protocol's splits (chosen on validation actors as the recipe says)."""
+    from ..training.frozen_heads import choose, frozen_trials, trial_predictions
 
-    candidates, labels = head_candidates(recipe), recipe.model.labels
-    fitted = frozen_trials(meta, splits, variants, candidates, seeds=seeds if len(candidates) > 1 else seeds[:1])
+    fitted = frozen_trials(meta, splits, variants, head_candidates(recipe), seeds=[seed])
     own = backbone.system(recipe, "frozen") + normalization.suffix
-    predictions.setdefault(own, []).append(
-        trial_predictions(meta, splits, choose(fitted, [recipe.model.head_name], seeds[0]), own, labels))
-    if len(candidates) == 1:
-        return
-    selected = encoder_system(backbone.family, SELECTED, "frozen") + normalization.suffix
-    picks = {seed: choose(fitted, None, seed) for seed in seeds}
-    predictions.setdefault(selected, []).append(trial_predictions(meta, splits, picks[seeds[0]], selected, labels))
-    trials.append(trials_table(meta, splits, fitted, labels).assign(system=selected))
-    choices.append(choices_table(meta, splits, picks, labels).assign(system=selected))
+    predictions.setdefault(own, []).append(trial_predictions(meta, splits, choose(fitted), own, recipe.model.labels))
+
+
+def _selected_system(meta, splits, embeddings, backbone: StudyBackbone, candidates: list,
+                     normalization: Normalization, seed: int, predictions: dict) -> pd.DataFrame:
+    """The selected system on one protocol's splits: its predictions appended, every candidate's row returned."""
+    from ..training.frozen_heads import selected_heads, selection_predictions, selection_table
+
+    labels = candidates[0].config.labels
+    system = encoder_system(backbone.family, SELECTED, "frozen") + normalization.suffix
+    selections = selected_heads(meta, splits, embeddings, candidates, normalization, seed=seed)
+    predictions.setdefault(system, []).append(selection_predictions(meta, splits, selections, system, labels))
+    return selection_table(meta, splits, selections, labels).assign(system=system)
 
 
 def backbone_embeddings(profile: Profile, meta: pd.DataFrame, backbone: StudyBackbone, *,
@@ -246,47 +267,55 @@ def comparison_subset(meta: pd.DataFrame, clips_per_actor: int) -> pd.DataFrame:
 
 def export_selected_frozen(profile: Profile, meta: pd.DataFrame, backbone: StudyBackbone,
                            embeddings: dict[str, np.ndarray], recipe: Recipe, normalizations: Sequence[Normalization],
-                           fold: int = 1) -> dict[str, Path]:
-    """Export the selected frozen system (``recipe``'s head candidates, chosen on the fold's validation
-    actors), plain and with the first of ``normalizations``, as model folders (:func:`export_frozen`);
-    returns system -> folder."""
+                           fold: int = 1, mlp_candidates: bool = True) -> dict[str, Path]:
+    """Export the selected frozen system (``recipe``'s :func:`selected_candidates`, chosen by inner
+    cross-validation on the fold's training actors), plain and with the first of ``normalizations``, as
+    model folders (:func:`export_frozen`); returns system -> folder."""
     exported = {}
     for normalization in [Normalization(), *list(normalizations)[:1]]:
         system, folder = export_frozen(profile, meta, backbone, embeddings, recipe, normalization, fold=fold,
-                                       select=True)
+                                       select=True, mlp_candidates=mlp_candidates)
         exported[system] = folder
     return exported
 
 
 def export_frozen(profile: Profile, meta: pd.DataFrame, backbone: StudyBackbone, embeddings: dict[str, np.ndarray],
-                  recipe: Recipe, normalization: Normalization, fold: int = 1,
-                  select: bool = False) -> tuple[str, Path]:
+                  recipe: Recipe, normalization: Normalization, fold: int = 1, select: bool = False,
+                  mlp_candidates: bool = True) -> tuple[str, Path]:
     """Save a frozen system as a model folder for ``predict`` / ``evaluate``: ``models_dir/<family>-frozen``
     (``-frozen-spknorm`` with a speaker normalization); returns the system's name and the folder.
 
-    The head is actor-kfold fold ``fold``'s, trained as in the study (validation actors from the
-    training part, the variance and, with ``select``, the head among :func:`head_candidates` chosen on
-    them): the selected system with ``select``, the recipe's own head otherwise. It never saw its test
-    actors, so its test scores (``evaluation.json`` beside it: the fold's test clips as the study scored
-    them) are an honest estimate for unseen speakers.
+    The head is actor-kfold fold ``fold``'s, trained as in the study: with ``select``, the selected
+    system's (the head, penalty and variance chosen by inner cross-validation on the fold's training
+    actors, refitted on all of them); otherwise the recipe's own head (validation actors from the training
+    part). It never saw its test actors, so its test scores (``evaluation.json`` beside it: the fold's test
+    clips as the study scored them) are an honest estimate for unseen speakers.
     """
     from ..models.frozen import FrozenEncoderModel
-    from ..training.frozen_heads import choose, frozen_trials, normalized_variants
+    from ..training.frozen_heads import choose, frozen_trials, normalized_variants, selected_heads
 
     meta = meta[meta["path"].isin(embeddings.keys())].reset_index(drop=True)
     split = next(s for s in make_splits(meta, "actor-kfold", seed=profile.seed) if s.fold == fold)
-    variants = normalized_variants(meta, embeddings, normalization, seed=profile.seed)
-    candidates = head_candidates(recipe) if select else {recipe.model.head_name: recipe.model}
-    (trial,) = choose(frozen_trials(meta, [split], variants, candidates, seeds=(profile.seed,)))
+    if select:
+        (selection,) = selected_heads(meta, [split], embeddings, selected_candidates(recipe, mlp_candidates),
+                                      normalization, seed=profile.seed)
+        setting = selection.chosen
+        head, variance, model_head = setting.head.name, setting.variance, selection.model
+        predicted, recorded = selection.predicted[selection.choice.chosen], selection.normalization
+    else:
+        variants = normalized_variants(meta, embeddings, normalization, seed=profile.seed)
+        (trial,) = choose(frozen_trials(meta, [split], variants, head_candidates(recipe), seeds=(profile.seed,)))
+        head, variance, model_head, predicted, recorded = (trial.head, trial.variance, trial.model, trial.predicted,
+                                                           trial.normalization)
     encoder = study_encoder(backbone.checkpoint, backbone.options)
     system = (encoder_system(backbone.family, SELECTED, "frozen") if select else backbone.system(recipe, "frozen"))
     system += normalization.suffix
     test = split.frames(meta)[2]
-    scores = score(test["emotion"].astype(str), np.asarray(recipe.model.labels)[trial.predicted])
+    scores = score(test["emotion"].astype(str), np.asarray(recipe.model.labels)[predicted])
     info = {"protocol": "actor-kfold", "fold": fold, "profile": profile.name, "data": profile.describe_data(),
-            "backbone": backbone.describe(), "head": trial.head, "variance": trial.variance,
+            "backbone": backbone.describe(), "head": head, "variance": variance,
             "test_actors": sorted(int(a) for a in test["actor"].unique()), **scores.as_dict()}
-    model = FrozenEncoderModel(encoder, trial.model, system=system, normalization=trial.normalization, info=info)
+    model = FrozenEncoderModel(encoder, model_head, system=system, normalization=recorded, info=info)
     target = profile.models_dir / model_folder(backbone.family, "frozen", normalization.kind != "none")
     shutil.rmtree(target, ignore_errors=True)
     model.save_pretrained(target)
