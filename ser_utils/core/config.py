@@ -119,12 +119,14 @@ class EncoderRun:
     (``speaker``, ``speaker-k``, ``speaker-k<N>``); ``finetune_on_cpu``: fine-tune without a GPU (hours
     per fold at full size); ``comparison_clips``: clips per actor of Whisper's input comparison, from the
     quick subset (statement 1, repetition 1: 15 per actor), or from the whole corpus when above 15 (60:
-    all of it; Whisper's 30 s input costs about 10 minutes for the whole corpus on 2 cores); ``head_seeds``:
+    all of it; Whisper's 30 s input costs about 10 minutes for the whole corpus on 2 cores; 8, the default
+    since issue 34, is each actor's normal-intensity clip of every emotion, 192 clips); ``head_seeds``:
     seeds of each SGD-trained frozen head candidate under actor-kfold (one under random-80-20).
 
     Partial fine-tuning (the top ``k`` encoder layers from cached lower-layer states, every machine):
     ``partial_layers`` and ``partial_lrs`` (backbone learning rates) are the candidates, chosen on the
-    first selected actor-kfold fold's validation actors (empty ``partial_layers``: not run); the head
+    first selected actor-kfold fold's validation actors (empty ``partial_layers``: not run; one candidate,
+    the default since issue 34: fixed to lr 2e-4, what the last full run chose over 5e-5, no trial run); the head
     starts from a frozen head (linear probing, then fine-tuning) and trains at ``partial_lr_head``;
     ``partial_epochs`` / ``partial_batch_size`` / ``partial_random_repeats``: its sizes.
     """
@@ -136,10 +138,10 @@ class EncoderRun:
     batch_size: int | None = None
     normalizations: tuple[str, ...] = ("speaker", "speaker-k")
     finetune_on_cpu: bool = False
-    comparison_clips: int = 10
+    comparison_clips: int = 8
     head_seeds: int = 3
     partial_layers: tuple[int, ...] = (1,)
-    partial_lrs: tuple[float, ...] = (5e-5, 2e-4)
+    partial_lrs: tuple[float, ...] = (2e-4,)
     partial_lr_head: float = 1e-4
     partial_epochs: int = 3
     partial_batch_size: int = 8
