@@ -18,9 +18,19 @@ from ..core.config import SettingError
 from ..data.corpus import EMOTIONS
 from ..features import FeatureExtractor, FeatureTable, make_extractor
 from .classifiers import fit_quietly, make_classifier
-from .deployable import Deployable
+from .deployable import Deployable, check_labels, check_number
+from .folder import read_json
 
 FORMAT, FORMAT_VERSION = "ser-utils-baseline", 1
+#: The sane range of each number a baseline folder's ``config.json`` may set (``field: (low, high, whole)``;
+#: ``sample_rate`` also at the top level), checked before the feature extractor is built: a sample rate of
+#: 1e9 made every file allocate 14 GiB (or crash), and an FFT size of 1e9 would do the same.
+FEATURE_LIMITS = {
+    "sample_rate": (1_000, 384_000, True), "n_fft": (16, 65_536, True), "hop_length": (1, 65_536, True),
+    "n_mfcc": (1, 256, True), "n_mels": (1, 512, True), "delta_width": (3, 1_001, True), "n_chroma": (1, 120, True),
+    "contrast_bands": (1, 12, True), "contrast_fmin": (1.0, 20_000.0, False), "rolloff_percent": (0.01, 0.99, False),
+    "chroma_tuning": (-0.5, 0.5, False), "min_seconds": (0.001, 60.0, False),
+}
 
 
 class BaselineModel(Deployable):
@@ -51,7 +61,7 @@ class BaselineModel(Deployable):
                  info: dict | None = None, normalization: dict | None = None):
         self.extractor = extractor
         self.pipeline = pipeline
-        self.labels = tuple(labels)
+        self.labels = check_labels(list(labels))  # on fit, save and load alike
         self.classifier = classifier
         self.params = dict(params or {})
         self.families = tuple(families) if families else None
@@ -170,6 +180,7 @@ class BaselineModel(Deployable):
             raise FileNotFoundError(f"{directory}: not a baseline model directory (needs {cls.CONFIG} "
                                     f"and {cls.PIPELINE})")
         config = _read_config(config_path)
+        _check_numbers(config, config_path)
         saved = config.get("packages", {}).get("scikit-learn") if isinstance(config.get("packages"), dict) else None
         if saved and saved != metadata.version("scikit-learn"):
             warnings.warn(f"{directory}: saved with scikit-learn {saved}, loading with "
@@ -204,12 +215,27 @@ class BaselineModel(Deployable):
 def _read_config(path: Path) -> dict:
     """``config.json`` of a baseline folder as a dict; anything else is a ``ValueError`` naming it."""
     try:
-        config = json.loads(path.read_text())
+        config = read_json(path)
     except (UnicodeDecodeError, json.JSONDecodeError) as err:
         raise ValueError(f"{path}: not valid JSON ({err})") from err
+    except ValueError as err:  # nested too deeply
+        raise ValueError(f"{path}: {err}") from err
     if not isinstance(config, dict) or config.get("format") != FORMAT:
         raise ValueError(f"{path}: not a ser-utils baseline model config")
     return config
+
+
+def _check_numbers(config: dict, path: Path) -> None:
+    """Every number of :data:`FEATURE_LIMITS` that ``config`` (or its ``feature_config``) sets, and its
+    labels, in range: ``ValueError`` naming the file and the field, before anything is built."""
+    features = config.get("feature_config")
+    settings = [("sample_rate", config.get("sample_rate"))]
+    settings += [(f"feature_config.{k}", v) for k, v in features.items()] if isinstance(features, dict) else []
+    for field, value in settings:
+        low, high, whole = FEATURE_LIMITS.get(field.rpartition(".")[2], (None, None, None))
+        if low is not None and not (value is None and field.endswith("chroma_tuning")):  # None: estimated per clip
+            check_number(value, f"{path}: {field}", low, high, whole=whole)
+    check_labels(config.get("labels"), f"{path}: labels")
 
 
 def _load_skops(path: Path, trusted: Sequence[str]):

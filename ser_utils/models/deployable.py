@@ -8,6 +8,8 @@ is a :class:`Deployable`: labels, input rate, shortest clip, its normalization, 
 
 from __future__ import annotations
 
+import json
+import unicodedata
 from collections.abc import Sequence
 
 import numpy as np
@@ -18,6 +20,53 @@ from ..backbones import SpeechEncoder
 
 class ModelLoadError(ValueError):
     """A model directory that cannot be used; the message names it."""
+
+
+#: Most classes a model may have: each is printed on every file's line (a 10,000-label folder made 89,045-
+#: character lines), and emotion label sets have a few dozen at most.
+MAX_LABELS = 100
+#: Longest class name, in characters (it is printed on every line too).
+MAX_LABEL_CHARS = 100
+
+
+def check_number(value, field: str, low: float, high: float, *, whole: bool = True) -> None:
+    """``ValueError`` naming ``field`` unless ``value`` is a number (a whole one when ``whole``) from ``low``
+    to ``high``: a model folder's sizes are checked before anything is built from them (a sample rate of
+    1e9 made every file allocate 14 GiB, a layer count of 1e30 crashed in C++)."""
+    kinds = int if whole else (int, float)
+    if isinstance(value, bool) or not isinstance(value, kinds) or not low <= value <= high:
+        raise ValueError(f"{field} is {shown(value)}, not a {'whole ' if whole else ''}number from {low:g} to "
+                         f"{high:g}")
+
+
+def shown(value) -> str:
+    """A config value as a message shows it: short, on one line (``1e+09``, ``"text"``, ``a list``)."""
+    if isinstance(value, float):
+        return f"{value:g}"
+    if isinstance(value, bool | int | str) or value is None:
+        return json.dumps(value)[:40]
+    return f"a {type(value).__name__}"
+
+
+def check_labels(labels, field: str = "labels") -> tuple[str, ...]:
+    """The class names as a tuple; ``ValueError`` naming ``field`` unless they are 2 to :data:`MAX_LABELS`
+    distinct non-empty strings of printable characters. A control character is refused, not escaped: a
+    label is printed as is in every output line and CSV column, where a tab or line break would split it."""
+    if isinstance(labels, str) or not isinstance(labels, list | tuple):
+        raise ValueError(f"{field} must be a list of class names")
+    if not 2 <= len(labels) <= MAX_LABELS:
+        raise ValueError(f"{field}: {len(labels)} classes; a model has 2 to {MAX_LABELS}")
+    for label in labels:
+        if not isinstance(label, str) or not label.strip() or len(label) > MAX_LABEL_CHARS:
+            raise ValueError(f"{field}: {shown(label)} is not a class name (a non-empty string of at "
+                             f"most {MAX_LABEL_CHARS} characters)")
+        odd = next((c for c in label if unicodedata.category(c) == "Cc"), None)
+        if odd is not None:
+            raise ValueError(f"{field}: {label[:40]!r} holds the control character {odd!r}; class names are "
+                             "printed in output lines, where it would split them")
+    if len(set(labels)) < len(labels):
+        raise ValueError(f"{field}: {sorted({x for x in labels if labels.count(x) > 1})[:5]} named more than once")
+    return tuple(labels)
 
 
 class Deployable:

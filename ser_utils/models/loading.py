@@ -3,12 +3,11 @@ folder's config names (above every model class, so that none of them imports it)
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from ..core.config import SettingError
 from .deployable import Deployable, ModelLoadError
-from .folder import CONFIG_NAME, folder_format
+from .folder import CONFIG_NAME, folder_format, read_json
 
 
 def load_deployable(directory: str | Path, device: str | None = None, *, allow_pickle: bool = False) -> Deployable:
@@ -22,6 +21,9 @@ def load_deployable(directory: str | Path, device: str | None = None, *, allow_p
     from . import baseline, classifier, frozen  # here: torch and scikit-learn load only for a model
 
     directory = Path(directory)
+    if directory.exists() and not directory.is_dir():
+        raise ModelLoadError(f"{directory}: a file, not a model directory (give the folder that holds "
+                             f"{CONFIG_NAME}, or config.json + pipeline.skops)")
     if not directory.is_dir():
         raise ModelLoadError(f"{directory}: no such model directory")
     if (directory / CONFIG_NAME).is_file():
@@ -31,7 +33,7 @@ def load_deployable(directory: str | Path, device: str | None = None, *, allow_p
         if kind in classifier.FORMATS:
             return classifier.EmotionClassifier.from_pretrained(directory).to(device or default_device())
         try:
-            json.loads((directory / CONFIG_NAME).read_text())
+            read_json(directory / CONFIG_NAME)
         except (OSError, ValueError) as err:
             raise ModelLoadError(f"{directory}: unreadable {CONFIG_NAME} ({err})") from err
         raise ModelLoadError(f"{directory}: {CONFIG_NAME} has format {kind!r}, this code reads "
