@@ -24,6 +24,12 @@ if TYPE_CHECKING:
     from .predict import FilePrediction
 
 AUDIO_EXAMPLES = (".aiff", ".flac", ".mp3", ".ogg", ".wav")
+#: Longest path a manifest cell may hold, and longest name in it, in bytes (Linux's PATH_MAX and NAME_MAX): a
+#: longer one names no file.
+MAX_PATH_BYTES, MAX_NAME_BYTES = 4096, 255
+#: Largest CSV cell the manifest's row check reads (Python's csv module stops at 131,072 characters with
+#: a traceback; pandas reads any): a longer path cell is then one bad row, as any other.
+CSV_FIELD_LIMIT = 2**31 - 1
 #: The CSV's columns before the per-label probabilities.
 TABLE_COLUMNS = ["file", "row", "start", "end", "silent", "emotion", "warning"]
 
@@ -54,6 +60,11 @@ def audio_files(paths: Iterable[str | Path]) -> tuple[list[Path], dict[str, str]
     """
     files, failures, first, repeats = [], {}, {}, {}
     for path in map(Path, paths):
+        try:
+            path.stat()
+        except OSError as err:  # a name too long raised from is_dir below, a traceback
+            failures[str(path)] = f"{one_line(str(path))}: {err.strerror.lower() if err.strerror else err}"
+            continue
         if path.is_dir():
             found = sorted(walk_files(path, AUDIO_EXTENSIONS))
             if not found:
@@ -126,13 +137,14 @@ def read_manifest(manifest: str | Path, labels: Sequence[str]) -> tuple[pd.DataF
     manifest = Path(manifest)
     table = _manifest_rows(manifest)
     table["label"] = table["label"].str.lower()
-    empty = (table["path"] == "") | (table["label"] == "")
-    failures = {f"{manifest}:{line}": f"{manifest} line {line}: empty {'path' if row.path == '' else 'label'} "
-                "cell, row left out" for line, row in table[empty].iterrows()}
-    table = table[~empty]
+    reasons = {line: _bad_row(row.path, row.label) for line, row in table.iterrows()}
+    failures = {f"{manifest}:{line}": f"{manifest} line {line}: {why}, row left out"
+                for line, why in reasons.items() if why}
+    table = table[[not reasons[line] for line in table.index]]
     unknown = sorted(set(table["label"]) - set(labels))
     if unknown:
-        raise ValueError(f"{manifest}: labels {unknown} are not among the model's {list(labels)}")
+        named = ", ".join(repr(u[:40]) for u in unknown[:5]) + (", ..." if len(unknown) > 5 else "")
+        raise ValueError(f"{manifest}: labels [{one_line(named)}] are not among the model's {list(labels)}")
     table["path"] = _resolved(manifest, table["path"])
     # The same file under other spellings (./a.wav, a link) is the same row.
     repeated = table.assign(file=[os.path.realpath(p) for p in table["path"]]).duplicated(["file", "label"])
@@ -141,6 +153,23 @@ def read_manifest(manifest: str | Path, labels: Sequence[str]) -> tuple[pd.DataF
         warnings.warn(f"{manifest}: {int(repeated.sum())} repeated row(s) (lines {lines}"
                       f"{', ...' if repeated.sum() > 5 else ''}) are scored once", stacklevel=2)
     return table[~repeated], failures
+
+
+def _bad_row(path: str, label: str) -> str:
+    """Why a manifest row cannot be scored at all (``""``: it can be tried): an empty cell, or a path
+    cell that names no file (a NUL byte, which no file name holds, aborted the whole run; a cell longer
+    than any path)."""
+    if path == "" or label == "":
+        return f"empty {'path' if path == '' else 'label'} cell"
+    if "\0" in path:
+        return "a NUL byte in the path cell (no file name holds one)"
+    size = len(path.encode(errors="replace"))
+    if size > MAX_PATH_BYTES:
+        return f"path cell of {size:,} bytes, longer than any file path ({MAX_PATH_BYTES:,})"
+    name = max((len(part.encode(errors="replace")) for part in Path(path).parts), default=0)
+    if name > MAX_NAME_BYTES:
+        return f"a name of {name:,} bytes in the path cell, longer than any file name ({MAX_NAME_BYTES})"
+    return ""
 
 
 def _manifest_rows(manifest: Path) -> pd.DataFrame:
@@ -185,10 +214,15 @@ def _ragged(manifest: Path, line, saw, fields) -> ValueError:
 
 def _first_ragged_line(manifest: Path) -> tuple[int, int, int]:
     """``(line, cells, header cells)`` of the first row whose cell count differs from the header's."""
-    with open(manifest, newline="", encoding="utf-8-sig") as handle:
-        rows = csv.reader(handle)
-        fields = len(next(rows))
-        return next(((rows.line_num, len(row), fields) for row in rows if row and len(row) != fields), (0, 0, fields))
+    limit = csv.field_size_limit(CSV_FIELD_LIMIT)
+    try:
+        with open(manifest, newline="", encoding="utf-8-sig") as handle:
+            rows = csv.reader(handle)
+            fields = len(next(rows))
+            return next(((rows.line_num, len(row), fields) for row in rows if row and len(row) != fields),
+                        (0, 0, fields))
+    finally:
+        csv.field_size_limit(limit)
 
 
 def _resolved(manifest: Path, paths: Iterable[str]) -> list[str]:
@@ -202,7 +236,8 @@ def manifest_files(manifest: str | Path) -> list[str]:
         table = _manifest_rows(Path(manifest))
     except (OSError, ValueError):
         return []
-    return _resolved(Path(manifest), [p for p in table["path"] if p])
+    return _resolved(Path(manifest), [p for p, label in zip(table["path"], table["label"], strict=True)
+                                      if p and not _bad_row(p, label or "-")])
 
 
 def escape_field(text: str) -> str:
