@@ -9,6 +9,8 @@ bootstrap interval over test clips (``python -m ser_utils compare-results A B``)
 
 from __future__ import annotations
 
+import csv
+import io
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +22,59 @@ from .store import read_metrics, read_predictions
 from .tables import comparison_table
 
 IDENTICAL, WITHIN, OUTSIDE, ONE_SIDED = "identical", "within intervals", "OUTSIDE intervals", "run in one only"
+#: The columns a comparison table needs besides the metric's (``<metric>_mean``, ``_ci_low``, ``_ci_high``).
+KEYS = ["system", "protocol", "status"]
+
+
+def read_results_csv(path: Path) -> pd.DataFrame:
+    """A results CSV as a table; ``ValueError`` naming the file for one that is empty, not text, cut short
+    (no final line break, or a row with fewer cells than the header) or has no rows: such a file would
+    otherwise be compared as if it were whole."""
+    data = path.read_bytes()
+    if not data.strip():
+        raise ValueError(f"{path}: empty file (expected a results table)")
+    if b"\0" in data:
+        raise ValueError(f"{path}: not a CSV text file (it holds NUL bytes)")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise ValueError(f"{path}: not a CSV text file (not UTF-8 at byte {err.start})") from None
+    if not text.endswith("\n"):
+        raise ValueError(f"{path}: ends inside a line: the file was cut short")
+    try:
+        table = pd.read_csv(io.StringIO(text), keep_default_na=False, na_values=[""])
+    except (pd.errors.ParserError, ValueError) as err:
+        raise ValueError(f"{path}: not a readable CSV ({' '.join(str(err).split())[:200]})") from None
+    try:
+        rows = list(csv.reader(io.StringIO(text)))
+    except csv.Error as err:  # a cell beyond the csv module's limit
+        raise ValueError(f"{path}: not a readable CSV ({err})") from None
+    width = len(rows[0])
+    short = next((i for i, row in enumerate(rows[1:], start=2) if row and len(row) != width), None)
+    if short is not None:
+        raise ValueError(f"{path} line {short}: {len(rows[short - 1])} cells where the header has {width}: the file "
+                         "was cut short or damaged")
+    if table.empty:
+        raise ValueError(f"{path}: the header only, no results")
+    return table
+
+
+def _checked(table: pd.DataFrame, columns: list[str], source: str) -> pd.DataFrame:
+    """The rows of ``table`` that ran (status ok), indexed by system and protocol, with ``columns`` as finite
+    numbers; ``ValueError`` naming ``source`` for a column that is missing or a cell that is not a number."""
+    missing = [c for c in KEYS + columns if c not in table.columns]
+    if missing:
+        raise ValueError(f"{source}: no column(s) {', '.join(missing)} (not a comparison table of the study)")
+    ran = table[table["status"] == "ok"]
+    for column in columns:
+        values = pd.to_numeric(ran[column], errors="coerce")
+        bad = ~np.isfinite(values.to_numpy(dtype=float))
+        if bad.any():
+            row = ran.index[bad][0]
+            raise ValueError(f"{source}: {column} of {ran.loc[row, 'system']} ({ran.loc[row, 'protocol']}) is "
+                             f"{str(ran.loc[row, column])[:40]!r}, not a number")
+        ran = ran.assign(**{column: values})
+    return ran.set_index(["system", "protocol"])[columns]
 
 
 def load_comparison(folder: str | Path, n_boot: int = 1000) -> pd.DataFrame:
@@ -30,11 +85,17 @@ def load_comparison(folder: str | Path, n_boot: int = 1000) -> pd.DataFrame:
         raise ValueError(f"{folder}: not a directory")
     layout = ResultsFolder.find(folder)
     if layout.table("comparison").is_file():
-        return pd.read_csv(layout.table("comparison"), keep_default_na=False, na_values=[""])
-    metrics = read_metrics(layout.root)
-    if metrics.empty:
+        return read_results_csv(layout.table("comparison"))
+    files = sorted(layout.metrics_dir.glob("*.csv"))
+    if not files:
         raise ValueError(f"{layout.root}: no results (expected {layout.TABLES['comparison']} or metrics/*.csv)")
-    return comparison_table(metrics, read_predictions(layout.root), n_boot=n_boot)
+    for path in files:  # each named when damaged: the table below is computed from all of them at once
+        read_results_csv(path)
+    try:
+        return comparison_table(read_metrics(layout.root), read_predictions(layout.root), n_boot=n_boot)
+    except (KeyError, TypeError, ValueError, pd.errors.ParserError) as err:
+        raise ValueError(f"{layout.root}: metrics/ or predictions/ cannot be compared ({type(err).__name__}: "
+                         f"{' '.join(str(err).split())[:200]})") from None
 
 
 def compare_results(a: str | Path, b: str | Path, metric: str = "uar") -> pd.DataFrame:
@@ -46,14 +107,21 @@ def compare_results(a: str | Path, b: str | Path, metric: str = "uar") -> pd.Dat
     columns = [f"{metric}_mean", f"{metric}_ci_low", f"{metric}_ci_high"]
     tables = []
     for side, folder in (("a", a), ("b", b)):
-        table = load_comparison(folder)
-        table = table[table["status"] == "ok"].set_index(["system", "protocol"])[columns]
+        table = _checked(load_comparison(folder), columns, str(_source(folder)))
         tables.append(table.set_axis([f"{side}", f"{side}_low", f"{side}_high"], axis=1))
     both = tables[0].join(tables[1], how="outer").sort_index()
+    if both.empty:
+        raise ValueError(f"no system ran in {a} or in {b}: nothing to compare")
     both = 100 * both
     both["difference"] = both["b"] - both["a"]
     both["verdict"] = [_verdict(row) for row in both.itertuples()]
     return both.reset_index()
+
+
+def _source(folder: str | Path) -> Path:
+    """The file a folder's comparison is read from (its comparison.csv), or the folder when it is computed."""
+    layout = ResultsFolder.find(folder)
+    return layout.table("comparison") if layout.table("comparison").is_file() else layout.root
 
 
 def _verdict(row) -> str:
