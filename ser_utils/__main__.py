@@ -184,6 +184,20 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    # A command that has scored everything ignores Ctrl-C and SIGTERM while it writes its outputs and exits
+    # (cli.commands._finishing); called from Python (tests, a notebook), the caller's handlers come back.
+    handlers = {number: signal.getsignal(number) for number in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        return _run(argv)
+    finally:
+        if __name__ != "__main__":
+            for number, handler in handlers.items():
+                if handler is not None and signal.getsignal(number) is not handler:  # changed: main thread
+                    signal.signal(number, handler)
+
+
+def _run(argv: list[str] | None) -> int:
+    """:func:`main`'s work: parse, run the command, and turn an interrupt or a closed stdout into its status."""
     try:
         from .core.interrupts import deferred
 

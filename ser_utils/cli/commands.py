@@ -196,6 +196,18 @@ def _write_outputs(outputs: dict[str, tuple[str | None, object]]) -> bool:
     return written
 
 
+def _finishing() -> None:
+    """Every file is scored: a Ctrl-C or SIGTERM from now on is ignored, and the run finishes with its own
+    status. Only its outputs are left to write (atomically, in moments); a signal landing there or during the
+    interpreter's exit ended the run with 130 and no line although every output was complete."""
+    import signal
+    import threading
+
+    if threading.current_thread() is threading.main_thread():  # elsewhere Python cannot set handlers
+        for number in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(number, signal.SIG_IGN)
+
+
 def _interrupted(err, done: int, total: int) -> int:
     error(f"interrupted ({err.name}) after {done} of {total} file(s); no output file written")
     return err.exit_status
@@ -249,6 +261,7 @@ def predict(args: argparse.Namespace) -> int:
         return 2
     except Interrupted as err:
         return _interrupted(err, len(predictions), len(files))
+    _finishing()
     if not predictions and (args.csv or args.json not in (None, "-")):
         kept = [f"{o} {p} holds {'the header row only' if o == '--csv' else 'an empty list'}"
                 for o, p in outputs.items() if p and p != "-"]
@@ -286,6 +299,7 @@ def evaluate(args: argparse.Namespace) -> int:
     except (OSError, ValueError) as err:
         error(option_message(err))
         return 2
+    _finishing()
     for message in result["failures"].values():
         error(message)
     for message in result["warnings"]:
