@@ -8,6 +8,12 @@ actors, early stopping keeps its best epoch) is chosen, and its test fold is sco
 fold's chosen model is the row's fold; every other fold and seed trains the chosen setting, with early
 stopping on its own validation UAR. Candidates' folds live under ``<out_root>/selection/``; the choice
 is recorded in ``finetune_selection.csv``, every epoch of every fold in ``training_curves.csv``.
+
+Since issue 34 the study's default is one candidate (``EncoderRun.partial_lrs = (2e-4,)``, the setting the
+last full run's fold-1 validation actors chose over 5e-5): a fixed, stated setting, so no trial run is
+spent on choosing it (the one candidate's fold-1 run is adopted as the system's fold, as a chosen one is).
+A choice among several would be two validation actors' word (about 120 clips), which inner
+cross-validation would cost four trainings per candidate to improve on.
 """
 
 from __future__ import annotations
