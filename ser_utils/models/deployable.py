@@ -64,8 +64,9 @@ def check_labels(labels, field: str = "labels") -> tuple[str, ...]:
         if odd is not None:
             raise ValueError(f"{field}: {label[:40]!r} holds the control character {odd!r}; class names are "
                              "printed in output lines, where it would split them")
-    if len(set(labels)) < len(labels):
-        raise ValueError(f"{field}: {sorted({x for x in labels if labels.count(x) > 1})[:5]} named more than once")
+    doubled = sorted({x for x in labels if labels.count(x) > 1})
+    if doubled:  # the wording of heads.ModelConfig's own check
+        raise ValueError(f"{field}: two or more classes, each named once ({', '.join(doubled[:5])} repeated)")
     return tuple(labels)
 
 
