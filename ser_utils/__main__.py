@@ -35,6 +35,7 @@ the emotion of your own audio with a trained model folder (`make all` writes the
 .cache/full/models/).
 
   use a trained model:  predict (your audio files or folders), evaluate (a labelled corpus of yours)
+  train your own:       train (a model folder from your labelled manifest, any label set)
   run the study:        pipeline (the notebooks and reports; `make all`), finetune (one recipe)
   check before a run:   validate (a RAVDESS folder), backbone (a pretrained checkpoint)
   compare two runs:     compare-results
@@ -44,6 +45,7 @@ EPILOG = """\
 examples:
   python -m ser_utils predict my_recording.wav more_audio/ --model .cache/full/models/baseline
   python -m ser_utils evaluate --model .cache/full/models/whisper-frozen --manifest my_corpus.csv
+  python -m ser_utils train --manifest my_corpus.csv --out my_model   # then predict / evaluate --model my_model
   python -m ser_utils pipeline --dry-run          # which notebooks `make all` would run, and why
   python -m ser_utils backbone whisper-base       # what a checkpoint holds, before a long job
 
@@ -172,6 +174,13 @@ def build_parser() -> argparse.ArgumentParser:
                             "(probabilities renormalized: the usual cross-corpus protocol)")
     score.add_argument("--allow-pickle", action="store_true", help=ALLOW_PICKLE_HELP)
     score.set_defaults(func=commands.evaluate)
+
+    from .cli import train as train_command
+
+    learn = subparsers.add_parser("train", help="a model folder from your labelled recordings (a path,label[,speaker] "
+                                  "CSV, any labels): head chosen by speaker-grouped cross-validation")
+    train_command.add_arguments(learn)
+    learn.set_defaults(func=train_command.train)
 
     same = subparsers.add_parser("compare-results", help="do two runs agree? each system's difference against the "
                                "bootstrap intervals (exit 0: all agree, 1: some do not)")

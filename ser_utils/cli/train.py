@@ -1,0 +1,154 @@
+"""``python -m ser_utils train``: a model folder from a labelled manifest (the work is in
+:mod:`ser_utils.study.manifest_training`). Every refusal is one ``error:`` line and status 2 with nothing
+written; a Ctrl-C or SIGTERM stops with one line and leaves no folder behind (the folder is written beside
+``--out`` and renamed into place only when complete)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from ..core.console import error, say, warn, warning_lines
+from ..core.interrupts import Interrupted, deferred, raising
+
+#: Backbone ``train`` embeds with unless ``--backbone`` or ``--features`` says otherwise.
+DEFAULT_TRAIN_BACKBONE = "whisper-base"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of ``python -m ser_utils train``."""
+    from ..core.config import PROFILES
+
+    parser.add_argument("--manifest", required=True, help="CSV with columns path,label[,speaker]; paths relative "
+                        "to the manifest's folder")
+    parser.add_argument("--out", required=True, help="the model folder to write (refused if it exists, unless --force)")
+    parser.add_argument("--force", action="store_true", help="replace an existing --out folder (once training is done)")
+    parser.add_argument("--labels", help="the class names in output order, comma-separated (default: the manifest's, "
+                        "in order of first appearance); each must be in the manifest")
+    inputs = parser.add_mutually_exclusive_group()
+    inputs.add_argument("--backbone", help=f"a pretrained encoder: installed weight package, local folder or hub name "
+                        f"(default: {DEFAULT_TRAIN_BACKBONE}); frozen, a head on its per-layer embeddings")
+    inputs.add_argument("--features", choices=("egemaps", "mfcc-set"), help="a handcrafted model instead: these "
+                        "features + the best of the baselines' classifiers")
+    parser.add_argument("--normalize", choices=("none", "speaker"), default="none", help="speaker: standardise each "
+                        "speaker's features with its own clips (needs the speaker column; predict / evaluate then "
+                        "need --adapt speaker)")
+    parser.add_argument("--heads", choices=("all", "linear"), default="all", help="frozen heads to choose among: all "
+                        "(ridge, logistic regression, the project's MLPs) or linear (ridge and logistic: faster)")
+    parser.add_argument("--train-layers", type=int, metavar="K", help="partial fine-tuning of the top K layers: not "
+                        "available from a manifest yet (refused; see docs/usage.md)")
+    parser.add_argument("--profile", choices=PROFILES, default=None, help="whose caches to share (default: "
+                        "$SER_PROFILE, else full)")
+
+
+def train(args: argparse.Namespace) -> int:
+    with deferred():  # the imports: see cli.commands' docstring
+        from ..study import manifest_training as mt
+
+    if not _check_options(args):
+        return 2
+    try:
+        with warning_lines():
+            data = mt.read_training_manifest(args.manifest, _labels(args.labels), args.normalize)
+            for message in data.failures.values():
+                warn(message)
+            mt.check_trainable(data)  # before any audio is read
+        with raising(), warning_lines():  # a Ctrl-C stops at once; the partial folder is removed on the way out
+            return _train(args, mt, data)
+    except mt.TrainingError as err:
+        error(str(err))
+        return 2
+    except Interrupted as err:
+        error(f"interrupted ({err.name}); no model folder written")
+        return err.exit_status
+
+
+def _labels(text: str | None) -> list[str] | None:
+    return None if text is None else [part for part in text.split(",")]
+
+
+def _check_options(args: argparse.Namespace) -> bool:
+    out = Path(args.out)
+    if args.train_layers is not None:
+        error("--train-layers: partial fine-tuning is not available from a manifest yet; train a frozen head "
+              "(leave --train-layers out), or run finetune --train-layers K on a RAVDESS-named folder")
+    elif out.exists() and not out.is_dir():
+        error(f"--out {out}: a file, not a folder")
+    elif out.exists() and not args.force:
+        error(f"--out {out}: already exists; choose another folder, or --force to replace it")
+    elif not (out.parent if str(out.parent) else Path(".")).is_dir():
+        error(f"--out {out}: folder {out.parent} does not exist")
+    elif not Path(args.manifest).is_file():
+        error(f"--manifest {args.manifest}: no such file")
+    else:
+        return True
+    return False
+
+
+def _train(args: argparse.Namespace, mt, data) -> int:
+    from ..core.config import get_profile
+
+    profile = get_profile(args.profile)
+    skipped = mt.too_long(data)
+    if args.features:
+        outcome, failures = _baseline(args, mt, data, skipped, profile)
+    else:
+        outcome, failures = _frozen(args, mt, data, skipped, profile)
+    if outcome is None:
+        return 2
+    left_out = len(data.failures) + len(failures)
+    data = data.keep(set(data.table["path"]) - set(failures), failures)
+    result = mt.evaluation(data, outcome, manifest=args.manifest, backbone=outcome.inputs, normalize=args.normalize,
+                           skipped=left_out)
+    folder = mt.write_model_folder(args.out, outcome, result, force=args.force)
+    for line in mt.summary_lines(result):
+        say(line)
+    say(f"model folder: {folder} (model card: {folder / mt.CARD_NAME})")
+    return 0
+
+
+def _usable(mt, data, failures: dict[str, str]):
+    """The data without the files that failed (each said in one line), and its inner folds."""
+    for message in failures.values():
+        warn(message)
+    kept = data.keep(set(data.table["path"]) - set(failures), failures)
+    return kept, mt.check_trainable(kept)
+
+
+def _frozen(args, mt, data, skipped: dict[str, str], profile):
+    from ..backbones import backbone_fingerprint
+    from ..features.normalization import Normalization
+    from ..study.systems import StudyBackbone, study_encoder
+    from ..training.embeddings import extract_embeddings
+
+    name = args.backbone or DEFAULT_TRAIN_BACKBONE
+    backbone = StudyBackbone.check(name, {"whisper": {"input": "clip"}})
+    if backbone.reason:
+        error(f"--backbone {name}: {backbone.reason}")
+        return None, {}
+    encoder = study_encoder(backbone.checkpoint, backbone.options)
+    paths = [p for p in dict.fromkeys(data.table["path"]) if p not in skipped]
+    states = extract_embeddings(encoder, paths, profile.cache_dir, backbone_fingerprint(backbone.checkpoint))
+    failures = {**skipped, **{p: why for p, why in states.failures.items()}}
+    kept, folds = _usable(mt, data, failures)
+    normalization = Normalization("speaker") if args.normalize == "speaker" else Normalization()
+    system = f"{Path(args.manifest).stem}-{backbone.family}-frozen{normalization.suffix}"
+    return mt.train_frozen(kept, folds, states.arrays, encoder, system, normalization, mlp=args.heads == "all",
+                           seed=profile.seed), failures
+
+
+def _baseline(args, mt, data, skipped: dict[str, str], profile):
+    import pandas as pd
+
+    from ..features import extract_corpus, make_extractor
+
+    extractor = make_extractor(args.features)
+    paths = [p for p in dict.fromkeys(data.table["path"]) if p not in skipped]
+    table = extract_corpus(pd.DataFrame({"path": paths}), extractor, profile.cache_dir)
+    failures = {**skipped, **table.failures}
+    kept, folds = _usable(mt, data, failures)
+    rows = {p: i for i, p in enumerate(table.meta["path"])}
+    X = table.X[[rows[p] for p in kept.table["path"]]]
+    system = f"{Path(args.manifest).stem}-{args.features}" + ("+spknorm" if args.normalize == "speaker" else "")
+    return mt.train_baseline(kept, folds, X, extractor, system, args.normalize, smoke=profile.is_smoke,
+                             seed=profile.seed), failures
