@@ -10,6 +10,7 @@ from sklearn.base import BaseEstimator, ClassifierMixin
 from ser_utils.core.config import REPO_ROOT
 from ser_utils.data.audio import load_audio
 from ser_utils.data.corpus import EMOTIONS
+from ser_utils.evaluation.inner_cv import INNER_FOLDS, inner_folds
 from ser_utils.evaluation.metrics import METRICS
 from ser_utils.evaluation.splits import make_splits
 from ser_utils.features import FeatureConfig, FeatureTable, LibrosaFeatures, extract_corpus
@@ -57,33 +58,39 @@ def spy_table(meta: pd.DataFrame) -> FeatureTable:
 
 @pytest.mark.parametrize("protocol", ["actor-kfold", "random-80-20"])
 def test_no_test_clip_or_actor_reaches_model_selection(synthetic_meta, monkeypatch, protocol):
-    """Instrument every fit/predict: per split, the grid search fits on train and scores on val
-    only, the refit sees train + val, and the test clips appear once, in the last predict."""
+    """Instrument every fit/predict: per split, every grid point is fit and scored on each inner fold of the
+    training clips (train + val), an inner fold's fit and score never share a clip (nor an actor under
+    actor-kfold), the refit sees train + val, and the test clips appear once, in the last predict."""
     monkeypatch.setattr(baselines, "make_classifier", lambda name, params=None, seed=0, **_: Spy())
     Spy.calls = []
     table = spy_table(synthetic_meta)
     splits = make_splits(synthetic_meta, protocol, n_repeats=2)
     grid = [{"a": 1}, {"a": 2}, {"a": 3}]
-    evaluate_systems({"spy": table}, [SystemSpec("spy", "spy")], {protocol: splits}, grids={"spy": grid},
-                     n_jobs=1, progress=False)
-    per_split = 2 * len(grid) + 2
+    results = evaluate_systems({"spy": table}, [SystemSpec("spy", "spy")], {protocol: splits}, grids={"spy": grid},
+                               n_jobs=1, progress=False)
+    per_split = 2 * len(grid) * INNER_FOLDS + 2
     assert len(Spy.calls) == per_split * len(splits)
     for k, split in enumerate(splits):
         train, val, test = (set(np.flatnonzero(m)) for m in split.masks(table.meta))
-        actors = {name: set(table.meta.loc[list(rows), "actor"]) for name, rows in
-                  (("train", train), ("val", val), ("test", test))}
+        test_actors = set(table.meta.loc[list(test), "actor"])
         calls = Spy.calls[k * per_split:(k + 1) * per_split]
         selection, (refit, final) = calls[:-2], calls[-2:]
+        scored = []
         for (fit, predict) in zip(selection[::2], selection[1::2], strict=True):
-            assert fit[0] == "fit" and fit[2] == train
-            assert predict[0] == "predict" and predict[2] == val
+            assert fit[0] == "fit" and predict[0] == "predict"
+            assert fit[2] <= train | val and predict[2] <= train | val and not fit[2] & predict[2]
+            if protocol == "actor-kfold":  # inner folds never share an actor, and never hold a test actor
+                assert not fit[1] & predict[1] and not (fit[1] | predict[1]) & test_actors
+            scored.append(frozenset(predict[2]))
+        assert set().union(*scored) == train | val and len(set(scored)) == INNER_FOLDS  # each row scored
         assert refit[0] == "fit" and refit[2] == train | val
         assert final[0] == "predict" and final[2] == test
-        seen_before_test = set().union(*(c[2] for c in calls[:-1]))
-        assert not seen_before_test & test
+        assert not set().union(*(c[2] for c in calls[:-1])) & test
         if protocol == "actor-kfold":  # no test *actor* anywhere before the final predict
-            assert not set().union(*(c[1] for c in calls[:-1])) & actors["test"]
-            assert final[1] == actors["test"]
+            assert not set().union(*(c[1] for c in calls[:-1])) & test_actors
+            assert final[1] == test_actors
+    cut = {"actor-kfold": "grouped by actor", "random-80-20": "stratified by class (actors on both sides)"}[protocol]
+    assert set(results[0].selections["inner_cv"]) == {cut}
 
 
 def test_the_progress_bar_follows_the_headless_switch(synthetic_meta, monkeypatch, capsys):
@@ -97,21 +104,21 @@ def test_the_progress_bar_follows_the_headless_switch(synthetic_meta, monkeypatc
         assert ("baseline folds" in capsys.readouterr().err) == shown
 
 
-def test_selection_picks_the_best_validation_uar_and_the_first_of_ties():
+def test_selection_picks_the_best_inner_uar_and_the_first_of_ties():
     rng = np.random.default_rng(0)
     X = rng.normal(size=(200, 5))
     y = np.where(X[:, 0] > 0, "happy", "sad")
-    data = (X[:100], y[:100], X[100:], y[100:])
     grid = [{"C": 1e-6}, {"C": 1.0}, {"C": 10.0}]
-    params, trials = select_params("logreg", grid, *data)
+    params, trials = select_params("logreg", grid, X, y)
     assert [t["params"] for t in trials] == grid
-    uars = [t["val_uar"] for t in trials]
-    assert uars[0] < uars[1] < uars[2]  # the settings really differ here, so the choice is meaningful
-    assert params == {"C": 10.0}
-    # C=10 and C=100 both separate the validation clips perfectly: the earlier grid point wins, either way round.
-    for tie in ([{"C": 10.0}, {"C": 100.0}], [{"C": 100.0}, {"C": 10.0}]):
-        params, trials = select_params("logreg", tie, *data)
-        assert trials[0]["val_uar"] == trials[1]["val_uar"]
+    uars = [t["inner_uar"] for t in trials]
+    assert uars[0] < uars[1] <= uars[2]  # the settings really differ here, so the choice is meaningful
+    assert params == grid[int(np.argmax(uars))] and all(t["inner_folds"] == INNER_FOLDS for t in trials)
+    # Two settings that fit the same model (lbfgs converges long before either limit): the earlier grid point
+    # wins, either way round.
+    for tie in ([{"C": 10.0}, {"C": 10.0, "max_iter": 5000}], [{"C": 10.0, "max_iter": 5000}, {"C": 10.0}]):
+        params, trials = select_params("logreg", tie, X, y)
+        assert trials[0]["inner_uar"] == trials[1]["inner_uar"]
         assert params == tie[0]
 
 
@@ -237,7 +244,7 @@ def test_tables_for_the_notebook(synthetic_table):
 
 def _result_on(families):
     """A SystemResult as evaluate_normalized leaves one: a chosen setting and variance per fold."""
-    selections = pd.DataFrame({"params": ['{"C": 0.1}'] * 2, "val_uar": [0.5, 0.5], "chosen": [True, True],
+    selections = pd.DataFrame({"params": ['{"C": 0.1}'] * 2, "inner_uar": [0.5, 0.5], "chosen": [True, True],
                                "variance": ["shrunk", "shrunk"]})
     return SystemResult(system="mfcc-rms+logreg+spknorm", feature_set="mfcc-set", classifier="logreg",
                         protocol="actor-kfold", rows=[], predictions=pd.DataFrame(), selections=selections,
@@ -281,32 +288,36 @@ def _generated_table(meta: pd.DataFrame, n_features: int = 12, seed: int = 0) ->
 
 
 def _reference_results(table, specs, splits, grids, seed=0):
-    """The grid without joblib or ordering: per system, protocol and split, every setting fit on train and
-    scored on val, the best (first of ties) refit on train + val, the test clips predicted."""
+    """The grid without joblib or ordering: per system, protocol and split, every setting fit and scored on
+    each inner fold of train + val (grouped by actor under actor-kfold), the best mean (first of ties) refit
+    on train + val, the test clips predicted."""
     expected = {}
     for spec in specs:
         part = table.select(spec.families) if spec.families else table
         for protocol, protocol_splits in splits.items():
             for split in protocol_splits:
                 train, val, test = split.masks(part.meta)
+                X, y = part.X[train | val], part.labels[train | val]
+                groups = part.meta["actor"].to_numpy()[train | val] if protocol == "actor-kfold" else None
+                folds = inner_folds(y, groups, seed=seed)
                 trials = []
                 for params in grids[spec.classifier]:
-                    model = fit_quietly(make_classifier(spec.classifier, params, seed), part.X[train],
-                                        part.labels[train])
-                    trials.append(baselines.score(part.labels[val], model.predict(part.X[val])).uar)
+                    uars = [baselines.score(y[sc], fit_quietly(make_classifier(spec.classifier, params, seed),
+                                                               X[fit], y[fit]).predict(X[sc])).uar
+                            for fit, sc in folds]
+                    trials.append(float(np.mean(uars)))
                 best = grids[spec.classifier][int(np.argmax(trials))]  # argmax: the first of ties
-                model = fit_quietly(make_classifier(spec.classifier, best, seed), part.X[train | val],
-                                    part.labels[train | val])
+                model = fit_quietly(make_classifier(spec.classifier, best, seed), X, y)
                 expected[(spec.system, protocol, split.fold)] = (best, trials, model.predict(part.X[test]))
     return expected
 
 
 def test_the_task_order_and_the_workers_change_no_result(synthetic_meta, monkeypatch):
-    """The speed changes (tasks longest first, two workers) leave every prediction, validation score and
+    """The speed changes (tasks longest first, two workers) leave every prediction, inner-CV score and
     choice as a plain serial loop computes them."""
-    table = _generated_table(synthetic_meta)
-    splits = {"actor-kfold": make_splits(synthetic_meta, "actor-kfold")[:3],
-              "random-80-20": make_splits(synthetic_meta, "random-80-20", n_repeats=2)}
+    table = _generated_table(synthetic_meta[synthetic_meta["repetition"] == 1])  # half the corpus: fast enough
+    splits = {"actor-kfold": make_splits(table.meta, "actor-kfold")[:2],
+              "random-80-20": make_splits(table.meta, "random-80-20", n_repeats=1)}
     grids = {"rf": [{"max_features": "sqrt", "n_estimators": 20}, {"max_features": 0.5, "n_estimators": 20}],
              "logreg": [{"C": 0.01}, {"C": 1.0}], "svm": [{"C": 1.0}, {"C": 10.0}],
              "mlp": [{"alpha": 0.1, "max_iter": 30, "hidden_layer_sizes": [16]},
@@ -319,7 +330,7 @@ def test_the_task_order_and_the_workers_change_no_result(synthetic_meta, monkeyp
     run_split = baselines._run_split
     monkeypatch.setattr(baselines, "_run_split", lambda clf, *args: handed.append(clf) or run_split(clf, *args))
     serial = evaluate_systems({"gen": table}, specs, splits, grids=grids, n_jobs=1, progress=False)
-    assert handed == ["mlp"] * 5 + ["rf"] * 5 + ["svm"] * 5 + ["logreg"] * 5  # longest first
+    assert handed == ["mlp"] * 3 + ["rf"] * 3 + ["svm"] * 3 + ["logreg"] * 3  # longest first
     monkeypatch.undo()
     parallel = evaluate_systems({"gen": table}, specs, splits, grids=grids, n_jobs=2, progress=False)
 
@@ -330,7 +341,7 @@ def test_the_task_order_and_the_workers_change_no_result(synthetic_meta, monkeyp
                 best, trials, reference = expected[(result.system, result.protocol, fold)]
                 assert np.array_equal(predicted["predicted"].to_numpy(), reference)
                 selections = result.selections[result.selections["fold"] == fold]
-                assert selections["val_uar"].tolist() == trials
+                assert selections["inner_uar"].tolist() == pytest.approx(trials, abs=1e-12)
                 assert json.loads(selections.loc[selections["chosen"], "params"].item()) == best
             assert [row["fold"] for row in result.rows] == [s.fold for s in splits[result.protocol]]
     for a, b in zip(serial, parallel, strict=True):
@@ -347,3 +358,33 @@ def test_the_grid_workers_do_not_import_torch():
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO_ROOT)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize("protocol", ["actor-kfold", "random-80-20"])
+def test_wild_test_clips_change_no_choice_nor_inner_score(synthetic_meta, protocol):
+    """The test clips' features replaced by wild values: every choice and inner-CV score of a plain and of the
+    speaker-normalized systems stays exactly as it was (speaker statistics, their prior variance included,
+    come from the training clips only), so no test clip reaches a choice."""
+    from ser_utils.features.normalization import Normalization
+    from ser_utils.study.normalized_systems import evaluate_normalized
+
+    meta = synthetic_meta[synthetic_meta["repetition"] == 1]  # half the corpus keeps the test fast
+    table = _generated_table(meta)
+    split = make_splits(table.meta, protocol, n_repeats=1)[0]
+    test = split.masks(table.meta)[2]
+    X = table.X.copy()
+    X[test] = 1e6 * np.random.default_rng(1).normal(size=(int(test.sum()), X.shape[1]))
+    wild = FeatureTable(X=X, meta=table.meta, names=table.names, families=table.families, feature_set="gen")
+    spec, grids = SystemSpec("gen", "logreg"), {"logreg": [{"C": 0.01}, {"C": 1.0}]}
+    jobs = [(spec, Normalization("speaker")), (spec, Normalization("speaker-k", 10))]
+
+    def run(features):
+        kwargs = {"grids": grids, "n_jobs": 1, "progress": False}
+        return (evaluate_systems({"gen": features}, [spec], {protocol: [split]}, **kwargs)
+                + evaluate_normalized({"gen": features}, jobs, {protocol: [split]}, **kwargs))
+
+    clean, dirty = run(table), run(wild)
+    assert [r.system for r in clean] == ["gen+logreg", "gen+logreg+spknorm", "gen+logreg+spknorm-k10"]
+    for a, b in zip(clean, dirty, strict=True):
+        pd.testing.assert_frame_equal(a.selections, b.selections, check_exact=True)
+        assert a.selections["inner_uar"].between(0, 1).all() and a.selections["chosen"].sum() == 1

@@ -506,6 +506,7 @@ DISPLAY_NAMES: dict[str, tuple[str, float]] = {
     **{f"{p} {m}": (f"{p} {m} %", 1.0) for p in ("actor-kfold", "random-80-20") for m in ("UAR", "accuracy")},
     "accuracy gap (pp)": ("accuracy gap (points)", 1.0), "uar gap (pp)": ("UAR gap (points)", 1.0),
     "val_uar": ("validation UAR %", 100.0), "val_accuracy": ("validation accuracy %", 100.0),
+    "inner_cv": ("inner folds cut", 1.0),
     "test_uar": ("test UAR %", 100.0), "inner_uar": ("inner-CV UAR %", 100.0),
     "inner_uar_std": ("inner-CV UAR std (points)", 100.0), "inner_folds": ("inner folds", 1.0),
     "inner_grouped": ("inner folds by actor", 1.0), "penalty": ("penalty (ridge alpha / logistic C)", 1.0),

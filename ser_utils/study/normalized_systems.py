@@ -3,7 +3,9 @@ enrolment curve, and the deployable speaker-normalized baseline. (Frozen heads w
 :func:`ser_utils.training.frozen_heads.frozen_predictions`.)
 
 * :func:`evaluate_normalized` - the baselines with a normalization, as
-  :func:`ser_utils.study.baselines.evaluate_systems` evaluates them (the variance chosen on validation).
+  :func:`ser_utils.study.baselines.evaluate_systems` evaluates them (the variance chosen by inner
+  cross-validation on each split's training clips, the statistics computed inside each split and inner
+  fold: :class:`~ser_utils.study.baselines.SpeakerStats`).
 * :func:`enrolment_curve` - actor-kfold UAR against the number of enrolment clips per speaker.
 * :func:`fit_speaker_model` - the deployable speaker-normalized :class:`~ser_utils.models.baseline.BaselineModel`.
 
@@ -18,13 +20,9 @@ from dataclasses import replace
 import pandas as pd
 
 from ..features import FeatureTable
-from ..features.normalization import Normalization, SpeakerNormalizer, normalize_table, normalizer_config
+from ..features.normalization import Normalization, SpeakerNormalizer, normalizer_config
 from ..models.baseline import BaselineModel
-from .baselines import SystemResult, SystemSpec, evaluate_systems
-
-
-def _variant_key(feature_set: str, normalization: Normalization, variance: str) -> str:
-    return f"{feature_set}@{normalization.kind}-{normalization.clips}-{variance}"
+from .baselines import SpeakerStats, SystemResult, SystemSpec, evaluate_systems
 
 
 def evaluate_normalized(tables: dict[str, FeatureTable], jobs: Sequence[tuple[SystemSpec, Normalization]],
@@ -32,24 +30,24 @@ def evaluate_normalized(tables: dict[str, FeatureTable], jobs: Sequence[tuple[Sy
                         n_jobs: int = -1, group: str = "actor", progress: bool = True) -> list[SystemResult]:
     """Evaluate each ``(spec, normalization)`` under every protocol, as ``evaluate_systems`` does.
 
-    Every candidate variance is evaluated as its own system (hyper-parameters chosen on validation
-    clips); per split, the variance whose chosen setting has the higher validation UAR is kept (the
-    first candidate on a tie), so the test clips play no part in the choice. Result names get the
-    normalization's suffix; ``selections`` keep every candidate with a ``variance`` column.
+    Every candidate variance is evaluated as its own system (hyper-parameters chosen by inner
+    cross-validation on the split's training clips); per split, the variance whose chosen setting has the
+    higher mean inner-CV UAR is kept (the first candidate on a tie), so the test clips play no part in the
+    choice. The speaker statistics are computed inside each split and each inner fold
+    (:class:`~ser_utils.study.baselines.SpeakerStats`): a training clip is never normalized with statistics
+    that read a test clip. Result names get the normalization's suffix; ``selections`` keep every
+    candidate with a ``variance`` column.
     """
-    normed, specs, owners = dict(tables), [], []
+    specs, owners = [], []
     for spec, normalization in jobs:
         if normalization.kind == "none":
             raise ValueError("evaluate_normalized is for speaker normalization; use evaluate_systems for none")
         for variance in normalization.variances:
-            key = _variant_key(spec.feature_set, normalization, variance)
-            if key not in normed:
-                normed[key] = normalize_table(tables[spec.feature_set], variance, normalization.clips,
-                                              group=group, seed=seed)
             name = spec.system + normalization.suffix
-            specs.append(SystemSpec(key, spec.classifier, spec.families, f"{name}#{variance}"))
+            stats = SpeakerStats(variance, normalization.clips, seed=seed, group=group)
+            specs.append(SystemSpec(spec.feature_set, spec.classifier, spec.families, f"{name}#{variance}", stats))
             owners.append((name, variance, spec))
-    results = evaluate_systems(normed, specs, splits, grids=grids, seed=seed, n_jobs=n_jobs, progress=progress)
+    results = evaluate_systems(tables, specs, splits, grids=grids, seed=seed, n_jobs=n_jobs, progress=progress)
     by_name: dict[tuple[str, str], dict[str, SystemResult]] = {}
     for result in results:
         name, variance = result.system.rsplit("#", 1)
@@ -61,7 +59,7 @@ def evaluate_normalized(tables: dict[str, FeatureTable], jobs: Sequence[tuple[Sy
 
 def _merge_variants(name: str, protocol: str, candidates: dict[str, SystemResult], spec: SystemSpec) -> SystemResult:
     selections = pd.concat([r.selections.assign(variance=v) for v, r in candidates.items()], ignore_index=True)
-    chosen_val = selections[selections["chosen"]].groupby(["fold", "variance"], sort=False)["val_uar"].max()
+    chosen_val = selections[selections["chosen"]].groupby(["fold", "variance"], sort=False)["inner_uar"].max()
     order = list(candidates)
     rows, predictions, picked = [], [], {}
     for fold in sorted(selections["fold"].unique()):
@@ -88,7 +86,7 @@ def enrolment_curve(tables: dict[str, FeatureTable], spec: SystemSpec, splits: l
     (``None``: all of the speaker's clips). ``splits``: one protocol's splits (actor-kfold).
 
     Returns one row per (clips, fold): ``clips`` (``"all"`` for ``None``), ``fold``, ``uar``,
-    ``accuracy``, ``variance`` (chosen on validation).
+    ``accuracy``, ``variance`` (chosen by inner cross-validation).
     """
     protocol = splits[0].protocol
     jobs = [(spec, Normalization("speaker") if k is None else Normalization("speaker-k", k)) for k in clips]
