@@ -34,7 +34,8 @@ Speech emotion recognition on RAVDESS: run the study, check data and checkpoints
 the emotion of your own audio with a trained model folder (`make all` writes them under
 .cache/full/models/).
 
-  use a trained model:  predict (your audio files or folders), evaluate (a labelled corpus of yours)
+  use a trained model:  predict (your audio files or folders, or live audio on stdin), evaluate (a labelled
+                        corpus of yours), export (an ONNX folder that predicts without torch)
   train your own:       train (a model folder from your labelled manifest, any label set)
   run the study:        pipeline (the notebooks and reports; `make all`), finetune (one recipe)
   check before a run:   validate (a RAVDESS folder), backbone (a pretrained checkpoint)
@@ -45,6 +46,8 @@ EPILOG = """\
 examples:
   python -m ser_utils predict my_recording.wav more_audio/ --model .cache/full/models/baseline
   python -m ser_utils evaluate --model .cache/full/models/whisper-frozen --manifest my_corpus.csv
+  python -m ser_utils export .cache/full/models/whisper-frozen --onnx whisper-onnx   # predict then needs no torch
+  arecord -f S16_LE -r 16000 -c 1 -t raw | python -m ser_utils predict - --raw --windows --model whisper-onnx
   python -m ser_utils train --manifest my_corpus.csv --out my_model   # then predict / evaluate --model my_model
   python -m ser_utils pipeline --dry-run          # which notebooks `make all` would run, and why
   python -m ser_utils backbone whisper-base       # what a checkpoint holds, before a long job
@@ -141,7 +144,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     guess = subparsers.add_parser("predict", help="the emotion of your audio files or folders, with a trained "
                                   "model folder")
-    guess.add_argument("paths", nargs="+", help="audio files or folders (searched recursively)")
+    guess.add_argument("paths", nargs="+", help="audio files or folders (searched recursively), or - for audio on "
+                       "standard input (a WAV stream, or raw PCM with --raw)")
     guess.add_argument("--model", required=True, help="a model folder, e.g. .cache/full/models/baseline")
     guess.add_argument("--json", nargs="?", const="-", help="write JSON to FILE (or stdout without FILE)")
     guess.add_argument("--csv", help="write per-window and per-file rows to this CSV file")
@@ -157,6 +161,12 @@ def build_parser() -> argparse.ArgumentParser:
     guess.add_argument("--speaker-pattern", help="regular expression finding the speaker in each path (its first "
                        "group, else the whole match), e.g. 'Actor_(\\d+)'")
     guess.add_argument("--allow-pickle", action="store_true", help=ALLOW_PICKLE_HELP)
+    live = guess.add_argument_group("standard input (predict -)")
+    live.add_argument("--raw", action="store_true", help="headerless PCM instead of a WAV stream")
+    live.add_argument("--rate", type=int, default=16_000, help="--raw: samples per second (default 16000)")
+    live.add_argument("--channels", type=int, default=1, help="--raw: interleaved channels, averaged (default 1)")
+    live.add_argument("--sample-format", choices=("s16", "s32", "f32"), default="s16",
+                      help="--raw: little-endian 16- or 32-bit integers, or 32-bit floats (default s16)")
     guess.set_defaults(func=commands.predict)
 
     score = subparsers.add_parser("evaluate", help="accuracy, UAR and confusions of a model on your labelled "
@@ -181,6 +191,13 @@ def build_parser() -> argparse.ArgumentParser:
                                   "CSV, any labels): head chosen by speaker-grouped cross-validation")
     train_command.add_arguments(learn)
     learn.set_defaults(func=train_command.train)
+
+    onnx = subparsers.add_parser("export", help="write an encoder model folder as an ONNX folder: predict and "
+                                 "evaluate then run with onnxruntime, without torch")
+    onnx.add_argument("model", help="a frozen or fine-tuned encoder model folder (Whisper, wav2vec2 family)")
+    onnx.add_argument("--onnx", required=True, metavar="OUT_DIR", help="the ONNX folder to write (a new folder, or "
+                      "an earlier export, which is replaced)")
+    onnx.set_defaults(func=commands.export)
 
     same = subparsers.add_parser("compare-results", help="do two runs agree? each system's difference against the "
                                "bootstrap intervals (exit 0: all agree, 1: some do not)")

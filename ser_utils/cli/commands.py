@@ -122,12 +122,11 @@ def _load_recognizer(directory: str, allow_pickle: bool = False):
     loaded (a second one does not): loading imports libraries, and a KeyboardInterrupt inside an extension
     module's initialization comes out as an ImportError ("initialization failed"), a traceback."""
     with deferred():  # raises Interrupted at its end if a signal came
-        from ..models.deployable import ModelLoadError
         from ..serving.predict import EmotionRecognizer
 
         try:
             return EmotionRecognizer.from_pretrained(directory, allow_pickle=allow_pickle)
-        except (ModelLoadError, ValueError) as err:
+        except ValueError as err:  # ModelLoadError among them (not imported: an ONNX folder imports no torch)
             error(option_message(err))
             return None
 
@@ -217,7 +216,8 @@ def predict(args: argparse.Namespace) -> int:
     with deferred():  # the imports: see the module docstring
         from ..features.normalization import GroupError
         from ..serving.prediction_io import audio_files, format_prediction, format_window, predictions_table, to_json
-        from ..study.crosscorpus import speaker_groups
+        if args.adapt != "none":  # the study's module imports scikit-learn: only when adapting
+            from ..study.crosscorpus import speaker_groups
 
     with warning_lines():  # repeated files
         files, failures = audio_files(args.paths)
@@ -236,7 +236,7 @@ def predict(args: argparse.Namespace) -> int:
     try:
         with deferred(), warning_lines():  # Ctrl-C / SIGTERM: stop between files, keep old outputs
             # Adapted features need every file of a group at once; otherwise files stream one after another.
-            groups = speaker_groups(files, args.adapt, args.speaker_pattern)
+            groups = speaker_groups(files, args.adapt, args.speaker_pattern) if args.adapt != "none" else None
             grouped = groups is not None or recognizer.needs_groups
             if grouped:
                 scored, unreadable = recognizer.predict_files(files, window=args.window, hop=args.hop, groups=groups)
@@ -318,6 +318,24 @@ def evaluate(args: argparse.Namespace) -> int:
         summary["settings"] = {**settings, "model": args.model}
         written = _write_outputs({"--json": (args.json, strict_json(summary))})
     return 1 if result["failures"] or not written else 0
+
+
+def export(args: argparse.Namespace) -> int:
+    with deferred():  # the imports: see the module docstring
+        from ..models.onnx_export import export_onnx
+
+    try:
+        with deferred(), warning_lines():  # Ctrl-C: the folder is written whole or not at all
+            out = export_onnx(args.model, args.onnx)
+    except Interrupted as err:
+        error(f"interrupted ({err.name}); no ONNX folder written")
+        return err.exit_status
+    except (OSError, ValueError) as err:
+        error(one_line(str(err)))
+        return 2
+    say(f"{out}: ONNX model (encoder and head in one graph), scores as {args.model} does to within 1e-3; "
+        f"predict --model {out} runs without torch")
+    return 0
 
 
 def compare_results(args: argparse.Namespace) -> int:

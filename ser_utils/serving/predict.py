@@ -24,6 +24,7 @@ import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -40,9 +41,11 @@ from ..data.audio import (
     peak_warning,
     within_full_scale,
 )
-from ..models.deployable import Deployable
-from ..models.loading import load_deployable
+from ..models.onnx_model import OnnxModel, is_onnx_folder
 from .windows import StreamTally, check_window, stream_windows, window_bounds
+
+if TYPE_CHECKING:  # the torch models are imported when a torch folder is loaded: an ONNX folder needs none
+    from ..models.deployable import Deployable
 
 DEFAULT_WINDOW = config.DEFAULT_WINDOW  # seconds (core.config says why 6)
 DEFAULT_HOP = config.DEFAULT_HOP
@@ -88,7 +91,7 @@ class EmotionRecognizer:
     >>> recognizer.predict_file("speech.wav").emotion                          # doctest: +SKIP
     """
 
-    def __init__(self, model: Deployable):
+    def __init__(self, model: Deployable | OnnxModel):
         self.model = model
 
     def __getattr__(self, name: str):
@@ -101,11 +104,16 @@ class EmotionRecognizer:
     @classmethod
     def from_pretrained(cls, directory: str | Path, device: str | None = None, *,
                         allow_pickle: bool = False) -> EmotionRecognizer:
-        """Load any deployable model folder (:func:`load_deployable`).
+        """Load any deployable model folder (:func:`~ser_utils.models.loading.load_deployable`), or an ONNX
+        export (:class:`~ser_utils.models.onnx_model.OnnxModel`: onnxruntime, torch is never imported).
 
         ``allow_pickle=True`` also loads an old baseline saved as ``pipeline.joblib`` - a pickle, which
         runs any code it holds: only for folders you made yourself.
         """
+        if is_onnx_folder(directory):
+            return cls(OnnxModel.from_folder(directory))
+        from ..models.loading import load_deployable
+
         return cls(load_deployable(directory, device, allow_pickle=allow_pickle))
 
     def predict_proba(self, waves: Sequence[np.ndarray], groups: Sequence[str] | None = None) -> np.ndarray:
