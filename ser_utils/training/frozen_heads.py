@@ -311,8 +311,8 @@ def layer_probe(meta: pd.DataFrame, splits: Sequence[Split], embeddings: dict[st
 
 #: Ridge penalties and logistic-regression inverse penalties (scikit-learn's ``C``, per clip's loss) the
 #: selected system's linear heads offer its inner cross-validation, each as a candidate of its own.
-SELECTED_ALPHAS = (300.0, 1000.0, 3000.0, 10000.0)
-LOGISTIC_CS = (1e-4, 3e-4, 1e-3, 3e-3)
+SELECTED_ALPHAS = (100.0, 300.0, 1000.0, 3000.0)
+LOGISTIC_CS = (1e-3, 3e-3, 1e-2, 3e-2, 0.1)
 #: Relative size below which a kernel's eigenvalue is treated as zero (the data span fewer dimensions).
 EIGEN_FLOOR = 1e-9
 
