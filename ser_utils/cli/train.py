@@ -129,7 +129,8 @@ def _frozen(args, mt, data, skipped: dict[str, str], profile):
     encoder = study_encoder(backbone.checkpoint, backbone.options)
     paths = [p for p in dict.fromkeys(data.table["path"]) if p not in skipped]
     states = extract_embeddings(encoder, paths, profile.cache_dir, backbone_fingerprint(backbone.checkpoint))
-    failures = {**skipped, **{p: why for p, why in states.failures.items()}}
+    say(f"{backbone.family} embeddings: {states.hits} from the cache, {states.computed} computed")
+    failures = {**skipped, **states.failures}
     kept, folds = _usable(mt, data, failures)
     normalization = Normalization("speaker") if args.normalize == "speaker" else Normalization()
     system = f"{Path(args.manifest).stem}-{backbone.family}-frozen{normalization.suffix}"
@@ -145,6 +146,7 @@ def _baseline(args, mt, data, skipped: dict[str, str], profile):
     extractor = make_extractor(args.features)
     paths = [p for p in dict.fromkeys(data.table["path"]) if p not in skipped]
     table = extract_corpus(pd.DataFrame({"path": paths}), extractor, profile.cache_dir)
+    say(f"{args.features} features: {table.hits} from the cache, {table.computed} computed")
     failures = {**skipped, **table.failures}
     kept, folds = _usable(mt, data, failures)
     rows = {p: i for i, p in enumerate(table.meta["path"])}

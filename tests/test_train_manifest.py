@@ -1,0 +1,136 @@
+"""``python -m ser_utils train`` on labelled manifests drawn from the real RAVDESS clips (issue 35): a model
+folder that ``predict`` and ``evaluate`` use with the manifest's own labels, and every bad input refused with
+one line, status 2 and no folder."""
+
+import json
+import shutil
+
+import pandas as pd
+import pytest
+
+from ser_utils.__main__ import main
+
+#: RAVDESS emotion codes of the four classes, in the order the manifests list them first.
+CLASSES = {"05": "angry", "03": "happy", "04": "sad", "01": "neutral"}
+ACTORS = range(1, 7)
+
+
+@pytest.fixture(scope="module")
+def tiny_whisper(tmp_path_factory):
+    from ser_utils.backbones.checkpoints import make_tiny_whisper
+
+    return str(make_tiny_whisper(tmp_path_factory.mktemp("tiny") / "tiny-whisper"))
+
+
+@pytest.fixture(scope="module")
+def clips(ravdess_16k):
+    """One clip per class and actor (statement 1, repetition 1, normal intensity): 24 clips, 6 speakers."""
+    rows = []
+    for actor in ACTORS:
+        for code, label in CLASSES.items():
+            path = next((ravdess_16k / f"Actor_{actor:02d}").glob(f"03-01-{code}-01-01-01-{actor:02d}.*"))
+            rows.append({"path": str(path), "label": label, "speaker": f"actor{actor}"})
+    return pd.DataFrame(rows)
+
+
+@pytest.fixture(autouse=True)
+def work_dir(tmp_path_factory, monkeypatch):
+    """One cache for the module's runs (a second run reads it), the smoke profile's small grids, no bars."""
+    monkeypatch.setenv("SER_WORK_DIR", str(tmp_path_factory.getbasetemp() / "train-work"))
+    monkeypatch.setenv("SER_PROFILE", "smoke")
+    monkeypatch.setenv("SER_PROGRESS", "0")
+
+
+def write(table: pd.DataFrame, path) -> str:
+    table.to_csv(path, index=False)
+    return str(path)
+
+
+def refused(capsys, args, out) -> str:
+    """Run ``train`` expecting a refusal: status 2, one error line, no folder; returns the line."""
+    assert main(["train", *map(str, args), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1 and "Traceback" not in err, err
+    assert not out.exists() and not list(out.parent.glob(f".{out.name}*"))
+    return lines[0]
+
+
+def test_four_labels_on_a_tiny_backbone_predict_and_evaluate_use_the_folder(tmp_path, clips, tiny_whisper, capsys):
+    manifest = write(clips, tmp_path / "four.csv")
+    out = tmp_path / "model"
+    assert main(["train", "--manifest", manifest, "--out", str(out), "--backbone", tiny_whisper,
+                 "--heads", "linear"]) == 0
+    said = capsys.readouterr().out
+    assert "UAR" in said and "speaker-grouped" in said
+    result = json.loads((out / "evaluation.json").read_text())
+    assert result["labels"] == ["angry", "happy", "sad", "neutral"] and result["clips"] == 24
+    assert result["cv"]["grouped_by_speaker"] and result["speakers"] == 6
+    assert sum(sum(row.values()) for row in result["confusion"].values()) == 24
+    assert set(result) >= {"accuracy", "uar", "macro_f1", "class_counts", "head", "why", "candidates"}
+    assert "Cross-validated scores" in (out / "README.md").read_text()
+
+    assert main(["predict", *clips["path"][:4], "--model", str(out), "--json"]) == 0
+    predictions = json.loads(capsys.readouterr().out)
+    assert all(set(p["probabilities"]) == set(CLASSES.values()) for p in predictions)
+    scores = tmp_path / "scores.json"
+    assert main(["evaluate", "--model", str(out), "--manifest", manifest, "--json", str(scores)]) == 0
+    assert json.loads(scores.read_text())["n"] == 24
+
+    # Another head on the same clips embeds nothing again; an existing folder is replaced only with --force.
+    assert main(["train", "--manifest", manifest, "--out", str(out), "--backbone", tiny_whisper]) == 2
+    assert "already exists" in capsys.readouterr().err and (out / "evaluation.json").is_file()
+    assert main(["train", "--manifest", manifest, "--out", str(out), "--backbone", tiny_whisper, "--force",
+                 "--labels", "neutral,sad,happy,angry"]) == 0
+    assert "embeddings: 24 from the cache, 0 computed" in capsys.readouterr().out
+    assert json.loads((out / "evaluation.json").read_text())["labels"] == ["neutral", "sad", "happy", "angry"]
+
+
+def test_a_baseline_from_a_manifest_in_another_folder_with_relative_paths(tmp_path, clips, capsys):
+    data = tmp_path / "elsewhere"
+    (data / "audio").mkdir(parents=True)
+    for path in clips["path"]:
+        shutil.copy(path, data / "audio")
+    table = clips.drop(columns="speaker").assign(path=[f"audio/{p.split('/')[-1]}" for p in clips["path"]])
+    (data / "audio" / "broken.wav").write_bytes(b"not audio")
+    table = pd.concat([table, pd.DataFrame([{"path": "audio/broken.wav", "label": "sad"}])])
+    manifest = write(table, data / "mine.csv")
+    out = tmp_path / "baseline"
+    assert main(["train", "--manifest", manifest, "--out", str(out), "--features", "egemaps"]) == 0
+    captured = capsys.readouterr()
+    assert "broken.wav" in captured.err and "optimistic" in captured.out  # listed, skipped; no speakers
+    result = json.loads((out / "evaluation.json").read_text())
+    assert result["clips"] == 24 and result["left_out"] == 1 and not result["cv"]["grouped_by_speaker"]
+    assert main(["predict", str(data / "audio"), "--model", str(out), "--json"]) == 1  # broken.wav: not scored
+    predictions = json.loads(capsys.readouterr().out)
+    assert len(predictions) == 24 and {p["emotion"] for p in predictions} <= set(CLASSES.values())
+    assert all(list(p["probabilities"]) == list(CLASSES.values()) for p in predictions)
+
+
+def test_bad_manifests_are_one_line_status_2_and_no_folder(tmp_path, clips, tiny_whisper, capsys):
+    out = tmp_path / "model"
+    one_class = write(clips.assign(label="angry"), tmp_path / "one-class.csv")
+    assert "needs two or more" in refused(capsys, ["--manifest", one_class], out)
+    few = clips.drop(clips.index[clips["label"] == "sad"][3:])
+    assert "'sad' has 3 usable clip(s)" in refused(capsys, ["--manifest", write(few, tmp_path / "few.csv")], out)
+    spelled = clips.assign(label=clips["label"].where(clips.index % 8 != 0, clips["label"].str.title()))
+    line = refused(capsys, ["--manifest", write(spelled, tmp_path / "case.csv")], out)
+    assert "'angry'" in line and "'Angry'" in line and "differ only in case" in line
+    one_speaker = write(clips.assign(speaker="anna"), tmp_path / "one-speaker.csv")
+    assert "one speaker" in refused(capsys, ["--manifest", one_speaker], out)
+    manifest = write(clips, tmp_path / "ok.csv")
+    assert "--labels" in refused(capsys, ["--manifest", manifest, "--labels", "angry,happy,sad"], out)
+    assert "--train-layers" in refused(capsys, ["--manifest", manifest, "--train-layers", "1"], out)
+    no_speakers = write(clips.drop(columns="speaker"), tmp_path / "no-speakers.csv")
+    assert "speaker column" in refused(capsys, ["--manifest", no_speakers, "--normalize", "speaker"], out)
+    ragged = tmp_path / "ragged.csv"
+    ragged.write_text("path,label\na.wav,sad,extra\n")
+    assert "line 2" in refused(capsys, ["--manifest", ragged], out)
+    # Unreadable files are listed and skipped; too few left of a class: refused after reading, nothing written.
+    for i in range(24):
+        (tmp_path / f"broken{i}.wav").write_bytes(b"not audio")
+    sad = clips["label"] == "sad"
+    unreadable = clips.assign(path=clips["path"].where(~sad, [str(tmp_path / f"broken{i}.wav") for i in range(24)]))
+    line = refused(capsys, ["--manifest", write(unreadable, tmp_path / "unreadable.csv"), "--backbone", tiny_whisper],
+                   out)
+    assert "'sad' has 0 usable clip(s) (6 file(s) left out)" in line
