@@ -211,3 +211,13 @@ def test_the_training_prior_is_the_normalizers_own_over_training_speakers():
     assert np.allclose(everyone, SpeakerNormalizer("shrunk", 10, seed=4).fit(flat, groups).prior_var_)
     first_two = training_prior(flat, groups, groups != "3", None, seed=4)
     assert np.allclose(first_two, SpeakerNormalizer("shrunk").fit(flat[:40], groups[:40]).prior_var_)
+
+
+def test_the_summary_reads_sgd_rows_whose_penalty_was_read_back_empty():
+    rows = pd.DataFrame({"protocol": "actor-kfold", "fold": [1, 1], "head": ["mlp-weighted-mean", "ridge-all-mean+std"],
+                         "penalty": ["", "300"], "variance": ["", ""], "inner_uar": [0.6, 0.5],
+                         "test_uar": [0.7, 0.8], "chosen": [True, False], "system": "whisper-selected-frozen"})
+    summary = frozen_heads_summary(rows, rows[rows["chosen"]])
+    assert summary.loc["whisper-selected-frozen", "best setting (post hoc)"] == "80.0 (ridge-all-mean+std alpha=300)"
+    assert frozen_head_choices(rows[rows["chosen"]]).loc["whisper-selected-frozen", 1] == \
+        "mlp-weighted-mean (inner 60.0)"
