@@ -93,6 +93,6 @@ def test_a_systems_note_says_how_it_was_trained_chosen_and_normalized():
     assert system_note("whisper-project-frozen") == ""
     assert system_note("whisper-project-ft-top1").startswith("partial fine-tuning: the top 1 encoder layer(s)")
     both = system_note("whisper-selected-frozen+spknorm-k10").split("; ")
-    assert both[0].startswith("frozen head chosen per fold on validation actors")
+    assert both[0].startswith("frozen head chosen per split by inner cross-validation on the training actors")
     assert both[1] == "speaker-normalized: statistics from 10 unlabelled clips per speaker"
     assert system_note("egemaps+svm+spknorm").startswith("transductive")

@@ -77,7 +77,7 @@ def test_the_title_names_only_the_encoders_that_ran(comparison):
 
 def test_system_names_are_said_in_words():
     assert findings.describe("whisper-selected-frozen+spknorm-k10") == (
-        "Whisper-base, frozen, head chosen on validation actors, speaker-normalized (10 enrolment clips)")
+        "Whisper-base, frozen, head chosen by inner CV, speaker-normalized (10 enrolment clips)")
     assert findings.describe("egemaps+logreg+spknorm") == (
         "eGeMAPS features, logistic regression, speaker-normalized (all clips, transductive)")
     assert findings.describe("whisper-project-ft-top2") == "Whisper-base, top 2 layer fine-tuned, project head"

@@ -76,7 +76,7 @@ def describe(system: str) -> str:
 FEATURE_NAMES = {"egemaps": "eGeMAPS", "mfcc-set": "MFCC set", "original-set": "original set"}
 CLASSIFIER_NAMES = {"logreg": "logistic regression", "svm": "SVM", "rf": "random forest", "mlp": "MLP"}
 RECIPE_NAMES = {"original": "original recipe head", "project": "project head",
-                "selected": "head chosen on validation actors"}
+                "selected": "head chosen by inner CV"}
 
 
 def summary_of(metrics: pd.DataFrame) -> pd.DataFrame:

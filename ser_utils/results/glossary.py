@@ -22,12 +22,20 @@ TERMS: tuple[tuple[str, str, str], ...] = (
      "resampled means fall inside it. It shows how much the finite test set alone moves the number."),
     ("actor-kfold", "actor-kfold (primary protocol)",
      "Actor-independent 6-fold cross-validation on exactly the folds of the EmoBox benchmark: each fold tests 4 "
-     "actors (240 clips) never heard in training, and every clip is tested once. Choices are made on validation "
-     "actors taken from the training actors, never on test actors. Numbers compare with EmoBox's published ones."),
+     "actors (240 clips) never heard in training, and every clip is tested once. Every choice is made inside the "
+     "training actors (see <a href='#inner-cv'>inner cross-validation</a>), never on test actors. Numbers compare "
+     "with EmoBox's published ones."),
     ("random-80-20", "random-80-20",
      "The original write-up's protocol: a stratified random 80/20 split of the clips, repeated with several seeds. "
      "Every actor is in training and test, so a model can recognise the actor's way of acting rather than the "
      "emotion: it over-states accuracy on new speakers. Reported for comparability only."),
+    ("inner-cv", "inner cross-validation (inner CV)",
+     "How the study chooses a grid point, a head or a penalty: inside each split, the training clips are cut into 4 "
+     "inner folds (grouped by actor under actor-kfold, so no actor is on both sides; stratified by class under "
+     "random-80-20, where the inner score is optimistic); every candidate is fitted and scored on every inner fold, "
+     "the best mean inner UAR wins, and it is refitted on all training clips. Test clips never take part. The "
+     "recipes' own heads (original, project) stop early on two validation actors taken from the training actors, "
+     "as their recipes say."),
     ("inductive", "Uses nothing of the test speaker (inductive)",
      "The system sees only the test clip itself: what a deployed model does on a new speaker."),
     ("spknorm-k10", "+spknorm-k10 (enrolment)",
@@ -35,9 +43,11 @@ TERMS: tuple[tuple[str, str, str], ...] = (
      "with the mean and standard deviation of 10 random unlabelled clips of that speaker. Realistic when a "
      "system can record a few seconds of a new speaker first."),
     ("spknorm", "+spknorm (transductive)",
-     "Speaker normalization with all of a speaker's unlabelled clips, the test clips included. Transductive: the "
-     "test speaker's audio is used at test time (no labels). On RAVDESS, where every actor records every emotion "
-     "equally often, it is optimistic: an upper bound, not what a model does on a new speaker."),
+     "Speaker normalization with a speaker's own unlabelled clips: training speakers with their training clips, "
+     "a test speaker with all of their test clips (transductive: the test speaker's audio is used at test time, "
+     "without labels); the prior variance comes from the training speakers only. On RAVDESS, where every actor "
+     "records every emotion equally often, it is optimistic: an upper bound, not what a model does on a new "
+     "speaker."),
     ("transductive", "Transductive",
      "Uses the unlabelled test data itself (here: all of the test speaker's clips) when making predictions."),
     ("frozen", "Frozen encoder",
@@ -52,8 +62,9 @@ TERMS: tuple[tuple[str, str, str], ...] = (
      "The project's head: a learned weighted sum of all hidden layers, mean pooling over the clip's frames (padding "
      "masked), a small MLP, warm-up and decay."),
     ("selected", "selected head (<code>-selected-frozen</code>)",
-     "A head chosen per fold among several candidates on the same cached embeddings (an MLP with mean or "
-     "mean+std pooling, ridge regression on every layer's mean and std), by validation UAR; never by test UAR."),
+     "A head chosen per split among candidates on the same cached embeddings (ridge and multinomial logistic "
+     "regression on every layer's mean and std, each penalty a candidate; the project's MLP with mean or mean+std "
+     "pooling) by <a href='#inner-cv'>inner cross-validation</a> on the training actors; never by test UAR."),
     ("post-hoc", "post hoc", "Computed after the fact on the test folds, for insight only: a post hoc best is not a "
      "result a model could have chosen, and is labelled so."),
     ("mfcc-set", "mfcc-set",
@@ -65,8 +76,8 @@ TERMS: tuple[tuple[str, str, str], ...] = (
      "loudness, voice quality and spectral shape), computed with openSMILE: the field's standard compact set."),
     ("classifiers", "logreg, svm, rf, mlp",
      "scikit-learn classifiers of the handcrafted systems: logistic regression, support-vector machine (RBF), "
-     "random forest, multi-layer perceptron; each with feature standardisation and a small grid chosen on "
-     "validation actors."),
+     "random forest (100 trees), multi-layer perceptron (early stopping); each with feature standardisation and a "
+     "small grid chosen by <a href='#inner-cv'>inner cross-validation</a>."),
     ("mcnemar", "McNemar's exact test",
      "Compares two systems on the same test clips: of the clips exactly one of them got right, is the split "
      "further from 50/50 than chance would make it? A small p-value (say below 0.05) means the difference is "
