@@ -42,7 +42,7 @@ from ..data.audio import (
     within_full_scale,
 )
 from ..models.onnx_model import OnnxModel, is_onnx_folder
-from .windows import StreamTally, check_window, stream_windows, window_bounds
+from .windows import StreamTally, check_window, cut_windows, stream_windows, window_bounds
 
 if TYPE_CHECKING:  # the torch models are imported when a torch folder is loaded: an ONNX folder needs none
     from ..models.deployable import Deployable
@@ -205,10 +205,38 @@ class EmotionRecognizer:
         """Score ``path`` while it is decoded (:func:`~ser_utils.serving.windows.stream_windows`: the windows
         of :func:`window_bounds`, the same samples as the whole-file path), in batches of 1, 2, 4, ...
         windows up to ``buffer_seconds`` of audio, each window's row told to ``on_window`` once scored."""
-        name, rows, tally = str(path), [], StreamTally()
+        tally = StreamTally()
         largest = max(1, int(buffer_seconds // window))
+        batches = stream_windows(path, window, hop, self.sample_rate, largest=largest, tally=tally)
+        return self._score_batches(str(path), batches, tally, on_window)
+
+    def predict_stream(self, chunks: Iterable[np.ndarray], *, name: str = "<stream>",
+                       window: float | None = DEFAULT_WINDOW, hop: float | None = DEFAULT_HOP,
+                       on_window: WindowCallback | None = None) -> tuple[str, FilePrediction | None, str]:
+        """Score audio that arrives in float32 mono chunks at :attr:`sample_rate` (``predict -``): each window
+        is scored as soon as its last sample has arrived and told to ``on_window`` at once (one window per
+        batch when followed, else batches up to :data:`BUFFER_SECONDS`); the end of the chunks scores the last
+        window. Returns ``(name, prediction, "")`` or ``(name, None, reason)`` as
+        :meth:`iter_predictions` does per file; what the chunks raise (a bad stream) is raised."""
+        check_window(window, hop)
+        if window is None:  # the whole stream as one clip
+            return self._score_buffer_one(name, np.concatenate([np.zeros(0, np.float32), *chunks]), hop, on_window)
+        tally = StreamTally()
+        largest = 1 if on_window is not None else max(1, int(BUFFER_SECONDS // window))
+        batches = cut_windows(chunks, window, hop, self.sample_rate, largest=largest, tally=tally)
+        return self._score_batches(name, batches, tally, on_window)
+
+    def _score_buffer_one(self, name: str, wave: np.ndarray, hop, on_window) -> tuple[str, FilePrediction | None, str]:
+        if len(wave) == 0:
+            return name, None, f"{name}: empty audio (0 samples)"
+        return next(self._score_buffer([(name, wave)], None, hop, on_window))
+
+    def _score_batches(self, name: str, batches: Iterator, tally: StreamTally,
+                       on_window: WindowCallback | None) -> tuple[str, FilePrediction | None, str]:
+        """Score the window batches of one file or stream as they come (see :meth:`_stream_file`)."""
+        rows = []
         try:
-            for pieces in stream_windows(path, window, hop, self.sample_rate, largest=largest, tally=tally):
+            for pieces in batches:
                 interrupts.check()  # a Ctrl-C / SIGTERM stops a long file between batches
                 voiced = [w for _, _, w in pieces if w is not None]
                 probs = self.predict_proba(voiced) if voiced else np.zeros((0, len(self.labels)))

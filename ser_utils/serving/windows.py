@@ -1,12 +1,13 @@
 """The scoring windows of a clip: :func:`check_window` (the settings), :func:`window_bounds` (the windows of
 a whole waveform) and :func:`stream_windows` (the same windows cut from a file while it is decoded, so that
-the first ones can be scored after one block of the file rather than after all of it).
+the first ones can be scored after one block of the file rather than after all of it; :func:`cut_windows`
+for any chunks, standard input's among them).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
@@ -85,6 +86,15 @@ def stream_windows(path: str | Path, window: float, hop: float | None, sample_ra
     Raises :class:`~ser_utils.data.audio.AudioError` as the loader does (:class:`SilentAudioError` at the
     end, after the last batch), ``ValueError`` for a window or hop shorter than one sample.
     """
+    with closing(stream_audio(path, sample_rate)) as chunks:
+        yield from cut_windows(chunks, window, hop, sample_rate, largest=largest, tally=tally)
+
+
+def cut_windows(chunks: Iterable[np.ndarray], window: float, hop: float | None, sample_rate: int = SAMPLE_RATE, *,
+                largest: int, tally: StreamTally | None = None) -> Iterator[Batch]:
+    """:func:`stream_windows` of any float32 mono chunks at ``sample_rate`` (a file's blocks, standard input's
+    reads): the windows :func:`window_bounds` gives the chunks joined, each cut as soon as its last sample
+    is in a chunk, the last window (ending with the audio) and audio shorter than one window at the end."""
     tally = tally if tally is not None else StreamTally()
     size, step = int(window * sample_rate), int((hop or window) * sample_rate)
     if size <= 0 or step <= 0:
@@ -96,19 +106,18 @@ def stream_windows(path: str | Path, window: float, hop: float | None, sample_ra
         piece = held[a - base:b - base].copy()
         pending.append((a, b, None if is_silent(piece) else piece))
 
-    with closing(stream_audio(path, sample_rate)) as chunks:
-        for chunk in chunks:
-            if len(chunk):
-                tally.low, tally.high = min(tally.low, float(chunk.min())), max(tally.high, float(chunk.max()))
-            held, tally.samples = np.concatenate([held, chunk]), tally.samples + len(chunk)
-            while start + size <= tally.samples:  # the windows that start at a multiple of the hop
-                cut(start, start + size)
-                start += step
-            keep = min(start, max(tally.samples - size, 0))  # the next window's start, or the last window's
-            held, base = held[keep - base:], keep
-            if len(pending) >= batch:
-                yield pending
-                pending, batch = [], min(2 * batch, largest)
+    for chunk in chunks:
+        if len(chunk):
+            tally.low, tally.high = min(tally.low, float(chunk.min())), max(tally.high, float(chunk.max()))
+        held, tally.samples = np.concatenate([held, chunk]), tally.samples + len(chunk)
+        while start + size <= tally.samples:  # the windows that start at a multiple of the hop
+            cut(start, start + size)
+            start += step
+        keep = min(start, max(tally.samples - size, 0))  # the next window's start, or the last window's
+        held, base = held[keep - base:], keep
+        if len(pending) >= batch:
+            yield pending
+            pending, batch = [], min(2 * batch, largest)
     total = tally.samples
     if start == 0:  # no full window: the file is one window
         cut(0, total)
