@@ -75,16 +75,17 @@ def atomic_open(path: str | Path, mode: str = "w", *, encoding: str | None = "ut
 
 
 @contextmanager
-def atomic_path(path: str | Path) -> Iterator[Path]:
-    """A temporary path beside ``path`` for writers that take a file name (safetensors' ``save_file``), and
-    the one rename-or-clean-up of the package: when the block succeeds the file is fsynced, given the
-    target's permissions and renamed into place; when it fails it is removed (:class:`WriteError` for an
-    ``OSError``) and the target is left as it was."""
+def atomic_path(path: str | Path, suffix: str = ".tmp") -> Iterator[Path]:
+    """A temporary path beside ``path`` for writers that take a file name (safetensors' ``save_file``,
+    papermill), and the one rename-or-clean-up of the package: when the block succeeds the file is fsynced,
+    given the target's permissions and renamed into place; when it fails it is removed (:class:`WriteError`
+    for an ``OSError``) and the target is left as it was. ``suffix`` ends the temporary name, for writers
+    that check it (papermill warns about an output not ending in ``.ipynb``)."""
     target = _target(path)
     temporary = None
     try:
         fd, temporary = tempfile.mkstemp(dir=target.parent if str(target.parent) else ".",
-                                         prefix=f".{target.name}.", suffix=".tmp")
+                                         prefix=f".{target.name}.", suffix=suffix)
         os.close(fd)
         yield Path(temporary)
         _fsync_file(temporary)

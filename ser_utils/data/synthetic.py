@@ -10,13 +10,14 @@ above chance; it says nothing about real emotional speech.
 
 from __future__ import annotations
 
+import io
 import json
 from pathlib import Path
 
 import numpy as np
 import soundfile as sf
 
-from ..core.atomic import atomic_write_text
+from ..core.atomic import atomic_write_bytes, atomic_write_text
 from .corpus import expected_stems, parse_filename
 
 #: Per emotion: (pitch factor, level in dBFS, syllables per second, pitch movement, tilt dB/octave)
@@ -74,6 +75,18 @@ def synthesize_clip(emotion: str, actor: int, *, intensity: str = "normal", stat
     return np.clip(wave, -1, 1).astype(np.float32)
 
 
+def write_clip(path: Path, wave: np.ndarray, sample_rate: int) -> None:
+    """Write a 16-bit WAV or FLAC (by ``path``'s suffix) whole or not at all (``core.atomic``).
+
+    Encoded in memory first: on a full disk libsndfile left a cut file and said only "error 2", while
+    Python's own write raises ``WriteError``, naming the file and "No space left on device". A clip is
+    tens of kilobytes.
+    """
+    encoded = io.BytesIO()
+    sf.write(encoded, wave, sample_rate, subtype="PCM_16", format=path.suffix.lstrip(".").upper())
+    atomic_write_bytes(path, encoded.getvalue())
+
+
 def make_synthetic_corpus(root: str | Path, *, actors=range(1, 25), seconds: float = 1.5,
                           sample_rate: int = 16_000, channels: int = 1, suffix: str = ".wav",
                           seed: int = 0) -> Path:
@@ -101,7 +114,7 @@ def make_synthetic_corpus(root: str | Path, *, actors=range(1, 25), seconds: flo
             wave = np.stack([wave * (1 - 0.1 * c) for c in range(channels)], axis=1)
         path = root / f"Actor_{fields['actor']:02d}" / f"{stem}{suffix}"
         path.parent.mkdir(parents=True, exist_ok=True)
-        sf.write(str(path), wave, sample_rate, subtype="PCM_16")
+        write_clip(path, wave, sample_rate)
     atomic_write_text(stamp, json.dumps(settings))  # last: it says the corpus is complete
     return root
 
@@ -133,7 +146,7 @@ def make_shifted_corpus(root: str | Path, *, speakers=range(31, 37), emotions=("
                                               rng=rng)
                 path = Path(f"spk{speaker}") / f"{emotion}_{take}.wav"
                 (root / path).parent.mkdir(parents=True, exist_ok=True)
-                sf.write(str(root / path), wave.astype(np.float32), sample_rate, subtype="PCM_16")
+                write_clip(root / path, wave.astype(np.float32), sample_rate)
                 rows.append(f"{path.as_posix()},{emotion},spk{speaker}")
     atomic_write_text(manifest, "\n".join(rows) + "\n")
     atomic_write_text(stamp, json.dumps(settings))
