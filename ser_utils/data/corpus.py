@@ -282,11 +282,31 @@ def download_ravdess() -> Path:
         return Path(kagglehub.dataset_download(KAGGLE_DATASET))
     except Exception as err:  # network, credentials, kagglehub errors: all mean "use a local copy"
         raise DownloadError(
-            f"could not download RAVDESS ({KAGGLE_DATASET}) with kagglehub: {err}\n"
+            f"could not download RAVDESS ({KAGGLE_DATASET}) with kagglehub: {_download_cause(err)}\n"
             "If you have a local copy, point the study at it with RAVDESS_DIR, e.g.\n"
             "    RAVDESS_DIR=/path/to/ravdess make all\n"
             "(any folder holding the RAVDESS .wav or .flac files, at any depth)."
         ) from err
+
+
+def _download_cause(err: Exception) -> str:
+    """Why kagglehub failed, in a few words. A connection error from requests is 300 characters of connection
+    pool internals ("HTTPSConnectionPool(host=...): Max retries exceeded ... Caused by NameResolutionError");
+    the last exception of its chain says it ("Name or service not known", "Connection refused")."""
+    try:
+        from requests.exceptions import ConnectionError as NoConnection
+    except ImportError:  # kagglehub without requests: nothing to shorten
+        NoConnection = ()
+    if isinstance(err, NoConnection):
+        last = err
+        for _ in range(20):  # a chain may loop back on itself
+            nxt = last.__cause__ or last.__context__
+            if nxt is None:
+                break
+            last = nxt
+        return f"no connection to Kaggle ({getattr(last, 'strerror', None) or type(last).__name__})"
+    lines = str(err).strip().splitlines()
+    return lines[0] if lines else type(err).__name__
 
 
 def corpus_dir(data_dir: str | Path | None) -> Path:
