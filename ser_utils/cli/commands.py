@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 import warnings
 from pathlib import Path
@@ -410,12 +411,18 @@ def compare_results(args: argparse.Namespace) -> int:
 
 def pipeline(args: argparse.Namespace) -> int:
     with deferred():  # the imports: see the module docstring
+        from ..core.atomic import WriteError
         from .pipeline import NotebookFailed, run_pipeline
 
     try:
         run_pipeline(args.profile, only=args.only, force=args.force, keep_folds=args.keep_folds,
                      dry_run=args.dry_run)
     except NotebookFailed as err:
+        error(str(err))
+        for line in err.advice:  # the notebook's own advice (a local copy instead of the download), as written
+            print(line, file=sys.stderr, flush=True)
+        return 1
+    except WriteError as err:  # a full disk: the file is named, nothing half-written is left
         error(str(err))
         return 1
     return 0

@@ -17,12 +17,14 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
+import signal
 import time
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..core.atomic import atomic_write_text
+from ..core.atomic import atomic_path, atomic_write_text
 from ..core.config import (
     KEEP_FOLDS_ENV,
     RECOMPUTE_ENV,
@@ -34,7 +36,8 @@ from ..core.config import (
     extra_corpora,
     get_profile,
 )
-from ..core.console import say
+from ..core.console import one_line, say
+from ..core.interrupts import raising
 from ..core.progress import HEADLESS_ENV
 from ..results.report import provenance, record_provenance, write_index
 
@@ -47,7 +50,13 @@ KERNEL_ARGUMENTS = ["--IPKernelApp.log_level=ERROR"]
 
 
 class NotebookFailed(RuntimeError):
-    """A notebook raised; the message names it, the cell and the kept executed copy."""
+    """A notebook raised; ``str()`` is one line naming it, the cell, the kept executed copy and the error's
+    first line. ``advice``: the error's further lines (the download's "point the study at a local copy"),
+    to be printed as lines of their own."""
+
+    def __init__(self, message: str, advice: list[str] | None = None):
+        super().__init__(message)
+        self.advice = advice or []
 
 
 @dataclass
@@ -122,7 +131,9 @@ def run_notebook(profile: Profile, name: str, parameters: dict | None = None,
                  notebook_dir: Path = NOTEBOOK_DIR) -> Path:
     """Execute one notebook with papermill (profile injected) and render its HTML report.
 
-    The executed copy is kept under ``work_dir/executed`` - also when it fails, for inspection.
+    The executed copy is kept under ``work_dir/executed`` - also when it fails, for inspection - and is
+    written whole or not at all (``core.atomic``: papermill writes it in place, and a full disk left 8 kB
+    of it). The kernel's own output goes beside it, ``<name>.log`` (see :func:`_kernel_manager_class`).
     """
     import papermill as pm
 
@@ -132,19 +143,132 @@ def run_notebook(profile: Profile, name: str, parameters: dict | None = None,
     # run in notebooks/). Set for the run only.
     paths = {v: str(env_path(v)) for v in ("RAVDESS_DIR", "SER_WORK_DIR", "SER_REPORTS_DIR")
              if os.environ.get(v, "").strip()}
-    try:
-        with _environment({**HEADLESS_ENV, **paths}):
+    failure = None
+    _KERNELS.clear()
+    with _environment({**HEADLESS_ENV, **paths}), atomic_path(executed, suffix=".tmp.ipynb") as temporary:
+        try:
             pm.execute_notebook(
-                str(notebook_dir / f"{name}.ipynb"), str(executed),
+                str(notebook_dir / f"{name}.ipynb"), str(temporary),
                 parameters={"profile": profile.name, **(parameters or {})},
                 cwd=str(notebook_dir), progress_bar=False, log_output=False, extra_arguments=KERNEL_ARGUMENTS,
+                kernel_manager_class=_kernel_manager_class(executed.with_suffix(".log")),
             )
-    except pm.PapermillExecutionError as err:
-        raise NotebookFailed(
-            f"notebook {name} failed in cell {err.exec_count} ({err.ename}: {err.evalue}); "
-            f"the executed notebook is kept at {executed}"
-        ) from None
+        except pm.PapermillExecutionError as err:
+            failure = err  # the block ends normally: the executed copy, error included, is kept
+    if failure is not None:
+        first, *advice = [one_line(line) for line in str(failure.evalue).strip().splitlines()] or [""]
+        raise NotebookFailed(f"notebook {name} failed in cell {failure.exec_count} (the executed notebook is kept "
+                             f"at {executed}): {failure.ename}: {first}", advice)
     return render_html(executed, profile.reports_dir / f"{name}.html", profile.results_dir)
+
+
+#: The kernel managers of the notebook now running (one), for :func:`_stop_started_processes`.
+_KERNELS: list = []
+
+
+def _kernel_manager_class(log: Path) -> type:
+    """jupyter_client's ``AsyncKernelManager`` (papermill's), which also records each kernel it starts and
+    sends the kernel's own output (not the notebook's: that is in the executed copy) to ``log``.
+
+    That output is ipykernel's log and whatever the kernel's processes print outside the notebook: it
+    reached the terminal as ``[IPKernelApp] ERROR | KeyboardInterrupt caught in kernel.`` (jupyter's
+    shutdown interrupts a kernel, in case it is busy, and it was still finishing a failed cell) and, on an
+    interrupt, asyncio's "Task was destroyed but it is pending!", around the run's own lines.
+    """
+    from jupyter_client.manager import AsyncKernelManager
+
+    class RecordedKernelManager(AsyncKernelManager):
+        def __init__(self, **kwargs):
+            super().__init__(**kwargs)
+            _KERNELS.append(self)
+
+        async def start_kernel(self, **kwargs) -> None:
+            with open(log, "w") as output:  # the kernel keeps its own copy of the descriptor
+                await super().start_kernel(stdout=output, stderr=output, **kwargs)
+
+    return RecordedKernelManager
+
+
+def _stop_started_processes(grace: float = 5.0) -> None:
+    """End every process the notebook's run started: the kernel, everything in its process group (jupyter
+    starts each kernel in a session of its own, so a terminal's Ctrl-C never reaches it; joblib's loky workers
+    and their resource tracker stay in it), and their descendants.
+
+    The kernel gets SIGKILL: it has nothing to save. The rest get SIGTERM, so that joblib's resource tracker
+    removes its shared-memory folders, and SIGKILL if still there after ``grace`` seconds.
+    """
+    import psutil
+
+    kernels = _kernel_pids()
+    groups = {pgid for pid in kernels if (pgid := _group_of(pid)) is not None} - {os.getpgrp()}  # never ours
+    for pid in kernels:
+        with suppress(OSError):
+            os.kill(pid, signal.SIGKILL)
+    found: dict = {}
+    for number in (signal.SIGTERM, signal.SIGKILL):
+        found.update(_members(groups))
+        for process in found.values():
+            with suppress(psutil.Error):
+                process.send_signal(number)
+        found = {p.pid: p for p in _wait_gone(list(found.values()), grace)}
+        if not found and not _members(groups):
+            break
+    for manager in _KERNELS:  # the connection file in jupyter's runtime folder
+        with suppress(Exception):
+            manager.cleanup_connection_file()
+    _KERNELS.clear()
+
+
+def _kernel_pids() -> list[int]:
+    """The kernels of this run: those its kernel managers started, and any child of this process that leads a
+    session of its own, as jupyter starts kernels (a signal that came while a kernel was starting, before its
+    manager knew its process id)."""
+    import psutil
+
+    kernels = [pid for manager in _KERNELS if (pid := getattr(manager.provisioner, "pid", None))]
+    with suppress(psutil.Error, OSError):
+        kernels += [child.pid for child in psutil.Process().children() if _group_of(child.pid) == child.pid
+                    and os.getsid(child.pid) == child.pid]
+    return sorted(set(kernels))
+
+
+def _group_of(pid: int) -> int | None:
+    try:
+        return os.getpgid(pid)
+    except OSError:
+        return None
+
+
+def _members(groups: set[int]) -> dict:
+    """Every process in ``groups``, and every descendant of one (one that left the group included)."""
+    import psutil
+
+    members = {}
+    for process in psutil.process_iter():
+        with suppress(psutil.Error, OSError):
+            if os.getpgid(process.pid) in groups:
+                members[process.pid] = process
+    for process in list(members.values()):
+        with suppress(psutil.Error):
+            members.update({p.pid: p for p in process.children(recursive=True)})
+    return members
+
+
+def _wait_gone(processes: list, seconds: float) -> list:
+    """The processes still alive after at most ``seconds`` (a zombie counts as gone: its parent, or init,
+    reaps it)."""
+    import psutil
+
+    def alive(process) -> bool:
+        try:
+            return process.is_running() and process.status() != psutil.STATUS_ZOMBIE
+        except psutil.Error:
+            return False
+
+    deadline = time.monotonic() + seconds
+    while (left := [p for p in processes if alive(p)]) and time.monotonic() < deadline:
+        psutil.wait_procs(left, timeout=0.1)
+    return left
 
 
 def run_pipeline(profile_name: str | None = None, *, only: list[str] | None = None, force: bool = False,
@@ -155,7 +279,9 @@ def run_pipeline(profile_name: str | None = None, *, only: list[str] | None = No
     ``dry_run``: run nothing, print what would run and why (steps are ``"would run"`` / ``"skipped"``).
     """
     forced = {RECOMPUTE_ENV: repr(time.time()), KEEP_FOLDS_ENV: "1" if keep_folds else None}
-    with _environment(forced if force and not dry_run else {}):  # kernels inherit it: older caches recomputed
+    # A Ctrl-C or SIGTERM raises at once, wherever it lands: the notebook's kernel is stopped and its reports
+    # put back on the way out (_kept_as_before).
+    with raising(), _environment(forced if force and not dry_run else {}):  # kernels inherit it
         return _run_pipeline(get_profile(profile_name), only, force, dry_run, parameters or {})
 
 
@@ -181,11 +307,14 @@ def _run_pipeline(profile: Profile, only, force: bool, dry_run: bool, parameters
     stamps = profile.work_dir / "pipeline"
     steps, upstream = [], ""
     for name in NOTEBOOKS:
+        stamp, html = stamps / f"{name}.stamp", profile.reports_dir / f"{name}.html"
         if only and name not in only and name.split("_")[0] not in only:
+            # Left out, it does not rerun: the next notebooks build on what it made when it last ran, which is
+            # what a run of them records (a full run's upstream for a notebook that is up to date is the same).
+            upstream = recorded_fingerprint(stamp)
             continue
         params = {**_environment_parameters(name), **parameters.get(name, {})}
         parts = fingerprint_parts(profile, name, params, upstream)
-        stamp, html = stamps / f"{name}.stamp", profile.reports_dir / f"{name}.html"
         reasons = (["FORCE"] if force else []) + stale_reasons(stamp, html, parts)
         if dry_run:
             steps.append(Step(name, "would run" if reasons else "skipped"))
@@ -196,15 +325,8 @@ def _run_pipeline(profile: Profile, only, force: bool, dry_run: bool, parameters
         else:
             say(f"[{name}] running ({profile.name} profile: {'; '.join(reasons)}) ...")
             start = time.perf_counter()
-            stamp.unlink(missing_ok=True)
-            info = provenance(profile)  # before the run: the results notebook edits README.md
-            run_notebook(profile, name, params)
-            record_provenance(profile, name, info)
-            # Recorded as the inputs are *after* the run: notebook 01 may have generated the corpus and 04 the
-            # tiny backbone (smoke profile), so an unchanged second run matches and skips.
-            parts = fingerprint_parts(profile, name, params, upstream)
-            stamps.mkdir(parents=True, exist_ok=True)
-            atomic_write_text(stamp, json.dumps({"fingerprint": _digest(parts), "parts": parts}, indent=1))
+            with _kept_as_before(profile.reports_dir, stamp):
+                parts = _run_and_stamp(profile, name, params, upstream, stamp)
             steps.append(Step(name, "ran", time.perf_counter() - start))
             say(f"[{name}] done in {steps[-1].seconds:.0f} s -> {display_path(html)}")
         upstream = _digest(parts)
@@ -212,3 +334,86 @@ def _run_pipeline(profile: Profile, only, force: bool, dry_run: bool, parameters
         index = write_index(profile, NOTEBOOKS)
         say(f"index: {display_path(index)}")
     return steps
+
+
+def recorded_fingerprint(stamp: Path) -> str:
+    """The fingerprint a notebook's stamp records (its inputs' digest when it last ran); ``"not run"`` when it
+    has none, so that the notebooks after it run again once it has run."""
+    try:
+        return str(json.loads(stamp.read_text())["fingerprint"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return "not run"
+
+
+def _run_and_stamp(profile: Profile, name: str, params: dict, upstream: str, stamp: Path) -> dict[str, str]:
+    """Run one notebook and write its stamp; returns the inputs the stamp records."""
+    info = provenance(profile)  # before the run: the results notebook edits README.md
+    run_notebook(profile, name, params)
+    record_provenance(profile, name, info)
+    # Recorded as the inputs are *after* the run: notebook 01 may have generated the corpus and 04 the
+    # tiny backbone (smoke profile), so an unchanged second run matches and skips.
+    parts = fingerprint_parts(profile, name, params, upstream)
+    stamp.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(stamp, json.dumps({"fingerprint": _digest(parts), "parts": parts}, indent=1))
+    return parts
+
+
+@contextmanager
+def _kept_as_before(reports: Path, stamp: Path):
+    """One notebook's run. Its stamp is set aside first: a run that fails, or is killed, leaves the notebook
+    to run again. A Ctrl-C or SIGTERM stops every process the run started, then puts the reports folder and
+    the stamp back as they were before the run (the notebook writes result tables as it goes).
+
+    The reports are kept as hard links: every file the package writes is replaced, never changed in place
+    (``core.atomic``), so a link keeps the old content, and costs no space on a nearly full disk.
+    """
+    before = stamp.parent / f".before-{stamp.stem}"
+    shutil.rmtree(before, ignore_errors=True)  # left by a run that was killed
+    _link_tree(reports, before / "reports")
+    if stamp.is_file():
+        os.replace(stamp, before / stamp.name)
+    try:
+        yield
+    except KeyboardInterrupt:
+        _stop_started_processes()
+        _restore_tree(before / "reports", reports)
+        if (before / stamp.name).is_file():
+            os.replace(before / stamp.name, stamp)
+        else:
+            stamp.unlink(missing_ok=True)
+        raise
+    finally:
+        shutil.rmtree(before, ignore_errors=True)
+
+
+def _files(folder: Path) -> list[Path]:
+    """Every file (or link) under ``folder``, its sub-folders included; links to folders are not followed."""
+    return [Path(root) / name for root, _, names in os.walk(folder) for name in names]
+
+
+def _link_tree(folder: Path, copy: Path) -> None:
+    copy.mkdir(parents=True, exist_ok=True)
+    for path in _files(folder):
+        kept = copy / path.relative_to(folder)
+        kept.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            os.link(path, kept, follow_symlinks=False)
+        except OSError:  # a file system without hard links
+            shutil.copy2(path, kept, follow_symlinks=False)
+
+
+def _restore_tree(copy: Path, folder: Path) -> None:
+    """Make ``folder`` what ``copy`` holds: files added since are removed, replaced ones put back."""
+    kept = {path.relative_to(copy) for path in _files(copy)}
+    for path in _files(folder):
+        if path.relative_to(folder) not in kept:
+            path.unlink()
+    for relative in kept:
+        path = folder / relative
+        if not (path.is_file() and os.path.samefile(path, copy / relative)):
+            path.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(copy / relative, path)
+    for root, _, _ in sorted(os.walk(folder), reverse=True):  # folders made since, now empty
+        if not (copy / Path(root).relative_to(folder)).is_dir():
+            with suppress(OSError):
+                os.rmdir(root)

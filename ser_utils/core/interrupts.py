@@ -11,10 +11,15 @@ ctypes prints and drops any exception raised in a callback ("Exception ignored o
 callback function"). A Ctrl-C landing there vanished: the run went on to exit 0, or the clip came back
 as NaN features and was reported as a bad file. The extractor therefore runs openSMILE inside
 :func:`deferred` and calls :func:`check` right after it.
+
+Inside :func:`raising` (the pipeline: its work is done by kernel processes, it has no file of its own to
+finish), SIGINT and SIGTERM raise :class:`Interrupted` at once - SIGTERM too, which by default ends Python
+without a word and without the clean-up (the kernel and its workers outlived the run).
 """
 
 from __future__ import annotations
 
+import logging
 import signal
 import threading
 from collections.abc import Iterator
@@ -67,10 +72,38 @@ def deferred() -> Iterator[None]:
         raise Interrupted(pending[0])
 
 
+def _raise(signum, frame) -> None:
+    for number in SIGNALS:  # from now on: the clean-up on the way out is not cut short by a second Ctrl-C
+        signal.signal(number, signal.SIG_IGN)
+    # The libraries' own words while the run unwinds are not the reader's: a signal landing inside one of
+    # nbclient's coroutines lets it shut the kernel down on the way out, and it logged "Kernel died while
+    # waiting for execute reply." before the run's one line.
+    logging.disable(logging.CRITICAL)
+    raise Interrupted(signum)
+
+
+@contextmanager
+def raising() -> Iterator[None]:
+    """The first SIGINT or SIGTERM inside the block raises :class:`Interrupted` at once; later ones are
+    ignored, and logging is off, until the block ends (see the module docstring). Outside the main thread
+    (where Python cannot set signal handlers) the block does nothing."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {s: signal.signal(s, _raise) for s in SIGNALS}
+    logged = logging.root.manager.disable
+    try:
+        yield
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
+        logging.disable(logged)
+
+
 def check() -> None:
     """Raise :class:`Interrupted` if a signal arrived inside :func:`deferred`; else nothing."""
     if _received:
         raise Interrupted(_received[0])
 
 
-__all__ = ["SIGNALS", "Interrupted", "check", "deferred"]
+__all__ = ["SIGNALS", "Interrupted", "check", "deferred", "raising"]
