@@ -7,6 +7,10 @@ target with ``os.replace`` (atomic within one file system). When anything fails 
 disk, a quota, a folder removed meanwhile, an interrupt - the temporary file is removed, the old file
 is left as it was, and :class:`WriteError` (an ``OSError``) says in one line which path and why.
 
+One file is written as it grows, on purpose: a notebook kernel's own log (``<work dir>/executed/<name>.log``,
+``pipeline``), which must show what the kernel said up to the moment it stopped. It is a log, never read
+back as a result.
+
 Temporary files are named ``.<name>.<random>.tmp``: hidden, and never matching a reader's ``*.csv`` or
 ``*.npy`` pattern, should a killed process leave one behind.
 """
