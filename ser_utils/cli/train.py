@@ -134,8 +134,10 @@ def _frozen(args, mt, data, skipped: dict[str, str], profile):
     kept, folds = _usable(mt, data, failures)
     normalization = Normalization("speaker") if args.normalize == "speaker" else Normalization()
     system = f"{Path(args.manifest).stem}-{backbone.family}-frozen{normalization.suffix}"
-    return mt.train_frozen(kept, folds, states.arrays, encoder, system, normalization, mlp=args.heads == "all",
-                           seed=profile.seed), failures
+    outcome = mt.train_frozen(kept, folds, states.arrays, encoder, system, normalization, mlp=args.heads == "all",
+                              seed=profile.seed)
+    outcome.inputs = f"{backbone.describe()} ({backbone.family}, frozen): per-layer embeddings"
+    return outcome, failures
 
 
 def _baseline(args, mt, data, skipped: dict[str, str], profile):
