@@ -221,3 +221,19 @@ def test_the_summary_reads_sgd_rows_whose_penalty_was_read_back_empty():
     assert summary.loc["whisper-selected-frozen", "best setting (post hoc)"] == "80.0 (ridge-all-mean+std alpha=300)"
     assert frozen_head_choices(rows[rows["chosen"]]).loc["whisper-selected-frozen", 1] == \
         "mlp-weighted-mean (inner 60.0)"
+
+
+def test_a_two_class_or_incomplete_logistic_fit_keeps_one_row_per_class():
+    from sklearn.linear_model import LogisticRegression
+
+    from ser_utils.training.frozen_heads import _every_class
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(40, 3))
+    y = np.where(x[:, 0] > 0, 2, 0)  # classes 0 and 2 of 3
+    model = LogisticRegression().fit(x, y)
+    coef, bias = _every_class(model, 3)
+    logits = x @ coef.T + bias
+    assert coef.shape == (3, 3) and (logits.argmax(1) == model.predict(x)).all()
+    softmax = np.exp(logits - logits.max(1, keepdims=True))
+    assert np.allclose((softmax / softmax.sum(1, keepdims=True))[:, [0, 2]], model.predict_proba(x), atol=1e-6)
