@@ -8,16 +8,15 @@ import pytest
 
 from ser_utils.evaluation.metrics import metrics_from_predictions, not_run_rows
 from ser_utils.results import plots
+from ser_utils.results.analysis import analysed_systems, significance_tests
 from ser_utils.results.store import read_metrics, read_predictions, write_metrics, write_predictions
 from ser_utils.results.tables import (
-    analysed_systems,
     comparison_table,
     for_display,
     format_p,
     pair_confusion_table,
     pair_confusions,
     published_vs_measured,
-    significance_tests,
 )
 from ser_utils.study.baselines import choice_counts
 

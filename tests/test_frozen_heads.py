@@ -16,8 +16,8 @@ from ser_utils.evaluation.splits import make_splits
 from ser_utils.features.normalization import Normalization, SpeakerNormalizer
 from ser_utils.models.frozen import FrozenEncoderModel
 from ser_utils.models.heads import FrozenHead, ModelConfig
+from ser_utils.results.analysis import frozen_head_choices, frozen_heads_post_hoc, frozen_heads_summary
 from ser_utils.results.store import read_predictions, read_table
-from ser_utils.results.tables import frozen_head_choices, frozen_heads_post_hoc, frozen_heads_summary
 from ser_utils.study.systems import PROJECT, export_selected_frozen, run_frozen, selected_candidates
 from ser_utils.training.frozen_heads import (
     LOGISTIC_CS,

@@ -6,12 +6,12 @@ import pytest
 
 from ser_utils.data.corpus import EMOTIONS
 from ser_utils.evaluation.metrics import metrics_from_confusion, metrics_from_predictions, not_run_rows, score
+from ser_utils.results.analysis import finetuned_vs_frozen
 from ser_utils.results.store import read_metrics, read_predictions, write_metrics, write_predictions
 from ser_utils.results.tables import (
     bootstrap_ci,
     claims_vs_measured,
     comparison_table,
-    finetuned_vs_frozen,
     headline_table,
     leakage_gap,
     mcnemar,

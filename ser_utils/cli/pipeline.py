@@ -120,9 +120,9 @@ def stale_reasons(stamp: Path, html: Path, parts: dict[str, str]) -> list[str]:
 
 
 def render_html(notebook: Path, html: Path, results_dir: Path | None = None) -> Path:
-    """Render an executed notebook as a report page (``results.site.render_report``: navigation, its key
+    """Render an executed notebook as a report page (``results.render.render_report``: navigation, its key
     numbers first from ``results_dir``, code folded, figures embedded, no script from elsewhere)."""
-    from ..results.site import render_report
+    from ..results.render import render_report
 
     return render_report(notebook, html, html.stem, results_dir or html.parent / "results", NOTEBOOKS)
 

@@ -1,6 +1,6 @@
 """What the study found, in words and one compact table, computed from the result files.
 
-The front page (:func:`ser_utils.results.site.write_index`), the top of each report and notebook 05 all
+The front page (:func:`ser_utils.results.site.write_site`), the top of each report and notebook 05 all
 say the study's answer through this module, so that no number a reader sees is typed by hand: every
 number comes from a summary table (``comparison.csv``, or :func:`summary_of` on the per-fold metrics).
 

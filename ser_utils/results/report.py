@@ -83,8 +83,8 @@ def header_markdown(profile: Profile, title: str) -> str:
 
 def header_html(profile: Profile, title: str) -> str:
     """The header of every report: title, smoke warning, the slot the renderer fills with the report's key
-    numbers (:data:`ser_utils.results.site.KEY_NUMBERS_SLOT`), and the provenance folded away."""
-    from .site import KEY_NUMBERS_SLOT
+    numbers (:data:`ser_utils.results.render.KEY_NUMBERS_SLOT`), and the provenance folded away."""
+    from .render import KEY_NUMBERS_SLOT
 
     info = provenance(profile)
     packages = ", ".join(f"{k} {v}" for k, v in info.pop("packages").items())
