@@ -307,6 +307,7 @@ def _predict_stdin(args: argparse.Namespace) -> int:
                    if args.windows and args.json != "-" else None)
     try:
         with deferred(), warning_lines():  # Ctrl-C / SIGTERM: stop between windows
+            _warm_up(recognizer, args.window)
             chunks = stream_chunks(stdin_reader(), recognizer.sample_rate, raw)
             _, prediction, reason = recognizer.predict_stream(chunks, name=NAME, window=args.window, hop=args.hop,
                                                               on_window=window_line)
@@ -329,6 +330,15 @@ def _predict_stdin(args: argparse.Namespace) -> int:
     if args.json == "-":
         say(to_json(predictions))
     return 1 if prediction is None or not written else 0
+
+
+def _warm_up(recognizer, window: float | None) -> None:
+    """Score one window of quiet noise: a model's first call allocates its buffers (onnxruntime, torch), which
+    delayed the first window's line of a live stream; done now, while that window's audio is still coming."""
+    import numpy as np
+
+    samples = int((window or 1.0) * recognizer.sample_rate)
+    recognizer.predict_proba([0.01 * np.random.default_rng(0).standard_normal(samples).astype(np.float32)])
 
 
 def evaluate(args: argparse.Namespace) -> int:
