@@ -20,18 +20,14 @@ from ser_utils.results.analysis import frozen_head_choices, frozen_heads_post_ho
 from ser_utils.results.store import read_predictions, read_table
 from ser_utils.study.systems import PROJECT, export_selected_frozen, run_frozen, selected_candidates
 from ser_utils.training.frozen_heads import (
-    LOGISTIC_CS,
     RIDGE_ALPHAS,
-    SELECTED_ALPHAS,
     Trial,
-    _Kernel,
     choose,
     frozen_predictions,
     normalized_variants,
-    select_head,
     train_frozen_head,
-    training_prior,
 )
+from ser_utils.training.head_selection import LOGISTIC_CS, SELECTED_ALPHAS, _Kernel, select_head, training_prior
 
 LINEAR_ALL = ModelConfig(pooling="mean+std", layers="all", head_hidden=0)
 
@@ -226,7 +222,7 @@ def test_the_summary_reads_sgd_rows_whose_penalty_was_read_back_empty():
 def test_a_two_class_or_incomplete_logistic_fit_keeps_one_row_per_class():
     from sklearn.linear_model import LogisticRegression
 
-    from ser_utils.training.frozen_heads import _every_class
+    from ser_utils.training.head_selection import _every_class
 
     rng = np.random.default_rng(0)
     x = rng.normal(size=(40, 3))

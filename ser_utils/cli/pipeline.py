@@ -18,7 +18,6 @@ import hashlib
 import json
 import os
 import shutil
-import signal
 import time
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
@@ -40,6 +39,7 @@ from ..core.console import one_line, say
 from ..core.interrupts import raising
 from ..core.progress import HEADLESS_ENV
 from ..results.report import provenance, record_provenance, write_index
+from .kernels import KERNELS, recording_kernel_manager, stop_started_processes
 
 NOTEBOOK_DIR = REPO_ROOT / "notebooks"
 NOTEBOOKS = ("01_download", "02_eda", "03_baselines", "04_pretrained_encoders", "05_results", "06_generalisation")
@@ -133,7 +133,8 @@ def run_notebook(profile: Profile, name: str, parameters: dict | None = None,
 
     The executed copy is kept under ``work_dir/executed`` - also when it fails, for inspection - and is
     written whole or not at all (``core.atomic``: papermill writes it in place, and a full disk left 8 kB
-    of it). The kernel's own output goes beside it, ``<name>.log`` (see :func:`_kernel_manager_class`).
+    of it). The kernel's own output goes beside it, ``<name>.log``
+    (:func:`ser_utils.cli.kernels.recording_kernel_manager`).
     """
     import papermill as pm
 
@@ -144,14 +145,14 @@ def run_notebook(profile: Profile, name: str, parameters: dict | None = None,
     paths = {v: str(env_path(v)) for v in ("RAVDESS_DIR", "SER_WORK_DIR", "SER_REPORTS_DIR")
              if os.environ.get(v, "").strip()}
     failure = None
-    _KERNELS.clear()
+    KERNELS.clear()
     with _environment({**HEADLESS_ENV, **paths}), atomic_path(executed, suffix=".tmp.ipynb") as temporary:
         try:
             pm.execute_notebook(
                 str(notebook_dir / f"{name}.ipynb"), str(temporary),
                 parameters={"profile": profile.name, **(parameters or {})},
                 cwd=str(notebook_dir), progress_bar=False, log_output=False, extra_arguments=KERNEL_ARGUMENTS,
-                kernel_manager_class=_kernel_manager_class(executed.with_suffix(".log")),
+                kernel_manager_class=recording_kernel_manager(executed.with_suffix(".log")),
             )
         except pm.PapermillExecutionError as err:
             failure = err  # the block ends normally: the executed copy, error included, is kept
@@ -160,115 +161,6 @@ def run_notebook(profile: Profile, name: str, parameters: dict | None = None,
         raise NotebookFailed(f"notebook {name} failed in cell {failure.exec_count} (the executed notebook is kept "
                              f"at {executed}): {failure.ename}: {first}", advice)
     return render_html(executed, profile.reports_dir / f"{name}.html", profile.results_dir)
-
-
-#: The kernel managers of the notebook now running (one), for :func:`_stop_started_processes`.
-_KERNELS: list = []
-
-
-def _kernel_manager_class(log: Path) -> type:
-    """jupyter_client's ``AsyncKernelManager`` (papermill's), which also records each kernel it starts and
-    sends the kernel's own output (not the notebook's: that is in the executed copy) to ``log``.
-
-    That output is ipykernel's log and whatever the kernel's processes print outside the notebook: it
-    reached the terminal as ``[IPKernelApp] ERROR | KeyboardInterrupt caught in kernel.`` (jupyter's
-    shutdown interrupts a kernel, in case it is busy, and it was still finishing a failed cell) and, on an
-    interrupt, asyncio's "Task was destroyed but it is pending!", around the run's own lines.
-    """
-    from jupyter_client.manager import AsyncKernelManager
-
-    class RecordedKernelManager(AsyncKernelManager):
-        def __init__(self, **kwargs):
-            super().__init__(**kwargs)
-            _KERNELS.append(self)
-
-        async def start_kernel(self, **kwargs) -> None:
-            with open(log, "w") as output:  # the kernel keeps its own copy of the descriptor
-                await super().start_kernel(stdout=output, stderr=output, **kwargs)
-
-    return RecordedKernelManager
-
-
-def _stop_started_processes(grace: float = 5.0) -> None:
-    """End every process the notebook's run started: the kernel, everything in its process group (jupyter
-    starts each kernel in a session of its own, so a terminal's Ctrl-C never reaches it; joblib's loky workers
-    and their resource tracker stay in it), and their descendants.
-
-    The kernel gets SIGKILL: it has nothing to save. The rest get SIGTERM, so that joblib's resource tracker
-    removes its shared-memory folders, and SIGKILL if still there after ``grace`` seconds.
-    """
-    import psutil
-
-    kernels = _kernel_pids()
-    groups = {pgid for pid in kernels if (pgid := _group_of(pid)) is not None} - {os.getpgrp()}  # never ours
-    for pid in kernels:
-        with suppress(OSError):
-            os.kill(pid, signal.SIGKILL)
-    found: dict = {}
-    for number in (signal.SIGTERM, signal.SIGKILL):
-        found.update(_members(groups))
-        for process in found.values():
-            with suppress(psutil.Error):
-                process.send_signal(number)
-        found = {p.pid: p for p in _wait_gone(list(found.values()), grace)}
-        if not found and not _members(groups):
-            break
-    for manager in _KERNELS:  # the connection file in jupyter's runtime folder
-        with suppress(Exception):
-            manager.cleanup_connection_file()
-    _KERNELS.clear()
-
-
-def _kernel_pids() -> list[int]:
-    """The kernels of this run: those its kernel managers started, and any child of this process that leads a
-    session of its own, as jupyter starts kernels (a signal that came while a kernel was starting, before its
-    manager knew its process id)."""
-    import psutil
-
-    kernels = [pid for manager in _KERNELS if (pid := getattr(manager.provisioner, "pid", None))]
-    with suppress(psutil.Error, OSError):
-        kernels += [child.pid for child in psutil.Process().children() if _group_of(child.pid) == child.pid
-                    and os.getsid(child.pid) == child.pid]
-    return sorted(set(kernels))
-
-
-def _group_of(pid: int) -> int | None:
-    try:
-        return os.getpgid(pid)
-    except OSError:
-        return None
-
-
-def _members(groups: set[int]) -> dict:
-    """Every process in ``groups``, and every descendant of one (one that left the group included)."""
-    import psutil
-
-    members = {}
-    for process in psutil.process_iter():
-        with suppress(psutil.Error, OSError):
-            if os.getpgid(process.pid) in groups:
-                members[process.pid] = process
-    for process in list(members.values()):
-        with suppress(psutil.Error):
-            members.update({p.pid: p for p in process.children(recursive=True)})
-    return members
-
-
-def _wait_gone(processes: list, seconds: float) -> list:
-    """The processes still alive after at most ``seconds`` (a zombie counts as gone: its parent, or init,
-    reaps it)."""
-    import psutil
-
-    def alive(process) -> bool:
-        try:
-            return process.is_running() and process.status() != psutil.STATUS_ZOMBIE
-        except psutil.Error:
-            return False
-
-    deadline = time.monotonic() + seconds
-    while (left := [p for p in processes if alive(p)]) and time.monotonic() < deadline:
-        psutil.wait_procs(left, timeout=0.1)
-    return left
 
 
 def run_pipeline(profile_name: str | None = None, *, only: list[str] | None = None, force: bool = False,
@@ -375,7 +267,7 @@ def _kept_as_before(reports: Path, stamp: Path):
     try:
         yield
     except KeyboardInterrupt:
-        _stop_started_processes()
+        stop_started_processes()
         _restore_tree(before / "reports", reports)
         if (before / stamp.name).is_file():
             os.replace(before / stamp.name, stamp)

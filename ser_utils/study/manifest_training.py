@@ -200,7 +200,8 @@ def train_frozen(data: TrainingData, folds, embeddings: dict[str, np.ndarray], e
 
     from ..models.frozen import FrozenEncoderModel
     from ..training.embeddings import stack
-    from ..training.frozen_heads import _fit_sgd, _Kernel, _sgd_settings, select_head, split_variants
+    from ..training.frozen_heads import _fit_sgd
+    from ..training.head_selection import _Kernel, _sgd_settings, select_head, split_variants
     from .systems import PROJECT, Recipe, selected_candidates
 
     labels = data.labels

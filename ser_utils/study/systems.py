@@ -153,7 +153,7 @@ def selected_candidates(recipe: Recipe, mlp: bool = True) -> list:
     the project's): ridge and multinomial logistic regression on every layer's mean and standard deviation
     side by side (standardised; each penalty of a small grid a candidate), and, with ``mlp``, the project's
     MLP on the weighted layers with mean and with mean+std pooling."""
-    from ..training.frozen_heads import LOGISTIC_CS, SELECTED_ALPHAS, HeadCandidate
+    from ..training.head_selection import LOGISTIC_CS, SELECTED_ALPHAS, HeadCandidate
 
     if recipe.name != "project":
         return []
@@ -234,7 +234,7 @@ def _frozen_recipe(meta, splits, variants, backbone: StudyBackbone, recipe: Reci
 def _selected_system(meta, splits, embeddings, backbone: StudyBackbone, candidates: list,
                      normalization: Normalization, seed: int, predictions: dict) -> pd.DataFrame:
     """The selected system on one protocol's splits: its predictions appended, every candidate's row returned."""
-    from ..training.frozen_heads import selected_heads, selection_predictions, selection_table
+    from ..training.head_selection import selected_heads, selection_predictions, selection_table
 
     labels = candidates[0].config.labels
     system = encoder_system(backbone.family, SELECTED, "frozen") + normalization.suffix
@@ -292,7 +292,8 @@ def export_frozen(profile: Profile, meta: pd.DataFrame, backbone: StudyBackbone,
     clips as the study scored them) are an honest estimate for unseen speakers.
     """
     from ..models.frozen import FrozenEncoderModel
-    from ..training.frozen_heads import choose, frozen_trials, normalized_variants, selected_heads
+    from ..training.frozen_heads import choose, frozen_trials, normalized_variants
+    from ..training.head_selection import selected_heads
 
     meta = meta[meta["path"].isin(embeddings.keys())].reset_index(drop=True)
     split = next(s for s in make_splits(meta, "actor-kfold", seed=profile.seed) if s.fold == fold)

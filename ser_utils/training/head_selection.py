@@ -1,0 +1,311 @@
+"""The selected frozen head: candidates chosen by speaker-grouped inner cross-validation on a split's
+training clips (:mod:`ser_utils.evaluation.inner_cv`), then refitted on all of them.
+
+:func:`select_head` scores every :class:`HeadCandidate` setting (ridge and logistic regression on every
+layer's mean and std, each penalty its own setting, solved in the dual with one eigendecomposition per inner
+fold; the project's MLPs, one seed per inner fold, refitted for the inner folds' mean best epoch) on each
+inner fold; the best mean inner UAR wins. Speaker normalization inside a split takes its prior from the
+training speakers only (:func:`training_prior`). :func:`selected_heads` runs it for every split,
+:func:`selection_table` records every setting's inner and (post hoc) test UAR.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import torch
+from joblib import Parallel, delayed
+
+from ..core.device import single_thread
+from ..evaluation.inner_cv import INNER_FOLDS, InnerChoice, cross_validate, inner_folds
+from ..evaluation.metrics import prediction_table, score
+from ..evaluation.splits import Split
+from ..features.normalization import Normalization, SpeakerNormalizer, normalizer_config
+from ..models.heads import FrozenHead, ModelConfig
+from .embeddings import stack
+from .frozen_heads import PARALLEL_BYTES, _fit_sgd, _standardising_head, closed_form
+
+#: Ridge penalties and logistic-regression inverse penalties (scikit-learn's ``C``, per clip's loss) the
+#: selected system's linear heads offer its inner cross-validation, each as a candidate of its own.
+SELECTED_ALPHAS = (100.0, 300.0, 1000.0, 3000.0)
+LOGISTIC_CS = (1e-3, 3e-3, 1e-2, 3e-2, 0.1)
+#: Relative size below which a kernel's eigenvalue is treated as zero (the data span fewer dimensions).
+EIGEN_FLOOR = 1e-9
+
+
+@dataclass(frozen=True)
+class HeadCandidate:
+    """A head the selected system chooses among: ``name`` (what the tables say), the head's ``config`` and how
+    it is fitted: ``"sgd"`` (AdamW; the inner folds' best epochs set the refit's epochs), ``"ridge"`` or
+    ``"logistic"`` (multinomial, L2), closed form / convex on the head's standardised input, one candidate per
+    ``penalties`` value (ridge ``alpha``, logistic ``C``)."""
+
+    name: str
+    config: ModelConfig
+    fit: str = "sgd"
+    penalties: tuple[float, ...] = ()
+
+    def __post_init__(self):
+        if self.fit not in ("sgd", "ridge", "logistic"):
+            raise ValueError(f"fit={self.fit!r}; choose sgd, ridge or logistic")
+        if (self.fit == "sgd") == bool(self.penalties) or (self.fit != "sgd" and not closed_form(self.config)):
+            raise ValueError(f"{self.name}: penalties go with a linear head on fixed features (ridge, logistic)")
+
+    def settings(self) -> list[float | None]:
+        return list(self.penalties) or [None]
+
+
+@dataclass
+class Setting:
+    """One candidate of an inner cross-validation: a head, its penalty (``None`` for SGD) and the speaker
+    normalization's variance (``None`` without)."""
+
+    head: HeadCandidate
+    penalty: float | None
+    variance: str | None
+
+    @property
+    def key(self) -> str:
+        parts = [self.head.name, "" if self.penalty is None else f"{self.penalty:g}", self.variance or ""]
+        return " / ".join(parts)
+
+
+@dataclass
+class SplitSelection:
+    """What inner cross-validation chose on one split's training clips, and every candidate refitted on them:
+    ``choice`` (:class:`~ser_utils.evaluation.inner_cv.InnerChoice`, keys :attr:`Setting.key`), ``settings``
+    (key -> :class:`Setting`), ``epochs`` (key -> refit epochs of an SGD head), ``predicted`` (key -> the
+    refitted candidate's test clips' class indices: post hoc for all but the chosen), the chosen refitted
+    ``model`` and its ``normalization`` (to record in a model folder)."""
+
+    protocol: str
+    fold: int
+    choice: InnerChoice
+    settings: dict[str, Setting]
+    epochs: dict[str, int]
+    predicted: dict[str, np.ndarray]
+    model: FrozenHead
+    normalization: dict | None
+
+    @property
+    def chosen(self) -> Setting:
+        return self.settings[self.choice.chosen]
+
+
+class _Kernel:
+    """A linear head's closed-form fits on one (fit rows, score rows) pair: the fit rows standardised as the
+    head does, their Gram matrix's eigendecomposition shared by every penalty (far fewer clips than features:
+    the dual form). Logistic regression runs on the kernel's coordinates ``V sqrt(S)`` (the same L2 problem as
+    on the standardised features, in at most as many dimensions as fit rows)."""
+
+    def __init__(self, config: ModelConfig, x_fit: np.ndarray, y_fit: np.ndarray, x_score: np.ndarray):
+        self.config, self.y = config, np.asarray(y_fit)
+        xf = torch.as_tensor(x_fit, dtype=torch.float32)
+        self.head = _standardising_head(config, xf)
+        with torch.no_grad():
+            self.z = self.head.standardise(xf).flatten(1)
+            zs = self.head.standardise(torch.as_tensor(x_score, dtype=torch.float32)).flatten(1)
+        eigenvalues, vectors = torch.linalg.eigh((self.z @ self.z.T).double())
+        keep = eigenvalues > EIGEN_FLOOR * eigenvalues.max()
+        self.s, self.v = eigenvalues[keep], vectors[:, keep]
+        self.k_score = (zs @ self.z.T).double()
+        self.targets = -torch.ones(len(self.y), len(config.labels), dtype=torch.float64)
+        self.targets[torch.arange(len(self.y)), torch.as_tensor(self.y)] = 1.0
+
+    def fit(self, fit: str, penalty: float) -> tuple[np.ndarray, torch.Tensor, torch.Tensor]:
+        """The score rows' predicted classes, the dual coefficients ``(fit rows, classes)`` and the bias."""
+        if fit == "ridge":
+            intercept = self.targets.mean(0)
+            dual = self.v @ ((self.v.T @ (self.targets - intercept)) / (self.s + penalty)[:, None])
+        else:
+            from sklearn.linear_model import LogisticRegression
+
+            coordinates = (self.v * self.s.sqrt()).numpy()
+            model = LogisticRegression(C=penalty, max_iter=1000, tol=1e-4).fit(coordinates, self.y)
+            coef, bias = _every_class(model, self.targets.shape[1])
+            intercept = torch.as_tensor(bias, dtype=torch.float64)
+            dual = self.v @ (torch.as_tensor(coef.T) / self.s.sqrt()[:, None])
+        logits = self.k_score @ dual + intercept
+        return logits.argmax(-1).numpy(), dual, intercept
+
+    def model(self, fit: str, penalty: float) -> tuple[np.ndarray, FrozenHead]:
+        """The score rows' predicted classes and the fitted :class:`FrozenHead`."""
+        predicted, dual, bias = self.fit(fit, penalty)
+        head = copy.deepcopy(self.head)
+        with torch.no_grad():
+            head.head[-1].weight.copy_((self.z.T @ dual.float()).T)
+            head.head[-1].bias.copy_(bias.float())
+        return predicted, head.eval()
+
+
+def _every_class(model, n_classes: int) -> tuple[np.ndarray, np.ndarray]:
+    """A fitted ``LogisticRegression``'s weights as one row per class ``(n_classes, d)`` and biases: scikit-learn
+    keeps one row for two classes (class 1 against class 0: split as -w/2, +w/2, the same softmax) and rows only
+    for the classes it saw (an absent class gets a bias no logit reaches)."""
+    coef, bias = model.coef_, model.intercept_
+    if len(model.classes_) == 2 and coef.shape[0] == 1:
+        coef, bias = np.vstack([-coef / 2, coef / 2]), np.array([-bias[0] / 2, bias[0] / 2])
+    full_coef = np.zeros((n_classes, coef.shape[1]))
+    full_bias = np.full(n_classes, -1e9)
+    full_coef[model.classes_], full_bias[model.classes_] = coef, bias
+    return full_coef, full_bias
+
+
+def split_variants(x: np.ndarray, groups: np.ndarray, train: np.ndarray, normalization: Normalization, *,
+                   seed: int = 0) -> dict[str | None, tuple[np.ndarray, dict | None]]:
+    """:func:`normalized_variants` for one split: each speaker standardised with its own unlabelled clips (all,
+    or ``normalization.clips`` random ones, the same draw as the whole corpus's), the prior variance pooled
+    over the training rows' speakers only, so no test clip changes a training clip's features."""
+    if normalization.kind == "none":
+        return {None: (x, None)}
+    flat, groups = x.reshape(len(x), -1), np.asarray(groups).astype(str)
+    in_train = np.zeros(len(x), dtype=bool)
+    in_train[train] = True
+    prior = training_prior(flat, groups, in_train, normalization.clips, seed)
+    variants = {}
+    for variance in normalization.variances:
+        normalizer = SpeakerNormalizer(variance, normalization.clips, prior_var=prior, seed=seed)
+        normed = normalizer.fit_transform(flat, groups).astype(np.float32).reshape(x.shape)
+        variants[variance] = (normed, normalizer_config(variance, prior, normalization.clips))
+    return variants
+
+
+def training_prior(flat: np.ndarray, groups: np.ndarray, in_train: np.ndarray, clips: int | None,
+                   seed: int) -> np.ndarray:
+    """The pooled within-speaker variance of :class:`SpeakerNormalizer`'s enrolment rows (drawn as it draws
+    them: speakers in sorted order, one generator) that are training rows."""
+    rng = np.random.default_rng(seed)
+    total, rows, speakers = np.zeros(flat.shape[1]), 0, 0
+    for group in sorted(set(groups.tolist()), key=str):
+        index = np.flatnonzero(groups == group)
+        if clips is not None and len(index) > clips:
+            index = np.sort(rng.choice(index, clips, replace=False))
+        index = index[in_train[index]]
+        if len(index):
+            part = flat[index].astype(np.float64)
+            total += ((part - part.mean(0)) ** 2).sum(0)
+            rows, speakers = rows + len(index), speakers + 1
+    return total / max(rows - speakers, 1)
+
+
+def select_head(x: np.ndarray, y: np.ndarray, actors: np.ndarray, train: np.ndarray, test: np.ndarray,
+                candidates: Sequence[HeadCandidate], normalization: Normalization | None = None, *,
+                grouped: bool = True, seed: int = 0, protocol: str = "", fold: int = 0, n_folds: int = INNER_FOLDS,
+                **sgd_kwargs) -> SplitSelection:
+    """Choose a head by inner cross-validation on the ``train`` rows (train + validation clips) and refit it.
+
+    ``x``: ``(N, L+1, 3, D)`` embeddings of every clip (raw: ``normalization`` is applied per split,
+    :func:`split_variants`); ``y``: class indices; ``actors``: actor of each row (the speaker normalization's
+    groups; with ``grouped`` the inner folds' too, else they are stratified by class: ``random-80-20``).
+    Every candidate's every setting (penalty, variance) is scored on every inner fold; an SGD head's inner
+    fold ``i`` uses seed ``seed + i`` (seeds averaged inside the inner CV, not multiplied) and its refit the
+    inner folds' mean best epoch. The ``test`` rows are only predicted, after the choice, by every refitted candidate.
+    """
+    with single_thread():
+        variants = split_variants(x, actors, train, normalization or Normalization(), seed=seed)
+        folds = [(train[a], train[b]) for a, b in
+                 inner_folds(y[train], np.asarray(actors)[train] if grouped else None, n_folds, seed)]
+        settings = {s.key: s for head in candidates for s in
+                    (Setting(head, p, v) for p in head.settings() for v in variants)}
+        kernels: dict = {}
+
+        def kernel(setting: Setting, fit_rows: np.ndarray, score_rows: np.ndarray) -> _Kernel:
+            key = (setting.head.config, setting.variance, fit_rows.tobytes(), score_rows.tobytes())
+            if key not in kernels:
+                xv = variants[setting.variance][0]
+                kernels[key] = _Kernel(setting.head.config, xv[fit_rows], y[fit_rows], xv[score_rows])
+            return kernels[key]
+
+        def fit_score(setting: Setting):
+            def run(fit_rows, score_rows):
+                if setting.head.fit != "sgd":
+                    return kernel(setting, fit_rows, score_rows).fit(setting.head.fit, setting.penalty)[0], None
+                xv, i = variants[setting.variance][0], [f[0].tobytes() for f in folds].index(fit_rows.tobytes())
+                head = _fit_sgd(setting.head.config, xv[fit_rows], y[fit_rows], xv[score_rows], y[score_rows],
+                                seed=seed + i, **_sgd_settings(sgd_kwargs))
+                with torch.no_grad():
+                    predicted = head(torch.as_tensor(xv[score_rows])).argmax(-1).numpy()
+                return predicted, head.best_epoch
+            return run
+
+        choice = cross_validate({k: fit_score(s) for k, s in settings.items()}, y, folds,
+                                grouped=grouped)
+        predicted, epochs, models = {}, {}, {}
+        for key, setting in settings.items():
+            xv = variants[setting.variance][0]
+            if setting.head.fit == "sgd":
+                epochs[key] = max(1, round(float(np.mean(choice.extras[key]))))
+                head = _fit_sgd(setting.head.config, xv[train], y[train], None, None, seed=seed,
+                                **{**_sgd_settings(sgd_kwargs), "epochs": epochs[key]}).eval()
+                with torch.no_grad():
+                    predicted[key] = head(torch.as_tensor(xv[test])).argmax(-1).numpy()
+            else:
+                predicted[key], head = kernel(setting, train, test).model(setting.head.fit, setting.penalty)
+            if key == choice.chosen:
+                models[key] = head
+        kernels.clear()
+    chosen = settings[choice.chosen]
+    return SplitSelection(protocol, fold, choice, settings, epochs, predicted, models[choice.chosen],
+                          variants[chosen.variance][1])
+
+
+def _sgd_settings(kwargs: dict) -> dict:
+    return {"epochs": 200, "patience": 20, "lr": 1e-3, "weight_decay": 1e-2, "batch_size": 64, **kwargs}
+
+
+def selected_heads(meta: pd.DataFrame, splits: Sequence[Split], embeddings: dict[str, np.ndarray],
+                   candidates: Sequence[HeadCandidate], normalization: Normalization | None = None, *,
+                   seed: int = 0, n_jobs: int | None = None, **sgd_kwargs) -> list[SplitSelection]:
+    """:func:`select_head` on every split of ``splits`` (inner folds grouped by actor under ``actor-kfold``,
+    stratified by class otherwise), in ``n_jobs`` processes (``None``: one per core for real-size embeddings);
+    results do not depend on it. Clips without an embedding are left out (``meta`` must be filtered alike)."""
+    x = stack(embeddings, meta["path"])
+    labels = candidates[0].config.labels
+    y = meta["emotion"].astype(str).map({name: i for i, name in enumerate(labels)}).to_numpy()
+    actors = meta["actor"].astype(str).to_numpy()
+    if n_jobs is None:
+        n_jobs = -1 if x.nbytes > PARALLEL_BYTES and len(splits) > 1 else 1
+    jobs = []
+    for split in splits:
+        train, val, test = (meta.index.get_indexer(part.index) for part in split.frames(meta))
+        jobs.append(delayed(select_head)(x, y, actors, np.sort(np.concatenate([train, val])), test, candidates,
+                                         normalization, grouped=split.protocol == "actor-kfold", seed=seed,
+                                         protocol=split.protocol, fold=split.fold, **sgd_kwargs))
+    return Parallel(n_jobs=n_jobs)(jobs)
+
+
+def selection_table(meta: pd.DataFrame, splits: Sequence[Split], selections: Sequence[SplitSelection],
+                    labels: Sequence[str]) -> pd.DataFrame:
+    """Every candidate setting of every split: ``protocol, fold, head, penalty, variance, inner_uar,
+    inner_uar_std, inner_folds, inner_grouped, epochs, chosen, test_uar``. ``test_uar`` (each setting refitted
+    on the training clips, scored on the test clips) is post hoc for every row but the chosen one: no choice
+    reads it."""
+    tests = {(s.protocol, s.fold): s.frames(meta)[2]["emotion"].astype(str).to_numpy() for s in splits}
+    rows = []
+    for sel in selections:
+        truth = tests[(sel.protocol, sel.fold)]
+        for key, setting in sel.settings.items():
+            rows.append({"protocol": sel.protocol, "fold": sel.fold, "head": setting.head.name,
+                         "penalty": np.nan if setting.penalty is None else setting.penalty,
+                         "variance": setting.variance or "", "inner_uar": sel.choice.mean(key),
+                         "inner_uar_std": sel.choice.std(key), "inner_folds": len(sel.choice.scores[key]),
+                         "inner_grouped": sel.choice.grouped, "epochs": sel.epochs.get(key, np.nan),
+                         "chosen": key == sel.choice.chosen,
+                         "test_uar": score(truth, np.asarray(labels)[sel.predicted[key]], labels).uar})
+    return pd.DataFrame(rows)
+
+
+def selection_predictions(meta: pd.DataFrame, splits: Sequence[Split], selections: Sequence[SplitSelection],
+                          system: str, labels: Sequence[str]) -> pd.DataFrame:
+    """The predictions table (``system, protocol, fold, stem, actor, emotion, predicted``) of each split's
+    chosen head."""
+    by_split = {(s.protocol, s.fold): s for s in selections}
+    return pd.concat([prediction_table(system, split.protocol, split.fold, split.frames(meta)[2],
+                                       np.asarray(labels)[by_split[(split.protocol, split.fold)]
+                                                          .predicted[by_split[(split.protocol, split.fold)]
+                                                                     .choice.chosen]])
+                      for split in splits], ignore_index=True)
