@@ -57,7 +57,7 @@ def test_the_headline_opens_on_systems_that_use_nothing_of_the_test_speaker(comp
 def test_the_takeaway_says_the_answers_with_the_tables_numbers(comparison):
     text = " ".join(findings.takeaways(comparison))
     assert "by 23.0 points" in text  # 73.2 - 50.2
-    assert "+0.7 points" in text  # fine-tuned 73.2 against frozen 72.5
+    assert "adds 0.7 points" in text  # fine-tuned 73.2 against frozen 72.5
     assert "84.7 against 73.2 % (+11.5)" in text  # the random split of the same system
     assert "78.8" not in text and "77.7 %" in text and "82.6 %" in text
     assert "75.3 %" in text

@@ -218,7 +218,9 @@ def _finetuning_sentence(table: pd.DataFrame) -> list[str]:
         return [f"<b>Fine-tuning</b> ({describe(tuned.system)}) reaches {tuned.cell} % UAR."]
     spread = max(tuned.std, frozen.std)
     verdict = "less" if abs(tuned.uar - frozen.uar) < spread else "more"
-    return [f"<b>Fine-tuning adds {tuned.uar - frozen.uar:+.1f} points</b> over the frozen encoder with the same "
+    gain = tuned.uar - frozen.uar
+    verb = "adds" if gain >= 0 else "loses"
+    return [f"<b>Fine-tuning {verb} {abs(gain):.1f} points</b> against the frozen encoder with the same "
             f"head ({tuned.uar:.1f} against {frozen.uar:.1f} %), {verdict} than the spread between folds "
             f"(± {spread:.1f})."]
 
