@@ -77,6 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
     import argparse
 
     from .cli import commands
+    from .cli import live as live_command
     from .core.config import PROFILES, PROTOCOLS
 
     parser = argparse.ArgumentParser(prog="python -m ser_utils", description=DESCRIPTION, epilog=EPILOG,
@@ -167,7 +168,7 @@ def build_parser() -> argparse.ArgumentParser:
     live.add_argument("--channels", type=int, default=1, help="--raw: interleaved channels, averaged (default 1)")
     live.add_argument("--sample-format", choices=("s16", "s32", "f32"), default="s16",
                       help="--raw: little-endian 16- or 32-bit integers, or 32-bit floats (default s16)")
-    guess.set_defaults(func=commands.predict)
+    guess.set_defaults(func=live_command.predict)
 
     score = subparsers.add_parser("evaluate", help="accuracy, UAR and confusions of a model on your labelled "
                                   "corpus (a path,label CSV)")

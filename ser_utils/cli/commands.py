@@ -214,13 +214,7 @@ def _interrupted(err, done: int, total: int) -> int:
 
 
 def predict(args: argparse.Namespace) -> int:
-    if "-" in args.paths:
-        if len(args.paths) > 1:
-            error("-: standard input is scored alone; give files and folders in another call")
-            return 2
-        from .live import predict_stdin
-
-        return predict_stdin(args)
+    """``predict`` on files and folders (``predict -``, standard input: :func:`ser_utils.cli.live.predict`)."""
     with deferred():  # the imports: see the module docstring
         from ..features.normalization import GroupError
         from ..serving.prediction_io import audio_files, format_prediction, format_window, predictions_table, to_json

@@ -7,6 +7,7 @@ import argparse
 
 from ..core.console import error, one_line, say, warn, warning_lines
 from ..core.interrupts import Interrupted, deferred
+from . import commands
 from .commands import (
     _check_model_window,
     _check_run_options,
@@ -15,6 +16,17 @@ from .commands import (
     _model_files,
     _write_outputs,
 )
+
+
+def predict(args: argparse.Namespace) -> int:
+    """The ``predict`` command: standard input when a path is ``-`` (alone), else files and folders
+    (:func:`ser_utils.cli.commands.predict`). Dispatched here so that ``commands`` never imports this module."""
+    if "-" not in args.paths:
+        return commands.predict(args)
+    if len(args.paths) > 1:
+        error("-: standard input is scored alone; give files and folders in another call")
+        return 2
+    return predict_stdin(args)
 
 
 def predict_stdin(args: argparse.Namespace) -> int:
