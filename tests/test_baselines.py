@@ -388,3 +388,20 @@ def test_wild_test_clips_change_no_choice_nor_inner_score(synthetic_meta, protoc
     for a, b in zip(clean, dirty, strict=True):
         pd.testing.assert_frame_equal(a.selections, b.selections, check_exact=True)
         assert a.selections["inner_uar"].between(0, 1).all() and a.selections["chosen"].sum() == 1
+
+
+def test_a_one_setting_grid_makes_no_choice_and_fits_once_per_split(synthetic_meta, monkeypatch):
+    """The Random Forest and the MLP have one setting: no inner fold is fitted for them, the table says so."""
+    monkeypatch.setattr(baselines, "make_classifier", lambda name, params=None, seed=0, **_: Spy())
+    Spy.calls = []
+    table = spy_table(synthetic_meta)
+    splits = make_splits(synthetic_meta, "actor-kfold")
+    results = evaluate_systems({"spy": table}, [SystemSpec("spy", "spy")], {"actor-kfold": splits},
+                               grids={"spy": [{"a": 1}]}, n_jobs=1, progress=False)
+    assert [c[0] for c in Spy.calls] == ["fit", "predict"] * len(splits)
+    for k, split in enumerate(splits):
+        train, val, test = (set(np.flatnonzero(m)) for m in split.masks(table.meta))
+        assert Spy.calls[2 * k][2] == train | val and Spy.calls[2 * k + 1][2] == test
+    assert set(results[0].selections["inner_cv"]) == {baselines.NO_CHOICE}
+    assert set(baselines.fold_choices(results[0].selections).iloc[0]) == {"a=1 (one setting)"}
+    assert [len(baselines.GRIDS[c]) for c in ("rf", "mlp")] == [1, 1]

@@ -219,17 +219,29 @@ def test_the_summary_reads_sgd_rows_whose_penalty_was_read_back_empty():
         "mlp-weighted-mean (inner 60.0)"
 
 
-def test_a_two_class_or_incomplete_logistic_fit_keeps_one_row_per_class():
+def test_the_preconditioned_logistic_regression_finds_scikit_learns_optimum():
+    from scipy.special import softmax
     from sklearn.linear_model import LogisticRegression
 
-    from ser_utils.training.head_selection import _every_class
+    from ser_utils.training.logistic import fit_logistic
+
+    rng = np.random.default_rng(0)
+    u, _ = np.linalg.qr(rng.normal(size=(120, 30)))
+    x = u * np.geomspace(300, 0.1, 30)  # orthogonal columns of very different sizes, as kernel coordinates
+    y = (x[:, :3] @ rng.normal(size=(3, 4))).argmax(1)
+    for c in (0.01, 1.0):
+        reference = LogisticRegression(C=c, tol=1e-10, max_iter=10000).fit(x, y)
+        weights, bias = fit_logistic(x, y, c, 4, tol=1e-12)
+        assert np.allclose(softmax(x @ weights + bias, axis=1), reference.predict_proba(x), atol=1e-4)
+
+
+def test_a_two_class_or_incomplete_logistic_fit_keeps_one_row_per_class():
+    from ser_utils.training.logistic import fit_logistic
 
     rng = np.random.default_rng(0)
     x = rng.normal(size=(40, 3))
     y = np.where(x[:, 0] > 0, 2, 0)  # classes 0 and 2 of 3
-    model = LogisticRegression().fit(x, y)
-    coef, bias = _every_class(model, 3)
-    logits = x @ coef.T + bias
-    assert coef.shape == (3, 3) and (logits.argmax(1) == model.predict(x)).all()
-    softmax = np.exp(logits - logits.max(1, keepdims=True))
-    assert np.allclose((softmax / softmax.sum(1, keepdims=True))[:, [0, 2]], model.predict_proba(x), atol=1e-6)
+    weights, bias = fit_logistic(x, y, 1.0, 3)
+    logits = x @ weights + bias
+    assert weights.shape == (3, 3) and set(logits.argmax(1)) == {0, 2}
+    assert (logits.argmax(1) == y).mean() > 0.9

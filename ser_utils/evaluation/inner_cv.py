@@ -60,13 +60,16 @@ class InnerChoice:
     """What inner cross-validation chose among candidates, and the evidence.
 
     ``scores``: candidate -> inner UAR per inner fold (fraction); ``extras``: candidate -> whatever a fit
-    reported per fold besides its score (e.g. the best epoch of an SGD head), for the refit.
+    reported per fold besides its score (e.g. the best epoch of an SGD head), for the refit;
+    ``predictions``: candidate -> its predicted labels of each inner fold's score rows (in the folds' order),
+    the out-of-fold predictions a cross-validated confusion matrix is made of.
     """
 
     chosen: str
     scores: dict[str, list[float]]
     grouped: bool
     extras: dict[str, list] = field(default_factory=dict)
+    predictions: dict[str, list[np.ndarray]] = field(default_factory=dict)
 
     def mean(self, candidate: str | None = None) -> float:
         return float(np.mean(self.scores[candidate or self.chosen]))
@@ -96,13 +99,15 @@ def cross_validate(candidates: Mapping[str, FitScore], labels: Sequence,
     labels = np.asarray(labels)
     scores: dict[str, list[float]] = {}
     extras: dict[str, list] = {}
+    predictions: dict[str, list[np.ndarray]] = {}
     for name, fit_score in candidates.items():
         for fit_rows, score_rows in folds:
             predicted, extra = fit_score(fit_rows, score_rows)
             uar = balanced_accuracy_score(labels[score_rows], np.asarray(predicted))
             scores.setdefault(name, []).append(float(uar))
             extras.setdefault(name, []).append(extra)
+            predictions.setdefault(name, []).append(np.asarray(predicted))
     if not scores:
         raise ValueError("no candidate to choose from")
     chosen = max(scores, key=lambda name: (np.mean(scores[name]), -list(scores).index(name)))
-    return InnerChoice(chosen, scores, grouped, extras)
+    return InnerChoice(chosen, scores, grouped, extras, predictions)

@@ -196,36 +196,22 @@ def train_frozen(data: TrainingData, folds, embeddings: dict[str, np.ndarray], e
                  normalization: Normalization, *, mlp: bool = True, seed: int = 0) -> Outcome:
     """The study's selected frozen head (:func:`ser_utils.training.frozen_heads.select_head`) on the manifest's
     clips: chosen by inner cross-validation, refitted on every clip."""
-    import torch
-
     from ..models.frozen import FrozenEncoderModel
     from ..training.embeddings import stack
-    from ..training.frozen_heads import _fit_sgd
-    from ..training.head_selection import _Kernel, _sgd_settings, select_head, split_variants
+    from ..training.head_selection import select_head
     from .systems import PROJECT, Recipe, selected_candidates
 
     labels = data.labels
     recipe = Recipe("project", replace(PROJECT.model, labels=labels), PROJECT.training)
-    candidates = selected_candidates(recipe, mlp)
-    if len(labels) == 2:  # frozen_heads' logistic candidate reads a binary model's single coefficient row wrong
-        candidates = [c for c in candidates if c.fit != "logistic"]
     x, y = stack(embeddings, data.table["path"]), data.y
     groups = data.groups if data.groups is not None else np.zeros(len(y), dtype=str)
     every = np.arange(len(y))
-    selection = select_head(x, y, groups, every, np.array([], dtype=int), candidates, normalization,
-                            grouped=data.speakers, seed=seed)
+    selection = select_head(x, y, groups, every, np.array([], dtype=int), selected_candidates(recipe, mlp),
+                            normalization, grouped=data.speakers, seed=seed)
     chosen = selection.chosen
-    xv = split_variants(x, groups, every, normalization, seed=seed)[chosen.variance][0]
     predicted = np.zeros(len(y), dtype=int)
-    for i, (fit, scored) in enumerate(folds):  # the chosen candidate's inner-fold predictions, as scored
-        if chosen.head.fit == "sgd":
-            head = _fit_sgd(chosen.head.config, xv[fit], y[fit], xv[scored], y[scored], seed=seed + i,
-                            **_sgd_settings({}))
-            with torch.no_grad():
-                predicted[scored] = head(torch.as_tensor(xv[scored])).argmax(-1).numpy()
-        else:
-            predicted[scored] = _Kernel(chosen.head.config, xv[fit], y[fit], xv[scored]).fit(
-                chosen.head.fit, chosen.penalty)[0]
+    for (_, scored), fold_predicted in zip(folds, selection.choice.predictions[selection.choice.chosen], strict=True):
+        predicted[scored] = fold_predicted  # the chosen candidate's inner-fold predictions, as scored
     model = FrozenEncoderModel(encoder, selection.model, system=system, normalization=selection.normalization)
     head = chosen.head.name + ("" if chosen.penalty is None else f" ({_penalty(chosen.head.fit)} {chosen.penalty:g})")
     head += f", {chosen.variance} variance" if chosen.variance else ""

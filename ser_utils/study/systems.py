@@ -177,8 +177,8 @@ def frozen_systems(backbone: StudyBackbone, recipes: Sequence[Recipe], normaliza
 def run_frozen(profile: Profile, meta: pd.DataFrame, backbone: StudyBackbone, recipes: Sequence[Recipe],
                protocols: Sequence[str] = PROTOCOLS, *, folds: Sequence[int] | None = None,
                random_repeats: int = 5, batch_size: int | None = None,
-               normalizations: Sequence[Normalization] = (), frames_of: Sequence[int] = (), mlp_candidates: bool = True
-               ) -> tuple[pd.DataFrame, dict, pd.DataFrame]:
+               normalizations: Sequence[Normalization] = (), frames_of: Sequence[int] = (),
+               mlp_candidates: bool = False, selections: dict | None = None) -> tuple[pd.DataFrame, dict, pd.DataFrame]:
     """Frozen mode: extract (or read cached) per-layer embeddings once, train each recipe's heads per split.
 
     ``normalizations`` (e.g. speaker, speaker-k10) add a speaker-normalized variant of each system
@@ -190,7 +190,9 @@ def run_frozen(profile: Profile, meta: pd.DataFrame, backbone: StudyBackbone, re
     variance is a candidate too); the test clips only score the refitted choice. Every candidate's inner and
     (post hoc) test UAR goes to the ``frozen_heads`` table, each split's choice to ``frozen_selection``.
     ``frames_of``: hidden states whose frames the same encoder pass caches for partial fine-tuning
-    (:func:`ser_utils.study.partial.frame_states`).
+    (:func:`ser_utils.study.partial.frame_states`). ``selections``: a dict to receive each split's
+    :class:`~ser_utils.training.head_selection.SplitSelection`, keyed ``(system, protocol, fold)``, so that
+    :func:`export_selected_frozen` exports the chosen heads without choosing again.
 
     Returns the fold metrics of every system, the embeddings (path -> ``(L+1, 3, D)``) and the
     per-layer probe under ``actor-kfold`` (empty if that protocol is not run).
@@ -211,7 +213,7 @@ def run_frozen(profile: Profile, meta: pd.DataFrame, backbone: StudyBackbone, re
                 candidates = selected_candidates(recipe, mlp_candidates)
                 if candidates:
                     tables.append(_selected_system(meta, protocol_splits_, embeddings, backbone, candidates,
-                                                   normalization, profile.seed, predictions))
+                                                   normalization, profile.seed, predictions, selections))
     if is_main_process() and tables:
         trials = pd.concat(tables, ignore_index=True)
         write_table(trials, profile.results_dir, "frozen_heads")
@@ -232,13 +234,16 @@ def _frozen_recipe(meta, splits, variants, backbone: StudyBackbone, recipe: Reci
 
 
 def _selected_system(meta, splits, embeddings, backbone: StudyBackbone, candidates: list,
-                     normalization: Normalization, seed: int, predictions: dict) -> pd.DataFrame:
+                     normalization: Normalization, seed: int, predictions: dict, store: dict | None = None
+                     ) -> pd.DataFrame:
     """The selected system on one protocol's splits: its predictions appended, every candidate's row returned."""
     from ..training.head_selection import selected_heads, selection_predictions, selection_table
 
     labels = candidates[0].config.labels
     system = encoder_system(backbone.family, SELECTED, "frozen") + normalization.suffix
     selections = selected_heads(meta, splits, embeddings, candidates, normalization, seed=seed)
+    if store is not None:
+        store.update({(system, s.protocol, s.fold): s for s in selections})
     predictions.setdefault(system, []).append(selection_predictions(meta, splits, selections, system, labels))
     return selection_table(meta, splits, selections, labels).assign(system=system)
 
@@ -267,21 +272,25 @@ def comparison_subset(meta: pd.DataFrame, clips_per_actor: int) -> pd.DataFrame:
 
 def export_selected_frozen(profile: Profile, meta: pd.DataFrame, backbone: StudyBackbone,
                            embeddings: dict[str, np.ndarray], recipe: Recipe, normalizations: Sequence[Normalization],
-                           fold: int = 1, mlp_candidates: bool = True) -> dict[str, Path]:
+                           fold: int = 1, mlp_candidates: bool = False, selections: dict | None = None
+                           ) -> dict[str, Path]:
     """Export the selected frozen system (``recipe``'s :func:`selected_candidates`, chosen by inner
     cross-validation on the fold's training actors), plain and with the first of ``normalizations``, as
-    model folders (:func:`export_frozen`); returns system -> folder."""
+    model folders (:func:`export_frozen`); returns system -> folder. ``selections``: :func:`run_frozen`'s, whose
+    choice on that fold is exported as it is (else the choice is made again, the same way)."""
     exported = {}
     for normalization in [Normalization(), *list(normalizations)[:1]]:
+        system = encoder_system(backbone.family, SELECTED, "frozen") + normalization.suffix
         system, folder = export_frozen(profile, meta, backbone, embeddings, recipe, normalization, fold=fold,
-                                       select=True, mlp_candidates=mlp_candidates)
+                                       select=True, mlp_candidates=mlp_candidates,
+                                       selection=(selections or {}).get((system, "actor-kfold", fold)))
         exported[system] = folder
     return exported
 
 
 def export_frozen(profile: Profile, meta: pd.DataFrame, backbone: StudyBackbone, embeddings: dict[str, np.ndarray],
                   recipe: Recipe, normalization: Normalization, fold: int = 1, select: bool = False,
-                  mlp_candidates: bool = True) -> tuple[str, Path]:
+                  mlp_candidates: bool = False, selection=None) -> tuple[str, Path]:
     """Save a frozen system as a model folder for ``predict`` / ``evaluate``: ``models_dir/<family>-frozen``
     (``-frozen-spknorm`` with a speaker normalization); returns the system's name and the folder.
 
@@ -298,8 +307,9 @@ def export_frozen(profile: Profile, meta: pd.DataFrame, backbone: StudyBackbone,
     meta = meta[meta["path"].isin(embeddings.keys())].reset_index(drop=True)
     split = next(s for s in make_splits(meta, "actor-kfold", seed=profile.seed) if s.fold == fold)
     if select:
-        (selection,) = selected_heads(meta, [split], embeddings, selected_candidates(recipe, mlp_candidates),
-                                      normalization, seed=profile.seed)
+        if selection is None:
+            (selection,) = selected_heads(meta, [split], embeddings, selected_candidates(recipe, mlp_candidates),
+                                          normalization, seed=profile.seed)
         setting = selection.chosen
         head, variance, model_head = setting.head.name, setting.variance, selection.model
         predicted, recorded = selection.predicted[selection.choice.chosen], selection.normalization

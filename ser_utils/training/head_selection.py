@@ -28,6 +28,7 @@ from ..features.normalization import Normalization, SpeakerNormalizer, normalize
 from ..models.heads import FrozenHead, ModelConfig
 from .embeddings import stack
 from .frozen_heads import PARALLEL_BYTES, _fit_sgd, _standardising_head, closed_form
+from .logistic import fit_logistic
 
 #: Ridge penalties and logistic-regression inverse penalties (scikit-learn's ``C``, per clip's loss) the
 #: selected system's linear heads offer its inner cross-validation, each as a candidate of its own.
@@ -122,13 +123,10 @@ class _Kernel:
             intercept = self.targets.mean(0)
             dual = self.v @ ((self.v.T @ (self.targets - intercept)) / (self.s + penalty)[:, None])
         else:
-            from sklearn.linear_model import LogisticRegression
-
             coordinates = (self.v * self.s.sqrt()).numpy()
-            model = LogisticRegression(C=penalty, max_iter=1000, tol=1e-4).fit(coordinates, self.y)
-            coef, bias = _every_class(model, self.targets.shape[1])
+            weights, bias = fit_logistic(coordinates, self.y, penalty, self.targets.shape[1])
             intercept = torch.as_tensor(bias, dtype=torch.float64)
-            dual = self.v @ (torch.as_tensor(coef.T) / self.s.sqrt()[:, None])
+            dual = self.v @ (torch.as_tensor(weights) / self.s.sqrt()[:, None])
         logits = self.k_score @ dual + intercept
         return logits.argmax(-1).numpy(), dual, intercept
 
@@ -140,19 +138,6 @@ class _Kernel:
             head.head[-1].weight.copy_((self.z.T @ dual.float()).T)
             head.head[-1].bias.copy_(bias.float())
         return predicted, head.eval()
-
-
-def _every_class(model, n_classes: int) -> tuple[np.ndarray, np.ndarray]:
-    """A fitted ``LogisticRegression``'s weights as one row per class ``(n_classes, d)`` and biases: scikit-learn
-    keeps one row for two classes (class 1 against class 0: split as -w/2, +w/2, the same softmax) and rows only
-    for the classes it saw (an absent class gets a bias no logit reaches)."""
-    coef, bias = model.coef_, model.intercept_
-    if len(model.classes_) == 2 and coef.shape[0] == 1:
-        coef, bias = np.vstack([-coef / 2, coef / 2]), np.array([-bias[0] / 2, bias[0] / 2])
-    full_coef = np.zeros((n_classes, coef.shape[1]))
-    full_bias = np.full(n_classes, -1e9)
-    full_coef[model.classes_], full_bias[model.classes_] = coef, bias
-    return full_coef, full_bias
 
 
 def split_variants(x: np.ndarray, groups: np.ndarray, train: np.ndarray, normalization: Normalization, *,
