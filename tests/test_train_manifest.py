@@ -3,7 +3,14 @@ folder that ``predict`` and ``evaluate`` use with the manifest's own labels, and
 one line, status 2 and no folder."""
 
 import json
+import os
+import re
+import select
 import shutil
+import signal
+import subprocess
+import sys
+import time
 
 import pandas as pd
 import pytest
@@ -134,3 +141,38 @@ def test_bad_manifests_are_one_line_status_2_and_no_folder(tmp_path, clips, tiny
     line = refused(capsys, ["--manifest", write(unreadable, tmp_path / "unreadable.csv"), "--backbone", tiny_whisper],
                    out)
     assert "'sad' has 0 usable clip(s) (6 file(s) left out)" in line
+
+
+def _wait_for(run: subprocess.Popen, text: str, timeout: float = 600.0) -> str:
+    """What the run wrote to stderr until ``text`` appeared (tqdm draws its bar without a newline). The
+    timeout is generous: on a loaded 2-core machine the imports alone took over two minutes."""
+    seen, deadline = "", time.monotonic() + timeout
+    while text not in seen and time.monotonic() < deadline and run.poll() is None:
+        if select.select([run.stderr], [], [], 1.0)[0]:
+            seen += os.read(run.stderr.fileno(), 4096).decode(errors="replace")
+    return seen
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("signum, status", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_a_signal_while_embedding_is_one_line_and_leaves_no_folder(tmp_path, ravdess_16k, tiny_whisper, signum,
+                                                                   status):
+    # Every clip of the four classes of 8 actors (224 clips, a fresh cache): still embedding seconds later.
+    paths = [p for a in range(1, 9) for p in sorted((ravdess_16k / f"Actor_{a:02d}").glob("03-01-0[1345]-*"))]
+    labels = [CLASSES[p.name.split("-")[2]] for p in paths]
+    manifest = write(pd.DataFrame({"path": map(str, paths), "label": labels}), tmp_path / "many.csv")
+    out = tmp_path / "model"
+    env = {**os.environ, "SER_WORK_DIR": str(tmp_path / "work"), "SER_PROFILE": "smoke", "SER_PROGRESS": "1"}
+    run = subprocess.Popen([sys.executable, "-m", "ser_utils", "train", "--manifest", manifest, "--out", str(out),
+                            "--backbone", tiny_whisper], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    seen = _wait_for(run, "embeddings")
+    assert "embeddings" in seen and run.poll() is None, seen
+    run.send_signal(signum)
+    out_text, err = run.communicate(timeout=120)
+    err = seen + err.decode()
+    name = signal.Signals(signum).name
+    lines = [line for line in re.split(r"[\r\n]", err) if line.startswith("error:")]
+    assert run.returncode == status, err
+    assert lines == [f"error: interrupted ({name}); no model folder written"], err
+    assert "Traceback" not in err and "embeddings:" not in out_text.decode()  # stopped while embedding
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["many.csv", "work"]  # no folder, no .model.partial-*

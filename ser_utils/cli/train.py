@@ -6,6 +6,7 @@ written; a Ctrl-C or SIGTERM stops with one line and leaves no folder behind (th
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from ..core.console import error, say, warn, warning_lines
@@ -59,8 +60,22 @@ def train(args: argparse.Namespace) -> int:
         error(str(err))
         return 2
     except Interrupted as err:
+        _end_bars()
         error(f"interrupted ({err.name}); no model folder written")
         return err.exit_status
+
+
+def _end_bars() -> None:
+    """End the line of a progress bar an interrupt left open (tqdm draws without a newline, so the error
+    would be written on the end of the bar's). Not ``bar.close()``: it redraws under tqdm's lock, and after a
+    signal landed inside tqdm it sometimes wrote nothing."""
+    from tqdm import tqdm
+
+    bars = [bar for bar in list(getattr(tqdm, "_instances", ())) if not getattr(bar, "disable", True)]
+    for bar in bars:
+        bar.disable = True  # no redraw when it is collected
+    if bars:
+        sys.stderr.write("\n")
 
 
 def _labels(text: str | None) -> list[str] | None:
