@@ -66,8 +66,7 @@ def refused(capsys, args, out) -> str:
 def test_four_labels_on_a_tiny_backbone_predict_and_evaluate_use_the_folder(tmp_path, clips, tiny_whisper, capsys):
     manifest = write(clips, tmp_path / "four.csv")
     out = tmp_path / "model"
-    assert main(["train", "--manifest", manifest, "--out", str(out), "--backbone", tiny_whisper,
-                 "--heads", "linear"]) == 0
+    assert main(["train", "--manifest", manifest, "--out", str(out), "--backbone", tiny_whisper]) == 0
     said = capsys.readouterr().out
     assert "UAR" in said and "speaker-grouped" in said
     result = json.loads((out / "evaluation.json").read_text())
@@ -75,6 +74,8 @@ def test_four_labels_on_a_tiny_backbone_predict_and_evaluate_use_the_folder(tmp_
     assert result["cv"]["grouped_by_speaker"] and result["speakers"] == 6
     assert sum(sum(row.values()) for row in result["confusion"].values()) == 24
     assert set(result) >= {"accuracy", "uar", "macro_f1", "class_counts", "head", "why", "candidates"}
+    linear = {c["candidate"].split()[0] for c in result["candidates"]}
+    assert linear == {"ridge-all-mean+std", "logreg-all-mean+std"}, linear  # the study's choice: linear heads
     assert "Cross-validated scores" in (out / "README.md").read_text()
 
     assert main(["predict", *clips["path"][:4], "--model", str(out), "--json"]) == 0
@@ -88,9 +89,11 @@ def test_four_labels_on_a_tiny_backbone_predict_and_evaluate_use_the_folder(tmp_
     assert main(["train", "--manifest", manifest, "--out", str(out), "--backbone", tiny_whisper]) == 2
     assert "already exists" in capsys.readouterr().err and (out / "evaluation.json").is_file()
     assert main(["train", "--manifest", manifest, "--out", str(out), "--backbone", tiny_whisper, "--force",
-                 "--labels", "neutral,sad,happy,angry"]) == 0
+                 "--labels", "neutral,sad,happy,angry", "--heads", "all"]) == 0
     assert "embeddings: 24 from the cache, 0 computed" in capsys.readouterr().out
-    assert json.loads((out / "evaluation.json").read_text())["labels"] == ["neutral", "sad", "happy", "angry"]
+    result = json.loads((out / "evaluation.json").read_text())
+    assert result["labels"] == ["neutral", "sad", "happy", "angry"]
+    assert len({c["candidate"].split()[0] for c in result["candidates"]} - linear) == 2  # and the two MLPs
 
 
 def test_a_baseline_from_a_manifest_in_another_folder_with_relative_paths(tmp_path, clips, capsys):

@@ -34,8 +34,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--normalize", choices=("none", "speaker"), default="none", help="speaker: standardise each "
                         "speaker's features with its own clips (needs the speaker column; predict / evaluate then "
                         "need --adapt speaker)")
-    parser.add_argument("--heads", choices=("all", "linear"), default="all", help="frozen heads to choose among: all "
-                        "(ridge, logistic regression, the project's MLPs) or linear (ridge and logistic: faster)")
+    parser.add_argument("--heads", choices=("linear", "all"), default="linear", help="frozen heads to choose among: "
+                        "linear (ridge and logistic regression on every layer's mean+std: the study's selected head's "
+                        "candidates; default) or all (also the project's MLPs: about twice the time)")
     parser.add_argument("--train-layers", type=int, metavar="K", help="partial fine-tuning of the top K layers: not "
                         "available from a manifest yet (refused; see docs/usage.md)")
     parser.add_argument("--profile", choices=PROFILES, default=None, help="whose caches to share (default: "
