@@ -179,3 +179,18 @@ def test_a_signal_while_embedding_is_one_line_and_leaves_no_folder(tmp_path, rav
     assert lines == [f"error: interrupted ({name}); no model folder written"], err
     assert "Traceback" not in err and "embeddings:" not in out_text.decode()  # stopped while embedding
     assert sorted(p.name for p in tmp_path.iterdir()) == ["many.csv", "work"]  # no folder, no .model.partial-*
+
+
+def test_train_from_python_is_the_command_and_the_notebook_table_puts_both_estimates_side_by_side(
+        tmp_path, clips, tiny_whisper):
+    from ser_utils.cli.train import train_model
+    from ser_utils.study import manifest_workflow
+    from ser_utils.study.manifest_training import TrainingError
+
+    manifest, out = write(clips, tmp_path / "four.csv"), tmp_path / "model"
+    trained = train_model(manifest, out, backbone=tiny_whisper)
+    assert trained == json.loads((out / "evaluation.json").read_text()) and trained["clips"] == 24
+    with pytest.raises(TrainingError, match="already exists"):  # a refusal is the command's line, raised
+        train_model(manifest, out, backbone=tiny_whisper)
+    table = manifest_workflow.side_by_side(trained, manifest_workflow.score_folder(out, manifest))
+    assert list(table["clips"]) == [24, 24] and table["UAR %"].iloc[0] == round(100 * trained["uar"], 1)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 from ..core.console import error, say, warn, warning_lines
@@ -47,16 +48,14 @@ def train(args: argparse.Namespace) -> int:
     with deferred():  # the imports: see cli.commands' docstring
         from ..study import manifest_training as mt
 
-    if not _check_options(args):
+    problem = _option_problem(args)
+    if problem:
+        error(problem)
         return 2
     try:
-        with warning_lines():
-            data = mt.read_training_manifest(args.manifest, _labels(args.labels), args.normalize)
-            for message in data.failures.values():
-                warn(message)
-            mt.check_trainable(data)  # before any audio is read
         with raising(), warning_lines():  # a Ctrl-C stops at once; the partial folder is removed on the way out
-            return _train(args, mt, data)
+            _run(args, mt)
+        return 0
     except mt.TrainingError as err:
         error(str(err))
         return 2
@@ -64,6 +63,34 @@ def train(args: argparse.Namespace) -> int:
         _end_bars()
         error(f"interrupted ({err.name}); no model folder written")
         return err.exit_status
+
+
+def train_model(manifest: str | Path, out: str | Path, *, backbone: str | None = None, features: str | None = None,
+                normalize: str = "none", heads: str = "linear", labels: Sequence[str] | None = None,
+                force: bool = False, profile: str | None = None) -> dict:
+    """``python -m ser_utils train`` from Python (the same code, the same printed lines): the model folder
+    ``out`` from the labelled ``manifest``; returns what it stores as ``evaluation.json`` (the chosen head's
+    cross-validated ``uar``, ``accuracy``, ``macro_f1``, ``confusion``, ...). A refusal raises
+    :class:`~ser_utils.study.manifest_training.TrainingError` (one line), with nothing written."""
+    from ..study import manifest_training as mt
+
+    args = argparse.Namespace(manifest=str(manifest), out=str(out), backbone=backbone, features=features,
+                              normalize=normalize, heads=heads, labels=",".join(labels) if labels else None,
+                              force=force, train_layers=None, profile=profile)
+    problem = _option_problem(args)
+    if problem:
+        raise mt.TrainingError(problem)
+    with warning_lines():
+        return _run(args, mt)
+
+
+def _run(args: argparse.Namespace, mt) -> dict:
+    """Read and check the manifest (before any audio is read), then train and write the folder."""
+    data = mt.read_training_manifest(args.manifest, _labels(args.labels), args.normalize)
+    for message in data.failures.values():
+        warn(message)
+    mt.check_trainable(data)
+    return _train(args, mt, data)
 
 
 def _end_bars() -> None:
@@ -83,25 +110,24 @@ def _labels(text: str | None) -> list[str] | None:
     return None if text is None else [part for part in text.split(",")]
 
 
-def _check_options(args: argparse.Namespace) -> bool:
+def _option_problem(args: argparse.Namespace) -> str | None:
+    """What is wrong with the options, as the error line says it (``None``: nothing)."""
     out = Path(args.out)
     if args.train_layers is not None:
-        error("--train-layers: partial fine-tuning is not available from a manifest yet; train a frozen head "
-              "(leave --train-layers out), or run finetune --train-layers K on a RAVDESS-named folder")
-    elif out.exists() and not out.is_dir():
-        error(f"--out {out}: a file, not a folder")
-    elif out.exists() and not args.force:
-        error(f"--out {out}: already exists; choose another folder, or --force to replace it")
-    elif not (out.parent if str(out.parent) else Path(".")).is_dir():
-        error(f"--out {out}: folder {out.parent} does not exist")
-    elif not Path(args.manifest).is_file():
-        error(f"--manifest {args.manifest}: no such file")
-    else:
-        return True
-    return False
+        return ("--train-layers: partial fine-tuning is not available from a manifest yet; train a frozen head "
+                "(leave --train-layers out), or run finetune --train-layers K on a RAVDESS-named folder")
+    if out.exists() and not out.is_dir():
+        return f"--out {out}: a file, not a folder"
+    if out.exists() and not args.force:
+        return f"--out {out}: already exists; choose another folder, or --force to replace it"
+    if not (out.parent if str(out.parent) else Path(".")).is_dir():
+        return f"--out {out}: folder {out.parent} does not exist"
+    if not Path(args.manifest).is_file():
+        return f"--manifest {args.manifest}: no such file"
+    return None
 
 
-def _train(args: argparse.Namespace, mt, data) -> int:
+def _train(args: argparse.Namespace, mt, data) -> dict:
     from ..core.config import get_profile
 
     profile = get_profile(args.profile)
@@ -110,8 +136,6 @@ def _train(args: argparse.Namespace, mt, data) -> int:
         outcome, failures = _baseline(args, mt, data, skipped, profile)
     else:
         outcome, failures = _frozen(args, mt, data, skipped, profile)
-    if outcome is None:
-        return 2
     left_out = len(data.failures) + len(failures)
     data = data.keep(set(data.table["path"]) - set(failures), failures)
     result = mt.evaluation(data, outcome, manifest=args.manifest, backbone=outcome.inputs, normalize=args.normalize,
@@ -120,7 +144,7 @@ def _train(args: argparse.Namespace, mt, data) -> int:
     for line in mt.summary_lines(result):
         say(line)
     say(f"model folder: {folder} (model card: {folder / mt.CARD_NAME})")
-    return 0
+    return result
 
 
 def _usable(mt, data, failures: dict[str, str]):
@@ -140,8 +164,7 @@ def _frozen(args, mt, data, skipped: dict[str, str], profile):
     name = args.backbone or DEFAULT_TRAIN_BACKBONE
     backbone = StudyBackbone.check(name, {"whisper": {"input": "clip"}})
     if backbone.reason:
-        error(f"--backbone {name}: {backbone.reason}")
-        return None, {}
+        raise mt.TrainingError(f"--backbone {name}: {backbone.reason}")
     encoder = study_encoder(backbone.checkpoint, backbone.options)
     paths = [p for p in dict.fromkeys(data.table["path"]) if p not in skipped]
     states = extract_embeddings(encoder, paths, profile.cache_dir, backbone_fingerprint(backbone.checkpoint))
