@@ -73,7 +73,7 @@ def study_uar(head: str) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", type=Path, default=REAL_DATA)
-    parser.add_argument("--heads", choices=("all", "linear"), default="all")
+    parser.add_argument("--heads", choices=("all", "linear"), default="linear")
     parser.add_argument("--warm-work", type=Path, default=REPO_ROOT / ".cache")
     parser.add_argument("--backbone", default="whisper-base")
     parser.add_argument("--skip-cold", action="store_true", help="only the warm run (the cold one embeds 1,440 clips)")

@@ -48,19 +48,14 @@ from ..results.store import write_group
 if TYPE_CHECKING:  # the deployable model imports torch: not in the workers, which only fit scikit-learn models
     from ..models.baseline import BaselineModel
 
-#: The small grids searched by inner cross-validation (parameters of the classifier step). Kept small on
-#: purpose: four inner folds of ~300 clips cannot tell finer settings apart, and every point costs four fits
-#: per split. Decisions (issue 34, each from the validation-chosen selection log of the previous grids,
-#: ``reports/results/baselines_selection.csv``, 11 splits per system): LogReg ``C=0.001`` dropped (the
-#: lowest mean validation UAR on every feature set, 4-8 points below the best; chosen in 3 of 33 cases);
-#: the SVM keeps ``C`` in 1, 10, 100 and the MLP ``alpha`` in 0.01, 0.1, 1 (each won several splits); the
-#: Random Forest keeps both ``max_features`` (each won about half). Tree counts and the MLP's early
-#: stopping: :func:`ser_utils.models.classifiers.make_classifier`.
-#: A second speed decision (issue 34, the half-time study): the Random Forest and the MLP have one setting
-#: each, fixed a priori (scikit-learn's ``max_features="sqrt"``; the middle of the MLP's old ``alpha`` grid),
-#: so they make no choice and run no inner cross-validation (one fit per split instead of nine or thirteen,
-#: and they were 95 % of the grid's fitting time). The last inner CV could not tell their points apart:
-#: mean inner UAR within 1.0 point for every feature set, each point chosen on about a third of the splits.
+#: The small grids searched by inner cross-validation (parameters of the classifier step): four inner folds of
+#: ~300 clips cannot tell finer settings apart, and every point costs four fits per split. Decisions of issue
+#: 34 (from the previous grids' selection logs, 11 splits per system): LogReg ``C=0.001`` dropped (4-8 points
+#: below the best on every feature set); the SVM keeps ``C`` in 1, 10, 100. The Random Forest and the MLP have
+#: one setting each, fixed a priori (scikit-learn's ``max_features="sqrt"``; the middle of the MLP's old
+#: ``alpha`` grid), so they choose nothing and fit once per split: their points had been within 1.0 point of
+#: mean inner UAR on every feature set, each chosen on about a third of the splits, and they were 95 % of the
+#: grid's fitting time. Tree counts and early stopping: :func:`ser_utils.models.classifiers.make_classifier`.
 GRIDS: dict[str, list[dict]] = {
     "rf": [{"max_features": "sqrt"}],
     "logreg": [{"C": c} for c in (0.01, 0.1, 1.0)],
