@@ -117,6 +117,47 @@ def test_a_baseline_from_a_manifest_in_another_folder_with_relative_paths(tmp_pa
     assert all(list(p["probabilities"]) == list(CLASSES.values()) for p in predictions)
 
 
+def test_partial_fine_tuning_of_the_top_layer_is_a_folder_predict_and_evaluate_use(tmp_path, clips, tiny_whisper,
+                                                                                   capsys):
+    manifest = write(clips, tmp_path / "four.csv")
+    out = tmp_path / "tuned"
+    assert main(["train", "--manifest", manifest, "--out", str(out), "--backbone", tiny_whisper,
+                 "--train-layers", "1"]) == 0
+    said = capsys.readouterr().out
+    assert said.count("held-out UAR") == 4 and "final model: " in said and "for early stopping (speakers " in said
+    result = json.loads((out / "evaluation.json").read_text())
+    assert result["system"] == "four-whisper-ft-top1" and result["labels"] == ["angry", "happy", "sad", "neutral"]
+    assert result["clips"] == 24 and result["cv"]["folds"] == 4 and result["cv"]["grouped_by_speaker"]
+    assert sum(sum(row.values()) for row in result["confusion"].values()) == 24
+    assert result["head"].startswith("top 1 layer(s) fine-tuned") and "1 epoch(s)" in result["head"]  # smoke sizes
+    assert "every clip except its validation clips (speakers " in result["why"]
+    assert "except its validation clips" in (out / "README.md").read_text()
+    config = json.loads((out / "ser_config.json").read_text())  # the study's exported fine-tuned format
+    assert config["format"].startswith("ser_utils.EmotionClassifier") and config["model"]["train_layers"] == 1
+
+    assert main(["predict", *clips["path"][:4], "--model", str(out), "--json"]) == 0
+    predictions = json.loads(capsys.readouterr().out)
+    assert all(set(p["probabilities"]) == set(CLASSES.values()) for p in predictions)
+    scores = tmp_path / "scores.json"
+    assert main(["evaluate", "--model", str(out), "--manifest", manifest, "--json", str(scores)]) == 0
+    assert json.loads(scores.read_text())["n"] == 24
+
+
+def test_partial_fine_tuning_refusals_are_one_line_status_2_and_no_folder(tmp_path, clips, tiny_whisper, capsys):
+    out, manifest = tmp_path / "tuned", write(clips, tmp_path / "four.csv")
+    tune = ["--manifest", manifest, "--backbone", tiny_whisper, "--train-layers"]
+    assert "--features egemaps" in refused(capsys, ["--manifest", manifest, "--features", "egemaps",
+                                                    "--train-layers", "1"], out)
+    assert "--normalize speaker" in refused(capsys, [*tune, "1", "--normalize", "speaker"], out)
+    assert "train 1 or more" in refused(capsys, [*tune, "0"], out)
+    assert "has 2 layers; choose 1 to 1" in refused(capsys, [*tune, "2"], out)
+    # Two speakers: each inner fold trains on one, which cannot also give validation clips.
+    two = write(clips.assign(speaker=["a" if s in ("actor1", "actor2", "actor3") else "b" for s in clips["speaker"]]),
+                tmp_path / "two-speakers.csv")
+    line = refused(capsys, ["--manifest", two, "--backbone", tiny_whisper, "--train-layers", "1"], out)
+    assert "1 speaker(s) in a training part" in line
+
+
 def test_bad_manifests_are_one_line_status_2_and_no_folder(tmp_path, clips, tiny_whisper, capsys):
     out = tmp_path / "model"
     one_class = write(clips.assign(label="angry"), tmp_path / "one-class.csv")
@@ -130,7 +171,6 @@ def test_bad_manifests_are_one_line_status_2_and_no_folder(tmp_path, clips, tiny
     assert "one speaker" in refused(capsys, ["--manifest", one_speaker], out)
     manifest = write(clips, tmp_path / "ok.csv")
     assert "--labels" in refused(capsys, ["--manifest", manifest, "--labels", "angry,happy,sad"], out)
-    assert "--train-layers" in refused(capsys, ["--manifest", manifest, "--train-layers", "1"], out)
     no_speakers = write(clips.drop(columns="speaker"), tmp_path / "no-speakers.csv")
     assert "speaker column" in refused(capsys, ["--manifest", no_speakers, "--normalize", "speaker"], out)
     ragged = tmp_path / "ragged.csv"
@@ -179,6 +219,30 @@ def test_a_signal_while_embedding_is_one_line_and_leaves_no_folder(tmp_path, rav
     assert lines == [f"error: interrupted ({name}); no model folder written"], err
     assert "Traceback" not in err and "embeddings:" not in out_text.decode()  # stopped while embedding
     assert sorted(p.name for p in tmp_path.iterdir()) == ["many.csv", "work"]  # no folder, no .model.partial-*
+
+
+@pytest.mark.slow
+def test_a_signal_while_fine_tuning_leaves_no_folder_and_no_checkpoints(tmp_path, clips, tiny_whisper):
+    manifest, out, scratch = write(clips, tmp_path / "four.csv"), tmp_path / "tuned", tmp_path / "tmp"
+    scratch.mkdir()
+    # The module's cache (work_dir): the clips' states are there when the other tests ran first.
+    env = {**os.environ, "SER_PROGRESS": "0", "TMPDIR": str(scratch)}  # TMPDIR: where the checkpoints are kept
+    run = subprocess.Popen([sys.executable, "-m", "ser_utils", "train", "--manifest", manifest, "--out", str(out),
+                            "--backbone", tiny_whisper, "--train-layers", "1"], stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE, env=env)
+    seen = ""
+    deadline = time.monotonic() + 600
+    while "inner fold 1/4" not in seen and time.monotonic() < deadline and run.poll() is None:
+        if select.select([run.stdout], [], [], 0.2)[0]:
+            seen += os.read(run.stdout.fileno(), 4096).decode(errors="replace")
+    assert "inner fold 1/4" in seen and run.poll() is None, seen
+    assert any(p.name.startswith("ser-train-") for p in scratch.iterdir())  # training: its checkpoints are there
+    run.send_signal(signal.SIGINT)
+    _, err = run.communicate(timeout=120)
+    lines = [line for line in err.decode().splitlines() if line.startswith("error:")]
+    assert run.returncode == 130 and lines == ["error: interrupted (SIGINT); no model folder written"], err
+    assert not any(p.name.startswith("ser-train-") for p in scratch.iterdir())
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["four.csv", "tmp"]  # no folder, no .partial
 
 
 def test_train_from_python_is_the_command_and_the_notebook_table_puts_both_estimates_side_by_side(

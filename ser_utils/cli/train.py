@@ -38,8 +38,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--heads", choices=("linear", "all"), default="linear", help="frozen heads to choose among: "
                         "linear (ridge and logistic regression on every layer's mean+std: the study's selected head's "
                         "candidates; default) or all (also the project's MLPs: about twice the time)")
-    parser.add_argument("--train-layers", type=int, metavar="K", help="partial fine-tuning of the top K layers: not "
-                        "available from a manifest yet (refused; see docs/usage.md)")
+    parser.add_argument("--train-layers", type=int, metavar="K", help="partial fine-tuning of the backbone's top K "
+                        "layers as the study runs it (from cached lower-layer states; a CPU is enough) instead of a "
+                        "frozen head; each training early-stops on validation speakers cut off its clips")
     parser.add_argument("--profile", choices=PROFILES, default=None, help="whose caches to share (default: "
                         "$SER_PROFILE, else full)")
 
@@ -67,16 +68,17 @@ def train(args: argparse.Namespace) -> int:
 
 def train_model(manifest: str | Path, out: str | Path, *, backbone: str | None = None, features: str | None = None,
                 normalize: str = "none", heads: str = "linear", labels: Sequence[str] | None = None,
-                force: bool = False, profile: str | None = None) -> dict:
+                train_layers: int | None = None, force: bool = False, profile: str | None = None) -> dict:
     """``python -m ser_utils train`` from Python (the same code, the same printed lines): the model folder
     ``out`` from the labelled ``manifest``; returns what it stores as ``evaluation.json`` (the chosen head's
     cross-validated ``uar``, ``accuracy``, ``macro_f1``, ``confusion``, ...). A refusal raises
-    :class:`~ser_utils.study.manifest_training.TrainingError` (one line), with nothing written."""
+    :class:`~ser_utils.study.manifest_training.TrainingError` (one line), with nothing written. ``train_layers``:
+    ``--train-layers K``."""
     from ..study import manifest_training as mt
 
     args = argparse.Namespace(manifest=str(manifest), out=str(out), backbone=backbone, features=features,
                               normalize=normalize, heads=heads, labels=",".join(labels) if labels else None,
-                              force=force, train_layers=None, profile=profile)
+                              force=force, train_layers=train_layers, profile=profile)
     problem = _option_problem(args)
     if problem:
         raise mt.TrainingError(problem)
@@ -112,10 +114,12 @@ def _labels(text: str | None) -> list[str] | None:
 
 def _option_problem(args: argparse.Namespace) -> str | None:
     """What is wrong with the options, as the error line says it (``None``: nothing)."""
+    from ..study.manifest_finetune import option_problem
+
     out = Path(args.out)
-    if args.train_layers is not None:
-        return ("--train-layers: partial fine-tuning is not available from a manifest yet; train a frozen head "
-                "(leave --train-layers out), or run finetune --train-layers K on a RAVDESS-named folder")
+    problem = option_problem(args.train_layers, args.features, args.normalize)
+    if problem:
+        return problem
     if out.exists() and not out.is_dir():
         return f"--out {out}: a file, not a folder"
     if out.exists() and not args.force:
@@ -132,19 +136,32 @@ def _train(args: argparse.Namespace, mt, data) -> dict:
 
     profile = get_profile(args.profile)
     skipped = mt.too_long(data)
-    if args.features:
-        outcome, failures = _baseline(args, mt, data, skipped, profile)
-    else:
-        outcome, failures = _frozen(args, mt, data, skipped, profile)
-    left_out = len(data.failures) + len(failures)
-    data = data.keep(set(data.table["path"]) - set(failures), failures)
-    result = mt.evaluation(data, outcome, manifest=args.manifest, backbone=outcome.inputs, normalize=args.normalize,
-                           skipped=left_out)
-    folder = mt.write_model_folder(args.out, outcome, result, force=args.force)
+    with _work_folder(args) as work:  # fine-tuning's checkpoints, until the folder is written
+        if args.features:
+            outcome, failures = _baseline(args, mt, data, skipped, profile)
+        elif args.train_layers is not None:
+            outcome, failures = _partial(args, mt, data, skipped, profile, Path(work))
+        else:
+            outcome, failures = _frozen(args, mt, data, skipped, profile)
+        left_out = len(data.failures) + len(failures)
+        data = data.keep(set(data.table["path"]) - set(failures), failures)
+        result = mt.evaluation(data, outcome, manifest=args.manifest, backbone=outcome.inputs,
+                               normalize=args.normalize, skipped=left_out)
+        folder = mt.write_model_folder(args.out, outcome, result, force=args.force)
     for line in mt.summary_lines(result):
         say(line)
     say(f"model folder: {folder} (model card: {folder / mt.CARD_NAME})")
     return result
+
+
+def _work_folder(args: argparse.Namespace):
+    """A temporary folder for fine-tuning's checkpoints, removed on the way out (a Ctrl-C included)."""
+    import contextlib
+    import tempfile
+
+    if args.train_layers is None:
+        return contextlib.nullcontext()
+    return tempfile.TemporaryDirectory(prefix="ser-train-")
 
 
 def _usable(mt, data, failures: dict[str, str]):
@@ -176,6 +193,35 @@ def _frozen(args, mt, data, skipped: dict[str, str], profile):
     outcome = mt.train_frozen(kept, folds, states.arrays, encoder, system, normalization, mlp=args.heads == "all",
                               seed=profile.seed)
     outcome.inputs = f"{backbone.describe()} ({backbone.family}, frozen): per-layer embeddings"
+    return outcome, failures
+
+
+def _partial(args, mt, data, skipped: dict[str, str], profile, work: Path):
+    """The study's partial fine-tuning (:mod:`ser_utils.study.manifest_finetune`); every refusal before the
+    encoder runs."""
+    from ..backbones import backbone_fingerprint
+    from ..study import manifest_finetune as mf
+    from ..study.systems import StudyBackbone, study_encoder
+    from ..training.partial import cache_layer_states
+
+    name = args.backbone or DEFAULT_TRAIN_BACKBONE
+    backbone = StudyBackbone.check(name, {"whisper": {"input": "clip"}})
+    if backbone.reason:
+        raise mt.TrainingError(f"--backbone {name}: {backbone.reason}")
+    mf.check_backbone(backbone, args.train_layers)
+    mf.plan(data, mt.check_trainable(data), profile.seed)  # refused now, not after the encoder pass
+    paths = [p for p in dict.fromkeys(data.table["path"]) if p not in skipped]
+    states = cache_layer_states(study_encoder(backbone.checkpoint, backbone.options), paths, profile.cache_dir,
+                                backbone_fingerprint(backbone.checkpoint), args.train_layers)
+    say(f"{backbone.family} embeddings and layer-{states.start} states: {states.hits} from the cache, "
+        f"{states.computed} computed")
+    failures = {**skipped, **states.failures}
+    kept, folds = _usable(mt, data, failures)
+    chosen = mf.recipe(profile.run.encoders, kept.labels, args.train_layers)
+    system = f"{Path(args.manifest).stem}-{backbone.family}-ft-top{args.train_layers}"
+    outcome = mf.train_partial(kept, mf.plan(kept, folds, profile.seed), states, backbone, chosen, system, work)
+    outcome.inputs = (f"{backbone.describe()} ({backbone.family}, top {args.train_layers} layer(s) fine-tuned): "
+                      f"whole clips")
     return outcome, failures
 
 

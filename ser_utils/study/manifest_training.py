@@ -183,13 +183,15 @@ def check_trainable(data: TrainingData, seed: int = 0) -> list[tuple[np.ndarray,
 @dataclass
 class Outcome:
     """What training chose and measured: the fitted model (a deployable with ``save_pretrained``), the inner
-    choice, the chosen candidate's out-of-fold predictions (class indices, row order), and a description."""
+    choice, the chosen candidate's out-of-fold predictions (class indices, row order), and a description;
+    ``why``: how it was chosen, where the default (the best candidate, refitted on every clip) does not say it."""
 
     model: object
     choice: InnerChoice
     predicted: np.ndarray
     head: str
     inputs: str
+    why: str | None = None
 
 
 def train_frozen(data: TrainingData, folds, embeddings: dict[str, np.ndarray], encoder, system: str,
@@ -287,8 +289,8 @@ def evaluation(data: TrainingData, outcome: Outcome, *, manifest: str, backbone:
                         "stratified by class without speakers: the same speaker may be in training and validation, "
                         "so the estimate is optimistic")},
         "head": outcome.head,
-        "why": (f"the best mean inner-CV UAR of {len(outcome.choice.scores)} candidates over {folds} folds "
-                f"({100 * outcome.choice.mean():.1f} %), refitted on every clip"),
+        "why": outcome.why or (f"the best mean inner-CV UAR of {len(outcome.choice.scores)} candidates over "
+                               f"{folds} folds ({100 * outcome.choice.mean():.1f} %), refitted on every clip"),
         "accuracy": scores.accuracy, "uar": scores.uar, "macro_f1": scores.macro_f1,
         "confusion": {t: {p: int(scores.confusion[i, j]) for j, p in enumerate(data.labels)}
                       for i, t in enumerate(data.labels)},
