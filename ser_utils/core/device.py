@@ -11,6 +11,8 @@ forces float32 everywhere (bit-for-bit comparisons, CPUs where bf16 misbehaves).
 
 from __future__ import annotations
 
+import ctypes
+import gc
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -53,6 +55,20 @@ def single_thread() -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(threads)
+
+
+def release_memory() -> None:
+    """Hand the heap's freed memory back to the system (glibc's ``malloc_trim``; nothing elsewhere).
+
+    Call it at the end of a joblib job that made large temporaries: with psutil installed, loky restarts a
+    worker whose resident memory grew by 300 MB since its first job, taking it for a leak; freed but untrimmed
+    heap memory counted as such, so every few splits a worker was replaced (a torch import each time) and
+    "A worker stopped while some jobs were given to the executor" was printed into the reports."""
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc
+        pass
 
 
 def autocast(device: str | torch.device, dtype: torch.dtype | None):

@@ -33,7 +33,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from torch import nn
 
-from ..core.device import single_thread
+from ..core.device import release_memory, single_thread
 from ..evaluation.metrics import prediction_table, score
 from ..evaluation.splits import Split
 from ..features.normalization import Normalization, SpeakerNormalizer, normalizer_config
@@ -202,6 +202,7 @@ def _split_trials(meta: pd.DataFrame, split: Split, variants: dict, candidates: 
                     predicted = head(torch.as_tensor(x[test], dtype=torch.float32)).argmax(-1).numpy()
                 trials.append(Trial(split.protocol, split.fold, name, variance, seed, head.val_uar, predicted, head,
                                     recorded))
+    release_memory()
     return trials
 
 

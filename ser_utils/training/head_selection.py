@@ -20,7 +20,7 @@ import pandas as pd
 import torch
 from joblib import Parallel, delayed
 
-from ..core.device import single_thread
+from ..core.device import release_memory, single_thread
 from ..evaluation.inner_cv import INNER_FOLDS, InnerChoice, cross_validate, inner_folds
 from ..evaluation.metrics import prediction_table, score
 from ..evaluation.splits import Split
@@ -233,9 +233,11 @@ def select_head(x: np.ndarray, y: np.ndarray, actors: np.ndarray, train: np.ndar
             if key == choice.chosen:
                 models[key] = head
         kernels.clear()
-    chosen = settings[choice.chosen]
+        recorded = variants[settings[choice.chosen].variance][1]
+        variants.clear()  # the normalized copies of x: freed before the worker's memory is trimmed
+        release_memory()
     return SplitSelection(protocol, fold, choice, settings, epochs, predicted, models[choice.chosen],
-                          variants[chosen.variance][1])
+                          recorded)
 
 
 def _sgd_settings(kwargs: dict) -> dict:
