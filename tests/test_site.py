@@ -210,3 +210,23 @@ def test_the_smoke_reports_read_as_a_site(tmp_path, monkeypatch):
             match = table[(table["system"] == row["system"]) & (table["protocol"] == "actor-kfold")].iloc[0]
             assert row["primary"] == findings.pct(100 * match["uar_mean"], 100 * match["uar_std"])
             assert f"<td class='num'>{row['primary']}</td>" in front
+
+
+def test_a_reports_key_numbers_are_its_own_runs_not_an_earlier_comparison(tmp_path):
+    """03 and 04 are rendered before 05 rewrites comparison.csv: their key numbers come from the metrics they
+    have just written (the committed metrics; a stale comparison.csv beside them says 50.0 for every system)."""
+    import shutil
+
+    from ser_utils.results.render import key_numbers_html
+    from ser_utils.results.store import read_metrics
+
+    results = tmp_path / "results"
+    shutil.copytree(REPO_ROOT / "reports" / "results" / "metrics", results / "metrics")
+    stale = pd.read_csv(REPO_ROOT / "reports" / "results" / "comparison.csv")
+    stale.loc[stale["status"] == "ok", ["uar_mean", "uar_std"]] = [0.5, 0.01]
+    stale.to_csv(results / "comparison.csv", index=False)
+    fresh = findings.summary_of(read_metrics(results)).set_index(["system", "protocol"])
+    page = key_numbers_html("04_pretrained_encoders", results)
+    best = fresh.loc[("whisper-selected-frozen", "actor-kfold")]
+    assert findings.pct(100 * best["uar_mean"], 100 * best["uar_std"]) in page and "50.0" not in page
+    assert "50.0" in key_numbers_html("05_results", results)  # 05 writes comparison.csv before it is rendered

@@ -87,11 +87,12 @@ def summary_of(metrics: pd.DataFrame) -> pd.DataFrame:
     return summarise(metrics)
 
 
-def load_summary(results_dir: str | Path) -> pd.DataFrame | None:
-    """``comparison.csv`` if notebook 05 wrote it, else the per-fold metrics summarised; ``None``: none yet."""
+def load_summary(results_dir: str | Path, *, from_metrics: bool = False) -> pd.DataFrame | None:
+    """``comparison.csv`` if notebook 05 wrote it (and not ``from_metrics``), else the per-fold metrics
+    summarised; ``None``: none yet."""
     from .store import read_metrics, read_table
 
-    table = read_table(results_dir, "comparison")
+    table = None if from_metrics else read_table(results_dir, "comparison")
     if table is not None and not table.empty:
         return table
     try:

@@ -91,7 +91,9 @@ def _numbers(name: str, results_dir: Path) -> list[str]:
         return [f"<p><b>Key numbers:</b> {text}.</p>"]
     if name == "06_generalisation":
         return [cross_corpus_paragraph(results_dir).removeprefix("<h2>Other corpora</h2>")]
-    table = findings.load_summary(results_dir)
+    # 03 and 04 are rendered before 05 rewrites comparison.csv: their numbers come from the per-fold metrics
+    # they have just written (a comparison.csv from an earlier run would show the old numbers).
+    table = findings.load_summary(results_dir, from_metrics=name != "05_results")
     if table is None:
         return []
     if name == "05_results":
