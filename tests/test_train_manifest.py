@@ -96,7 +96,7 @@ def test_four_labels_on_a_tiny_backbone_predict_and_evaluate_use_the_folder(tmp_
     assert len({c["candidate"].split()[0] for c in result["candidates"]} - linear) == 2  # and the two MLPs
 
 
-def test_a_baseline_from_a_manifest_in_another_folder_with_relative_paths(tmp_path, clips, capsys):
+def test_a_baseline_from_a_manifest_in_another_folder_with_relative_paths(tmp_path, clips, capsys, monkeypatch):
     data = tmp_path / "elsewhere"
     (data / "audio").mkdir(parents=True)
     for path in clips["path"]:
@@ -106,9 +106,12 @@ def test_a_baseline_from_a_manifest_in_another_folder_with_relative_paths(tmp_pa
     table = pd.concat([table, pd.DataFrame([{"path": "audio/broken.wav", "label": "sad"}])])
     manifest = write(table, data / "mine.csv")
     out = tmp_path / "baseline"
-    assert main(["train", "--manifest", manifest, "--out", str(out), "--features", "egemaps"]) == 0
+    monkeypatch.chdir(tmp_path)
+    assert main(["train", "--manifest", manifest, "--out", "baseline", "--features", "egemaps"]) == 0
     captured = capsys.readouterr()
     assert "broken.wav" in captured.err and "optimistic" in captured.out  # listed, skipped; no speakers
+    # the folder as the user named it (a notebook's, inside the repository, relative to it): no machine's path
+    assert "model folder: baseline (model card: baseline/README.md)" in captured.out
     result = json.loads((out / "evaluation.json").read_text())
     assert result["clips"] == 24 and result["left_out"] == 1 and not result["cv"]["grouped_by_speaker"]
     assert main(["predict", str(data / "audio"), "--model", str(out), "--json"]) == 1  # broken.wav: not scored

@@ -150,7 +150,8 @@ def _train(args: argparse.Namespace, mt, data) -> dict:
         folder = mt.write_model_folder(args.out, outcome, result, force=args.force)
     for line in mt.summary_lines(result):
         say(line)
-    say(f"model folder: {folder} (model card: {folder / mt.CARD_NAME})")
+    card = _shown(folder / mt.CARD_NAME, folder, args.out)
+    say(f"model folder: {_shown(folder, folder, args.out)} (model card: {card})")
     return result
 
 
@@ -241,3 +242,14 @@ def _baseline(args, mt, data, skipped: dict[str, str], profile):
     system = f"{Path(args.manifest).stem}-{args.features}" + ("+spknorm" if args.normalize == "speaker" else "")
     return mt.train_baseline(kept, folds, X, extractor, system, args.normalize, smoke=profile.is_smoke,
                              seed=profile.seed), failures
+
+
+def _shown(path: Path, folder: Path, given: str) -> str:
+    """``path`` (the model folder or a file in it) relative to the repository when it is inside (so notebook
+    reports show no machine's paths), else under the name the user gave ``--out``."""
+    from ..core.config import REPO_ROOT, display_path
+
+    path = Path(path).resolve()
+    if path.is_relative_to(REPO_ROOT.resolve()):
+        return display_path(path)
+    return str(Path(given) / path.relative_to(Path(folder).resolve()))
