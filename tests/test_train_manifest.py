@@ -249,14 +249,17 @@ def test_a_signal_while_fine_tuning_leaves_no_folder_and_no_checkpoints(tmp_path
 
 
 def test_train_from_python_is_the_command_and_the_notebook_table_puts_both_estimates_side_by_side(
-        tmp_path, clips, tiny_whisper):
+        tmp_path, clips, tiny_whisper, capsys):
     from ser_utils.cli.train import train_model
+    from ser_utils.core.config import display_path
     from ser_utils.study import manifest_workflow
     from ser_utils.study.manifest_training import TrainingError
 
     manifest, out = write(clips, tmp_path / "four.csv"), tmp_path / "model"
     trained = train_model(manifest, out, backbone=tiny_whisper)
     assert trained == json.loads((out / "evaluation.json").read_text()) and trained["clips"] == 24
+    said = capsys.readouterr().out  # a notebook's report names the folder relative to the repository
+    assert f"model folder: {display_path(out)} " in said and f" {out}" not in said
     with pytest.raises(TrainingError, match="already exists"):  # a refusal is the command's line, raised
         train_model(manifest, out, backbone=tiny_whisper)
     table = manifest_workflow.side_by_side(trained, manifest_workflow.score_folder(out, manifest))

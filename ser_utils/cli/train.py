@@ -74,11 +74,14 @@ def train_model(manifest: str | Path, out: str | Path, *, backbone: str | None =
     cross-validated ``uar``, ``accuracy``, ``macro_f1``, ``confusion``, ...). A refusal raises
     :class:`~ser_utils.study.manifest_training.TrainingError` (one line), with nothing written. ``train_layers``:
     ``--train-layers K``."""
+    from ..core.config import display_path
     from ..study import manifest_training as mt
 
     args = argparse.Namespace(manifest=str(manifest), out=str(out), backbone=backbone, features=features,
                               normalize=normalize, heads=heads, labels=",".join(labels) if labels else None,
                               force=force, train_layers=train_layers, profile=profile)
+    # From Python (a notebook): the folder said relative to the repository, as reports name paths.
+    args.out_shown = display_path(out)
     problem = _option_problem(args)
     if problem:
         raise mt.TrainingError(problem)
@@ -147,11 +150,11 @@ def _train(args: argparse.Namespace, mt, data) -> dict:
         data = data.keep(set(data.table["path"]) - set(failures), failures)
         result = mt.evaluation(data, outcome, manifest=args.manifest, backbone=outcome.inputs,
                                normalize=args.normalize, skipped=left_out)
-        folder = mt.write_model_folder(args.out, outcome, result, force=args.force)
+        mt.write_model_folder(args.out, outcome, result, force=args.force)
     for line in mt.summary_lines(result):
         say(line)
-    card = _shown(folder / mt.CARD_NAME, folder, args.out)
-    say(f"model folder: {_shown(folder, folder, args.out)} (model card: {card})")
+    shown = getattr(args, "out_shown", None) or args.out
+    say(f"model folder: {shown} (model card: {Path(shown) / mt.CARD_NAME})")
     return result
 
 
@@ -242,14 +245,3 @@ def _baseline(args, mt, data, skipped: dict[str, str], profile):
     system = f"{Path(args.manifest).stem}-{args.features}" + ("+spknorm" if args.normalize == "speaker" else "")
     return mt.train_baseline(kept, folds, X, extractor, system, args.normalize, smoke=profile.is_smoke,
                              seed=profile.seed), failures
-
-
-def _shown(path: Path, folder: Path, given: str) -> str:
-    """``path`` (the model folder or a file in it) relative to the repository when it is inside (so notebook
-    reports show no machine's paths), else under the name the user gave ``--out``."""
-    from ..core.config import REPO_ROOT, display_path
-
-    path = Path(path).resolve()
-    if path.is_relative_to(REPO_ROOT.resolve()):
-        return display_path(path)
-    return str(Path(given) / path.relative_to(Path(folder).resolve()))
