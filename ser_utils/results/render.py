@@ -2,8 +2,8 @@
 
 :func:`render_report` renders an executed notebook with nbconvert's "lab" template, minus its CDN scripts and
 inline CSS (the page links the site's ``style.css``), and fills the slot the report's header left
-(:data:`KEY_NUMBERS_SLOT`, ``report.show_header``) with what the report shows and its key numbers, read
-from the result files as they are after the notebook ran.
+(:data:`~ser_utils.results.markers.KEY_NUMBERS_SLOT`, ``report.show_header``) with what the report shows and
+its key numbers, read from the result files as they are after the notebook ran.
 """
 
 from __future__ import annotations
@@ -167,6 +167,3 @@ def render_report(notebook: Path, html_path: Path, name: str, results_dir: Path,
     atomic_write_text(html_path, body)
     return html_path
 
-
-#: Where a report's header (``report.show_header``) asks for its key numbers.
-KEY_NUMBERS_SLOT = "<div class='key-numbers-slot'></div>"

@@ -15,11 +15,10 @@ from pathlib import Path
 
 from ..core.atomic import atomic_write_text
 from ..core.config import REPO_ROOT, Profile
+from .markers import KEY_NUMBERS_SLOT, SMOKE_BANNER, smoke_banner_html
 
 PACKAGES = ("torch", "torchaudio", "transformers", "accelerate", "librosa", "opensmile",
             "scikit-learn", "numpy", "pandas", "soundfile")
-SMOKE_BANNER = ("**SMOKE PROFILE: the numbers in this report mean nothing.** They come from a generated "
-                "corpus and a tiny randomly initialised model, and only show that the pipeline runs.")
 
 
 #: What makes the results: a change here, not committed yet, marks the commit ``-dirty``. (The
@@ -83,14 +82,13 @@ def header_markdown(profile: Profile, title: str) -> str:
 
 def header_html(profile: Profile, title: str) -> str:
     """The header of every report: title, smoke warning, the slot the renderer fills with the report's key
-    numbers (:data:`ser_utils.results.render.KEY_NUMBERS_SLOT`), and the provenance folded away."""
-    from .render import KEY_NUMBERS_SLOT
+    numbers (:data:`ser_utils.results.markers.KEY_NUMBERS_SLOT`), and the provenance folded away."""
 
     info = provenance(profile)
     packages = ", ".join(f"{k} {v}" for k, v in info.pop("packages").items())
     rows = "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(str(v))}</td></tr>"
                    for k, v in {**info, "packages": packages}.items())
-    banner = f"<div class='banner'>{html.escape(SMOKE_BANNER.replace('**', ''))}</div>" if profile.is_smoke else ""
+    banner = smoke_banner_html() if profile.is_smoke else ""
     return (f"<h1>{html.escape(title)}</h1>{banner}{KEY_NUMBERS_SLOT}<details class='provenance'><summary>How this "
             f"report was made: {html.escape(info['profile'])} profile, commit {html.escape(info['commit'])}, "
             f"{html.escape(info['date'])}</summary><table>{rows}</table></details>")

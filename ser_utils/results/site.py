@@ -23,6 +23,7 @@ from ..core.atomic import atomic_write_text
 from ..core.config import Profile
 from . import findings
 from .glossary import glossary_html, term_link
+from .markers import smoke_banner_html
 
 #: Each report: its title in the navigation and on the front page, and what it shows (one line).
 REPORTS = {
@@ -240,14 +241,12 @@ def _reports_list(profile: Profile, notebooks) -> str:
 
 
 def index_body(profile: Profile, table: pd.DataFrame | None, notebooks) -> str:
-    from .report import SMOKE_BANNER
-
     parts = [f"<h1>{html.escape(findings.title(table))}</h1>",
              "<p class='lede'>8 emotions, RAVDESS speech (1,440 clips, 24 actors). Numbers: "
              f"{term_link('uar', 'UAR')} % (chance 12.5 %), mean ± std over the six folds of "
              f"{term_link('actor-kfold', 'actors never seen in training')} unless said.</p>"]
     if profile.is_smoke:
-        parts.append(f"<div class='banner'>{html.escape(SMOKE_BANNER.replace('**', ''))}</div>")
+        parts.append(smoke_banner_html())
     if table is None:
         parts.append("<p>No results yet: run the notebooks (<code>make all</code>).</p>")
         return "".join(parts) + _reports_list(profile, notebooks)
