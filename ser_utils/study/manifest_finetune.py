@@ -176,20 +176,16 @@ def _train(data: TrainingData, part: Part, states, backbone, chosen, folder: Pat
 
 def _predict(best: Path, states, paths: Sequence[str]) -> np.ndarray:
     """Class indices of ``paths`` by the checkpoint in ``best``, from their cached states, in order."""
-    import torch
+    from torch.utils.data import DataLoader
 
     from ..models.classifier import EmotionClassifier
+    from ..training.loop import loader_logits
     from ..training.partial import FromCachedStates
 
-    model = FromCachedStates(EmotionClassifier.from_pretrained(best)).eval()
-    paths = list(paths)
-    dataset = states.dataset(paths, np.zeros(len(paths), dtype=int))
-    out = []
-    with torch.no_grad():
-        for first in range(0, len(paths), 16):
-            inputs, _, _ = dataset.collate([dataset[i] for i in range(first, min(first + 16, len(paths)))])
-            out.append(model(*inputs).argmax(-1).numpy())
-    return np.concatenate(out)
+    model = FromCachedStates(EmotionClassifier.from_pretrained(best))
+    dataset = states.dataset(list(paths), np.zeros(len(paths), dtype=int))
+    logits, _ = loader_logits(model, DataLoader(dataset, batch_size=16, collate_fn=dataset.collate))
+    return logits.argmax(-1).numpy()
 
 
 def _validation(data: TrainingData, part: Part) -> str:

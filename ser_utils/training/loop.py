@@ -372,8 +372,8 @@ def _log_and_checkpoint(run: _Run, state: dict, record: dict, improved: bool, co
 
 
 @torch.no_grad()
-def evaluate_loader(model, loader: DataLoader, accelerator=None) -> dict:
-    """Loss, accuracy and UAR of ``model`` over ``loader`` (whole clips, eval mode)."""
+def loader_logits(model, loader: DataLoader, accelerator=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """``model``'s logits ``(N, classes)`` (float32) and the labels ``(N,)`` over ``loader``, in eval mode."""
     was_training = model.training
     model.eval()
     logits_all, labels_all = [], []
@@ -384,7 +384,12 @@ def evaluate_loader(model, loader: DataLoader, accelerator=None) -> dict:
         logits_all.append(logits.cpu())
         labels_all.append(labels.cpu())
     model.train(was_training)
-    logits, labels = torch.cat(logits_all), torch.cat(labels_all)
+    return torch.cat(logits_all), torch.cat(labels_all)
+
+
+def evaluate_loader(model, loader: DataLoader, accelerator=None) -> dict:
+    """Loss, accuracy and UAR of ``model`` over ``loader`` (whole clips, eval mode)."""
+    logits, labels = loader_logits(model, loader, accelerator)
     scores = score(labels.numpy(), logits.argmax(-1).numpy(), model_labels(model, accelerator))
     return {"loss": float(torch.nn.functional.cross_entropy(logits, labels)), "accuracy": scores.accuracy,
             "uar": scores.uar}
