@@ -4,6 +4,7 @@ and only the top layers, the layer weights and the head train; through the real 
 import json
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -208,6 +209,12 @@ def test_the_finetune_command_trains_the_top_layer_from_cached_states(tmp_path, 
     assert model.model_config.train_layers == 1 and "top 1 trained" in model.describe()
     waves, _ = load_many(sorted(str(p) for p in corpus.rglob("*.wav"))[:3])
     assert model.predict_proba(list(waves.values())).shape == (3, 8)
+    # The fold's test clips were scored from the cached states; the folder scores them through the whole encoder.
+    tested = pd.read_csv(fold / "predictions.csv", dtype={"stem": str})
+    paths = {p.stem: str(p) for p in corpus.rglob("*.wav")}
+    test_waves, _ = load_many([paths[stem] for stem in tested["stem"]])
+    through_encoder = np.asarray(model.labels)[model.predict_proba(list(test_waves.values())).argmax(1)]
+    assert (through_encoder == tested["predicted"].to_numpy()).mean() >= 0.95
     mtime = (fold / "done.json").stat().st_mtime
     assert main(args) == 0 and (fold / "done.json").stat().st_mtime == mtime  # reused, not retrained
     assert main([*args[:-1], "9"]) == 2

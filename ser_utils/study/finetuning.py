@@ -118,7 +118,10 @@ def finetune_predictions(meta: pd.DataFrame, splits: Sequence[Split], backbone: 
     to load - are left out). Each fold lives in ``FoldFolder.of(out_root, system, protocol, fold)``.
     Partial fine-tuning (``model_config.train_layers``) trains from cached lower-layer states when
     ``cache_root`` is given and the configuration allows it (:mod:`ser_utils.training.partial`), else
-    through the whole encoder. Test clips are always scored through the whole encoder, as ``predict`` does.
+    through the whole encoder. Test clips are scored the way the fold trained: from the same cached states
+    (the saved model's own logits with its fixed lower layers' output read back, up to float16 storage; the
+    whole encoder's pass would recompute what the frozen mode's pass cached, at most of the partial run's
+    test-time cost), else through the whole encoder, as ``predict`` does.
     Returns the predictions table (``system, protocol, fold, stem, actor, emotion, predicted``) and each
     fold's :class:`~ser_utils.training.loop.FoldResult` (``None`` for folds reused from disk).
     """
@@ -150,7 +153,8 @@ def finetune_predictions(meta: pd.DataFrame, splits: Sequence[Split], backbone: 
                 result = _train_split(folder, split, meta, waves, model_config.labels, make_model, config,
                                       on_epoch_end, progress)
             if processes.is_main_process:
-                _predict_test(folder, result, split, meta, waves, system, config, fingerprint, processes.device)
+                _predict_test(folder, result, split, meta, waves, system, config, fingerprint, processes.device,
+                              states if use_cache else None)
             processes.wait_for_everyone()
         # Under the system's name: a fold adopted from a selection run was written under its candidate's.
         frames.append(pd.read_csv(folder.predictions, dtype={"stem": str}).assign(system=system))
@@ -247,15 +251,38 @@ def warm_start_head(cached, parts, config: ModelConfig, seed: int):
 
 
 def _predict_test(folder: FoldFolder, result: FoldResult, split: Split, meta: pd.DataFrame,
-                  waves: dict[str, np.ndarray], system: str, config: TrainConfig, fingerprint: str, device) -> None:
-    """Predict the split's test clips with the best checkpoint; mark the fold finished."""
+                  waves: dict[str, np.ndarray], system: str, config: TrainConfig, fingerprint: str, device,
+                  states=None) -> None:
+    """Predict the split's test clips with the best checkpoint (from cached ``states`` when given, else
+    through the whole encoder); mark the fold finished."""
     best = EmotionClassifier.from_pretrained(result.best_dir).to(device)
     test = split.frames(meta)[2]
-    probs = best.predict_proba([waves[p] for p in test["path"]], batch_size=config.eval_batch_size)
-    table = prediction_table(system, split.protocol, split.fold, test, np.asarray(best.config.labels)[probs.argmax(1)])
+    if states is not None:
+        predicted = predict_cached(best, states, list(test["path"]), batch_size=config.eval_batch_size)
+    else:
+        predicted = best.predict_proba([waves[p] for p in test["path"]], batch_size=config.eval_batch_size).argmax(1)
+    table = prediction_table(system, split.protocol, split.fold, test, np.asarray(best.config.labels)[predicted])
     atomic_to_csv(table, folder.predictions, index=False)
     atomic_write_text(folder.done, json.dumps({"best_epoch": result.best_epoch, "best_val_uar": result.best_val_uar,
                                                "training": config.to_dict(), "fingerprint": fingerprint}))
+
+
+def predict_cached(model: EmotionClassifier, states, paths: Sequence[str], *, batch_size: int = 16) -> np.ndarray:
+    """Class indices ``(len(paths),)`` of a partially fine-tuned ``model`` on clips of cached ``states``
+    (:class:`~ser_utils.training.partial.CachedStates`: only its top layers and head run), in order, at the
+    device's autocast precision as its validation ran."""
+    from torch.utils.data import DataLoader
+
+    from ..core.device import autocast, autocast_dtype
+    from ..training.loop import loader_logits
+    from ..training.partial import FromCachedStates
+
+    device = next(model.parameters()).device
+    dataset = states.dataset(list(paths), np.zeros(len(paths), dtype=int))
+    with autocast(device, autocast_dtype(device)):
+        logits, _ = loader_logits(FromCachedStates(model), DataLoader(dataset, batch_size=batch_size,
+                                                                      collate_fn=dataset.collate))
+    return logits.argmax(-1).numpy()
 
 
 def fold_fingerprint(split: Split, meta: pd.DataFrame, backbone: str, model_config: ModelConfig,

@@ -175,17 +175,12 @@ def _train(data: TrainingData, part: Part, states, backbone, chosen, folder: Pat
 
 
 def _predict(best: Path, states, paths: Sequence[str]) -> np.ndarray:
-    """Class indices of ``paths`` by the checkpoint in ``best``, from their cached states, in order."""
-    from torch.utils.data import DataLoader
-
+    """Class indices of ``paths`` by the checkpoint in ``best``, from their cached states, in order (as the
+    study scores its partially fine-tuned folds' test clips)."""
     from ..models.classifier import EmotionClassifier
-    from ..training.loop import loader_logits
-    from ..training.partial import FromCachedStates
+    from .finetuning import predict_cached
 
-    model = FromCachedStates(EmotionClassifier.from_pretrained(best))
-    dataset = states.dataset(list(paths), np.zeros(len(paths), dtype=int))
-    logits, _ = loader_logits(model, DataLoader(dataset, batch_size=16, collate_fn=dataset.collate))
-    return logits.argmax(-1).numpy()
+    return predict_cached(EmotionClassifier.from_pretrained(best), states, list(paths))
 
 
 def _validation(data: TrainingData, part: Part) -> str:
