@@ -233,6 +233,10 @@ def test_the_preconditioned_logistic_regression_finds_scikit_learns_optimum():
         reference = LogisticRegression(C=c, tol=1e-10, max_iter=10000).fit(x, y)
         weights, bias = fit_logistic(x, y, c, 4, tol=1e-12)
         assert np.allclose(softmax(x @ weights + bias, axis=1), reference.predict_proba(x), atol=1e-4)
+        # Warm-started from the other C's solution (a regularisation path): the same optimum.
+        other = fit_logistic(x, y, 1.0 if c == 0.01 else 0.01, 4, tol=1e-12)
+        weights, bias = fit_logistic(x, y, c, 4, tol=1e-12, init=other)
+        assert np.allclose(softmax(x @ weights + bias, axis=1), reference.predict_proba(x), atol=1e-4)
 
 
 def test_a_two_class_or_incomplete_logistic_fit_keeps_one_row_per_class():

@@ -116,6 +116,7 @@ class _Kernel:
         self.k_score = (zs @ self.z.T).double()
         self.targets = -torch.ones(len(self.y), len(config.labels), dtype=torch.float64)
         self.targets[torch.arange(len(self.y)), torch.as_tensor(self.y)] = 1.0
+        self.logistic: dict[float, tuple[np.ndarray, np.ndarray]] = {}  # C -> (W, b): a path's warm starts
 
     def fit(self, fit: str, penalty: float) -> tuple[np.ndarray, torch.Tensor, torch.Tensor]:
         """The score rows' predicted classes, the dual coefficients ``(fit rows, classes)`` and the bias."""
@@ -124,7 +125,10 @@ class _Kernel:
             dual = self.v @ ((self.v.T @ (self.targets - intercept)) / (self.s + penalty)[:, None])
         else:
             coordinates = (self.v * self.s.sqrt()).numpy()
-            weights, bias = fit_logistic(coordinates, self.y, penalty, self.targets.shape[1])
+            nearest = min(self.logistic, key=lambda c: abs(np.log(c / penalty)), default=None)
+            weights, bias = fit_logistic(coordinates, self.y, penalty, self.targets.shape[1],
+                                         init=self.logistic.get(nearest))
+            self.logistic[penalty] = weights, bias
             intercept = torch.as_tensor(bias, dtype=torch.float64)
             dual = self.v @ (torch.as_tensor(weights) / self.s.sqrt()[:, None])
         logits = self.k_score @ dual + intercept
