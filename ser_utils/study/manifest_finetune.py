@@ -1,7 +1,7 @@
 """``train --train-layers K``: partial fine-tuning on a labelled manifest, as the study runs it.
 
 The study's setting (:func:`ser_utils.study.partial.partial_candidates` at the profile's
-``EncoderRun.partial_*`` sizes: backbone lr 2e-4, head lr 1e-4, 2 epochs, batch 8, whole clips): the top ``K``
+``EncoderRun.partial_*`` sizes: backbone lr 2e-4, head lr 1e-4, 1 epoch, batch 8, whole clips): the top ``K``
 encoder layers, the layer weights and the head train from the lower layers' cached states
 (:func:`ser_utils.training.partial.cache_layer_states`, the embeddings' content-keyed cache), starting from a
 frozen head trained on the same clips (linear probing, then fine-tuning). One setting, stated, not chosen.

@@ -34,6 +34,10 @@ from .logistic import fit_logistic
 #: selected system's linear heads offer its inner cross-validation, each as a candidate of its own.
 SELECTED_ALPHAS = (100.0, 300.0, 1000.0, 3000.0)
 LOGISTIC_CS = (1e-3, 3e-3, 1e-2, 3e-2, 0.1)
+#: The relative decrease of the objective at which the selected head's logistic regression stops (scikit-learn's
+#: default tolerance; 1e-5 before: on Whisper-base's fold 1 along the five C, one thread, 2.6x the time for
+#: objectives 0.1-0.4 % lower and 98.8-100 % of the same test predictions).
+LOGISTIC_TOL = 1e-4
 #: Relative size below which a kernel's eigenvalue is treated as zero (the data span fewer dimensions).
 EIGEN_FLOOR = 1e-9
 
@@ -103,8 +107,9 @@ class _Kernel:
     the dual form). Logistic regression runs on the kernel's coordinates ``V sqrt(S)`` (the same L2 problem as
     on the standardised features, in at most as many dimensions as fit rows)."""
 
-    def __init__(self, config: ModelConfig, x_fit: np.ndarray, y_fit: np.ndarray, x_score: np.ndarray):
-        self.config, self.y = config, np.asarray(y_fit)
+    def __init__(self, config: ModelConfig, x_fit: np.ndarray, y_fit: np.ndarray, x_score: np.ndarray, *,
+                 tol: float = LOGISTIC_TOL):
+        self.config, self.y, self.tol = config, np.asarray(y_fit), tol
         xf = torch.as_tensor(x_fit, dtype=torch.float32)
         self.head = _standardising_head(config, xf)
         with torch.no_grad():
@@ -127,7 +132,7 @@ class _Kernel:
             coordinates = (self.v * self.s.sqrt()).numpy()
             nearest = min(self.logistic, key=lambda c: abs(np.log(c / penalty)), default=None)
             weights, bias = fit_logistic(coordinates, self.y, penalty, self.targets.shape[1],
-                                         init=self.logistic.get(nearest))
+                                         init=self.logistic.get(nearest), tol=self.tol)
             self.logistic[penalty] = weights, bias
             intercept = torch.as_tensor(bias, dtype=torch.float64)
             dual = self.v @ (torch.as_tensor(weights) / self.s.sqrt()[:, None])
