@@ -284,3 +284,19 @@ def test_the_study_chooses_the_setting_on_validation_actors_and_trains_it_on_eve
     stamps = [f.done.stat().st_mtime for f in folds]
     run_partial_finetune(profile, meta, backbone, PROJECT, run, ["actor-kfold"], out_root=tmp_path / "folds")
     assert [f.done.stat().st_mtime for f in folds] == stamps  # reused
+
+
+def test_partial_fine_tuning_runs_under_the_random_split_only_with_seeds_for_it(checkpoints):
+    from ser_utils.core.config import EncoderRun
+    from ser_utils.study.partial import partial_protocols, partial_reason
+    from ser_utils.study.systems import PROJECT, StudyBackbone
+
+    backbone = StudyBackbone.check(checkpoints["whisper"], {"whisper": {"input": "clip"}})
+    both = ["actor-kfold", "random-80-20"]
+    assert partial_protocols(both, EncoderRun()) == ["actor-kfold"]  # the default since issue 34
+    assert partial_protocols(both, EncoderRun(partial_random_repeats=1)) == both
+    assert partial_reason(backbone, PROJECT, EncoderRun(), ("finetune",), both) is None
+    assert "partial_random_repeats=0" in partial_reason(backbone, PROJECT, EncoderRun(), ("finetune",),
+                                                        ["random-80-20"])
+    with pytest.raises(ValueError, match="partial_random_repeats=-1"):
+        EncoderRun(partial_random_repeats=-1)

@@ -44,10 +44,13 @@ def partial_candidates(recipe: Recipe, run: EncoderRun) -> list[Recipe]:
             for k in run.partial_layers for lr in run.partial_lrs]
 
 
-def partial_reason(backbone: StudyBackbone, recipe: Recipe, run: EncoderRun, modes: Sequence[str]) -> str | None:
-    """Why partial fine-tuning does not run for ``backbone`` (``None``: it runs)."""
+def partial_reason(backbone: StudyBackbone, recipe: Recipe, run: EncoderRun, modes: Sequence[str],
+                   protocols: Sequence[str] = PROTOCOLS) -> str | None:
+    """Why partial fine-tuning does not run for ``backbone`` under ``protocols`` (``None``: it runs)."""
     if "finetune" not in modes:
         return "fine-tune mode not selected"
+    if not partial_protocols(protocols, run):
+        return "random-80-20 only, and partial_random_repeats=0 (partial fine-tuning runs under actor-kfold)"
     if not run.partial_layers:
         return "partial_layers=() (not selected)"
     if backbone.reason:
@@ -60,6 +63,12 @@ def partial_reason(backbone: StudyBackbone, recipe: Recipe, run: EncoderRun, mod
     if too_deep:
         return f"partial_layers {too_deep}: the backbone has {backbone.report.layers} layers"
     return replace(recipe.model, train_layers=1, freeze="feature-encoder").from_cached_states
+
+
+def partial_protocols(protocols: Sequence[str], run: EncoderRun) -> list[str]:
+    """The protocols of ``protocols`` partial fine-tuning runs under: the random split only with
+    ``run.partial_random_repeats`` seeds (none by default since issue 34)."""
+    return [p for p in protocols if p != "random-80-20" or run.partial_random_repeats]
 
 
 def frame_states(backbone: StudyBackbone, recipe: Recipe, run: EncoderRun, modes: Sequence[str]) -> tuple[int, ...]:
@@ -77,7 +86,8 @@ def candidate_name(system: str, recipe: Recipe) -> str:
 def run_partial_finetune(profile: Profile, meta: pd.DataFrame, backbone: StudyBackbone, recipe: Recipe,
                          run: EncoderRun, protocols: Sequence[str] = PROTOCOLS, *, out_root: Path | None = None
                          ) -> tuple[pd.DataFrame, dict, pd.DataFrame]:
-    """Choose a partial setting on validation actors, then train it on every split of ``protocols``.
+    """Choose a partial setting on validation actors, then train it on every split of ``protocols`` (the random
+    split's only with ``run.partial_random_repeats`` seeds, :func:`partial_protocols`).
 
     Returns the fold metrics of the chosen system (``<family>-<recipe>-ft-top<k>``), the epoch logs keyed
     by (system, protocol, fold), and the selection table (one row per candidate).
@@ -85,6 +95,9 @@ def run_partial_finetune(profile: Profile, meta: pd.DataFrame, backbone: StudyBa
     from ..data.audio import load_many
 
     out_root = out_root or default_out_root(profile, backbone.family)
+    protocols = partial_protocols(protocols, run)
+    if not protocols:
+        raise ValueError("partial fine-tuning runs under no protocol: random-80-20 only, and partial_random_repeats=0")
     candidates = partial_candidates(recipe, run)
     waves, _ = load_many(meta["path"])
     cache = profile.cache_dir

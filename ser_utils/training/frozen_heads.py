@@ -79,7 +79,9 @@ def _fit_sgd(config: ModelConfig, x_train, y_train, x_val, y_val, *, epochs: int
     head = _standardising_head(config, xt)
     zt = head.standardise(xt)
     zv = None if x_val is None else head.standardise(torch.as_tensor(x_val, dtype=torch.float32))
-    optimizer = torch.optim.AdamW(head.parameters(), lr=lr, weight_decay=weight_decay)
+    # foreach: the same updates as the per-tensor loop (Whisper-base fold 1, both recipes: the same weights), a
+    # quarter less time for these small heads, whose steps are mostly per-tensor overhead.
+    optimizer = torch.optim.AdamW(head.parameters(), lr=lr, weight_decay=weight_decay, foreach=True)
     generator = torch.Generator().manual_seed(seed)
     best, best_state, best_epoch, bad = -1.0, None, epochs, 0
     for epoch in range(1, epochs + 1):
