@@ -52,8 +52,7 @@ def coordinates(data: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     train = np.sort(np.concatenate([train, val]))
     x = stack(embeddings, meta["path"])
     kernel = _Kernel(candidate.config, x[train], y[train], x[test])
-    root = kernel.s.sqrt()
-    return (kernel.v * root).numpy(), y[train], (kernel.k_score @ kernel.v / root).numpy()
+    return kernel.coordinates, y[train], (kernel.k_score @ kernel.v / kernel.s.sqrt()).numpy()
 
 
 def objective(x: np.ndarray, y: np.ndarray, weights: np.ndarray, bias: np.ndarray, c: float) -> float:

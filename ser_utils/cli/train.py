@@ -55,7 +55,7 @@ def train(args: argparse.Namespace) -> int:
         return 2
     try:
         with raising(), warning_lines():  # a Ctrl-C stops at once; the partial folder is removed on the way out
-            _run(args, mt)
+            _run(args, mt, args.out)
         return 0
     except mt.TrainingError as err:
         error(str(err))
@@ -80,22 +80,22 @@ def train_model(manifest: str | Path, out: str | Path, *, backbone: str | None =
     args = argparse.Namespace(manifest=str(manifest), out=str(out), backbone=backbone, features=features,
                               normalize=normalize, heads=heads, labels=",".join(labels) if labels else None,
                               force=force, train_layers=train_layers, profile=profile)
-    # From Python (a notebook): the folder said relative to the repository, as reports name paths.
-    args.out_shown = display_path(out)
     problem = _option_problem(args)
     if problem:
         raise mt.TrainingError(problem)
     with warning_lines():
-        return _run(args, mt)
+        # From Python (a notebook): the folder said relative to the repository, as reports name paths.
+        return _run(args, mt, display_path(out))
 
 
-def _run(args: argparse.Namespace, mt) -> dict:
-    """Read and check the manifest (before any audio is read), then train and write the folder."""
+def _run(args: argparse.Namespace, mt, shown: str) -> dict:
+    """Read and check the manifest (before any audio is read), then train and write the folder (said as
+    ``shown``)."""
     data = mt.read_training_manifest(args.manifest, _labels(args.labels), args.normalize)
     for message in data.failures.values():
         warn(message)
     mt.check_trainable(data)
-    return _train(args, mt, data)
+    return _train(args, mt, data, shown)
 
 
 def _end_bars() -> None:
@@ -134,7 +134,7 @@ def _option_problem(args: argparse.Namespace) -> str | None:
     return None
 
 
-def _train(args: argparse.Namespace, mt, data) -> dict:
+def _train(args: argparse.Namespace, mt, data, shown: str) -> dict:
     from ..core.config import get_profile
 
     profile = get_profile(args.profile)
@@ -153,7 +153,6 @@ def _train(args: argparse.Namespace, mt, data) -> dict:
         mt.write_model_folder(args.out, outcome, result, force=args.force)
     for line in mt.summary_lines(result):
         say(line)
-    shown = getattr(args, "out_shown", None) or args.out
     say(f"model folder: {shown} (model card: {Path(shown) / mt.CARD_NAME})")
     return result
 
@@ -168,6 +167,17 @@ def _work_folder(args: argparse.Namespace):
     return tempfile.TemporaryDirectory(prefix="ser-train-")
 
 
+def _backbone(args, mt):
+    """The ``--backbone`` as the study checks it (Whisper at each clip's own length), refused in one line."""
+    from ..study.systems import StudyBackbone
+
+    name = args.backbone or DEFAULT_TRAIN_BACKBONE
+    backbone = StudyBackbone.check(name, {"whisper": {"input": "clip"}})
+    if backbone.reason:
+        raise mt.TrainingError(f"--backbone {name}: {backbone.reason}")
+    return backbone
+
+
 def _usable(mt, data, failures: dict[str, str]):
     """The data without the files that failed (each said in one line), and its inner folds."""
     for message in failures.values():
@@ -179,13 +189,10 @@ def _usable(mt, data, failures: dict[str, str]):
 def _frozen(args, mt, data, skipped: dict[str, str], profile):
     from ..backbones import backbone_fingerprint
     from ..features.normalization import Normalization
-    from ..study.systems import StudyBackbone, study_encoder
+    from ..study.systems import study_encoder
     from ..training.embeddings import extract_embeddings
 
-    name = args.backbone or DEFAULT_TRAIN_BACKBONE
-    backbone = StudyBackbone.check(name, {"whisper": {"input": "clip"}})
-    if backbone.reason:
-        raise mt.TrainingError(f"--backbone {name}: {backbone.reason}")
+    backbone = _backbone(args, mt)
     encoder = study_encoder(backbone.checkpoint, backbone.options)
     paths = [p for p in dict.fromkeys(data.table["path"]) if p not in skipped]
     states = extract_embeddings(encoder, paths, profile.cache_dir, backbone_fingerprint(backbone.checkpoint))
@@ -205,13 +212,10 @@ def _partial(args, mt, data, skipped: dict[str, str], profile, work: Path):
     encoder runs."""
     from ..backbones import backbone_fingerprint
     from ..study import manifest_finetune as mf
-    from ..study.systems import StudyBackbone, study_encoder
+    from ..study.systems import study_encoder
     from ..training.partial import cache_layer_states
 
-    name = args.backbone or DEFAULT_TRAIN_BACKBONE
-    backbone = StudyBackbone.check(name, {"whisper": {"input": "clip"}})
-    if backbone.reason:
-        raise mt.TrainingError(f"--backbone {name}: {backbone.reason}")
+    backbone = _backbone(args, mt)
     mf.check_backbone(backbone, args.train_layers)
     mf.plan(data, mt.check_trainable(data), profile.seed)  # refused now, not after the encoder pass
     paths = [p for p in dict.fromkeys(data.table["path"]) if p not in skipped]

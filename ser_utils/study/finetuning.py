@@ -224,15 +224,25 @@ def _train_split_cached(folder: FoldFolder, split: Split, meta: pd.DataFrame, ca
                         make_model: Callable[[], EmotionClassifier], config: TrainConfig,
                         on_epoch_end: Callable[[dict], None] | None, progress: bool) -> FoldResult:
     """Train the split's top layers from cached states (whole clips for training and validation)."""
-    from ..training.loop import train_fold
-    from ..training.partial import FromCachedStates
-
     train, val, _ = split.frames(meta)
     label_index = {name: i for i, name in enumerate(model_config.labels)}
     parts = [(list(part["path"]), part["emotion"].astype(str).map(label_index).to_numpy()) for part in (train, val)]
+    return train_from_states(cached, parts, model_config, make_model, config, folder.root, on_epoch_end=on_epoch_end,
+                             progress=progress)
+
+
+def train_from_states(cached, parts, model_config: ModelConfig, make_model: Callable[[], EmotionClassifier],
+                      config: TrainConfig, folder: str | Path, *, on_epoch_end: Callable[[dict], None] | None = None,
+                      progress: bool = True) -> FoldResult:
+    """Train a classifier's top layers from cached states in ``folder``: ``parts`` is ``[(train paths, train
+    classes), (validation paths, validation classes)]``; the classifier (``make_model()``) starts from
+    :func:`warm_start_head` on the same parts. The study's splits and ``train --train-layers`` both train here."""
+    from ..training.loop import train_fold
+    from ..training.partial import FromCachedStates
+
     datasets = [cached.dataset(paths, y) for paths, y in parts]
     start = warm_start_head(cached, parts, model_config, config.seed)
-    return train_fold(lambda: FromCachedStates(start(make_model())), *datasets, config, folder.root,
+    return train_fold(lambda: FromCachedStates(start(make_model())), *datasets, config, folder,
                       on_epoch_end=on_epoch_end, progress=progress)
 
 

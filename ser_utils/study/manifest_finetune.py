@@ -156,22 +156,14 @@ def train_partial(data: TrainingData, parts: Sequence[Part], states, backbone, c
 
 
 def _train(data: TrainingData, part: Part, states, backbone, chosen, folder: Path):
-    """One training from cached states, as the study trains a split (``finetuning._train_split_cached``)."""
+    """One training from cached states, as the study trains a split (:func:`~.finetuning.train_from_states`)."""
     from ..models.classifier import EmotionClassifier
-    from ..training.loop import train_fold
-    from ..training.partial import FromCachedStates
-    from .finetuning import warm_start_head
+    from .finetuning import train_from_states
 
     paths, y = data.table["path"].to_numpy(), data.y
     sets = [(list(paths[rows]), y[rows]) for rows in (part.train, part.val)]
-    start = warm_start_head(states, sets, chosen.model, chosen.training.seed)
-
-    def make_model():
-        return FromCachedStates(start(EmotionClassifier.from_backbone(backbone.checkpoint, chosen.model,
-                                                                      options=backbone.options)))
-
-    datasets = [states.dataset(p, labels) for p, labels in sets]
-    return train_fold(make_model, *datasets, chosen.training, folder)
+    return train_from_states(states, sets, chosen.model, lambda: EmotionClassifier.from_backbone(
+        backbone.checkpoint, chosen.model, options=backbone.options), chosen.training, folder)
 
 
 def _predict(best: Path, states, paths: Sequence[str]) -> np.ndarray:

@@ -33,6 +33,9 @@ from ..training.loop import FoldFolder
 from .finetuning import default_out_root, finetune_predictions
 from .systems import Recipe, StudyBackbone, is_main_process, protocol_splits
 
+#: Why partial fine-tuning runs under none of the protocols asked for.
+NO_PROTOCOL = "random-80-20 only, and partial_random_repeats=0 (partial fine-tuning runs under actor-kfold)"
+
 
 def partial_candidates(recipe: Recipe, run: EncoderRun) -> list[Recipe]:
     """The project recipe with each candidate ``train_layers`` and backbone learning rate, at the partial
@@ -50,7 +53,7 @@ def partial_reason(backbone: StudyBackbone, recipe: Recipe, run: EncoderRun, mod
     if "finetune" not in modes:
         return "fine-tune mode not selected"
     if not partial_protocols(protocols, run):
-        return "random-80-20 only, and partial_random_repeats=0 (partial fine-tuning runs under actor-kfold)"
+        return NO_PROTOCOL
     if not run.partial_layers:
         return "partial_layers=() (not selected)"
     if backbone.reason:
@@ -97,7 +100,7 @@ def run_partial_finetune(profile: Profile, meta: pd.DataFrame, backbone: StudyBa
     out_root = out_root or default_out_root(profile, backbone.family)
     protocols = partial_protocols(protocols, run)
     if not protocols:
-        raise ValueError("partial fine-tuning runs under no protocol: random-80-20 only, and partial_random_repeats=0")
+        raise ValueError(f"partial fine-tuning: {NO_PROTOCOL}")
     candidates = partial_candidates(recipe, run)
     waves, _ = load_many(meta["path"])
     cache = profile.cache_dir

@@ -12,6 +12,7 @@ training speakers only (:func:`training_prior`). :func:`selected_heads` runs it 
 from __future__ import annotations
 
 import copy
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -123,15 +124,19 @@ class _Kernel:
         self.targets[torch.arange(len(self.y)), torch.as_tensor(self.y)] = 1.0
         self.logistic: dict[float, tuple[np.ndarray, np.ndarray]] = {}  # C -> (W, b): a path's warm starts
 
+    @functools.cached_property
+    def coordinates(self) -> np.ndarray:
+        """``V sqrt(S)`` ``(fit rows, R)``: what logistic regression fits on, the same for every ``C``."""
+        return (self.v * self.s.sqrt()).numpy()
+
     def fit(self, fit: str, penalty: float) -> tuple[np.ndarray, torch.Tensor, torch.Tensor]:
         """The score rows' predicted classes, the dual coefficients ``(fit rows, classes)`` and the bias."""
         if fit == "ridge":
             intercept = self.targets.mean(0)
             dual = self.v @ ((self.v.T @ (self.targets - intercept)) / (self.s + penalty)[:, None])
         else:
-            coordinates = (self.v * self.s.sqrt()).numpy()
             nearest = min(self.logistic, key=lambda c: abs(np.log(c / penalty)), default=None)
-            weights, bias = fit_logistic(coordinates, self.y, penalty, self.targets.shape[1],
+            weights, bias = fit_logistic(self.coordinates, self.y, penalty, self.targets.shape[1],
                                          init=self.logistic.get(nearest), tol=self.tol)
             self.logistic[penalty] = weights, bias
             intercept = torch.as_tensor(bias, dtype=torch.float64)
