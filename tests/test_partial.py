@@ -254,7 +254,7 @@ def test_the_study_chooses_the_setting_on_validation_actors_and_trains_it_on_eve
     from ser_utils.core.config import EncoderRun, get_profile
     from ser_utils.data.corpus import discover
     from ser_utils.results.store import read_table
-    from ser_utils.study.partial import frame_states, run_partial_finetune
+    from ser_utils.study.partial import frame_states, run_partial_finetune, selection_caption
     from ser_utils.study.systems import PROJECT, StudyBackbone
     from ser_utils.training.loop import FoldFolder
 
@@ -281,6 +281,8 @@ def test_the_study_chooses_the_setting_on_validation_actors_and_trains_it_on_eve
     assert folds[0].done.read_text() == adopted.done.read_text()  # the chosen candidate's fold, not retrained
     assert json.loads(folds[1].done.read_text())["training"]["lr_backbone"] == chosen["lr_backbone"].iloc[0]
     assert read_table(profile.results_dir, "finetune_selection")["chosen"].sum() == 1
+    assert "chosen on the validation actors of actor-kfold fold 1" in selection_caption("whisper", selection)
+    assert "one fixed partial setting (nothing chosen" in selection_caption("whisper", selection[:1])
     stamps = [f.done.stat().st_mtime for f in folds]
     run_partial_finetune(profile, meta, backbone, PROJECT, run, ["actor-kfold"], out_root=tmp_path / "folds")
     assert [f.done.stat().st_mtime for f in folds] == stamps  # reused

@@ -134,6 +134,14 @@ def run_partial_finetune(profile: Profile, meta: pd.DataFrame, backbone: StudyBa
     return write_systems({system: predictions}, profile.results_dir), histories, selection
 
 
+def selection_caption(family: str, selection: pd.DataFrame) -> str:
+    """The line above the selection table: a choice among candidates, or one fixed setting's validation score."""
+    where = f"the validation actors of {selection['protocol'].iloc[0]} fold {selection['fold'].iloc[0]}"
+    if len(selection) > 1:
+        return f"{family}: partial setting chosen on {where} (best val_uar):"
+    return f"{family}: one fixed partial setting (nothing chosen: partial_layers, partial_lrs); its score on {where}:"
+
+
 def _selection_row(root: Path, name: str, candidate: Recipe, split: Split) -> dict:
     done = json.loads(FoldFolder.of(root, name, split.protocol, split.fold).done.read_text())
     return {"candidate": name, "train_layers": candidate.model.train_layers,
