@@ -7,6 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
 from sklearn.linear_model import LogisticRegression, RidgeClassifier
 from sklearn.preprocessing import StandardScaler
 
@@ -27,7 +28,15 @@ from ser_utils.training.frozen_heads import (
     normalized_variants,
     train_frozen_head,
 )
-from ser_utils.training.head_selection import LOGISTIC_CS, SELECTED_ALPHAS, _Kernel, select_head, training_prior
+from ser_utils.training.head_selection import (
+    LDA_SHRINKAGES,
+    LOGISTIC_CS,
+    SELECTED_ALPHAS,
+    ShrinkageLDA,
+    _Kernel,
+    select_head,
+    training_prior,
+)
 
 LINEAR_ALL = ModelConfig(pooling="mean+std", layers="all", head_hidden=0)
 
@@ -112,7 +121,7 @@ def test_the_study_writes_the_selected_system_beside_the_recipes_own(frozen_stud
     trials = read_table(profile.results_dir, "frozen_heads")
     plain = trials[trials["system"] == "whisper-selected-frozen"]
     assert set(plain["head"]) == {c.name for c in selected_candidates(PROJECT, mlp=False)}
-    assert len(plain) == 2 * (len(SELECTED_ALPHAS) + len(LOGISTIC_CS))  # every setting of every fold
+    assert len(plain) == 2 * (len(SELECTED_ALPHAS) + len(LOGISTIC_CS) + len(LDA_SHRINKAGES))  # every setting, fold
     assert plain["inner_grouped"].all() and (plain["inner_folds"] == 4).all()
     normed = trials[trials["system"] == "whisper-selected-frozen+spknorm-k10"]
     assert set(normed["variance"]) == {"mean", "shrunk"}
@@ -132,7 +141,10 @@ def test_the_study_writes_the_selected_system_beside_the_recipes_own(frozen_stud
     per_fold = frozen_head_choices(choices)
     assert list(per_fold.columns) == [1, 2] and "/ mean (inner" in per_fold.loc[
         "whisper-selected-frozen+spknorm-k10", 1].replace("/ shrunk (inner", "/ mean (inner")
-    assert set(frozen_heads_post_hoc(trials).index.get_level_values("system")) == set(trials["system"])
+    post_hoc = frozen_heads_post_hoc(trials)
+    assert set(post_hoc.index.get_level_values("system")) == set(trials["system"])
+    settings = set(post_hoc.loc["whisper-selected-frozen"].index)
+    assert {"ridge-all-mean+std alpha=300", "logreg-all-mean+std C=0.01", "lda-all-mean+std shrinkage=0.4"} <= settings
 
 
 def test_the_exported_selected_system_predicts_what_its_fold_chose(frozen_study):
@@ -198,6 +210,39 @@ def test_the_dual_logistic_regression_is_scikit_learns_on_the_standardised_featu
         ours = head(torch.as_tensor(x[150:])).numpy()
     np.testing.assert_allclose(ours, reference.decision_function(scaler.transform(features[150:])), atol=2e-3)
     assert (predicted == ours.argmax(-1)).all()
+
+
+@pytest.mark.parametrize("fit_rows", [60, 150])  # fewer clips than the 96 features (the study's case), and more
+def test_the_discriminant_analysis_is_scikit_learns_on_the_span_of_the_training_clips(fit_rows):
+    """The exported head computes scikit-learn's shrinkage LDA fitted on the training clips' coordinates in their
+    own span (from an SVD of the standardised features, not the kernel's eigendecomposition)."""
+    x, y = toy_embeddings(fit_rows + 50, seed=5)
+    kernel = _Kernel(LINEAR_ALL, x[:fit_rows], y[:fit_rows], x[fit_rows:])
+    features = x[:, :, 1:3].reshape(len(x), -1).astype(np.float64)
+    mean, std = features[:fit_rows].mean(0), features[:fit_rows].std(0, ddof=1)
+    z = (features - mean) / std
+    u, singular, vt = np.linalg.svd(z[:fit_rows], full_matrices=False)
+    keep = singular**2 > 1e-9 * singular[0] ** 2
+    fit_coordinates, score_coordinates = u[:, keep] * singular[keep], z[fit_rows:] @ vt[keep].T
+    for shrinkage in LDA_SHRINKAGES:
+        predicted, head = kernel.model("lda", shrinkage)
+        reference = LinearDiscriminantAnalysis(solver="lsqr", shrinkage=shrinkage).fit(fit_coordinates, y[:fit_rows])
+        with torch.no_grad():
+            ours = head(torch.as_tensor(x[fit_rows:])).numpy()
+        np.testing.assert_allclose(ours, reference.decision_function(score_coordinates), rtol=1e-4, atol=1e-3)
+        assert (predicted == ours.argmax(-1)).all()
+
+
+def test_the_discriminant_analysis_never_predicts_a_class_it_did_not_see():
+    x, y = toy_embeddings(120, seed=6)
+    seen = y != 3
+    weights, bias = ShrinkageLDA(x[seen, :, 1:3].reshape(seen.sum(), -1), y[seen], 8).solve(0.4)
+    assert weights.shape == (96, 8) and bias[3] == -1e9 and not weights[:, 3].any()
+    assert 3 not in (x[:, :, 1:3].reshape(len(x), -1) @ weights + bias).argmax(1)
+    with pytest.raises(ValueError, match="singular"):
+        ShrinkageLDA(x[:, :, 1:3].reshape(len(x), -1), y, 8).solve(0.0)
+    with pytest.raises(ValueError, match="two classes"):
+        ShrinkageLDA(x[:10, 0, 0], np.zeros(10, dtype=int), 8)
 
 
 def test_the_training_prior_is_the_normalizers_own_over_training_speakers():

@@ -36,8 +36,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "speaker's features with its own clips (needs the speaker column; predict / evaluate then "
                         "need --adapt speaker)")
     parser.add_argument("--heads", choices=("linear", "all"), default="linear", help="frozen heads to choose among: "
-                        "linear (ridge and logistic regression on every layer's mean+std: the study's selected head's "
-                        "candidates; default) or all (also the project's MLPs: about twice the time)")
+                        "linear (ridge, logistic regression and shrinkage LDA on every layer's mean+std: the "
+                        "study's selected head's candidates; default) or all (also the project's MLPs: about twice "
+                        "the time)")
     parser.add_argument("--train-layers", type=int, metavar="K", help="partial fine-tuning of the backbone's top K "
                         "layers as the study runs it (from cached lower-layer states; a CPU is enough) instead of a "
                         "frozen head; each training early-stops on validation speakers cut off its clips")

@@ -70,8 +70,9 @@ def system_note(system: str) -> str:
         notes.append(f"partial fine-tuning: the top {partial.group(1)} encoder layer(s), layer weights and head "
                      "trained (from cached lower-layer states), the layers below frozen")
     if re.search(r"-selected-frozen(\+|$)", system):
-        notes.append("frozen head chosen per split by inner cross-validation on the training actors (ridge or "
-                     "logistic regression on every layer's mean and std, or an MLP with mean or mean+std pooling)")
+        notes.append("frozen head chosen per split by inner cross-validation on the training actors (ridge, "
+                     "logistic regression or shrinkage LDA on every layer's mean and std, or an MLP with mean or "
+                     "mean+std pooling)")
     enrolment = re.search(r"\+spknorm-k(\d+)$", system)
     if enrolment:
         notes.append(f"speaker-normalized: statistics from {enrolment.group(1)} unlabelled clips per speaker")

@@ -147,8 +147,10 @@ def frozen_heads_post_hoc(trials: pd.DataFrame, protocol: str = "actor-kfold") -
 
 
 def _setting_label(rows: pd.DataFrame) -> pd.Series:
-    """``head``, `` C=...`` / `` alpha=...`` for a penalised linear head, `` / variance`` with a normalization."""
+    """``head``, `` C=...`` / `` shrinkage=...`` / `` alpha=...`` for a penalised linear head (logistic, discriminant
+    analysis, ridge), `` / variance`` with a normalization."""
     penalty = pd.to_numeric(rows["penalty"], errors="coerce")  # "" (an SGD head) read back as text
-    name = np.where(rows["head"].str.startswith("logreg"), " C=", " alpha=")
+    head = rows["head"].astype(str)
+    name = np.select([head.str.startswith("logreg"), head.str.startswith("lda")], [" C=", " shrinkage="], " alpha=")
     label = rows["head"].astype(str) + np.where(penalty.notna(), name + penalty.map("{:g}".format), "")
     return label + np.where(rows["variance"].astype(str) != "", " / " + rows["variance"].astype(str), "")

@@ -62,9 +62,10 @@ TERMS: tuple[tuple[str, str, str], ...] = (
      "The project's head: a learned weighted sum of all hidden layers, mean pooling over the clip's frames (padding "
      "masked), a small MLP, warm-up and decay."),
     ("selected", "selected head (<code>-selected-frozen</code>)",
-     "A head chosen per split among candidates on the same cached embeddings (ridge and multinomial logistic "
-     "regression on every layer's mean and std, each penalty a candidate; the project's MLP with mean or mean+std "
-     "pooling) by <a href='#inner-cv'>inner cross-validation</a> on the training actors; never by test UAR."),
+     "A head chosen per split among candidates on the same cached embeddings (ridge, multinomial logistic "
+     "regression and shrinkage linear discriminant analysis on every layer's mean and std, each penalty or "
+     "shrinkage a candidate; the project's MLP with mean or mean+std pooling) by "
+     "<a href='#inner-cv'>inner cross-validation</a> on the training actors; never by test UAR."),
     ("post-hoc", "post hoc", "Computed after the fact on the test folds, for insight only: a post hoc best is not a "
      "result a model could have chosen, and is labelled so."),
     ("mfcc-set", "mfcc-set",

@@ -150,16 +150,18 @@ def head_candidates(recipe: Recipe) -> dict[str, ModelConfig]:
 
 def selected_candidates(recipe: Recipe, mlp: bool = True) -> list:
     """The heads the selected system chooses among by inner cross-validation (none for recipes other than
-    the project's): ridge and multinomial logistic regression on every layer's mean and standard deviation
-    side by side (standardised; each penalty of a small grid a candidate), and, with ``mlp``, the project's
+    the project's): ridge, multinomial logistic regression and shrinkage linear discriminant analysis on every
+    layer's mean and standard deviation side by side (standardised; each penalty or shrinkage of a small grid
+    a candidate), and, with ``mlp``, the project's
     MLP on the weighted layers with mean and with mean+std pooling."""
-    from ..training.head_selection import LOGISTIC_CS, SELECTED_ALPHAS, HeadCandidate
+    from ..training.head_selection import LDA_SHRINKAGES, LOGISTIC_CS, SELECTED_ALPHAS, HeadCandidate
 
     if recipe.name != "project":
         return []
     linear = replace(recipe.model, pooling="mean+std", layers="all", head_hidden=0)
     heads = [HeadCandidate("ridge-all-mean+std", linear, "ridge", SELECTED_ALPHAS),
-             HeadCandidate("logreg-all-mean+std", linear, "logistic", LOGISTIC_CS)]
+             HeadCandidate("logreg-all-mean+std", linear, "logistic", LOGISTIC_CS),
+             HeadCandidate("lda-all-mean+std", linear, "lda", LDA_SHRINKAGES)]
     if mlp:
         heads += [HeadCandidate(config.head_name, config)
                   for config in (recipe.model, replace(recipe.model, pooling="mean+std"))]

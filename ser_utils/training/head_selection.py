@@ -1,12 +1,12 @@
 """The selected frozen head: candidates chosen by speaker-grouped inner cross-validation on a split's
 training clips (:mod:`ser_utils.evaluation.inner_cv`), then refitted on all of them.
 
-:func:`select_head` scores every :class:`HeadCandidate` setting (ridge and logistic regression on every
-layer's mean and std, each penalty its own setting, solved in the dual with one eigendecomposition per inner
-fold; the project's MLPs, one seed per inner fold, refitted for the inner folds' mean best epoch) on each
-inner fold; the best mean inner UAR wins. Speaker normalization inside a split takes its prior from the
-training speakers only (:func:`training_prior`). :func:`selected_heads` runs it for every split,
-:func:`selection_table` records every setting's inner and (post hoc) test UAR.
+:func:`select_head` scores every :class:`HeadCandidate` setting (ridge, logistic regression and shrinkage linear
+discriminant analysis on every layer's mean and std, each penalty or shrinkage its own setting, solved in the dual
+with one eigendecomposition per inner fold; the project's MLPs, one seed per inner fold, refitted for the inner
+folds' mean best epoch) on each inner fold; the best mean inner UAR wins. Speaker normalization inside a split
+takes its prior from the training speakers only (:func:`training_prior`). :func:`selected_heads` runs it for every
+split, :func:`selection_table` records every setting's inner and (post hoc) test UAR.
 """
 
 from __future__ import annotations
@@ -35,20 +35,32 @@ from .logistic import fit_logistic
 #: selected system's linear heads offer its inner cross-validation, each as a candidate of its own.
 SELECTED_ALPHAS = (100.0, 300.0, 1000.0, 3000.0)
 LOGISTIC_CS = (1e-3, 3e-3, 1e-2, 3e-2, 0.1)
+#: Shrinkages of the linear discriminant analysis's pooled within-class covariance toward a multiple of the
+#: identity (0 would leave the sample covariance, singular with more dimensions than clips; 1: the nearest class
+#: mean, up to the priors), evenly spaced, each a candidate.
+LDA_SHRINKAGES = (0.2, 0.4, 0.6, 0.8)
 #: The relative decrease of the objective at which the selected head's logistic regression stops (scikit-learn's
 #: default tolerance; 1e-5 before: on Whisper-base's fold 1 along the five C, one thread, 2.6x the time for
 #: objectives 0.1-0.4 % lower and 98.8-100 % of the same test predictions).
 LOGISTIC_TOL = 1e-4
-#: Relative size below which a kernel's eigenvalue is treated as zero (the data span fewer dimensions).
-EIGEN_FLOOR = 1e-9
+#: Relative size below which a kernel's eigenvalue is treated as zero (the data span fewer dimensions). The Gram
+#: matrix of float32 features carries rounding eigenvalues up to about 1e-8 of the largest (2-6e-9 measured on
+#: the tests' kernels and on Whisper-base's fold 1, whose smallest real one is above 1e-4): a direction kept by
+#: mistake is harmless to ridge and logistic regression (its coordinate is about zero) but counts as a dimension
+#: in the discriminant analysis's shrinkage target. 1e-9 before the discriminant analysis.
+EIGEN_FLOOR = 1e-6
+
+
+FITS = ("sgd", "ridge", "logistic", "lda")
 
 
 @dataclass(frozen=True)
 class HeadCandidate:
     """A head the selected system chooses among: ``name`` (what the tables say), the head's ``config`` and how
     it is fitted: ``"sgd"`` (AdamW; the inner folds' best epochs set the refit's epochs), ``"ridge"`` or
-    ``"logistic"`` (multinomial, L2), closed form / convex on the head's standardised input, one candidate per
-    ``penalties`` value (ridge ``alpha``, logistic ``C``)."""
+    ``"logistic"`` (multinomial, L2) or ``"lda"`` (linear discriminant analysis, shrunk covariance), closed form /
+    convex on the head's standardised input, one candidate per ``penalties`` value (ridge ``alpha``, logistic
+    ``C``, LDA shrinkage)."""
 
     name: str
     config: ModelConfig
@@ -56,10 +68,10 @@ class HeadCandidate:
     penalties: tuple[float, ...] = ()
 
     def __post_init__(self):
-        if self.fit not in ("sgd", "ridge", "logistic"):
-            raise ValueError(f"fit={self.fit!r}; choose sgd, ridge or logistic")
+        if self.fit not in FITS:
+            raise ValueError(f"fit={self.fit!r}; choose one of {', '.join(FITS)}")
         if (self.fit == "sgd") == bool(self.penalties) or (self.fit != "sgd" and not closed_form(self.config)):
-            raise ValueError(f"{self.name}: penalties go with a linear head on fixed features (ridge, logistic)")
+            raise ValueError(f"{self.name}: penalties go with a linear head on fixed features (ridge, logistic, lda)")
 
     def settings(self) -> list[float | None]:
         return list(self.penalties) or [None]
@@ -106,7 +118,8 @@ class _Kernel:
     """A linear head's closed-form fits on one (fit rows, score rows) pair: the fit rows standardised as the
     head does, their Gram matrix's eigendecomposition shared by every penalty (far fewer clips than features:
     the dual form). Logistic regression runs on the kernel's coordinates ``V sqrt(S)`` (the same L2 problem as
-    on the standardised features, in at most as many dimensions as fit rows)."""
+    on the standardised features, in at most as many dimensions as fit rows); so does the discriminant analysis
+    (its covariance estimated in the span of the fit rows, where every direction a linear head can use lies)."""
 
     def __init__(self, config: ModelConfig, x_fit: np.ndarray, y_fit: np.ndarray, x_score: np.ndarray, *,
                  tol: float = LOGISTIC_TOL):
@@ -129,11 +142,20 @@ class _Kernel:
         """``V sqrt(S)`` ``(fit rows, R)``: what logistic regression fits on, the same for every ``C``."""
         return (self.v * self.s.sqrt()).numpy()
 
+    @functools.cached_property
+    def discriminant(self) -> ShrinkageLDA:
+        """The discriminant analysis on the coordinates, decomposed once for every shrinkage."""
+        return ShrinkageLDA(self.coordinates, self.y, self.targets.shape[1])
+
     def fit(self, fit: str, penalty: float) -> tuple[np.ndarray, torch.Tensor, torch.Tensor]:
         """The score rows' predicted classes, the dual coefficients ``(fit rows, classes)`` and the bias."""
         if fit == "ridge":
             intercept = self.targets.mean(0)
             dual = self.v @ ((self.v.T @ (self.targets - intercept)) / (self.s + penalty)[:, None])
+        elif fit == "lda":
+            weights, bias = self.discriminant.solve(penalty)
+            intercept = torch.as_tensor(bias, dtype=torch.float64)
+            dual = self.v @ (torch.as_tensor(weights) / self.s.sqrt()[:, None])
         else:
             nearest = min(self.logistic, key=lambda c: abs(np.log(c / penalty)), default=None)
             weights, bias = fit_logistic(self.coordinates, self.y, penalty, self.targets.shape[1],
@@ -152,6 +174,44 @@ class _Kernel:
             head.head[-1].weight.copy_((self.z.T @ dual.float()).T)
             head.head[-1].bias.copy_(bias.float())
         return predicted, head.eval()
+
+
+class ShrinkageLDA:
+    """Linear discriminant analysis with the pooled within-class covariance ``Sw`` shrunk toward a multiple of
+    the identity: ``(1 - s) Sw + s (trace(Sw) / R) I`` (scikit-learn's ``LinearDiscriminantAnalysis(solver="lsqr",
+    shrinkage=s)``, class priors from the clips: the same decision function, tested). ``Sw`` is decomposed once,
+    so each shrinkage of a grid costs one product instead of scikit-learn's least-squares solve (0.38 s each on
+    Whisper-base's fold-1 kernel coordinates, one thread).
+
+    ``x``: ``(N, R)`` float; ``y``: ``(N,)`` class indices in ``[0, n_classes)``, two classes or more present.
+    """
+
+    def __init__(self, x: np.ndarray, y: np.ndarray, n_classes: int):
+        x, y = np.asarray(x, dtype=np.float64), np.asarray(y)
+        self.present, index = np.unique(y, return_inverse=True)
+        if len(self.present) < 2:
+            raise ValueError(f"discriminant analysis needs clips of two classes or more; got {self.present.tolist()}")
+        self.n_classes = n_classes
+        self.priors = np.bincount(index) / len(y)
+        self.means = np.stack([x[index == k].mean(0) for k in range(len(self.present))])  # (K, R)
+        centred = x - self.means[index]
+        within = centred.T @ centred / len(y)  # sum over classes of prior x (biased) class covariance
+        self.scale = np.trace(within) / x.shape[1]
+        self.eigenvalues, self.vectors = np.linalg.eigh(within)
+
+    def solve(self, shrinkage: float) -> tuple[np.ndarray, np.ndarray]:
+        """The decision function's ``W`` ``(R, n_classes)`` and ``b`` ``(n_classes,)`` at ``shrinkage`` in
+        ``(0, 1]``; a class without a clip gets a bias no score reaches (``-1e9``), as
+        :func:`~ser_utils.training.logistic.fit_logistic` gives it."""
+        if not 0.0 < shrinkage <= 1.0:
+            raise ValueError(f"shrinkage={shrinkage}: it must lie in (0, 1] (0 leaves a singular covariance)")
+        spectrum = (1.0 - shrinkage) * self.eigenvalues + shrinkage * self.scale
+        coef = self.vectors @ ((self.vectors.T @ self.means.T) / spectrum[:, None])  # (R, K)
+        weights = np.zeros((len(coef), self.n_classes))
+        bias = np.full(self.n_classes, -1e9)
+        weights[:, self.present] = coef
+        bias[self.present] = -0.5 * (self.means * coef.T).sum(1) + np.log(self.priors)
+        return weights, bias
 
 
 def split_variants(x: np.ndarray, groups: np.ndarray, train: np.ndarray, normalization: Normalization, *,
