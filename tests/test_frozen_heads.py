@@ -233,16 +233,19 @@ def test_the_discriminant_analysis_is_scikit_learns_on_the_span_of_the_training_
         assert (predicted == ours.argmax(-1)).all()
 
 
-def test_the_discriminant_analysis_never_predicts_a_class_it_did_not_see():
+def test_the_discriminant_analysis_never_predicts_a_class_it_did_not_see_and_refuses_what_it_cannot_solve():
     x, y = toy_embeddings(120, seed=6)
     seen = y != 3
-    weights, bias = ShrinkageLDA(x[seen, :, 1:3].reshape(seen.sum(), -1), y[seen], 8).solve(0.4)
-    assert weights.shape == (96, 8) and bias[3] == -1e9 and not weights[:, 3].any()
-    assert 3 not in (x[:, :, 1:3].reshape(len(x), -1) @ weights + bias).argmax(1)
+    kernel = _Kernel(LINEAR_ALL, x[seen], y[seen], x)
+    weights, bias = kernel.discriminant.solve(0.4)
+    assert weights.shape == (kernel.coordinates.shape[1], 8) and bias[3] == -1e9 and not weights[:, 3].any()
+    assert 3 not in kernel.fit("lda", 0.4)[0]
     with pytest.raises(ValueError, match="singular"):
-        ShrinkageLDA(x[:, :, 1:3].reshape(len(x), -1), y, 8).solve(0.0)
+        kernel.discriminant.solve(0.0)
     with pytest.raises(ValueError, match="two classes"):
-        ShrinkageLDA(x[:10, 0, 0], np.zeros(10, dtype=int), 8)
+        ShrinkageLDA(kernel.coordinates[:10], np.zeros(10, dtype=int), 8)
+    with pytest.raises(ValueError, match="orthogonal columns"):  # raw features: x.T @ x is not diagonal
+        ShrinkageLDA(x[:, :, 1:3].reshape(len(x), -1), y, 8)
 
 
 def test_the_training_prior_is_the_normalizers_own_over_training_speakers():
