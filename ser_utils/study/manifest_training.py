@@ -221,7 +221,9 @@ def train_frozen(data: TrainingData, folds, embeddings: dict[str, np.ndarray], e
 
 
 def _penalty(fit: str) -> str:
-    return {"ridge": "alpha", "logistic": "C", "lda": "shrinkage"}.get(fit, "penalty")
+    from ..training.head_selection import PENALTY_NAMES
+
+    return PENALTY_NAMES.get(fit, "penalty")
 
 
 def baseline_candidates(smoke: bool = False) -> dict[str, tuple[str, dict]]:

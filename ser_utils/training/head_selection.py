@@ -29,7 +29,7 @@ from ..features.normalization import Normalization, SpeakerNormalizer, normalize
 from ..models.heads import FrozenHead, ModelConfig
 from .embeddings import stack
 from .frozen_heads import PARALLEL_BYTES, _fit_sgd, _standardising_head, closed_form
-from .logistic import fit_logistic
+from .logistic import every_class, fit_logistic
 
 #: Ridge penalties and logistic-regression inverse penalties (scikit-learn's ``C``, per clip's loss) the
 #: selected system's linear heads offer its inner cross-validation, each as a candidate of its own.
@@ -49,9 +49,9 @@ LOGISTIC_TOL = 1e-4
 #: mistake is harmless to ridge and logistic regression (its coordinate is about zero) but counts as a dimension
 #: in the discriminant analysis's shrinkage target. 1e-9 before the discriminant analysis.
 EIGEN_FLOOR = 1e-6
-
-
-FITS = ("sgd", "ridge", "logistic", "lda")
+#: What each closed-form / convex linear fit's penalty is called (tables, model cards); with SGD, the fits.
+PENALTY_NAMES = {"ridge": "alpha", "logistic": "C", "lda": "shrinkage"}
+FITS = ("sgd", *PENALTY_NAMES)
 
 
 @dataclass(frozen=True)
@@ -152,19 +152,20 @@ class _Kernel:
         if fit == "ridge":
             intercept = self.targets.mean(0)
             dual = self.v @ ((self.v.T @ (self.targets - intercept)) / (self.s + penalty)[:, None])
-        elif fit == "lda":
-            weights, bias = self.discriminant.solve(penalty)
-            intercept = torch.as_tensor(bias, dtype=torch.float64)
-            dual = self.v @ (torch.as_tensor(weights) / self.s.sqrt()[:, None])
-        else:
-            nearest = min(self.logistic, key=lambda c: abs(np.log(c / penalty)), default=None)
-            weights, bias = fit_logistic(self.coordinates, self.y, penalty, self.targets.shape[1],
-                                         init=self.logistic.get(nearest), tol=self.tol)
-            self.logistic[penalty] = weights, bias
+        else:  # fitted on the coordinates: their weights W map to the dual as V S^-1/2 W
+            weights, bias = self._on_coordinates(fit, penalty)
             intercept = torch.as_tensor(bias, dtype=torch.float64)
             dual = self.v @ (torch.as_tensor(weights) / self.s.sqrt()[:, None])
         logits = self.k_score @ dual + intercept
         return logits.argmax(-1).numpy(), dual, intercept
+
+    def _on_coordinates(self, fit: str, penalty: float) -> tuple[np.ndarray, np.ndarray]:
+        if fit == "lda":
+            return self.discriminant.solve(penalty)
+        nearest = min(self.logistic, key=lambda c: abs(np.log(c / penalty)), default=None)
+        self.logistic[penalty] = fit_logistic(self.coordinates, self.y, penalty, self.targets.shape[1],
+                                              init=self.logistic.get(nearest), tol=self.tol)
+        return self.logistic[penalty]
 
     def model(self, fit: str, penalty: float) -> tuple[np.ndarray, FrozenHead]:
         """The score rows' predicted classes and the fitted :class:`FrozenHead`."""
@@ -218,11 +219,8 @@ class ShrinkageLDA:
         b = self.means @ a
         c = np.diag((1.0 - shrinkage) * self.counts / self.rows)
         coef = a + a @ np.linalg.solve(np.eye(len(c)) - c @ b, c @ b)  # (R, K)
-        weights = np.zeros((len(coef), self.n_classes))
-        bias = np.full(self.n_classes, -1e9)
-        weights[:, self.present] = coef
-        bias[self.present] = -0.5 * (self.means * coef.T).sum(1) + np.log(self.counts / self.rows)
-        return weights, bias
+        bias = -0.5 * (self.means * coef.T).sum(1) + np.log(self.counts / self.rows)
+        return every_class(coef, bias, self.present, self.n_classes)
 
 
 def split_variants(x: np.ndarray, groups: np.ndarray, train: np.ndarray, normalization: Normalization, *,

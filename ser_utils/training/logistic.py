@@ -67,7 +67,14 @@ def fit_logistic(x: np.ndarray, y: np.ndarray, c: float, n_classes: int, *, tol:
     result = minimize(objective, start, jac=True, method="L-BFGS-B",
                       options={"maxiter": max_iter, "ftol": tol, "gtol": 1e-8})
     u, ub = result.x[:-k].reshape(-1, k), result.x[-k:]
-    weights = np.zeros((x.shape[1], n_classes))
-    bias = np.full(n_classes, -1e9)
-    weights[:, present], bias[present] = u / scale, ub / scale_b
-    return weights, bias
+    return every_class(u / scale, ub / scale_b, present, n_classes)
+
+
+def every_class(weights: np.ndarray, bias: np.ndarray, present: np.ndarray, n_classes: int
+                ) -> tuple[np.ndarray, np.ndarray]:
+    """A linear head fitted on the ``present`` classes only (``weights`` ``(R, K)``, ``bias`` ``(K,)``) as one over
+    all ``n_classes``: an absent class gets zero weights and a bias no logit reaches (``-1e9``)."""
+    full_weights = np.zeros((len(weights), n_classes))
+    full_bias = np.full(n_classes, -1e9)
+    full_weights[:, present], full_bias[present] = weights, bias
+    return full_weights, full_bias
